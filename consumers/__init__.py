@@ -1,0 +1,4 @@
+"""Consumers: verify, decrypt, apply an agency's sharing policy and store records; auditor replay.
+
+Imports the core, never producers.
+"""

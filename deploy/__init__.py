@@ -1,0 +1,1 @@
+"""Deployment: fetching and running Apache Kafka locally, and (later) certificates and ACLs."""

@@ -1,0 +1,1 @@
+"""intelbus/cli package."""

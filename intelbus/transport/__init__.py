@@ -1,0 +1,1 @@
+"""Transport: topic names and settings, and the one adapter around kafka-python."""

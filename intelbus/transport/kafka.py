@@ -1,0 +1,178 @@
+"""The only module that imports kafka-python.
+
+It turns kafka-python's exceptions into :class:`~intelbus.errors.KafkaUnavailableError` at this
+boundary, and builds producers and consumers with the settings the bus relies on (idempotent,
+``acks=all``, no compression, manual offset commits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from intelbus.errors import KafkaUnavailableError
+from intelbus.transport.topics import TopicSpec
+
+# Bounded so a dead bootstrap address fails in seconds, not minutes.
+_ADMIN_TIMEOUTS: Mapping[str, int] = {
+    "request_timeout_ms": 10_000,
+    "bootstrap_timeout_ms": 10_000,
+    "reconnect_backoff_max_ms": 1_000,
+}
+
+# Producer settings the bus depends on (SECURITY.md "Durability settings").
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_in_flight_requests_per_connection": 5,
+    "compression_type": None,  # ciphertext does not compress
+    "linger_ms": 5,
+    "retries": 2_147_483_647,
+    "delivery_timeout_ms": 120_000,
+}
+
+
+@contextlib.contextmanager
+def admin_client(bootstrap_servers: str, **overrides: Any) -> Iterator[Any]:  # noqa: ANN401 - kafka-python is untyped
+    """A ``KafkaAdminClient`` closed on exit.
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached.
+    """
+    try:
+        client = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers, **{**_ADMIN_TIMEOUTS, **overrides}
+        )
+    except KafkaError as e:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
+        ) from e
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def broker_ids(bootstrap_servers: str, *, timeout_s: float = 10.0) -> set[int]:
+    """Ids of the brokers the cluster reports in a metadata request.
+
+    Raises:
+        KafkaUnavailableError: no answer.
+    """
+    ms = int(timeout_s * 1000)
+    try:
+        with admin_client(
+            bootstrap_servers, request_timeout_ms=ms, bootstrap_timeout_ms=ms
+        ) as admin:
+            meta = admin.describe_cluster()
+    except KafkaError as e:
+        raise KafkaUnavailableError(f"metadata request failed: {type(e).__name__}") from e
+    # DescribeCluster lists fenced brokers too; only unfenced ones serve requests.
+    return {
+        int(b.get("broker_id", b.get("node_id", -1)))
+        for b in meta.get("brokers", [])
+        if not b.get("is_fenced", False)
+    }
+
+
+def create_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Existing ones are left.
+
+    Raises:
+        KafkaUnavailableError: the cluster refused or could not be reached.
+    """
+    created: list[str] = []
+    with admin_client(bootstrap_servers) as admin:
+        existing = set(admin.list_topics())
+        todo = {
+            s.name: {
+                "num_partitions": s.partitions,
+                "replication_factor": s.replication_factor,
+                "configs": dict(s.configs),
+            }
+            for s in specs
+            if s.name not in existing
+        }
+        if not todo:
+            return created
+        try:
+            admin.create_topics(todo, timeout_ms=30_000, wait_for_metadata=True)
+        except TopicAlreadyExistsError:
+            pass  # created concurrently by another process; the settings are checked separately
+        except KafkaError as e:
+            raise KafkaUnavailableError(f"creating topics failed: {type(e).__name__}: {e}") from e
+        created.extend(todo)
+    return created
+
+
+def topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
+    """Every config value of ``topic`` as the broker reports it (defaults included)."""
+    with admin_client(bootstrap_servers) as admin:
+        result = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+    entries = _find_topic_entries(result, topic)
+    return {k: ("" if v.get("value") is None else str(v["value"])) for k, v in entries.items()}
+
+
+def _find_topic_entries(result: Any, topic: str) -> dict[str, Any]:  # noqa: ANN401 - untyped library result
+    # kafka-python 3.0 returns {resource_type: {resource_name: {config_key: {..}}}}; the resource
+    # type key's exact spelling varies (enum or name), so search by topic name.
+    if isinstance(result, dict):
+        for by_name in result.values():
+            if isinstance(by_name, dict) and topic in by_name:
+                entries: dict[str, Any] = by_name[topic]
+                return entries
+    raise KafkaUnavailableError(f"no config entries returned for topic {topic}")
+
+
+def topic_partitions(bootstrap_servers: str, topic: str) -> dict[int, list[int]]:
+    """partition -> replica broker ids, from a metadata request."""
+    with admin_client(bootstrap_servers) as admin:
+        described = admin.describe_topics([topic])
+    out: dict[int, list[int]] = {}
+    for t in described:
+        for p in t["partitions"]:
+            out[int(p["partition_index"])] = [int(r) for r in p["replica_nodes"]]
+    return out
+
+
+def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:  # noqa: ANN401 - kafka-python is untyped
+    """A ``KafkaProducer`` with the bus's durable settings.
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached at construction time.
+    """
+    try:
+        return KafkaProducer(
+            bootstrap_servers=bootstrap_servers, **{**PRODUCER_DEFAULTS, **overrides}
+        )
+    except KafkaError as e:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
+        ) from e
+
+
+def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:  # noqa: ANN401 - kafka-python is untyped
+    """A ``KafkaConsumer`` that never auto-commits: offsets are committed after the store commits.
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached at construction time.
+    """
+    settings: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    settings.update(overrides)
+    try:
+        return KafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, **settings)
+    except KafkaError as e:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
+        ) from e

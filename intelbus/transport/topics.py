@@ -1,0 +1,81 @@
+"""Topic names and the settings every bus topic is created with.
+
+One topic per record family. Topics that auditors replay keep everything (``retention.ms=-1``) and
+let the broker's clock witness arrival (``message.timestamp.type=LogAppendTime``): a record
+back-dated by a compromised key still shows when it really reached the bus.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class Family(enum.StrEnum):
+    """Record families; each has its own topic."""
+
+    SIGHTINGS = "sightings"
+    INCIDENTS = "incidents"
+    DIRECTORY = "directory"
+    HEARTBEATS = "heartbeats"
+
+
+DEFAULT_PREFIX = "intelbus"
+
+
+def topic_name(family: Family, *, prefix: str = DEFAULT_PREFIX) -> str:
+    """Default topic name of a family, e.g. ``intelbus.sightings``."""
+    return f"{prefix}.{family.value}"
+
+
+def audit_topic_config(*, min_insync_replicas: int) -> Mapping[str, str]:
+    """Settings for a topic auditors replay: keep forever, broker append time, no unclean election."""
+    return MappingProxyType(
+        {
+            "retention.ms": "-1",
+            "retention.bytes": "-1",
+            "cleanup.policy": "delete",
+            "message.timestamp.type": "LogAppendTime",
+            "min.insync.replicas": str(min_insync_replicas),
+            "unclean.leader.election.enable": "false",
+            # Ciphertext does not compress; the producer sends uncompressed and the broker keeps it so.
+            "compression.type": "producer",
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: name, partitions, replication factor and configs."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1 or self.replication_factor < 1:
+            raise ValueError("partitions and replication factor must be >= 1")
+
+
+def bus_topics(
+    *, prefix: str = DEFAULT_PREFIX, replication_factor: int = 1, partitions: int = 3
+) -> list[TopicSpec]:
+    """The topics of one bus, with durable settings scaled to the cluster's replication factor.
+
+    With RF 3, ``min.insync.replicas`` is 2 (acks=all then survives one broker loss); with RF 1 it
+    can only be 1. The directory topic has one partition, so its versions stay totally ordered.
+    """
+    min_isr = 2 if replication_factor >= 3 else 1
+    cfg = audit_topic_config(min_insync_replicas=min_isr)
+    return [
+        TopicSpec(
+            topic_name(f, prefix=prefix),
+            1 if f is Family.DIRECTORY else partitions,
+            replication_factor,
+            cfg,
+        )
+        for f in Family
+    ]

@@ -1,0 +1,1 @@
+"""Producers: validate, encode, seal and publish records to the bus. Imports the core, never consumers."""
