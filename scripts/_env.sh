@@ -30,6 +30,6 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
-  .venv/bin/python -m deploy.kafka.jars >/dev/null
+  .venv/bin/python -m deploy.kafka.jars
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
