@@ -160,3 +160,28 @@ class SchemaViolation(SchemaError):
 
 class SchemaDefinitionError(IntelbusError):
     """A schema file is invalid, fails the lint, or is an incompatible change. Not a record error."""
+
+
+# --- Per-producer hash chains. See intelbus/chain.py. -------------------------------------------------
+
+
+class ChainError(RecordError):
+    """A record does not continue its producer's hash chain."""
+
+
+class ChainReplay(ChainError):
+    """The sequence number was already seen: an old record delivered again (possibly at a new offset)."""
+
+    reason = ReasonCode.CHAIN_REPLAY
+
+
+class ChainFork(ChainError):
+    """The record's previous-hash does not match the chain: a fork or a spliced stream."""
+
+    reason = ReasonCode.CHAIN_FORK
+
+
+class ChainJump(ChainError):
+    """The sequence number jumps further ahead than any plausible gap (fast-forward attack)."""
+
+    reason = ReasonCode.CHAIN_GAP

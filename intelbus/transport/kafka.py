@@ -8,10 +8,11 @@ boundary, and builds producers and consumers with the settings the bus relies on
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -176,3 +177,31 @@ def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any
         raise KafkaUnavailableError(
             f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
         ) from e
+
+
+def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[Any]:  # noqa: ANN401 - kafka-python is untyped
+    """Every record of ``topic`` from offset 0 up to the end offsets seen at the start, all partitions.
+
+    The consumer is assigned the partitions directly (no group, nothing committed), so reading
+    never disturbs other consumers.
+
+    Raises:
+        KafkaUnavailableError: the topic does not exist, or the end was not reached in time.
+    """
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise KafkaUnavailableError(f"topic {topic} does not exist")
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    end = consumer.end_offsets(tps)
+    remaining = {tp for tp in tps if end[tp] > 0}
+    deadline = time.monotonic() + timeout_s
+    while remaining:
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(f"could not read {topic} to its end within {timeout_s:.0f}s")
+        batch = consumer.poll(timeout_ms=500)
+        for tp, records in batch.items():
+            yield from records
+            if consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
