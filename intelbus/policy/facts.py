@@ -1,0 +1,48 @@
+"""The facts of a record that sharing decisions may look at, as plain values.
+
+Built from a domain model by :func:`intelbus.records`-aware code (``from_record``); kept separate
+so the policy engine can be tested and fuzzed on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Tlp(enum.StrEnum):
+    """Traffic Light Protocol 2.0, least to most restrictive."""
+
+    CLEAR = "CLEAR"
+    GREEN = "GREEN"
+    AMBER = "AMBER"
+    AMBER_STRICT = "AMBER_STRICT"
+    RED = "RED"
+
+
+class Classification(enum.StrEnum):
+    """UK Government Security Classifications, least to most sensitive."""
+
+    OFFICIAL = "OFFICIAL"
+    OFFICIAL_SENSITIVE = "OFFICIAL_SENSITIVE"
+    SECRET = "SECRET"  # noqa: S105 - a classification name, not a password
+    TOP_SECRET = "TOP_SECRET"  # noqa: S105 - a classification name, not a password
+
+
+CLASSIFICATION_ORDER = {c: i for i, c in enumerate(Classification)}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFacts:
+    """What a sharing decision may depend on. No free text, no personal data."""
+
+    kind: str  # "sighting" | "incident" | "correction" | "retraction"
+    tlp: Tlp
+    classification: Classification
+    handling_code: str  # "P" | "C"
+    conditions: tuple[str, ...]  # handling conditions when the code is C
+    source_evaluation: str  # "1" | "2" | "3"
+    assessment: str  # "A".."E"
+    force_area: str | None
+    occurred_at: datetime | None
