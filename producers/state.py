@@ -1,0 +1,143 @@
+"""A producer's durable stream state: sequence numbers, the hash chain, and unacknowledged sends.
+
+The rule that keeps a producer's chain linear across crashes: a sealed record is written here
+(``reserve``) *before* it is sent, in the same transaction that advances the stream's sequence and
+last digest. So after any crash:
+
+* a sequence number is never reused (it was reserved durably before the send), and the chain
+  never forks (the next record chains to the last *reserved* one, sent or not);
+* a record whose send was never acknowledged is still here as ``pending`` and is resent
+  **byte for byte** (same record id, same signature) by :meth:`ProducerState.pending`, never
+  re-sealed; consumers treat a copy they already hold as a replay, which is harmless.
+
+SQLite with ``journal_mode=WAL`` and ``synchronous=FULL``: a reservation is on disk when
+``reserve`` returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from intelbus.chain import GENESIS_DIGEST
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    stream TEXT PRIMARY KEY,
+    last_sequence INTEGER NOT NULL,
+    last_digest BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sends (
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    record_id TEXT NOT NULL UNIQUE,
+    sealed BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'acked')),
+    partition INTEGER,
+    offset INTEGER,
+    PRIMARY KEY (stream, sequence)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """Where a stream stands: the next record gets ``last_sequence + 1`` and chains to ``last_digest``."""
+
+    stream: str
+    last_sequence: int
+    last_digest: bytes
+
+    @property
+    def next_sequence(self) -> int:
+        return self.last_sequence + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSend:
+    """A sealed record reserved but not yet acknowledged by the broker."""
+
+    stream: str
+    sequence: int
+    record_id: str
+    sealed: bytes
+
+
+class ProducerState:
+    """The durable state of one producer (one file per producer identity and environment)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def head(self, stream: str) -> StreamHead:
+        """The stream's head (an empty stream starts at -1 with the genesis digest)."""
+        row = self._db.execute(
+            "SELECT last_sequence, last_digest FROM streams WHERE stream = ?", (stream,)
+        ).fetchone()
+        if row is None:
+            return StreamHead(stream, -1, GENESIS_DIGEST)
+        return StreamHead(stream, int(row[0]), bytes(row[1]))
+
+    def heads(self) -> list[StreamHead]:
+        """Every stream's head (for heartbeats)."""
+        rows = self._db.execute(
+            "SELECT stream, last_sequence, last_digest FROM streams ORDER BY stream"
+        )
+        return [StreamHead(r[0], int(r[1]), bytes(r[2])) for r in rows]
+
+    def reserve(self, head: StreamHead, *, record_id: str, digest: bytes, sealed: bytes) -> None:
+        """Durably record a sealed record as the stream's next one, before it is sent.
+
+        Raises:
+            RuntimeError: ``head`` is stale (another writer advanced the stream): never fork.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            current = self.head(head.stream)
+            if current != head:
+                raise RuntimeError(
+                    f"stream {head.stream} moved on from sequence {head.last_sequence}"
+                )
+            self._db.execute(
+                "INSERT INTO streams (stream, last_sequence, last_digest) VALUES (?, ?, ?) "
+                "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
+                "last_digest = excluded.last_digest",
+                (head.stream, head.next_sequence, digest),
+            )
+            self._db.execute(
+                "INSERT INTO sends (stream, sequence, record_id, sealed, status) VALUES (?, ?, ?, ?, 'pending')",
+                (head.stream, head.next_sequence, record_id, sealed),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def acknowledge(self, record_id: str, partition: int, offset: int) -> None:
+        """Mark a send acknowledged by the broker (acks=all)."""
+        self._db.execute(
+            "UPDATE sends SET status = 'acked', partition = ?, offset = ?, sealed = x'' WHERE record_id = ?",
+            (partition, offset, record_id),
+        )
+
+    def pending(self) -> list[PendingSend]:
+        """Reserved but unacknowledged records, in stream and sequence order: resend them first."""
+        rows = self._db.execute(
+            "SELECT stream, sequence, record_id, sealed FROM sends WHERE status = 'pending' "
+            "ORDER BY stream, sequence"
+        )
+        return [PendingSend(r[0], int(r[1]), r[2], bytes(r[3])) for r in rows]
+
+    def acked_count(self) -> int:
+        """How many sends the broker acknowledged."""
+        row = self._db.execute("SELECT count(*) FROM sends WHERE status = 'acked'").fetchone()
+        return int(row[0])
