@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from intelbus import __version__
-from intelbus.cli import demo_cmd, kafka_cmd
+from intelbus.cli import demo_cmd, directory_cmd, kafka_cmd
 from intelbus.log import configure
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold keys or plaintext: never print them
 )
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(directory_cmd.keys_app, name="keys")
+app.add_typer(directory_cmd.app, name="directory")
 app.command(name="demo")(demo_cmd.demo)
 
 

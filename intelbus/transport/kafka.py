@@ -199,7 +199,9 @@ def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[
     deadline = time.monotonic() + timeout_s
     while remaining:
         if time.monotonic() > deadline:
-            raise KafkaUnavailableError(f"could not read {topic} to its end within {timeout_s:.0f}s")
+            raise KafkaUnavailableError(
+                f"could not read {topic} to its end within {timeout_s:.0f}s"
+            )
         batch = consumer.poll(timeout_ms=500)
         for tp, records in batch.items():
             yield from records

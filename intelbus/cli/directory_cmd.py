@@ -1,0 +1,368 @@
+"""``intelbus keys ...`` and ``intelbus directory ...``: agency keys and the federation directory.
+
+A *directory folder* holds the accepted versions (``v1.json``...) and the draft of the next one
+(``draft.json``). Editing commands write the draft; ``sign`` adds one admin's signature to it;
+``publish`` checks that the draft verifies as the next version, makes it ``vN.json`` and, given a
+broker, appends every version not yet there to the directory topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from intelbus.directory import edit
+from intelbus.directory import store as dstore
+from intelbus.directory.model import DirectoryError, Role, SignedDirectory
+from intelbus.directory.trust import DirectoryHistory, sign
+from intelbus.errors import IntelbusError
+from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.transport.topics import Family, topic_name
+
+keys_app = typer.Typer(
+    help="Agency key pairs (Ed25519 signing + X25519 encryption).", no_args_is_help=True
+)
+app = typer.Typer(help="The threshold-signed federation directory.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+PASSPHRASE_ENV_HELP = "Name of an environment variable holding the key file's passphrase."
+Folder = typer.Option(
+    Path("directory"), "--folder", help="Directory folder (v1.json..., draft.json)."
+)
+Validity = typer.Option(365, "--validity-days", min=1, help="Days until this version expires.")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _passphrase(env_name: str | None) -> bytes | None:
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name)
+    if not value:
+        raise _fail(f"environment variable {env_name} is empty or unset")
+    return value.encode()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _load_public(path: Path) -> PublicIdentity:
+    try:
+        return PublicIdentity.from_json(path.read_text())
+    except (OSError, ValueError, IntelbusError) as e:
+        raise _fail(f"cannot read public key file {path}: {e}") from None
+
+
+def _latest(folder: Path) -> DirectoryHistory:
+    try:
+        return dstore.load_folder(folder)
+    except (DirectoryError, IntelbusError) as e:
+        raise _fail(f"{folder}: {e}") from None
+
+
+def _write_draft(folder: Path, doc: SignedDirectory) -> None:
+    draft = folder / dstore.DRAFT
+    if draft.exists():
+        raise _fail(f"{draft} already exists: publish or delete it before starting another change")
+    folder.mkdir(parents=True, exist_ok=True)
+    dstore.write_file(draft, doc)
+    console.print(
+        f"draft of v{doc.signed.version} written to {draft}; "
+        f"it needs {doc.signed.threshold} admin signature(s): `intelbus directory sign`"
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+@keys_app.command("new")
+def keys_new(
+    agency: str = typer.Option(..., "--agency", help="Agency id, e.g. cst or met-police."),
+    out: Path = typer.Option(
+        Path("keys"), "--out", help="Folder for <agency>.key and <agency>.pub.json."
+    ),
+    passphrase_env: str | None = typer.Option(None, "--passphrase-env", help=PASSPHRASE_ENV_HELP),
+) -> None:
+    """Make a new key pair: a private key file (mode 0600) and a public key file to share."""
+    identity = AgencyIdentity.generate(agency)
+    out.mkdir(parents=True, exist_ok=True)
+    private = out / f"{agency}.key"
+    public = out / f"{agency}.pub.json"
+    try:
+        identity.save(private, passphrase=_passphrase(passphrase_env))
+    except FileExistsError:
+        raise _fail(f"{private} exists; refusing to overwrite a private key") from None
+    public.write_text(identity.public.to_json())
+    console.print(f"key id {identity.public.key_id.hex()} for {agency}")
+    console.print(f"private key: {private} (mode 0600)  public key: {public}")
+
+
+# --- directory -------------------------------------------------------------------------------------
+
+
+@app.command("init")
+def init(
+    folder: Path = Folder,
+    environment: str = typer.Option(
+        ..., "--environment", help="Bus/environment id, e.g. demo or prod."
+    ),
+    admin: list[Path] = typer.Option(..., "--admin", help="Public key file of an admin (repeat)."),
+    threshold: int = typer.Option(..., "--threshold", min=1, help="Admin signatures needed."),
+    validity_days: int = Validity,
+) -> None:
+    """Draft version 1: the admin keys and the threshold."""
+    if dstore.folder_versions(folder) if folder.exists() else []:
+        raise _fail(f"{folder} already holds directory versions")
+    admins = [edit.admin_key(_load_public(p).sign_public, _load_public(p).agency_id) for p in admin]
+    try:
+        doc = edit.initial(
+            environment=environment,
+            admin_keys=admins,
+            threshold=threshold,
+            now=_now(),
+            validity=timedelta(days=validity_days),
+        )
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("add-agency")
+def add_agency(
+    folder: Path = Folder,
+    agency: str = typer.Option(..., "--agency"),
+    name: str = typer.Option(..., "--name", help="Display name."),
+    role: list[Role] = typer.Option(
+        ..., "--role", help="producer, consumer, auditor or admin (repeat)."
+    ),
+    topic: list[str] = typer.Option(
+        [], "--topic", help="A topic the agency may publish to (repeat)."
+    ),
+    force_area: list[str] = typer.Option([], "--force-area", help="Police force area (repeat)."),
+    public: Path = typer.Option(..., "--public", help="The agency's public key file."),
+    validity_days: int = Validity,
+) -> None:
+    """Draft N+1 with a new agency."""
+    body = _latest(folder).latest
+    try:
+        doc = edit.add_agency(
+            body,
+            agency_id=agency,
+            display_name=name,
+            roles=role,
+            identity=_load_public(public),
+            publish_topics=topic,
+            force_areas=force_area,
+            now=_now(),
+            validity=timedelta(days=validity_days),
+        )
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("rotate-key")
+def rotate_key(
+    folder: Path = Folder,
+    agency: str = typer.Option(..., "--agency"),
+    public: Path = typer.Option(..., "--public", help="The agency's new public key file."),
+    validity_days: int = Validity,
+) -> None:
+    """Draft N+1 where the agency's current key ends now and the new one starts."""
+    body = _latest(folder).latest
+    try:
+        doc = edit.rotate_key(
+            body,
+            agency_id=agency,
+            identity=_load_public(public),
+            now=_now(),
+            validity=timedelta(days=validity_days),
+        )
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("revoke-key")
+def revoke_key(
+    folder: Path = Folder,
+    agency: str = typer.Option(..., "--agency"),
+    key_id: str = typer.Option(..., "--key-id", help="Hex key id to revoke."),
+    reason: str = typer.Option(..., "--reason"),
+    compromised_since: datetime | None = typer.Option(
+        None, "--compromised-since", help="When the key leaked (UTC), if it did."
+    ),
+    validity_days: int = Validity,
+) -> None:
+    """Draft N+1 revoking a key now; records signed after --compromised-since will be refused."""
+    body = _latest(folder).latest
+    since = (
+        compromised_since.replace(tzinfo=UTC)
+        if compromised_since and compromised_since.tzinfo is None
+        else compromised_since
+    )
+    try:
+        doc = edit.revoke_key(
+            body,
+            agency_id=agency,
+            key_id=key_id,
+            reason=reason,
+            now=_now(),
+            compromised_since=since,
+            validity=timedelta(days=validity_days),
+        )
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("remove-agency")
+def remove_agency(
+    folder: Path = Folder,
+    agency: str = typer.Option(..., "--agency"),
+    validity_days: int = Validity,
+) -> None:
+    """Draft N+1 where the agency leaves now (its keys stay listed for replay)."""
+    body = _latest(folder).latest
+    try:
+        doc = edit.remove_agency(
+            body, agency_id=agency, now=_now(), validity=timedelta(days=validity_days)
+        )
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("sign")
+def sign_draft(
+    folder: Path = Folder,
+    key: Path = typer.Option(..., "--key", help="An admin's private key file."),
+    passphrase_env: str | None = typer.Option(None, "--passphrase-env", help=PASSPHRASE_ENV_HELP),
+) -> None:
+    """Add one admin's signature to the draft."""
+    draft_path = folder / dstore.DRAFT
+    if not draft_path.exists():
+        raise _fail(f"no draft in {folder}")
+    try:
+        identity = AgencyIdentity.load(key, passphrase=_passphrase(passphrase_env))
+        doc = sign(dstore.load_file(draft_path), identity.signing_seed())
+    except IntelbusError as e:
+        raise _fail(str(e)) from None
+    dstore.write_file(draft_path, doc)
+    console.print(f"draft v{doc.signed.version} now has {len(doc.signatures)} signature(s)")
+
+
+@app.command("publish")
+def publish(
+    folder: Path = Folder,
+    bootstrap: str | None = typer.Option(None, "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS"),
+    topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
+) -> None:
+    """Accept the draft as the next version (it must verify), then append new versions to Kafka."""
+    draft_path = folder / dstore.DRAFT
+    if draft_path.exists():
+        try:
+            draft = dstore.load_file(draft_path)
+            if dstore.folder_versions(folder):
+                dstore.load_folder(folder).update(draft)
+            else:
+                DirectoryHistory(draft)
+        except (DirectoryError, IntelbusError) as e:
+            raise _fail(f"the draft does not verify: {e}") from None
+        dstore.write_file(dstore.version_path(folder, draft.signed.version), draft)
+        draft_path.unlink()
+        console.print(f"accepted v{draft.signed.version}")
+    if bootstrap:
+        history = _latest(folder)
+        try:
+            on_topic = dstore.published_versions(bootstrap, topic)
+            new = [d for d in history.versions if d.signed.version not in on_topic]
+            dstore.publish_to_topic(bootstrap, topic, new)
+        except IntelbusError as e:
+            raise _fail(str(e), code=3) from None
+        console.print(f"published {len(new)} version(s) to {topic}")
+
+
+@app.command("verify")
+def verify(
+    folder: Path = Folder,
+    pinned: Path | None = typer.Option(
+        None, "--pinned", help="Trusted first version (default: the folder's v1)."
+    ),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", help="Read the chain from Kafka instead."
+    ),
+    topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
+) -> None:
+    """Verify the chain from the pinned version to the newest, and that the newest has not expired."""
+    try:
+        if bootstrap:
+            if pinned is None:
+                raise _fail("--pinned is required with --bootstrap")
+            history, problems = dstore.fetch_from_topic(bootstrap, topic, dstore.load_file(pinned))
+            for p in problems:
+                err.print(f"refused a version on {topic}: {p}", highlight=False)
+        else:
+            history = dstore.load_folder(folder, dstore.load_file(pinned) if pinned else None)
+        history.check_fresh(_now())
+    except (DirectoryError, IntelbusError) as e:
+        raise _fail(str(e), code=1) from None
+    latest = history.latest
+    console.print(
+        f"directory OK: {len(history.versions)} version(s) verified, newest v{latest.version} "
+        f"({latest.environment}), expires {latest.expires.isoformat()}"
+    )
+
+
+@app.command("show")
+def show(
+    folder: Path = Folder,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The newest verified version, as a table or JSON."""
+    latest = _latest(folder).latest
+    if as_json:
+        typer.echo(json.dumps(latest.model_dump(mode="json"), indent=2))
+        return
+    console.print(
+        f"directory v{latest.version} ({latest.environment}), issued {latest.issued_at:%Y-%m-%d %H:%M}Z, "
+        f"expires {latest.expires:%Y-%m-%d}; {latest.threshold} of {len(latest.admin_keys)} admin signatures"
+    )
+    table = Table()
+    for col in ("agency", "name", "roles", "topics", "key id", "valid from", "until", "status"):
+        table.add_column(col)
+    for a in latest.agencies:
+        for k in a.keys:
+            status = "active"
+            if a.removed_at is not None:
+                status = "agency removed"
+            if k.revocation is not None:
+                status = f"revoked ({k.revocation.reason})"
+                if k.revocation.compromised_since:
+                    status += (
+                        f", compromised since {k.revocation.compromised_since:%Y-%m-%d %H:%M}Z"
+                    )
+            elif k.not_after is not None and a.removed_at is None:
+                status = "rotated out"
+            table.add_row(
+                a.agency_id,
+                a.display_name,
+                ",".join(a.roles),
+                ",".join(a.publish_topics) or "-",
+                k.key_id[:16],
+                f"{k.not_before:%Y-%m-%d %H:%M}",
+                f"{k.not_after:%Y-%m-%d %H:%M}" if k.not_after else "-",
+                status,
+            )
+    console.print(table)

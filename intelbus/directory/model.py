@@ -1,0 +1,284 @@
+"""The directory document: a versioned, signed list of agencies, their keys, roles and topics.
+
+A version is ``{"signed": <DirectoryBody>, "signatures": [...]}``. The signature covers a domain
+prefix and the *canonical JSON* of the body (sorted keys, no whitespace, UTF-8), so any two parties
+that hold the same body agree on the signed bytes byte for byte.
+
+Structural checks happen here, when a document is parsed (TUF's "parse, then verify"): unique ids,
+threshold within the admin key count, public keys that are valid curve points, key ids that match
+their keys, times in UTC. Signature checks live in :mod:`intelbus.directory.trust`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from intelbus import _nacl
+from intelbus.errors import IntelbusError
+from intelbus.identity import PublicIdentity, derive_key_id
+
+DIRECTORY_TYPE = "intelbus.directory"
+SPEC_VERSION = 1
+SIGNING_PREFIX = b"intelbus/directory/v1\x00"
+MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
+AGENCY_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
+
+
+class DirectoryError(IntelbusError):
+    """A directory version is invalid or may not be trusted."""
+
+
+class InvalidDirectory(DirectoryError):
+    """The document does not parse, or breaks a structural rule (ids, keys, threshold, times)."""
+
+
+class ThresholdNotMet(DirectoryError):
+    """Fewer distinct admin keys than the threshold signed this version."""
+
+
+class BadVersion(DirectoryError):
+    """The version is not exactly the next one (rollback, replay or a skipped version)."""
+
+
+class DirectoryExpired(DirectoryError):
+    """The newest trusted directory has expired; nothing may be verified against it."""
+
+
+class Role(enum.StrEnum):
+    """What an agency may do on the bus."""
+
+    PRODUCER = "producer"
+    CONSUMER = "consumer"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None or value.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
+        raise ValueError("times must be timezone-aware UTC")
+    return value
+
+
+def _hex_of(length: int) -> Any:  # noqa: ANN401 - returns a validator callable
+    def check(value: str) -> str:
+        if len(value) != 2 * length or value != value.lower():
+            raise ValueError(f"expected {2 * length} lower-case hex characters")
+        bytes.fromhex(value)
+        return value
+
+    return check
+
+
+UtcTime = Annotated[datetime, AfterValidator(_utc)]
+KeyIdHex = Annotated[str, AfterValidator(_hex_of(16))]
+PublicHex = Annotated[str, AfterValidator(_hex_of(32))]
+SigHex = Annotated[str, AfterValidator(_hex_of(64))]
+AgencyId = Annotated[str, Field(pattern=AGENCY_ID_PATTERN)]
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Revocation(BaseModel):
+    """A key's revocation: when, why, and since when it must be presumed leaked (if it did)."""
+
+    model_config = _FROZEN
+    revoked_at: UtcTime
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    compromised_since: UtcTime | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.compromised_since is not None and self.compromised_since > self.revoked_at:
+            raise ValueError("compromised_since cannot be later than revoked_at")
+        return self
+
+
+class AgencyKey(BaseModel):
+    """One key pair of an agency (Ed25519 for signing, X25519 for receiving) with its window."""
+
+    model_config = _FROZEN
+    key_id: KeyIdHex
+    sign_public: PublicHex
+    enc_public: PublicHex
+    not_before: UtcTime
+    not_after: UtcTime | None = None
+    revocation: Revocation | None = None
+
+    @model_validator(mode="after")
+    def _keys(self) -> Self:
+        sign_pk = bytes.fromhex(self.sign_public)
+        enc_pk = bytes.fromhex(self.enc_public)
+        # Reject small-order and non-canonical points when a key is added (SECURITY.md).
+        _nacl.check_sign_public_key(sign_pk)
+        _nacl.check_box_public_key(enc_pk)
+        if derive_key_id(sign_pk, enc_pk).hex() != self.key_id:
+            raise ValueError(f"key_id {self.key_id} does not match its public keys")
+        if self.not_after is not None and self.not_after <= self.not_before:
+            raise ValueError("not_after must be later than not_before")
+        return self
+
+    def public_identity(self, agency_id: str) -> PublicIdentity:
+        """The key as the envelope code uses it."""
+        return PublicIdentity.from_public_bytes(
+            agency_id, bytes.fromhex(self.sign_public), bytes.fromhex(self.enc_public)
+        )
+
+
+class Agency(BaseModel):
+    """A member of the federation."""
+
+    model_config = _FROZEN
+    agency_id: AgencyId
+    display_name: Annotated[str, Field(min_length=1, max_length=200)]
+    roles: tuple[Role, ...] = Field(min_length=1)
+    publish_topics: tuple[TopicName, ...] = ()
+    force_areas: tuple[Annotated[str, Field(max_length=64)], ...] = ()
+    keys: tuple[AgencyKey, ...] = Field(min_length=1)
+    removed_at: UtcTime | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError(f"agency {self.agency_id}: duplicate roles")
+        if self.publish_topics and Role.PRODUCER not in self.roles:
+            raise ValueError(f"agency {self.agency_id}: only producers have publish topics")
+        return self
+
+
+class AdminKey(BaseModel):
+    """An Ed25519 key allowed to sign directory versions, and who holds it."""
+
+    model_config = _FROZEN
+    key_id: KeyIdHex
+    public: PublicHex
+    holder: Annotated[str, Field(min_length=1, max_length=100)]
+
+    @model_validator(mode="after")
+    def _key(self) -> Self:
+        pk = bytes.fromhex(self.public)
+        _nacl.check_sign_public_key(pk)
+        if admin_key_id(pk).hex() != self.key_id:
+            raise ValueError(f"admin key_id {self.key_id} does not match its public key")
+        return self
+
+
+class DirectoryBody(BaseModel):
+    """The signed part of a directory version."""
+
+    model_config = _FROZEN
+    type: Literal["intelbus.directory"] = "intelbus.directory"
+    spec_version: Literal[1] = 1
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    version: Annotated[int, Field(ge=1)]
+    issued_at: UtcTime
+    expires: UtcTime
+    threshold: Annotated[int, Field(ge=1)]
+    admin_keys: tuple[AdminKey, ...] = Field(min_length=1)
+    agencies: tuple[Agency, ...] = ()
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.expires <= self.issued_at:
+            raise ValueError("expires must be later than issued_at")
+        admin_publics = [k.public for k in self.admin_keys]
+        if len(set(admin_publics)) != len(admin_publics):
+            # A key listed twice would let one holder count twice towards the threshold.
+            raise ValueError("an admin key is listed twice")
+        if self.threshold > len(self.admin_keys):
+            raise ValueError("threshold exceeds the number of admin keys")
+        ids = [a.agency_id for a in self.agencies]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an agency is listed twice")
+        key_ids = [k.key_id for a in self.agencies for k in a.keys]
+        if len(set(key_ids)) != len(key_ids):
+            raise ValueError("a key id appears twice")
+        return self
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes that admin signatures cover (after :data:`SIGNING_PREFIX`)."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    def agency(self, agency_id: str) -> Agency | None:
+        """The agency with this id, or None."""
+        for a in self.agencies:
+            if a.agency_id == agency_id:
+                return a
+        return None
+
+    def find_key(self, key_id: str) -> tuple[Agency, AgencyKey] | None:
+        """The agency and key with this key id, or None."""
+        for a in self.agencies:
+            for k in a.keys:
+                if k.key_id == key_id:
+                    return a, k
+        return None
+
+
+class Signature(BaseModel):
+    """One admin's signature over a body."""
+
+    model_config = _FROZEN
+    key_id: KeyIdHex
+    sig: SigHex
+
+
+class SignedDirectory(BaseModel):
+    """A directory version as stored in files and on the directory topic."""
+
+    model_config = _FROZEN
+    signed: DirectoryBody
+    signatures: tuple[Signature, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the whole document."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SignedDirectory:
+        """Parse and structurally validate a document.
+
+        Raises:
+            InvalidDirectory: oversize, not JSON, or breaks a structural rule.
+        """
+        if len(data) > MAX_DIRECTORY_BYTES:
+            raise InvalidDirectory(f"directory document of {len(data)} bytes exceeds the cap")
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as e:
+            # pydantic's message names fields and rules; it holds public data only.
+            raise InvalidDirectory(
+                f"invalid directory document: {e.error_count()} error(s): {e}"
+            ) from e
+
+    def with_signature(self, sig: Signature) -> SignedDirectory:
+        """A copy with one more signature (replacing an earlier one by the same key)."""
+        kept = tuple(s for s in self.signatures if s.key_id != sig.key_id)
+        return SignedDirectory(signed=self.signed, signatures=(*kept, sig))
+
+
+def canonical_json(value: Any) -> bytes:  # noqa: ANN401 - any JSON value
+    """Deterministic JSON: sorted keys, no insignificant whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def admin_key_id(public: bytes) -> bytes:
+    """Key id of an admin (Ed25519) public key: BLAKE2b-128 with its own personalisation."""
+    return _nacl.blake2b(public, digest_size=16, person=b"ibus-admin-key")
+
+
+def signing_message(body: DirectoryBody) -> bytes:
+    """What an admin signs: a domain prefix, then the canonical body."""
+    return SIGNING_PREFIX + body.canonical_bytes()
