@@ -8,6 +8,8 @@ Failures are mapped to intelbus's typed errors at this boundary.
 
 from __future__ import annotations
 
+import hashlib
+
 import nacl.bindings as b
 import nacl.exceptions
 import nacl.utils
@@ -35,10 +37,13 @@ def random_bytes(n: int) -> bytes:
 
 
 def blake2b(data: bytes, *, digest_size: int = 32, person: bytes = b"", key: bytes = b"") -> bytes:
-    """BLAKE2b with an optional personalisation (domain separation, at most 16 bytes)."""
-    return b.crypto_generichash_blake2b_salt_personal(
-        data, digest_size=digest_size, key=key, person=person.ljust(16, b"\0") if person else b""
-    )
+    """BLAKE2b with an optional personalisation (domain separation, at most 16 bytes).
+
+    The standard library's BLAKE2b: the same function as libsodium's ``crypto_generichash`` (same
+    output, zero-padded personalisation; tests/unit/test_envelope.py checks), without PyNaCl's
+    per-call argument checking, which cost ~5 us of the ~7 us per record digest.
+    """
+    return hashlib.blake2b(data, digest_size=digest_size, key=key, person=person).digest()
 
 
 # --- Ed25519 ---------------------------------------------------------------------------------------

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from intelbus import _nacl
-from intelbus.errors import ConfigError, DecryptionFailed
+from intelbus.errors import ConfigError, DecryptionFailed, KeyNotValid, UnknownKey
 
 KEY_FILE_FORMAT = "intelbus-key-v1"
 _KEY_ID_PERSON = b"ibus-key-id"
@@ -87,13 +88,32 @@ class AgencyIdentity:
 
     __slots__ = ("_enc_secret", "_sign_secret", "_sign_seed", "public")
 
+    _sign_secret: bytes
+    _sign_seed: bytes
+    _enc_secret: bytes
+    public: PublicIdentity
+
     def __init__(self, agency_id: str, sign_seed: bytes, enc_secret: bytes) -> None:
-        sign_public, self._sign_secret = _nacl.sign_keypair_from_seed(sign_seed)
-        self._sign_seed = sign_seed
-        self._enc_secret = enc_secret
-        self.public = PublicIdentity.from_public_bytes(
+        """Derive the public keys and key id from a 32-byte Ed25519 seed and X25519 secret.
+
+        Raises:
+            ValueError: a secret has the wrong length, or a derived public key is unusable.
+        """
+        sign_public, sign_secret = _nacl.sign_keypair_from_seed(sign_seed)
+        public = PublicIdentity.from_public_bytes(
             agency_id, sign_public, _nacl.box_public_from_secret(enc_secret)
         )
+        # Frozen: set once here, through object.__setattr__ (see __setattr__ below).
+        object.__setattr__(self, "_sign_secret", sign_secret)
+        object.__setattr__(self, "_sign_seed", bytes(sign_seed))
+        object.__setattr__(self, "_enc_secret", bytes(enc_secret))
+        object.__setattr__(self, "public", public)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"AgencyIdentity is immutable (cannot set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"AgencyIdentity is immutable (cannot delete {name})")
 
     @classmethod
     def generate(cls, agency_id: str) -> AgencyIdentity:
@@ -107,6 +127,14 @@ class AgencyIdentity:
     @property
     def key_id(self) -> bytes:
         return self.public.key_id
+
+    @property
+    def sign_public(self) -> bytes:
+        return self.public.sign_public
+
+    @property
+    def enc_public(self) -> bytes:
+        return self.public.enc_public
 
     def __repr__(self) -> str:
         return f"AgencyIdentity(agency_id={self.agency_id!r}, key_id={self.key_id.hex()}, secrets=<redacted>)"
@@ -232,8 +260,37 @@ class KeyResolver(Protocol):
 class StaticKeyRing:
     """A fixed set of public identities (tests, the ``--key`` CLI option): no windows, no roles."""
 
-    def __init__(self, identities: list[PublicIdentity]) -> None:
-        self._by_id = {i.key_id: i for i in identities}
+    def __init__(self, identities: Iterable[PublicIdentity] = ()) -> None:
+        """Register ``identities`` (each checked as by :meth:`add`).
+
+        Raises:
+            ValueError: an invalid public key, a key id that does not match its keys, or keys
+                already registered to another agency.
+        """
+        self._by_id: dict[bytes, PublicIdentity] = {}
+        for ident in identities:
+            self.add(ident)
+
+    def add(self, identity: PublicIdentity) -> None:
+        """Register one identity. Keys are re-checked here: a ``PublicIdentity`` built directly
+        (not through ``from_public_bytes``) may hold a small-order or non-canonical key.
+
+        Raises:
+            ValueError: an invalid public key, a key id that does not match its keys, or keys
+                already registered to another agency.
+        """
+        _nacl.check_sign_public_key(identity.sign_public)
+        _nacl.check_box_public_key(identity.enc_public)
+        if derive_key_id(identity.sign_public, identity.enc_public) != identity.key_id:
+            raise ValueError(f"key id {identity.key_id.hex()} does not match its public keys")
+        known = self._by_id.get(identity.key_id)
+        if known is not None and known.agency_id != identity.agency_id:
+            # Same keys (the key id is derived from them) claimed by two agencies.
+            raise ValueError(f"key {identity.key_id.hex()} is already registered to another agency")
+        self._by_id[identity.key_id] = identity
+
+    def __len__(self) -> int:
+        return len(self._by_id)
 
     def resolve_signing_key(
         self,
@@ -243,8 +300,6 @@ class StaticKeyRing:
         at: datetime,
         witnessed_at: datetime | None = None,
     ) -> PublicIdentity:
-        from intelbus.errors import KeyNotValid, UnknownKey  # noqa: PLC0415 - keep module import light
-
         del topic, at, witnessed_at
         ident = self._by_id.get(key_id)
         if ident is None:

@@ -1,0 +1,48 @@
+"""Opening a verified record as one of its recipients (docs/envelope.md, steps 8-10).
+
+8. Find this agency among the signed recipients, with the key id of the identity in hand. If it is
+   not there the record was not addressed to this agency (or to this key of it): NotARecipient.
+9. Open its wrapped data key (X25519 sealed box).
+10. Decrypt the payload; the associated data is the domain prefix plus the header bytes.
+
+From step 9 on, every failure is the single :class:`~intelbus.errors.DecryptionFailed` with the same
+message, so nothing tells an attacker which step failed (Fernet's ``InvalidToken``).
+"""
+
+from __future__ import annotations
+
+from intelbus import _nacl
+from intelbus.envelope.verify import VerifiedRecord
+from intelbus.envelope.wire import AEAD_PREFIX
+from intelbus.errors import DecryptionFailed, NotARecipient
+from intelbus.identity import AgencyIdentity
+
+
+def open_record(record: VerifiedRecord, identity: AgencyIdentity) -> bytes:
+    """The decrypted payload of a verified record (still to be schema-decoded by the caller).
+
+    Raises:
+        NotARecipient: this agency, with this key, is not among the record's recipients.
+        DecryptionFailed: the wrapped key or the payload does not open.
+    """
+    h = record.header
+    # Step 8.
+    entry = next((r for r in h.recipients if r.agency_id == identity.agency_id), None)
+    if entry is None:
+        raise NotARecipient(f"{identity.agency_id} is not a recipient of record {h.record_id}")
+    if entry.key_id != identity.key_id:
+        raise NotARecipient(
+            f"record {h.record_id} is sealed to {identity.agency_id}'s key {entry.key_id.hex()}, "
+            f"not to key {identity.key_id.hex()}"
+        )
+    # Steps 9 and 10: one error class and one message for every failure.
+    try:
+        data_key = identity.open_sealed(entry.wrapped_key)
+        return _nacl.aead_decrypt(
+            data_key,
+            record.sealed.nonce,
+            record.sealed.ciphertext,
+            AEAD_PREFIX + record.sealed.header_bytes,
+        )
+    except (DecryptionFailed, ValueError, TypeError):
+        raise DecryptionFailed(f"record {h.record_id} does not open") from None

@@ -1,0 +1,372 @@
+"""The envelope's byte layout, and the only code that reads unverified bytes.
+
+Layout v1 (docs/envelope.md, "Byte layout", has the table with offsets). Integers are big-endian::
+
+    fixed      magic "IBUS" | version u8 | suite u8 | kind u8 | flags u8 | created_us i64 |
+               sequence u64 | record_id 16 | key_id 16 | prev_digest 32          (88 bytes)
+    ids        environment, topic, producer_id, schema_fingerprint: u8 length + bytes each
+    recipients count u8, then per recipient: agency u8 length + bytes | recipient key id 16 |
+               wrapped data key 80
+    payload    nonce 24 | ciphertext length u32 | ciphertext (payload + 16-byte tag)
+    signature  64
+
+Everything before the signature is signed (the "signed bytes"); everything before the nonce (the
+"header") is the AEAD's associated data. Parsing is bounded: every length is checked against a
+named cap and against the bytes that remain, and trailing bytes are refused. Nothing here trusts
+the bytes it reads: the parsed record is *unverified* until
+:func:`intelbus.envelope.verify.verify` has checked its signature.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from intelbus.errors import MalformedEnvelope, OversizeEnvelope, UnsupportedVersion
+
+MAGIC = b"IBUS"
+FORMAT_VERSION = 1
+SUITE_ED25519_X25519_XCHACHA20 = 1  # Ed25519, X25519 sealed box, XChaCha20-Poly1305, BLAKE2b
+
+# Hard caps (docs/envelope.md, "Size caps"). MAX_RECORD_BYTES is checked before any other work.
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECIPIENTS = 64
+MAX_ID_BYTES = 64  # environment, producer id, recipient agency id
+MAX_TOPIC_BYTES = 249  # Kafka's own limit on topic names
+MAX_FINGERPRINT_BYTES = 32
+MAX_SEQUENCE = 2**63 - 1  # stores keep it in a signed 64-bit integer (SQLite INTEGER, Kafka long)
+
+KEY_ID_BYTES = 16
+DIGEST_BYTES = 32
+WRAPPED_KEY_BYTES = 80  # sealed box of a 32-byte data key: 32 (ephemeral pk) + 32 + 16 (tag)
+NONCE_BYTES = 24
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+CT_LEN_BYTES = 4
+
+_FIXED = struct.Struct(">4sBBBBqQ16s16s32s")
+FIXED_BYTES = _FIXED.size  # 88
+_CT_LEN = struct.Struct(">I")
+
+# Domain separation (docs/envelope.md, "What is signed"): a signature or an AEAD tag made for an
+# envelope can never be mistaken for one made for anything else (a directory version, a key file).
+SIGN_PREFIX = b"intelbus/envelope/v1/signature\x00"
+AEAD_PREFIX = b"intelbus/envelope/v1/payload\x00"
+DIGEST_PERSON = b"ibus-record-v1"  # BLAKE2b personalisation of the record digest
+# Ids are Kafka-topic-safe ASCII: no spaces, no control or look-alike characters in logs.
+_ID_BYTES_RE = re.compile(rb"[A-Za-z0-9._-]+")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class RecordKind(enum.IntEnum):
+    """What the payload is. Signed, so a sighting cannot be passed off as a retraction."""
+
+    SIGHTING = 1
+    INCIDENT = 2
+    CORRECTION = 3
+    RETRACTION = 4
+    HEARTBEAT = 5
+    WITHHELD = 6
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientEntry:
+    """One recipient: its agency id, the key id of its encryption key, and the wrapped data key."""
+
+    agency_id: str
+    key_id: bytes
+    wrapped_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeHeader:
+    """Everything the producer binds about a record, readable without decrypting."""
+
+    kind: RecordKind
+    created_at: datetime
+    sequence: int
+    record_id: uuid.UUID
+    key_id: bytes
+    prev_digest: bytes
+    environment: str
+    topic: str
+    producer_id: str
+    schema_fingerprint: bytes
+    recipients: tuple[RecipientEntry, ...]
+
+    @property
+    def recipient_ids(self) -> tuple[str, ...]:
+        """The recipient agency ids, in the canonical (sorted) order."""
+        return tuple(r.agency_id for r in self.recipients)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedRecord:
+    """A parsed but **unverified** envelope, and the byte ranges its checks need."""
+
+    header: EnvelopeHeader
+    nonce: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+    signed_bytes: bytes = field(repr=False)  # everything before the signature
+    header_bytes: bytes = field(repr=False)  # everything before the nonce: the AEAD's AD
+
+
+def to_micros(t: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime.
+
+    Raises:
+        ValueError: ``t`` is naive (a time without a zone is ambiguous in a signed record).
+    """
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("a naive datetime has no defined instant")
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_micros(us: int) -> datetime:
+    """The aware UTC datetime of microseconds since the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+# --- Writing ----------------------------------------------------------------------------------------
+
+
+def _check_id(value: str, what: str, cap: int) -> bytes:
+    raw = value.encode("ascii", errors="replace")
+    if not 1 <= len(raw) <= cap or _ID_BYTES_RE.fullmatch(raw) is None:
+        raise ValueError(f"{what} must be 1..{cap} characters of [A-Za-z0-9._-]")
+    return raw
+
+
+def _put_short(out: bytearray, value: bytes) -> None:
+    out.append(len(value))
+    out += value
+
+
+def encode_header(h: EnvelopeHeader) -> bytes:
+    """The header bytes (fixed part, ids, recipients). Refuses anything :func:`parse` would refuse.
+
+    Raises:
+        ValueError: a field is outside its bounds, or recipients are not sorted and unique.
+        OversizeEnvelope: more than :data:`MAX_RECIPIENTS` recipients.
+    """
+    if not 0 <= h.sequence <= MAX_SEQUENCE:
+        raise ValueError(f"sequence must be in 0..{MAX_SEQUENCE}")
+    created_us = to_micros(h.created_at)
+    if created_us < 0:
+        raise ValueError("creation time before the Unix epoch")
+    if len(h.key_id) != KEY_ID_BYTES or len(h.prev_digest) != DIGEST_BYTES:
+        raise ValueError("key id must be 16 bytes and prev_digest 32 bytes")
+    if not 1 <= len(h.schema_fingerprint) <= MAX_FINGERPRINT_BYTES:
+        raise ValueError(f"schema fingerprint must be 1..{MAX_FINGERPRINT_BYTES} bytes")
+    if len(h.recipients) > MAX_RECIPIENTS:
+        raise OversizeEnvelope(f"{len(h.recipients)} recipients exceed {MAX_RECIPIENTS}")
+    if not h.recipients:
+        raise ValueError("a record needs at least one recipient")
+    ids = [r.agency_id for r in h.recipients]
+    if ids != sorted(set(ids)):
+        raise ValueError("recipients must be sorted by agency id and unique")
+    out = bytearray(
+        _FIXED.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            SUITE_ED25519_X25519_XCHACHA20,
+            int(h.kind),
+            0,
+            created_us,
+            h.sequence,
+            h.record_id.bytes,
+            h.key_id,
+            h.prev_digest,
+        )
+    )
+    _put_short(out, _check_id(h.environment, "environment", MAX_ID_BYTES))
+    _put_short(out, _check_id(h.topic, "topic", MAX_TOPIC_BYTES))
+    _put_short(out, _check_id(h.producer_id, "producer id", MAX_ID_BYTES))
+    _put_short(out, h.schema_fingerprint)
+    out.append(len(h.recipients))
+    for r in h.recipients:
+        _put_short(out, _check_id(r.agency_id, "recipient agency id", MAX_ID_BYTES))
+        if len(r.key_id) != KEY_ID_BYTES or len(r.wrapped_key) != WRAPPED_KEY_BYTES:
+            raise ValueError("recipient key id or wrapped key has the wrong length")
+        out += r.key_id
+        out += r.wrapped_key
+    return bytes(out)
+
+
+def encode_body(header_bytes: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    """Header, nonce, ciphertext length and ciphertext: the signed bytes.
+
+    Raises:
+        ValueError: the nonce is not 24 bytes or the ciphertext is shorter than its tag.
+        OversizeEnvelope: the record would exceed :data:`MAX_RECORD_BYTES`.
+    """
+    if len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
+        raise ValueError("nonce must be 24 bytes and the ciphertext at least its tag")
+    size = len(header_bytes) + NONCE_BYTES + CT_LEN_BYTES + len(ciphertext) + SIGNATURE_BYTES
+    if size > MAX_RECORD_BYTES:
+        raise OversizeEnvelope(f"record of {size} bytes would exceed {MAX_RECORD_BYTES}")
+    return header_bytes + nonce + _CT_LEN.pack(len(ciphertext)) + ciphertext
+
+
+def encode(header: EnvelopeHeader, nonce: bytes, ciphertext: bytes, signature: bytes) -> bytes:
+    """A whole record from its parts (the signature is not checked here; see ``seal``).
+
+    Raises:
+        ValueError, OversizeEnvelope: as :func:`encode_header` and :func:`encode_body`.
+    """
+    if len(signature) != SIGNATURE_BYTES:
+        raise ValueError("signature must be 64 bytes")
+    return encode_body(encode_header(header), nonce, ciphertext) + signature
+
+
+# --- Reading unverified bytes (docs/envelope.md, verification step 2) --------------------------------
+
+
+class _UnverifiedReader:
+    """Bounded reads over unverified bytes: every read checks what remains first."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise MalformedEnvelope(
+                f"truncated envelope: {what} needs {n} bytes at offset {self.pos}, "
+                f"{len(self.data) - self.pos} remain"
+            )
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def short(self, what: str, cap: int) -> bytes:
+        n = self.u8(what)
+        if n == 0:
+            raise MalformedEnvelope(f"{what} is empty")
+        if n > cap:
+            raise OversizeEnvelope(f"{what} of {n} bytes exceeds {cap}")
+        return self.take(n, what)
+
+    def ident(self, what: str, cap: int) -> str:
+        raw = self.short(what, cap)
+        if _ID_BYTES_RE.fullmatch(raw) is None:
+            raise MalformedEnvelope(f"{what} has characters outside [A-Za-z0-9._-]")
+        return raw.decode("ascii")
+
+
+def _unverified_fixed(
+    r: _UnverifiedReader,
+) -> tuple[RecordKind, datetime, int, bytes, bytes, bytes]:
+    """The fixed 88-byte part: version first, so a future layout is refused as unsupported."""
+    fixed = r.take(FIXED_BYTES, "fixed header")
+    magic, version, suite, kind, flags, created_us, sequence, rid, key_id, prev = _FIXED.unpack(
+        fixed
+    )
+    if magic != MAGIC:
+        raise MalformedEnvelope("not an intelbus envelope (bad magic)")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(f"envelope format version {version} is not supported")
+    if suite != SUITE_ED25519_X25519_XCHACHA20:
+        raise UnsupportedVersion(f"envelope suite {suite} is not supported")
+    if flags != 0:
+        raise MalformedEnvelope(f"reserved flags {flags:#04x} are set")
+    if created_us < 0 or sequence > MAX_SEQUENCE:
+        raise MalformedEnvelope("creation time or sequence out of range")
+    try:
+        record_kind = RecordKind(kind)
+    except ValueError as e:
+        raise MalformedEnvelope(f"unknown record kind {kind}") from e
+    try:
+        created = from_micros(created_us)
+    except OverflowError as e:  # beyond year 9999
+        raise MalformedEnvelope("creation time out of range") from e
+    return record_kind, created, sequence, rid, key_id, prev
+
+
+def _unverified_recipients(r: _UnverifiedReader) -> tuple[RecipientEntry, ...]:
+    count = r.u8("recipient count")
+    if count == 0:
+        raise MalformedEnvelope("no recipients")
+    if count > MAX_RECIPIENTS:
+        raise OversizeEnvelope(f"{count} recipients exceed {MAX_RECIPIENTS}")
+    entries = []
+    for _ in range(count):
+        agency = r.ident("recipient agency id", MAX_ID_BYTES)
+        key_id = r.take(KEY_ID_BYTES, "recipient key id")
+        wrapped = r.take(WRAPPED_KEY_BYTES, "wrapped data key")
+        entries.append(RecipientEntry(agency, key_id, wrapped))
+    ids = [e.agency_id for e in entries]
+    if ids != sorted(set(ids)):
+        # One canonical form: sorted, no duplicates. Otherwise one recipient set could be written
+        # two ways, and an agency listed twice could be handed two different data keys.
+        raise MalformedEnvelope("recipients are not sorted by agency id and unique")
+    return tuple(entries)
+
+
+def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
+    """Parse an envelope's layout (docs/envelope.md, steps 1 and 2). The result is **unverified**.
+
+    Raises:
+        OversizeEnvelope: over :data:`MAX_RECORD_BYTES`, or a count or length over its cap.
+        MalformedEnvelope: any inconsistency (bad magic, lengths, order, truncation, trailing bytes).
+        UnsupportedVersion: a format version or suite this build does not know.
+    """
+    if not isinstance(data, bytes):
+        data = bytes(data)  # bytearray / memoryview from a transport: one copy, then immutable
+    # Step 1: the size cap, before any other work.
+    if len(data) > MAX_RECORD_BYTES:
+        raise OversizeEnvelope(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    # Step 2: the layout, by bounded reads.
+    r = _UnverifiedReader(data)
+    kind, created, sequence, rid, key_id, prev = _unverified_fixed(r)
+    environment = r.ident("environment", MAX_ID_BYTES)
+    topic = r.ident("topic", MAX_TOPIC_BYTES)
+    producer = r.ident("producer id", MAX_ID_BYTES)
+    fingerprint = r.short("schema fingerprint", MAX_FINGERPRINT_BYTES)
+    recipients = _unverified_recipients(r)
+    header_end = r.pos
+    nonce = r.take(NONCE_BYTES, "nonce")
+    (ct_len,) = _CT_LEN.unpack(r.take(CT_LEN_BYTES, "ciphertext length"))
+    if ct_len < TAG_BYTES:
+        raise MalformedEnvelope(f"ciphertext of {ct_len} bytes is shorter than its tag")
+    # The length must account for exactly the bytes left before the signature: no more (truncated)
+    # and no fewer (trailing bytes).
+    remaining = len(data) - r.pos
+    if ct_len + SIGNATURE_BYTES != remaining:
+        raise MalformedEnvelope(
+            f"ciphertext length {ct_len} + signature does not match the {remaining} bytes left"
+        )
+    ciphertext = r.take(ct_len, "ciphertext")
+    signed_end = r.pos
+    signature = r.take(SIGNATURE_BYTES, "signature")
+    header = EnvelopeHeader(
+        kind=kind,
+        created_at=created,
+        sequence=sequence,
+        record_id=uuid.UUID(bytes=rid),
+        key_id=key_id,
+        prev_digest=prev,
+        environment=environment,
+        topic=topic,
+        producer_id=producer,
+        schema_fingerprint=fingerprint,
+        recipients=recipients,
+    )
+    return SealedRecord(
+        header=header,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        signature=signature,
+        signed_bytes=data[:signed_end],
+        header_bytes=data[:header_end],
+    )
