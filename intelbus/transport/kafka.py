@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from intelbus.errors import KafkaUnavailableError
 from intelbus.transport.topics import TopicSpec
@@ -207,3 +207,35 @@ def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[
             yield from records
             if consumer.position(tp) >= end[tp]:
                 remaining.discard(tp)
+
+
+class SendFailed(KafkaUnavailableError):
+    """A send was not acknowledged. ``indeterminate`` when it may still have been written."""
+
+    def __init__(self, message: str, *, indeterminate: bool) -> None:
+        super().__init__(message)
+        self.indeterminate = indeterminate
+
+
+def send_and_wait(
+    producer: Any,  # noqa: ANN401 - kafka-python is untyped
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None,
+    timeout_s: float = 60.0,
+) -> tuple[int, int]:
+    """Send one record and wait for the broker's acknowledgement (acks=all); return (partition, offset).
+
+    Raises:
+        SendFailed: not acknowledged. ``indeterminate`` is True for timeouts and lost connections,
+            where the record may have been written anyway: resend the *same* bytes, never reseal.
+    """
+    try:
+        meta = producer.send(topic, value=value, key=key).get(timeout=timeout_s)
+    except KafkaError as e:
+        retriable = bool(getattr(e, "retriable", False)) or isinstance(e, KafkaTimeoutError)
+        raise SendFailed(
+            f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
+        ) from e
+    return int(meta.partition), int(meta.offset)

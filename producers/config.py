@@ -1,0 +1,75 @@
+"""A producer's configuration file (TOML), checked at load time; unknown keys are refused.
+
+    agency = "cst"
+    key_file = "keys/cst.key"
+    directory = "directory"            # directory folder (v1.json ...)
+    agreement = "agreement.toml"       # the sharing agreement
+    state_file = "state/cst.sqlite"    # sequence numbers, hash chains, unacknowledged sends
+    environment = "demo"
+    bootstrap_servers = "127.0.0.1:9092"   # or KAFKA_BOOTSTRAP_SERVERS
+    topic_prefix = "intelbus"
+    heartbeat_interval_s = 30
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from intelbus.errors import ConfigError
+from intelbus.transport.topics import DEFAULT_PREFIX
+
+
+class ProducerConfig(BaseModel):
+    """Validated producer settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    agency: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
+    key_file: Path
+    passphrase_env: str | None = None
+    directory: Path
+    agreement: Path
+    state_file: Path
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    bootstrap_servers: str | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    heartbeat_interval_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @classmethod
+    def load(cls, path: Path) -> ProducerConfig:
+        """Read and validate; relative paths resolve against the file's folder.
+
+        Raises:
+            ConfigError: unreadable or invalid.
+        """
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read producer config {path}: {e}") from e
+        base = path.resolve().parent
+        for key in ("key_file", "directory", "agreement", "state_file"):
+            if key in raw:
+                raw[key] = str(base / raw[key])
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(f"invalid producer config {path}: {e}") from e
+
+    def bootstrap(self) -> str:
+        """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.
+
+        Raises:
+            ConfigError: neither is set.
+        """
+        value = self.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not value:
+            raise ConfigError(
+                "no bootstrap_servers in the config and KAFKA_BOOTSTRAP_SERVERS is unset"
+            )
+        return value
