@@ -1,75 +1,353 @@
-"""``intelbus demo``: the README's main job on embedded defaults.
+"""``intelbus demo``: the README's main job, on embedded defaults, against a real Kafka.
 
-Until the end-to-end pipeline lands this is a smoke round trip: start (or reach) a broker, create
-the bus topics with their durable settings, publish a few records with headers, read them back and
-print a summary. The end-to-end issue replaces the body with the full CST-to-police demo.
+1. Start a local broker (or use ``KAFKA_BOOTSTRAP_SERVERS``) and create this run's topics.
+2. Make keys for two founding admins, CST, three police forces and an inspectorate; build the
+   threshold-signed directory (2 of 2 admins) and publish it on the directory topic.
+3. Write CST's sharing agreement and each force's sharing policy (all TOML, in the workspace).
+4. CST publishes a deterministic synthetic feed of sightings and incidents, a correction, a
+   retraction and a heartbeat. Records nobody may receive are refused, not published.
+5. A hostile party appends a tampered copy, a replay, a forgery and garbage to the topics.
+6. Each force's consumer verifies, decrypts, applies its own policy and stores into SQLite.
+7. A summary table per agency: received, stored, redacted, withheld, quarantined and why.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from consumers.agency import Stats
+from consumers.config import ConsumerConfig
 from deploy.kafka.provider import provide_kafka
+from intelbus.cli.consume_cmd import build_consumer
+from intelbus.cli.publish_cmd import build_publisher
+from intelbus.directory import edit
+from intelbus.directory import store as dstore
+from intelbus.directory.model import Role, SignedDirectory
+from intelbus.directory.trust import DirectoryHistory, sign
+from intelbus.envelope import RecordKind, seal
 from intelbus.errors import KafkaUnavailableError
+from intelbus.identity import AgencyIdentity
+from intelbus.policy.agreement import NoRecipients
+from intelbus.records import Correction, Retraction, Sighting
+from intelbus.samples import feed
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import Family, bus_topics, topic_name
+from producers.config import ProducerConfig
 
 console = Console()
+ENVIRONMENT = "demo"
+ADMINS = ("cst-admin", "met-admin")
+FORCES = {
+    "met-police": ("Metropolitan Police", ["METROPOLITAN", "CITY_OF_LONDON"]),
+    "herts-police": ("Hertfordshire Constabulary", ["HERTFORDSHIRE"]),
+    "gmp": ("Greater Manchester Police", ["GREATER_MANCHESTER"]),
+}
+AREA_FORCE = {area: force for force, (_, areas) in FORCES.items() for area in areas}
+
+AGREEMENT = """producer = "cst"
+member_forces = ["met-police", "herts-police", "gmp"]
+auditors = ["inspectorate"]
+auditor_tlp = ["CLEAR", "GREEN", "AMBER"]
+[force_areas]
+met-police = ["METROPOLITAN", "CITY_OF_LONDON"]
+herts-police = ["HERTFORDSHIRE"]
+gmp = ["GREATER_MANCHESTER"]
+[accepts_conditions]
+met-police = ["*"]
+herts-police = ["no-onward-disclosure"]
+"""
+
+POLICIES = {
+    "met-police": """agency = "met-police"
+own_force_areas = ["METROPOLITAN", "CITY_OF_LONDON"]
+accepted_conditions = ["no-onward-disclosure"]
+[[rules]]
+id = "own-area"
+force_area = "own"
+action = "store"
+[[rules]]
+id = "incidents-elsewhere-redacted"
+kinds = ["incident", "correction", "retraction"]
+action = "redact"
+redact = ["victim_details", "reporter_ref", "replacement.victim_details", "replacement.reporter_ref"]
+""",
+    "herts-police": """agency = "herts-police"
+own_force_areas = ["HERTFORDSHIRE"]
+accepted_conditions = ["no-onward-disclosure"]
+[[rules]]
+id = "suspected-false"
+assessment = ["E"]
+action = "quarantine"
+[[rules]]
+id = "own-sightings"
+kinds = ["sighting", "correction", "retraction"]
+force_area = "own"
+action = "store"
+[[rules]]
+id = "incidents-redacted"
+kinds = ["incident"]
+action = "redact"
+redact = ["victim_details", "reporter_ref"]
+[[rules]]
+id = "elsewhere"
+force_area = "other"
+action = "withhold"
+""",
+    "gmp": """agency = "gmp"
+own_force_areas = ["GREATER_MANCHESTER"]
+[[rules]]
+id = "own-area-official"
+force_area = "own"
+classification_max = "OFFICIAL_SENSITIVE"
+action = "store"
+""",
+}
+
+
+def _keys(ws: Path) -> dict[str, AgencyIdentity]:
+    ids: dict[str, AgencyIdentity] = {}
+    (ws / "keys").mkdir(parents=True)
+    for agency in (*ADMINS, "cst", *FORCES, "inspectorate"):
+        ident = AgencyIdentity.generate(agency)
+        ident.save(ws / "keys" / f"{agency}.key")
+        (ws / "keys" / f"{agency}.pub.json").write_text(ident.public.to_json())
+        ids[agency] = ident
+    return ids
+
+
+def _directory(ws: Path, ids: dict[str, AgencyIdentity], prefix: str) -> DirectoryHistory:
+    folder = ws / "directory"
+    folder.mkdir()
+    seeds = [ids[a].signing_seed() for a in ADMINS]
+
+    def signed(doc: SignedDirectory) -> SignedDirectory:
+        for s in seeds:
+            doc = sign(doc, s)
+        dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
+        return doc
+
+    now = datetime.now(UTC)
+    admins = [edit.admin_key(ids[a].public.sign_public, a) for a in ADMINS]
+    doc = signed(edit.initial(environment=ENVIRONMENT, admin_keys=admins, threshold=2, now=now))
+    topics = [
+        topic_name(f, prefix=prefix)
+        for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
+    ]
+    members: list[tuple[str, str, list[Role], list[str], list[str]]] = [
+        ("cst", "Community Security Trust", [Role.PRODUCER], topics, [])
+    ]
+    members += [(f, name, [Role.CONSUMER], [], areas) for f, (name, areas) in FORCES.items()]
+    members += [("inspectorate", "Inspectorate of Constabulary", [Role.AUDITOR], [], [])]
+    for agency, name, roles, publish, areas in members:
+        doc = signed(
+            edit.add_agency(
+                doc.signed,
+                agency_id=agency,
+                display_name=name,
+                roles=roles,
+                publish_topics=publish,
+                force_areas=areas,
+                identity=ids[agency].public,
+                now=datetime.now(UTC),
+            )
+        )
+    return dstore.load_folder(folder)
+
+
+def _named(record: Sighting | object) -> list[str]:
+    tlp = getattr(getattr(record, "grading", None), "tlp", None)
+    area = str(getattr(getattr(record, "place", None), "force_area", ""))
+    if tlp is not None and tlp.value in ("RED", "AMBER_STRICT") and area in AREA_FORCE:
+        return [AREA_FORCE[area]]
+    return []
+
+
+def _hostile(bootstrap: str, prefix: str, sample: bytes, ids: dict[str, AgencyIdentity]) -> int:
+    """Append a tampered copy, a replay, a forgery and garbage to the sightings topic."""
+    topic = topic_name(Family.SIGHTINGS, prefix=prefix)
+    tampered = bytearray(sample)
+    tampered[-80] ^= 0x01
+    impostor = AgencyIdentity.generate("cst")
+    forged = seal(
+        impostor,
+        environment=ENVIRONMENT,
+        topic=topic,
+        kind=RecordKind.SIGHTING,
+        sequence=10_000,
+        prev_digest=bytes(32),
+        schema_fingerprint=bytes(32),
+        payload=b"forged",
+        recipients=[ids["met-police"].public],
+    ).data
+    producer = transport.make_producer(bootstrap)
+    try:
+        for value in (bytes(tampered), sample, forged, b"\x00not an envelope"):
+            transport.send_and_wait(producer, topic, value, key=b"cst")
+    finally:
+        producer.close()
+    return 4
 
 
 def demo(
-    records: int = typer.Option(20, "--records", min=1, max=100_000, help="Records to round-trip."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the synthetic feed."),
+    records: int = typer.Option(24, "--records", min=2, max=2000, help="Sightings + incidents."),
+    workspace: Path = typer.Option(
+        Path(".intelbus/demo"), "--workspace", help="Keys, configs, stores."
+    ),
 ) -> None:
-    """Start a local Kafka (or use KAFKA_BOOTSTRAP_SERVERS) and round-trip records through it."""
+    """Run the whole bus locally: CST publishes, three forces consume under their own policies."""
     started = time.monotonic()
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    workspace.mkdir(parents=True)
+    prefix = f"demo-{uuid.uuid4().hex[:6]}"
     try:
-        with provide_kafka() as provided:
-            bootstrap = provided.bootstrap_servers
-            console.print(f"Kafka ({provided.provider}, {provided.nodes} node(s)) at {bootstrap}")
-            prefix = f"demo{int(time.time())}"
-            transport.create_topics(bootstrap, bus_topics(prefix=prefix))
-            topic = topic_name(Family.SIGHTINGS, prefix=prefix)
-            producer = transport.make_producer(bootstrap)
-            try:
-                offsets = [
-                    producer.send(
-                        topic,
-                        value=f"smoke-{i}".encode(),
-                        key=b"cst",
-                        headers=[("n", str(i).encode())],
-                    ).get(timeout=30)
-                    for i in range(records)
-                ]
-            finally:
-                producer.close()
-            consumer = transport.make_consumer(
-                bootstrap, topic, group_id=None, consumer_timeout_ms=10_000
+        with provide_kafka() as kafka:
+            bootstrap = kafka.bootstrap_servers
+            console.print(
+                f"Kafka ({kafka.provider}) at {bootstrap}; topics {prefix}.*; workspace {workspace}"
             )
-            try:
-                received = 0
-                for _ in consumer:
-                    received += 1
-                    if received == records:
-                        break
-            finally:
-                consumer.close()
+            transport.create_topics(bootstrap, bus_topics(prefix=prefix))
+            ids = _keys(workspace)
+            history = _directory(workspace, ids, prefix)
+            dstore.publish_to_topic(
+                bootstrap, topic_name(Family.DIRECTORY, prefix=prefix), list(history.versions)
+            )
+            console.print(
+                f"directory v{history.latest.version}: {len(history.latest.agencies)} agencies, 2-of-2 admins"
+            )
+            (workspace / "agreement.toml").write_text(AGREEMENT)
+            (workspace / "producer.toml").write_text(
+                f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'
+                f'agreement = "agreement.toml"\nstate_file = "state/cst.sqlite"\n'
+                f'environment = "{ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\ntopic_prefix = "{prefix}"\n'
+            )
+            published, refused = _publish_feed(workspace, seed, records)
+            console.print(
+                f"CST published {len(published)} records + 1 correction + 1 retraction + 1 heartbeat; "
+                f"refused {sum(refused.values())} it could not address: {dict(refused)}"
+            )
+            first = _first_value(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
+            hostile = _hostile(bootstrap, prefix, first, ids) if first else 0
+            console.print(
+                f"a hostile party appended {hostile} bad records (tampered, replayed, forged, garbage)"
+            )
+            results = _consume_all(workspace, bootstrap, prefix)
     except KafkaUnavailableError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(3) from None
-    table = Table(title="intelbus smoke round trip")
-    for col in ("topic", "published", "received", "partitions used", "seconds"):
-        table.add_column(col)
-    table.add_row(
-        topic,
-        str(len(offsets)),
-        str(received),
-        str(len({m.partition for m in offsets})),
-        f"{time.monotonic() - started:.1f}",
-    )
+    _summary(results, time.monotonic() - started, workspace)
+
+
+def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], Counter[str]]:
+    """CST publishes the synthetic feed, one correction, one retraction and a heartbeat."""
+    publisher = build_publisher(ProducerConfig.load(workspace / "producer.toml"))
+    published: list[str] = []
+    refused: Counter[str] = Counter()
+    items = feed(seed, sightings=records // 2, incidents=records - records // 2)
+    try:
+        for record in items:
+            try:
+                published.append(publisher.publish(record, named=_named(record)).record_id)
+            except NoRecipients as e:
+                refused[str(e).split(" (")[0][:60]] += 1
+        target = next(r for r in items if isinstance(r, Sighting) and r.record_id in published)
+        fixed = Sighting.model_validate(
+            {**target.model_dump(mode="json"), "description": "Corrected: two people, not one."}
+        )
+        correction = Correction(
+            record_id=str(uuid.uuid4()),
+            corrects_record_id=target.record_id,
+            corrected_at=datetime.now(UTC),
+            reason="second person seen on CCTV review",
+            replacement=fixed,
+            grading=target.grading,
+        )
+        publisher.publish(correction, named=_named(target))
+        withdrawn = next(r for r in items if r.record_id in published and r is not target)
+        retraction = Retraction(
+            record_id=str(uuid.uuid4()),
+            retracts_record_id=withdrawn.record_id,
+            retracted_at=datetime.now(UTC),
+            reason="duplicate of an earlier report",
+            grading=withdrawn.grading,
+        )
+        family = Family.SIGHTINGS if isinstance(withdrawn, Sighting) else Family.INCIDENTS
+        publisher.publish(retraction, named=_named(withdrawn), family=family)
+        publisher.heartbeat(30)
+    finally:
+        publisher.close()
+    return published, refused
+
+
+def _consume_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, Stats]:
+    """Each force's consumer, until idle, each with its own policy and SQLite store."""
+    results: dict[str, Stats] = {}
+    (workspace / "stores").mkdir(exist_ok=True)
+    for force in FORCES:
+        (workspace / f"{force}.policy.toml").write_text(POLICIES[force])
+        (workspace / f"{force}.toml").write_text(
+            f'agency = "{force}"\nkey_file = "keys/{force}.key"\ndirectory = "directory"\n'
+            f'policy = "{force}.policy.toml"\nstore = "stores/{force}.sqlite"\n'
+            f'environment = "{ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\n'
+            f'topic_prefix = "{prefix}"\ngroup_id = "{prefix}.{force}"\n'
+        )
+        consumer = build_consumer(ConsumerConfig.load(workspace / f"{force}.toml"))
+        try:
+            results[force] = consumer.run(until_idle=True, idle_polls=4)
+        finally:
+            consumer.store.close()
+    return results
+
+
+def _first_value(bootstrap: str, topic: str) -> bytes | None:
+    consumer = transport.make_consumer(bootstrap, group_id=None, consumer_timeout_ms=5_000)
+    try:
+        for message in transport.read_all(consumer, topic):
+            return bytes(message.value)
+    finally:
+        consumer.close()
+    return None
+
+
+def _summary(results: dict[str, Stats], seconds: float, workspace: Path) -> None:
+    table = Table(title=f"intelbus demo: what each force received and kept ({seconds:.0f}s)")
+    for col in (
+        "agency",
+        "received",
+        "stored",
+        "redacted",
+        "withheld",
+        "not addressed",
+        "amended",
+        "quarantined",
+        "why quarantined",
+    ):
+        table.add_column(col, justify="left" if col in ("agency", "why quarantined") else "right")
+    for agency, s in results.items():
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(s.quarantined.items()))
+        table.add_row(
+            agency,
+            str(s.received),
+            str(s.stored),
+            str(s.redacted),
+            str(s.withheld),
+            str(s.not_addressed),
+            str(s.amendments),
+            str(sum(s.quarantined.values())),
+            why or "-",
+        )
     console.print(table)
-    if received != records:
-        raise typer.Exit(1)
+    console.print(
+        f"stores, keys, directory and configs are in {workspace}; try "
+        f"`intelbus store list --store {workspace}/stores/herts-police.sqlite`"
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from intelbus import __version__
-from intelbus.cli import demo_cmd, directory_cmd, envelope_cmd, kafka_cmd
+from intelbus.cli import consume_cmd, demo_cmd, directory_cmd, envelope_cmd, kafka_cmd, publish_cmd
 from intelbus.log import configure
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app.add_typer(directory_cmd.keys_app, name="keys")
 app.add_typer(directory_cmd.app, name="directory")
 app.add_typer(envelope_cmd.app, name="envelope")
 app.command(name="demo")(demo_cmd.demo)
+app.command(name="publish")(publish_cmd.publish)
+app.command(name="consume")(consume_cmd.consume)
 
 
 def _version(value: bool) -> None:

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
@@ -39,7 +48,7 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
 
 
 @contextlib.contextmanager
-def admin_client(bootstrap_servers: str, **overrides: Any) -> Iterator[Any]:  # noqa: ANN401 - kafka-python is untyped
+def admin_client(bootstrap_servers: str, **overrides: Any) -> Iterator[Any]:
     """A ``KafkaAdminClient`` closed on exit.
 
     Raises:
@@ -121,7 +130,7 @@ def topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
     return {k: ("" if v.get("value") is None else str(v["value"])) for k, v in entries.items()}
 
 
-def _find_topic_entries(result: Any, topic: str) -> dict[str, Any]:  # noqa: ANN401 - untyped library result
+def _find_topic_entries(result: Any, topic: str) -> dict[str, Any]:
     # kafka-python 3.0 returns {resource_type: {resource_name: {config_key: {..}}}}; the resource
     # type key's exact spelling varies (enum or name), so search by topic name.
     if isinstance(result, dict):
@@ -143,7 +152,7 @@ def topic_partitions(bootstrap_servers: str, topic: str) -> dict[int, list[int]]
     return out
 
 
-def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:  # noqa: ANN401 - kafka-python is untyped
+def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:
     """A ``KafkaProducer`` with the bus's durable settings.
 
     Raises:
@@ -159,7 +168,7 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:  # noqa: ANN
         ) from e
 
 
-def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:  # noqa: ANN401 - kafka-python is untyped
+def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:
     """A ``KafkaConsumer`` that never auto-commits: offsets are committed after the store commits.
 
     Raises:
@@ -179,7 +188,7 @@ def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any
         ) from e
 
 
-def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[Any]:  # noqa: ANN401 - kafka-python is untyped
+def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[Any]:
     """Every record of ``topic`` from offset 0 up to the end offsets seen at the start, all partitions.
 
     The consumer is assigned the partitions directly (no group, nothing committed), so reading
@@ -218,7 +227,7 @@ class SendFailed(KafkaUnavailableError):
 
 
 def send_and_wait(
-    producer: Any,  # noqa: ANN401 - kafka-python is untyped
+    producer: Any,
     topic: str,
     value: bytes,
     *,
@@ -239,3 +248,95 @@ def send_and_wait(
             f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
         ) from e
     return int(meta.partition), int(meta.offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed record, in our own terms (no kafka-python types leak out of this module)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    appended_at: datetime | None  # the broker's LogAppendTime, when the topic uses it
+
+
+def subscribe(
+    consumer: Any,
+    topics: Iterable[str],
+    *,
+    on_assigned: Callable[[list[tuple[str, int]]], Mapping[tuple[str, int], int]],
+    on_revoked: Callable[[], None],
+) -> None:
+    """Subscribe in a consumer group; on every assignment seek to the offsets ``on_assigned`` gives.
+
+    Partitions it gives no offset for are read from the beginning: the store, not Kafka's
+    committed offsets, says what has been processed (offsets are stored with the records).
+    """
+
+    class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            on_revoked()
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            tps = list(assigned)
+            positions = on_assigned([(tp.topic, tp.partition) for tp in tps])
+            for tp in tps:
+                offset = positions.get((tp.topic, tp.partition))
+                if offset is None:
+                    consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset)
+
+    consumer.subscribe(topics=list(topics), listener=_Listener())
+
+
+def poll(consumer: Any, *, timeout_ms: int, max_records: int) -> list[Message]:
+    """One poll, flattened in partition order.
+
+    Raises:
+        KafkaUnavailableError: the poll failed.
+    """
+    try:
+        batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    except KafkaError as e:
+        raise KafkaUnavailableError(f"poll failed: {type(e).__name__}") from e
+    out: list[Message] = []
+    for records in batch.values():
+        for r in records:
+            appended = (
+                datetime.fromtimestamp(r.timestamp / 1000, UTC) if r.timestamp_type == 1 else None
+            )
+            out.append(Message(r.topic, r.partition, r.offset, r.value or b"", appended))
+    return out
+
+
+def commit(consumer: Any, offsets: Mapping[tuple[str, int], int]) -> bool:
+    """Commit next-offsets to Kafka (for lag monitoring only; the store holds the truth).
+
+    Returns False instead of raising: a failed Kafka commit loses nothing, since the store's
+    offsets win on the next assignment.
+    """
+    if not offsets:
+        return True
+    try:
+        consumer.commit(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        )
+    except KafkaError:
+        return False
+    return True
+
+
+def rewind(
+    consumer: Any, positions: Callable[[list[tuple[str, int]]], Mapping[tuple[str, int], int]]
+) -> None:
+    """Seek every currently assigned partition back to the offsets ``positions`` gives (else the start)."""
+    tps = list(consumer.assignment())
+    wanted = positions([(tp.topic, tp.partition) for tp in tps])
+    for tp in tps:
+        offset = wanted.get((tp.topic, tp.partition))
+        if offset is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)

@@ -1,0 +1,85 @@
+"""An agency consumer's configuration file (TOML), checked at load time; unknown keys are refused.
+
+    agency = "herts-police"
+    key_file = "keys/herts-police.key"
+    directory = "directory"           # directory folder (or pinned v1 + the directory topic)
+    policy = "policies/herts.toml"    # the sharing policy
+    store = "stores/herts.sqlite"     # a path (SQLite) or a postgresql:// URL
+    environment = "demo"
+    bootstrap_servers = "127.0.0.1:9092"   # or KAFKA_BOOTSTRAP_SERVERS
+    group_id = "herts-police"
+    topic_prefix = "intelbus"
+    families = ["sightings", "incidents", "heartbeats"]
+    batch_size = 500
+
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from intelbus.errors import ConfigError
+from intelbus.transport.topics import DEFAULT_PREFIX, Family
+
+
+class ConsumerConfig(BaseModel):
+    """Validated consumer settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    agency: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
+    key_file: Path
+    passphrase_env: str | None = None
+    directory: Path
+    policy: Path
+    store: str
+    environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    bootstrap_servers: str | None = None
+    group_id: str | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    families: tuple[Family, ...] = (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+    @classmethod
+    def load(cls, path: Path) -> ConsumerConfig:
+        """Read and validate; relative paths resolve against the file's folder.
+
+        Raises:
+            ConfigError: unreadable or invalid.
+        """
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read consumer config {path}: {e}") from e
+        base = path.resolve().parent
+        for key in ("key_file", "directory", "policy"):
+            if key in raw:
+                raw[key] = str(base / raw[key])
+        if "store" in raw and "://" not in raw["store"]:
+            raw["store"] = str(base / raw["store"])
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(f"invalid consumer config {path}: {e}") from e
+
+    def bootstrap(self) -> str:
+        """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.
+
+        Raises:
+            ConfigError: neither is set.
+        """
+        value = self.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not value:
+            raise ConfigError(
+                "no bootstrap_servers in the config and KAFKA_BOOTSTRAP_SERVERS is unset"
+            )
+        return value
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"intelbus.{self.agency}"

@@ -1,0 +1,57 @@
+"""The consumer-side store: records an agency may hold, receipts, quarantine, chain marks, offsets.
+
+:func:`open_store` picks the backend from a path or URL:
+
+* a plain path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path`` (SQLAlchemy's
+  convention: what follows ``sqlite:///`` is the path): the embedded SQLite store, the default;
+* ``postgresql://...`` (or ``postgres://...``), any libpq URL: the PostgreSQL store, for
+  production and for several consumer instances of one agency sharing one database.
+"""
+
+from __future__ import annotations
+
+from intelbus.store.base import (
+    Amendment,
+    Batch,
+    ChainState,
+    HistoryEntry,
+    QuarantineEntry,
+    Store,
+    StoredRecord,
+    StoredRecordView,
+    StoreError,
+    WithheldReceipt,
+)
+
+__all__ = [
+    "Amendment",
+    "Batch",
+    "ChainState",
+    "HistoryEntry",
+    "QuarantineEntry",
+    "Store",
+    "StoreError",
+    "StoredRecord",
+    "StoredRecordView",
+    "WithheldReceipt",
+    "open_store",
+]
+
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def open_store(url_or_path: str) -> Store:
+    """Open (creating if needed) the store at ``url_or_path``. Raises :class:`StoreError`."""
+    if url_or_path.startswith(_POSTGRES_PREFIXES):
+        # Imported here so that SQLite-only deployments never load the PostgreSQL driver.
+        from intelbus.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(url_or_path)
+    from intelbus.store.sqlite import SqliteStore  # noqa: PLC0415
+
+    if url_or_path.startswith(_SQLITE_PREFIX):
+        return SqliteStore(url_or_path.removeprefix(_SQLITE_PREFIX))
+    if "://" in url_or_path:
+        raise StoreError("unsupported store URL scheme (use a path, sqlite:/// or postgresql://)")
+    return SqliteStore(url_or_path)

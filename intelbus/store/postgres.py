@@ -1,0 +1,260 @@
+"""The production store: PostgreSQL through psycopg 3, shared by an agency's consumer instances.
+
+This module owns the PostgreSQL connection settings and schema. It behaves exactly like the SQLite
+store (the same tests run on both, see tests/integration/test_store.py): the commit algorithm and
+queries live in :class:`intelbus.store.base.SqlStore`; here are only the schema in PostgreSQL types
+(``jsonb``, ``bytea``, ``timestamptz``), the transaction and the dialect's statements.
+
+Durability: every session runs ``synchronous_commit = on`` (a server default of ``off`` would
+acknowledge commits before they are on disk) and ``TimeZone = UTC``. Each batch is one transaction.
+
+Concurrency: several members of one consumer group may commit to one database at once. Inserts
+use ``ON CONFLICT DO NOTHING``, offsets keep ``GREATEST`` of old and new, chain marks move only
+forward. Each transaction first takes transaction-scoped advisory locks on the record ids it
+touches (sorted, so two transactions cannot deadlock on them): a record and a pending amendment
+of it committed by two members at once are then seen one after the other, so the amendment is
+never left pending with its target already stored. Text keys use ``COLLATE "C"`` so ordering is
+byte order, as in SQLite. A deadlock or serialisation failure is retried a few times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
+
+from intelbus.log import get_logger
+from intelbus.store.base import SCHEMA_VERSION, SqlStore, StoreError
+
+log = get_logger("intelbus.store.postgres")
+
+#: First key of every advisory lock this store takes (an arbitrary constant: "IBUS").
+LOCK_NAMESPACE = 0x49425553
+#: The schema lock lives in its own namespace so it never waits on a record lock.
+SCHEMA_LOCK_NAMESPACE = LOCK_NAMESPACE + 1
+COMMIT_ATTEMPTS = 3
+
+_SCHEMA = """
+CREATE TABLE schema_version (version integer NOT NULL);
+
+CREATE TABLE records (
+    record_id       text COLLATE "C" PRIMARY KEY,
+    topic           text COLLATE "C" NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    producer_id     text COLLATE "C" NOT NULL,
+    kind            text NOT NULL CHECK (kind IN ('sighting', 'incident')),
+    sequence        bigint NOT NULL,
+    digest          bytea NOT NULL CHECK (octet_length(digest) = 32),
+    created_at      timestamptz NOT NULL,
+    appended_at     timestamptz NOT NULL,
+    policy_hash     text NOT NULL,
+    rule_id         text NOT NULL,
+    action          text NOT NULL CHECK (action IN ('store', 'redact')),
+    redacted_fields jsonb NOT NULL,
+    tlp             text NOT NULL,
+    classification  text NOT NULL,
+    force_area      text,
+    occurred_at     timestamptz,
+    event_at        timestamptz NOT NULL,
+    payload         jsonb NOT NULL,
+    version         integer NOT NULL DEFAULT 1,
+    retracted       boolean NOT NULL DEFAULT false,
+    superseded      boolean NOT NULL DEFAULT false,
+    stored_at       timestamptz NOT NULL
+);
+CREATE INDEX records_event_at ON records (event_at);
+CREATE INDEX records_position ON records (topic, kafka_partition, kafka_offset);
+CREATE INDEX records_force_area ON records (force_area, event_at);
+
+CREATE TABLE record_history (
+    record_id           text COLLATE "C" NOT NULL REFERENCES records (record_id),
+    version             integer NOT NULL,
+    payload             jsonb NOT NULL,
+    amendment_record_id text COLLATE "C" NOT NULL,
+    kind                text NOT NULL,
+    at                  timestamptz NOT NULL,
+    reason              text NOT NULL,
+    applied_at          timestamptz NOT NULL,
+    PRIMARY KEY (record_id, version)
+);
+
+CREATE TABLE withheld (
+    record_id       text COLLATE "C" PRIMARY KEY,
+    topic           text COLLATE "C" NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    producer_id     text COLLATE "C" NOT NULL,
+    digest          bytea NOT NULL,
+    rule_id         text NOT NULL,
+    policy_hash     text NOT NULL,
+    received_at     timestamptz NOT NULL
+);
+
+CREATE TABLE quarantine (
+    topic           text COLLATE "C" NOT NULL,
+    kafka_partition integer NOT NULL,
+    kafka_offset    bigint NOT NULL,
+    raw             bytea NOT NULL,
+    reason          text NOT NULL,
+    message         text NOT NULL,
+    record_id       text COLLATE "C",
+    producer_id     text COLLATE "C",
+    quarantined_at  timestamptz NOT NULL,
+    PRIMARY KEY (topic, kafka_partition, kafka_offset)
+);
+
+CREATE TABLE amendments (
+    arrival             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    amendment_record_id text COLLATE "C" NOT NULL UNIQUE,
+    kind                text NOT NULL CHECK (kind IN ('correction', 'retraction')),
+    target_record_id    text COLLATE "C" NOT NULL,
+    producer_id         text COLLATE "C" NOT NULL,
+    at                  timestamptz NOT NULL,
+    reason              text NOT NULL,
+    new_payload         jsonb,
+    status              text NOT NULL CHECK (status IN ('pending', 'applied', 'refused')),
+    received_at         timestamptz NOT NULL,
+    applied_at          timestamptz
+);
+CREATE INDEX amendments_pending ON amendments (target_record_id, status);
+
+CREATE TABLE chain (
+    producer_id   text COLLATE "C" NOT NULL,
+    stream        text COLLATE "C" NOT NULL,
+    last_sequence bigint NOT NULL,
+    last_digest   bytea NOT NULL,
+    PRIMARY KEY (producer_id, stream)
+);
+
+CREATE TABLE offsets (
+    group_id        text COLLATE "C" NOT NULL,
+    topic           text COLLATE "C" NOT NULL,
+    kafka_partition integer NOT NULL,
+    next_offset     bigint NOT NULL,
+    PRIMARY KEY (group_id, topic, kafka_partition)
+);
+"""
+
+
+def _lock_key(record_id: str) -> int:
+    """A signed 32-bit key for an id: a collision only makes two ids share one lock."""
+    return int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:4], "big", signed=True)
+
+
+class PostgresStore(SqlStore):
+    """An agency's store in a PostgreSQL database (schema created on first open)."""
+
+    _UPSERT_OFFSET = """
+INSERT INTO offsets (group_id, topic, kafka_partition, next_offset) VALUES (%s, %s, %s, %s)
+ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE
+SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
+"""
+    _SEARCH = """
+SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence, digest,
+    created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp, classification,
+    force_area, occurred_at, payload, version, retracted, superseded
+FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, record_id LIMIT %s
+"""
+
+    def __init__(self, url: str) -> None:
+        try:
+            # autocommit: reads never leave a transaction open; writes use explicit transactions.
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as e:
+            # The driver's message may quote the URL (with a password): give the class only.
+            raise StoreError(f"cannot connect to PostgreSQL store: {type(e).__name__}") from e
+        try:
+            self._conn.execute("SET synchronous_commit = on")
+            self._conn.execute("SET TimeZone = 'UTC'")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _migrate(self) -> None:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            # Instances starting together would race on CREATE TABLE: one creates, the rest wait.
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SCHEMA_LOCK_NAMESPACE,))
+            cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            row = cur.fetchone()
+            if row is not None and row[0]:
+                cur.execute("SELECT max(version) FROM schema_version")
+                found = cur.fetchone()
+                version = int(found[0]) if found is not None and found[0] is not None else 0
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"store schema version {version} is newer than this intelbus "
+                        f"({SCHEMA_VERSION})"
+                    )
+                return
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement.encode())
+            cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+        self._transaction(work)
+
+    def _cursor(self) -> psycopg.Cursor[Any]:
+        return self._conn.cursor()
+
+    def _sql(self, statement: str) -> str:
+        return _placeholders(statement)
+
+    def _transaction(self, work: Callable[[psycopg.Cursor[Any]], None]) -> None:
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                with self._conn.transaction(), self._conn.cursor() as cur:
+                    work(cur)
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as e:
+                log.warning("store.commit_retry", error=type(e).__name__, attempt=attempt)
+                if attempt == COMMIT_ATTEMPTS:
+                    raise StoreError(f"PostgreSQL commit failed: {type(e).__name__}") from e
+            except StoreError:
+                raise
+            except Exception as e:
+                raise StoreError(f"PostgreSQL commit failed: {type(e).__name__}") from e
+            else:
+                return
+
+    def _lock_ids(self, cur: psycopg.Cursor[Any], ids: Iterable[str]) -> None:
+        keys = sorted({_lock_key(i) for i in ids})
+        if keys:
+            cur.executemany(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [(LOCK_NAMESPACE, k) for k in keys]
+            )
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _enc_time(self, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise StoreError("timestamps must be timezone-aware")
+        return value
+
+    def _dec_time(self, value: Any) -> datetime:  # noqa: ANN401 - driver value
+        if not isinstance(value, datetime):
+            raise StoreError("expected a timestamp from PostgreSQL")
+        return value.astimezone(UTC)
+
+    def _enc_json(self, value: object) -> Jsonb:
+        text = self._json_text(value)  # the same checks and canonical form as SQLite
+        return Jsonb(value, dumps=lambda _obj: text)
+
+    def _dec_json(self, value: Any) -> Any:  # noqa: ANN401 - psycopg has already parsed jsonb
+        return value
+
+    def _close_connection(self) -> None:
+        self._conn.close()
+
+
+def _placeholders(statement: str) -> str:
+    """Rewrite the shared statements' "?" placeholders to psycopg's "%s" (none contain "?" or "%")."""
+    if "%" in statement and "?" in statement:
+        raise StoreError("a statement mixes placeholder styles")
+    return statement.replace("?", "%s")
