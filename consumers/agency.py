@@ -243,12 +243,20 @@ class AgencyConsumer:
             consumer, self.topics, on_assigned=self._on_assigned, on_revoked=lambda: None
         )
         idle = 0
+        unassigned = 0
         failures = 0
         try:
             while not self.stop_event.is_set():
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
                 if not messages:
-                    idle += 1
+                    # Idle only counts once partitions are assigned: after a crash the group waits
+                    # for the dead member's session to expire before it hands partitions over.
+                    if transport.has_assignment(consumer):
+                        idle += 1
+                    else:
+                        unassigned += 1
+                        if until_idle and unassigned >= 120:  # a minute with no partitions: give up
+                            break
                     if until_idle and idle >= idle_polls:
                         break
                     continue

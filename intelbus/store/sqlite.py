@@ -138,7 +138,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
     """Open a connection with the durability settings. Every SQLite connection of intelbus is made here."""
     try:
         # isolation_level=None: the module issues BEGIN IMMEDIATE / COMMIT itself.
-        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as e:
         raise StoreError(f"cannot open SQLite store: {type(e).__name__}") from e
     try:

@@ -340,3 +340,8 @@ def rewind(
             consumer.seek_to_beginning(tp)
         else:
             consumer.seek(tp, offset)
+
+
+def has_assignment(consumer: Any) -> bool:
+    """True once the group has assigned this member at least one partition."""
+    return bool(consumer.assignment())

@@ -1,0 +1,257 @@
+"""End to end on the real broker: CST publishes, forces consume under their policies into a real DB.
+
+Every test runs on SQLite and on PostgreSQL (the ``store_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.agency import Stats
+from consumers.config import ConsumerConfig
+from intelbus.cli import demo_cmd
+from intelbus.cli.consume_cmd import build_consumer
+from intelbus.cli.publish_cmd import build_publisher
+from intelbus.records import Correction, Incident, Retraction, Sighting
+from intelbus.samples import feed
+from intelbus.store import open_store
+from intelbus.transport import kafka as transport
+from intelbus.transport.topics import Family, bus_topics, topic_name
+from producers.config import ProducerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Federation:
+    """A demo-shaped federation in a temp folder, on the session broker, with fresh topics."""
+
+    def __init__(self, root: Path, bootstrap: str, store_url: str) -> None:
+        self.root = root
+        self.bootstrap = bootstrap
+        self.store_url = store_url
+        self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+        transport.create_topics(bootstrap, bus_topics(prefix=self.prefix))
+        self.ids = demo_cmd._keys(root)
+        demo_cmd._directory(root, self.ids, self.prefix)
+        (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
+        (root / "producer.toml").write_text(
+            f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\nagreement = "agreement.toml"\n'
+            f'state_file = "state/cst.sqlite"\nenvironment = "{demo_cmd.ENVIRONMENT}"\n'
+            f'bootstrap_servers = "{bootstrap}"\ntopic_prefix = "{self.prefix}"\n'
+        )
+        self.stores: dict[str, str] = {}
+        for force in demo_cmd.FORCES:
+            (root / f"{force}.policy.toml").write_text(demo_cmd.POLICIES[force])
+            url = self._store_for(force)
+            self.stores[force] = url
+            (root / f"{force}.toml").write_text(
+                f'agency = "{force}"\nkey_file = "keys/{force}.key"\ndirectory = "directory"\n'
+                f'policy = "{force}.policy.toml"\nstore = "{url}"\nenvironment = "{demo_cmd.ENVIRONMENT}"\n'
+                f'bootstrap_servers = "{bootstrap}"\ntopic_prefix = "{self.prefix}"\ngroup_id = "{self.prefix}.{force}"\n'
+            )
+
+    def _store_for(self, force: str) -> str:
+        if self.store_url.startswith("postgresql"):
+            return (
+                self.store_url
+            )  # one database per test; forces share it only in tests with one force
+        return str(self.root / f"{force}.sqlite")
+
+    def publish(self, records: list[Any], **kwargs: Any) -> list[str]:
+        publisher = build_publisher(ProducerConfig.load(self.root / "producer.toml"))
+        try:
+            return [publisher.publish(r, **kwargs).record_id for r in records]
+        finally:
+            publisher.close()
+
+    def consume(self, force: str) -> Stats:
+        consumer = build_consumer(ConsumerConfig.load(self.root / f"{force}.toml"))
+        try:
+            return consumer.run(until_idle=True, idle_polls=4)
+        finally:
+            consumer.store.close()
+
+
+@pytest.fixture
+def fed(tmp_path: Path, bootstrap: str, store_url: str) -> Federation:
+    return Federation(tmp_path, bootstrap, store_url)
+
+
+def _sighting(area: str, tlp: str, **grading: Any) -> Sighting:
+    base = feed(seed=21, sightings=1, incidents=0)[0]
+    data = base.model_dump(mode="json")
+    data["record_id"] = str(uuid.uuid4())
+    data["place"]["force_area"] = area
+    data["grading"].update(
+        **{
+            "tlp": tlp,
+            "handling_code": "P",
+            "handling_conditions": [],
+            "assessment": "B",
+            **grading,
+        }
+    )
+    return Sighting.model_validate(data)
+
+
+def test_policy_actions_area_routing_and_red(fed: Federation) -> None:
+    """Herts stores its own sightings, redacts incidents, withholds others; RED reaches only the Met."""
+    own = _sighting("HERTFORDSHIRE", "GREEN")
+    elsewhere = _sighting("GREATER_MANCHESTER", "GREEN")
+    amber_gm = _sighting("GREATER_MANCHESTER", "AMBER")
+    false_report = _sighting("HERTFORDSHIRE", "GREEN", assessment="E")
+    base = next(r for r in feed(seed=22, sightings=0, incidents=8) if r.victim_details)
+    data = base.model_dump(mode="json")
+    data["grading"].update(tlp="GREEN", handling_code="P", handling_conditions=[], assessment="B")
+    incident = Incident.model_validate(data)
+    fed.publish([own, elsewhere, amber_gm, false_report, incident])
+    red = _sighting("METROPOLITAN", "RED")
+    fed.publish([red], named=["met-police"])
+
+    stats = fed.consume("herts-police")
+    assert (stats.stored, stats.redacted) == (1, 1)
+    assert stats.quarantined == {"policy_quarantine": 1}
+    store = open_store(fed.stores["herts-police"])
+    try:
+        assert store.get(own.record_id) is not None
+        assert store.get(elsewhere.record_id) is None  # withheld: a receipt only
+        assert store.get(amber_gm.record_id) is None  # not addressed to Herts at all
+        assert store.get(red.record_id) is None
+        stored_incident = store.get(incident.record_id)
+        assert stored_incident is not None
+        assert stored_incident.payload["victim_details"] == "[REDACTED]"
+    finally:
+        store.close()
+    assert stats.not_addressed >= 2  # the AMBER Manchester sighting and the RED one
+
+
+def test_quarantine_never_stops_the_consumer(fed: Federation) -> None:
+    """Tampered, replayed, forged and garbage records are quarantined; later good records still stored."""
+    first = _sighting("HERTFORDSHIRE", "GREEN")
+    fed.publish([first])
+    topic = topic_name(Family.SIGHTINGS, prefix=fed.prefix)
+    consumer = transport.make_consumer(fed.bootstrap, group_id=None, consumer_timeout_ms=5_000)
+    try:
+        sealed = next(iter(transport.read_all(consumer, topic))).value
+    finally:
+        consumer.close()
+    demo_cmd._hostile(fed.bootstrap, fed.prefix, sealed, fed.ids)
+    last = _sighting("HERTFORDSHIRE", "GREEN")
+    fed.publish([last])
+    stats = fed.consume("herts-police")
+    assert stats.stored == 2
+    assert sum(stats.quarantined.values()) == 4
+    assert set(stats.quarantined) == {"bad_signature", "chain_replay", "unknown_key", "malformed"}
+    store = open_store(fed.stores["herts-police"])
+    try:
+        assert store.get(last.record_id) is not None
+        raws = {bytes(q.raw) for q in store.quarantine_entries(100)}
+        assert sealed in raws  # the replayed copy is kept byte for byte
+    finally:
+        store.close()
+
+
+def test_correction_and_retraction_are_applied_with_history(fed: Federation) -> None:
+    """A correction replaces the stored content (history kept); a retraction marks it withdrawn."""
+    original = _sighting("HERTFORDSHIRE", "GREEN")
+    fed.publish([original])
+    fixed = Sighting.model_validate(
+        {**original.model_dump(mode="json"), "description": "Corrected text."}
+    )
+    fed.publish(
+        [
+            Correction(
+                record_id=str(uuid.uuid4()),
+                corrects_record_id=original.record_id,
+                corrected_at=datetime.now(UTC),
+                reason="typo",
+                replacement=fixed,
+                grading=original.grading,
+            )
+        ]
+    )
+    fed.publish(
+        [
+            Retraction(
+                record_id=str(uuid.uuid4()),
+                retracts_record_id=original.record_id,
+                retracted_at=datetime.now(UTC),
+                reason="duplicate",
+                grading=original.grading,
+            )
+        ],
+        family=Family.SIGHTINGS,
+    )
+    stats = fed.consume("herts-police")
+    assert stats.amendments == 2
+    store = open_store(fed.stores["herts-police"])
+    try:
+        view = store.get(original.record_id)
+        assert view is not None
+        assert view.retracted is True
+        assert view.payload["description"] == "Corrected text."
+        assert len(view.history) >= 1
+    finally:
+        store.close()
+
+
+def test_restart_after_kill_loses_nothing_and_duplicates_nothing(fed: Federation) -> None:
+    """kill -9 the consumer mid-run; the restarted one finishes with every record exactly once."""
+    records = [_sighting("HERTFORDSHIRE", "GREEN") for _ in range(400)]
+    fed.publish(records)
+    config = fed.root / "herts-police.toml"
+    env = {**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "intelbus.cli",
+        "consume",
+        "--agency",
+        "herts-police",
+        "--config",
+        str(config),
+        "--until-idle",
+    ]
+    # Small batches so the kill lands between commits.
+    text = config.read_text() + "batch_size = 20\n"
+    config.write_text(text)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            store = open_store(fed.stores["herts-police"])
+            try:
+                count = store.summary().get("stored", 0)
+            finally:
+                store.close()
+            if count >= 40:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert count < 400, "the consumer finished before it could be killed"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    store = open_store(fed.stores["herts-police"])
+    try:
+        summary = store.summary()
+        assert summary.get("stored", 0) == 400
+        assert sum(v for k, v in summary.items() if k.startswith("quarantined")) == 0
+        assert {str(r.record_id) for r in store.list_records(limit=1000)} == {
+            r.record_id for r in records
+        }
+    finally:
+        store.close()
