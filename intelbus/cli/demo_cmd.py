@@ -347,7 +347,4 @@ def _summary(results: dict[str, Stats], seconds: float, workspace: Path) -> None
             why or "-",
         )
     console.print(table)
-    console.print(
-        f"stores, keys, directory and configs are in {workspace}; try "
-        f"`intelbus store list --store {workspace}/stores/herts-police.sqlite`"
-    )
+    console.print(f"stores, keys, directory and configs are in {workspace}")
