@@ -4,9 +4,17 @@ The Avro schemas are the wire contract that producers, consumers and auditors sh
 the source of truth; these models add the validation Avro cannot express (UTC-aware times, string
 bounds, lat/lon ranges, non-empty behaviour lists, normalised vehicle registrations, handling
 conditions required with code C). ``tests/unit/test_records.py`` walks both and fails on any
-drift: a field, its order, its optionality, or an enum symbol present on one side only.
+drift: a field, its type, its optionality, or an enum symbol present on one side only.
 
-Models are frozen and refuse unknown fields. They validate before anything is encoded.
+Models are frozen, refuse unknown fields and are strict (``strict=True``: no ``"12"`` for an int,
+no number for a string). Three kinds of field are deliberately lax, each marked ``Lax[...]``, so
+that a human-written JSON file, a ``model_dump(mode="json")`` and a decoded Avro value all
+validate: enum fields take their symbol as a string, times take an ISO 8601 string (still
+required to be UTC-aware), and sequences take a list (stored as a tuple).
+
+Conversions: :meth:`to_avro_dict` gives the value for the Avro writer, :meth:`from_avro_dict`
+validates a decoded value again. :data:`SCHEMA_NAMES` maps each model class to its schema's full
+name and :data:`RECORD_TYPES` the other way.
 """
 
 from __future__ import annotations
@@ -15,14 +23,39 @@ import enum
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    model_validator,
+)
 
 from intelbus.policy.facts import Classification, RecordFacts, Tlp
 
 MAX_TEXT = 4_000
 MAX_SHORT = 200
+MAX_LABEL = 50
+MAX_CONDITIONS = 20
+MAX_BEHAVIOURS = 20
+MAX_PEOPLE_OR_VEHICLES = 50
+MAX_STREAMS = 10_000
+
+_T = TypeVar("_T")
+# The one place strictness is relaxed: enums from their symbol, times from ISO text, tuples from
+# lists. Everything else (str, int, float, nested models) stays strict.
+Lax = Annotated[_T, Strict(strict=False)]
+
+
+def _time_input(value: object) -> object:
+    # Lax datetime parsing would also take a bare number as Unix time; only text or a datetime.
+    if not isinstance(value, (datetime, str)):
+        raise ValueError("a time must be an ISO 8601 string or a datetime")  # noqa: TRY004 - pydantic wants ValueError
+    return value
 
 
 def _utc(value: datetime) -> datetime:
@@ -33,6 +66,7 @@ def _utc(value: datetime) -> datetime:
 
 
 def _uuid_text(value: str) -> str:
+    # Canonical lower-case form, so the same record id always compares equal.
     return str(uuid.UUID(value))
 
 
@@ -43,13 +77,16 @@ def _registration(value: str) -> str:
     return normalised
 
 
-UtcTime = Annotated[datetime, AfterValidator(_utc)]
-RecordId = Annotated[str, AfterValidator(_uuid_text)]
+UtcTime = Annotated[
+    datetime, Strict(strict=False), BeforeValidator(_time_input), AfterValidator(_utc)
+]
+RecordId = Annotated[str, Field(max_length=64), AfterValidator(_uuid_text)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 Short = Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]
-Registration = Annotated[str, AfterValidator(_registration)]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL)]
+Registration = Annotated[str, Field(max_length=20), AfterValidator(_registration)]
 
-_CONFIG = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True, use_enum_values=False)
 
 
 class SourceEvaluation(enum.StrEnum):
@@ -77,19 +114,56 @@ class HandlingCode(enum.StrEnum):
     C = "C"
 
 
-_FORCE_AREAS = (
-        "AVON_AND_SOMERSET", "BEDFORDSHIRE", "CAMBRIDGESHIRE", "CHESHIRE", "CITY_OF_LONDON",
-        "CLEVELAND", "CUMBRIA", "DERBYSHIRE", "DEVON_AND_CORNWALL", "DORSET", "DURHAM",
-        "DYFED_POWYS", "ESSEX", "GLOUCESTERSHIRE", "GREATER_MANCHESTER", "GWENT", "HAMPSHIRE",
-        "HERTFORDSHIRE", "HUMBERSIDE", "KENT", "LANCASHIRE", "LEICESTERSHIRE", "LINCOLNSHIRE",
-        "MERSEYSIDE", "METROPOLITAN", "NORFOLK", "NORTH_WALES", "NORTH_YORKSHIRE",
-        "NORTHAMPTONSHIRE", "NORTHUMBRIA", "NOTTINGHAMSHIRE", "SOUTH_WALES", "SOUTH_YORKSHIRE",
-        "STAFFORDSHIRE", "SUFFOLK", "SURREY", "SUSSEX", "THAMES_VALLEY", "WARWICKSHIRE",
-        "WEST_MERCIA", "WEST_MIDLANDS", "WEST_YORKSHIRE", "WILTSHIRE", "POLICE_SCOTLAND",
-        "PSNI", "BRITISH_TRANSPORT_POLICE",
-)  # fmt: skip
-# UK police force areas (the schema's ForceArea enum); built from the list to keep it in one place.
-ForceArea = enum.StrEnum("ForceArea", [(name, name) for name in _FORCE_AREAS])  # type: ignore[misc]
+class ForceArea(enum.StrEnum):
+    """UK police force areas: the 43 territorial forces of England and Wales, Police Scotland, PSNI
+    and the British Transport Police (the schema's ``ForceArea``)."""
+
+    AVON_AND_SOMERSET = "AVON_AND_SOMERSET"
+    BEDFORDSHIRE = "BEDFORDSHIRE"
+    CAMBRIDGESHIRE = "CAMBRIDGESHIRE"
+    CHESHIRE = "CHESHIRE"
+    CITY_OF_LONDON = "CITY_OF_LONDON"
+    CLEVELAND = "CLEVELAND"
+    CUMBRIA = "CUMBRIA"
+    DERBYSHIRE = "DERBYSHIRE"
+    DEVON_AND_CORNWALL = "DEVON_AND_CORNWALL"
+    DORSET = "DORSET"
+    DURHAM = "DURHAM"
+    DYFED_POWYS = "DYFED_POWYS"
+    ESSEX = "ESSEX"
+    GLOUCESTERSHIRE = "GLOUCESTERSHIRE"
+    GREATER_MANCHESTER = "GREATER_MANCHESTER"
+    GWENT = "GWENT"
+    HAMPSHIRE = "HAMPSHIRE"
+    HERTFORDSHIRE = "HERTFORDSHIRE"
+    HUMBERSIDE = "HUMBERSIDE"
+    KENT = "KENT"
+    LANCASHIRE = "LANCASHIRE"
+    LEICESTERSHIRE = "LEICESTERSHIRE"
+    LINCOLNSHIRE = "LINCOLNSHIRE"
+    MERSEYSIDE = "MERSEYSIDE"
+    METROPOLITAN = "METROPOLITAN"
+    NORFOLK = "NORFOLK"
+    NORTH_WALES = "NORTH_WALES"
+    NORTH_YORKSHIRE = "NORTH_YORKSHIRE"
+    NORTHAMPTONSHIRE = "NORTHAMPTONSHIRE"
+    NORTHUMBRIA = "NORTHUMBRIA"
+    NOTTINGHAMSHIRE = "NOTTINGHAMSHIRE"
+    SOUTH_WALES = "SOUTH_WALES"
+    SOUTH_YORKSHIRE = "SOUTH_YORKSHIRE"
+    STAFFORDSHIRE = "STAFFORDSHIRE"
+    SUFFOLK = "SUFFOLK"
+    SURREY = "SURREY"
+    SUSSEX = "SUSSEX"
+    THAMES_VALLEY = "THAMES_VALLEY"
+    WARWICKSHIRE = "WARWICKSHIRE"
+    WEST_MERCIA = "WEST_MERCIA"
+    WEST_MIDLANDS = "WEST_MIDLANDS"
+    WEST_YORKSHIRE = "WEST_YORKSHIRE"
+    WILTSHIRE = "WILTSHIRE"
+    POLICE_SCOTLAND = "POLICE_SCOTLAND"
+    PSNI = "PSNI"
+    BRITISH_TRANSPORT_POLICE = "BRITISH_TRANSPORT_POLICE"
 
 
 class SiteKind(enum.StrEnum):
@@ -169,15 +243,15 @@ class IncidentStatus(enum.StrEnum):
 
 
 class Grading(BaseModel):
-    """Grading and handling: required on every record, never defaulted."""
+    """Grading and handling: required on every record, never defaulted (no field has a default)."""
 
     model_config = _CONFIG
-    source_evaluation: SourceEvaluation
-    assessment: IntelligenceAssessment
-    handling_code: HandlingCode
-    handling_conditions: tuple[Short, ...]
-    tlp: Tlp
-    classification: Classification
+    source_evaluation: Lax[SourceEvaluation]
+    assessment: Lax[IntelligenceAssessment]
+    handling_code: Lax[HandlingCode]
+    handling_conditions: Lax[tuple[Short, ...]] = Field(max_length=MAX_CONDITIONS)
+    tlp: Lax[Tlp]
+    classification: Lax[Classification]
 
     @model_validator(mode="after")
     def _conditions(self) -> Self:
@@ -193,11 +267,11 @@ class Place(BaseModel):
 
     model_config = _CONFIG
     site_name: Short | None
-    site_kind: SiteKind
+    site_kind: Lax[SiteKind]
     address_or_area: Short
-    force_area: ForceArea
-    latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
-    longitude: Annotated[float, Field(ge=-180, le=180)] | None = None
+    force_area: Lax[ForceArea]
+    latitude: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    longitude: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
@@ -211,7 +285,7 @@ class PersonDescription(BaseModel):
 
     model_config = _CONFIG
     summary: Short
-    approx_age: Annotated[str, Field(max_length=50)] | None = None
+    approx_age: Label | None = None
     clothing: Short | None = None
 
 
@@ -220,9 +294,9 @@ class VehicleDescription(BaseModel):
 
     model_config = _CONFIG
     registration: Registration | None = None
-    make: Annotated[str, Field(max_length=50)] | None = None
-    model: Annotated[str, Field(max_length=50)] | None = None
-    colour: Annotated[str, Field(max_length=50)] | None = None
+    make: Label | None = None
+    model: Label | None = None
+    colour: Label | None = None
 
 
 class _Record(BaseModel):
@@ -233,17 +307,26 @@ class _Record(BaseModel):
     record_id: RecordId
     grading: Grading
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro_dict(self) -> dict[str, Any]:
         """The value to hand to the Avro writer (enums as symbols, times as aware datetimes)."""
         return _to_avro(self)
 
     @classmethod
-    def from_avro(cls, value: dict[str, Any]) -> Self:
-        """A model from a decoded Avro value (validated again).
+    def from_avro_dict(cls, value: dict[str, Any]) -> Self:
+        """A model from a decoded Avro value (validated again: Avro cannot express our rules).
 
         Raises:
             pydantic.ValidationError: the value breaks a model rule.
         """
+        return cls.model_validate(value)
+
+    def to_avro(self) -> dict[str, Any]:
+        """Same as :meth:`to_avro_dict` (the first name, kept for its callers)."""
+        return _to_avro(self)
+
+    @classmethod
+    def from_avro(cls, value: dict[str, Any]) -> Self:
+        """Same as :meth:`from_avro_dict` (the first name, kept for its callers)."""
         return cls.model_validate(value)
 
     def facts(self) -> RecordFacts:
@@ -275,10 +358,14 @@ class Sighting(_Record):
     KIND: ClassVar[str] = "sighting"
     observed_at: UtcTime
     place: Place
-    behaviours: tuple[Behaviour, ...] = Field(min_length=1, max_length=20)
+    behaviours: Lax[tuple[Lax[Behaviour], ...]] = Field(min_length=1, max_length=MAX_BEHAVIOURS)
     description: Text
-    persons: tuple[PersonDescription, ...] = Field(default=(), max_length=50)
-    vehicles: tuple[VehicleDescription, ...] = Field(default=(), max_length=50)
+    persons: Lax[tuple[PersonDescription, ...]] = Field(
+        default=(), max_length=MAX_PEOPLE_OR_VEHICLES
+    )
+    vehicles: Lax[tuple[VehicleDescription, ...]] = Field(
+        default=(), max_length=MAX_PEOPLE_OR_VEHICLES
+    )
     reporter_ref: Short
     police_crime_reference: Short | None = None
 
@@ -296,14 +383,14 @@ class Incident(_Record):
     KIND: ClassVar[str] = "incident"
     occurred_at: UtcTime
     place: Place
-    category: IncidentCategory
-    mode: IncidentMode
-    victim_type: VictimType
+    category: Lax[IncidentCategory]
+    mode: Lax[IncidentMode]
+    victim_type: Lax[VictimType]
     victim_details: Text | None = None
     offender_description: Text | None = None
     description: Text
     police_crime_reference: Short | None = None
-    status: IncidentStatus
+    status: Lax[IncidentStatus]
     reporter_ref: Short
 
     def _force_area(self) -> str | None:
@@ -314,7 +401,12 @@ class Incident(_Record):
 
 
 class Correction(_Record):
-    """Replaces an earlier record of the same producer (same kind) with a corrected version."""
+    """Replaces an earlier record of the same producer (same kind) with a corrected version.
+
+    The replacement is the whole corrected record, carried as an Avro union ``Sighting | Incident``
+    (not one optional field per kind): exactly one branch is always present, and a new record kind
+    is a new union branch in a new schema version.
+    """
 
     SCHEMA: ClassVar[str] = "org.intelbus.records.v1.Correction"
     KIND: ClassVar[str] = "correction"
@@ -337,7 +429,7 @@ class Correction(_Record):
 
 
 class Retraction(_Record):
-    """Withdraws an earlier record of the same producer."""
+    """Withdraws an earlier record of the same producer. Carries its own grading block."""
 
     SCHEMA: ClassVar[str] = "org.intelbus.records.v1.Retraction"
     KIND: ClassVar[str] = "retraction"
@@ -347,7 +439,7 @@ class Retraction(_Record):
 
 
 class StreamHead(BaseModel):
-    """A heartbeat's entry for one stream."""
+    """A heartbeat's entry for one stream: the topic and the last sequence number sent on it."""
 
     model_config = _CONFIG
     stream: Short
@@ -363,20 +455,43 @@ class Heartbeat(BaseModel):
     producer_id: Short
     sent_at: UtcTime
     interval_ms: Annotated[int, Field(gt=0)]
-    streams: tuple[StreamHead, ...]
+    streams: Lax[tuple[StreamHead, ...]] = Field(max_length=MAX_STREAMS)
+
+    def to_avro_dict(self) -> dict[str, Any]:
+        """The value to hand to the Avro writer."""
+        return _to_avro(self)
+
+    @classmethod
+    def from_avro_dict(cls, value: dict[str, Any]) -> Self:
+        """A heartbeat from a decoded Avro value (validated again).
+
+        Raises:
+            pydantic.ValidationError: the value breaks a model rule.
+        """
+        return cls.model_validate(value)
 
     def to_avro(self) -> dict[str, Any]:
+        """Same as :meth:`to_avro_dict`."""
         return _to_avro(self)
+
+    @classmethod
+    def from_avro(cls, value: dict[str, Any]) -> Self:
+        """Same as :meth:`from_avro_dict`."""
+        return cls.model_validate(value)
 
 
 DomainRecord = Sighting | Incident | Correction | Retraction
+Kind = Literal["sighting", "incident", "correction", "retraction"]
 RECORD_TYPES: dict[str, type[Sighting | Incident | Correction | Retraction]] = {
     cls.SCHEMA: cls for cls in (Sighting, Incident, Correction, Retraction)
 }
 KIND_TYPES: dict[str, type[Sighting | Incident | Correction | Retraction]] = {
     cls.KIND: cls for cls in (Sighting, Incident, Correction, Retraction)
 }
-Kind = Literal["sighting", "incident", "correction", "retraction"]
+# Model class -> the full name of the Avro schema it mirrors (domain records and the heartbeat).
+SCHEMA_NAMES: dict[type[BaseModel], str] = {
+    cls: cls.SCHEMA for cls in (Sighting, Incident, Correction, Retraction, Heartbeat)
+}
 
 
 def _to_avro(model: BaseModel) -> dict[str, Any]:

@@ -13,17 +13,24 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from intelbus.policy.facts import Classification, Tlp
 from intelbus.records import (
     Behaviour,
+    Correction,
+    ForceArea,
     Grading,
+    HandlingCode,
     Incident,
     IncidentCategory,
     IncidentMode,
     IncidentStatus,
+    IntelligenceAssessment,
     PersonDescription,
     Place,
+    Retraction,
     Sighting,
     SiteKind,
+    SourceEvaluation,
     VehicleDescription,
     VictimType,
 )
@@ -36,7 +43,7 @@ class _Site:
     name: str
     kind: SiteKind
     area: str
-    force: str
+    force: ForceArea
     lat: float
     lon: float
 
@@ -46,7 +53,7 @@ SITES = (
         "Borehamwood synagogue",
         SiteKind.SYNAGOGUE,
         "Borehamwood, Hertsmere",
-        "HERTFORDSHIRE",
+        ForceArea.HERTFORDSHIRE,
         51.657,
         -0.272,
     ),
@@ -54,18 +61,23 @@ SITES = (
         "Radlett primary school",
         SiteKind.SCHOOL,
         "Radlett, Hertsmere",
-        "HERTFORDSHIRE",
+        ForceArea.HERTFORDSHIRE,
         51.685,
         -0.318,
     ),
     _Site(
-        "Bushey cemetery", SiteKind.CEMETERY, "Bushey, Hertsmere", "HERTFORDSHIRE", 51.641, -0.345
+        "Bushey cemetery",
+        SiteKind.CEMETERY,
+        "Bushey, Hertsmere",
+        ForceArea.HERTFORDSHIRE,
+        51.641,
+        -0.345,
     ),
     _Site(
         "Edgware community centre",
         SiteKind.COMMUNITY_CENTRE,
         "Edgware, Barnet",
-        "METROPOLITAN",
+        ForceArea.METROPOLITAN,
         51.613,
         -0.275,
     ),
@@ -73,7 +85,7 @@ SITES = (
         "Golders Green synagogue",
         SiteKind.SYNAGOGUE,
         "Golders Green, Barnet",
-        "METROPOLITAN",
+        ForceArea.METROPOLITAN,
         51.572,
         -0.194,
     ),
@@ -81,7 +93,7 @@ SITES = (
         "Stamford Hill kosher bakery",
         SiteKind.SHOP,
         "Stamford Hill, Hackney",
-        "METROPOLITAN",
+        ForceArea.METROPOLITAN,
         51.570,
         -0.073,
     ),
@@ -89,7 +101,7 @@ SITES = (
         "Prestwich synagogue",
         SiteKind.SYNAGOGUE,
         "Prestwich, Bury",
-        "GREATER_MANCHESTER",
+        ForceArea.GREATER_MANCHESTER,
         53.533,
         -2.285,
     ),
@@ -97,7 +109,7 @@ SITES = (
         "Broughton Park school",
         SiteKind.SCHOOL,
         "Broughton Park, Salford",
-        "GREATER_MANCHESTER",
+        ForceArea.GREATER_MANCHESTER,
         53.510,
         -2.262,
     ),
@@ -105,7 +117,7 @@ SITES = (
         "Leeds community centre",
         SiteKind.COMMUNITY_CENTRE,
         "Alwoodley, Leeds",
-        "WEST_YORKSHIRE",
+        ForceArea.WEST_YORKSHIRE,
         53.853,
         -1.545,
     ),
@@ -182,17 +194,20 @@ _VEHICLES = (
 
 
 def _grading(rng: random.Random) -> Grading:
-    tlp = rng.choices(["CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED"], weights=[1, 4, 6, 1, 1])[
-        0
-    ]
-    code = rng.choices(["P", "C"], weights=[5, 1])[0]
+    # The draws (and so every seed's records) are fixed: change the lists only at the end.
+    tlp = rng.choices(list(Tlp), weights=[1, 4, 6, 1, 1])[0]
+    code = rng.choices([HandlingCode.P, HandlingCode.C], weights=[5, 1])[0]
+    s1, s2, s3 = SourceEvaluation
+    a, b, c, d, _e = IntelligenceAssessment
     return Grading(
-        source_evaluation=rng.choice(["S1", "S1", "S2", "S3"]),
-        assessment=rng.choice(["A", "B", "B", "C", "D"]),
+        source_evaluation=rng.choice([s1, s1, s2, s3]),
+        assessment=rng.choice([a, b, b, c, d]),
         handling_code=code,
-        handling_conditions=("no-onward-disclosure",) if code == "C" else (),
+        handling_conditions=("no-onward-disclosure",) if code is HandlingCode.C else (),
         tlp=tlp,
-        classification=rng.choices(["OFFICIAL", "OFFICIAL_SENSITIVE"], weights=[3, 1])[0],
+        classification=rng.choices(
+            [Classification.OFFICIAL, Classification.OFFICIAL_SENSITIVE], weights=[3, 1]
+        )[0],
     )
 
 
@@ -286,4 +301,47 @@ def feed(seed: int = 7, *, sightings: int = 12, incidents: int = 12) -> list[Sig
     records += [incident(rng, i) for i in range(incidents)]
     return sorted(
         records, key=lambda r: r.observed_at if isinstance(r, Sighting) else r.occurred_at
+    )
+
+
+def one_incident_per_category(seed: int = 7) -> list[Incident]:
+    """One incident of each of CST's six categories, in the order of :class:`IncidentCategory`."""
+    rng = random.Random(seed)
+    out: list[Incident] = []
+    for n, category in enumerate(IncidentCategory):
+        while (record := incident(rng, n)).category is not category:
+            pass  # every category is in the table, so this ends after a few draws
+        out.append(record)
+    return out
+
+
+def correction_of(
+    record: Sighting | Incident, *, description: str, reason: str, at: datetime, seed: int = 7
+) -> Correction:
+    """A correction of ``record`` replacing its description (the id and grading are kept)."""
+    rng = random.Random(seed)
+    replacement = record.model_copy(update={"description": description})
+    # model_copy does not validate: validate the replacement as a new record would be.
+    replacement = type(record).model_validate(replacement.model_dump())
+    return Correction(
+        record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        corrects_record_id=record.record_id,
+        corrected_at=at,
+        reason=reason,
+        replacement=replacement,
+        grading=record.grading,
+    )
+
+
+def retraction_of(
+    record: Sighting | Incident, *, reason: str, at: datetime, seed: int = 7
+) -> Retraction:
+    """A retraction of ``record``, graded as the record was."""
+    rng = random.Random(seed)
+    return Retraction(
+        record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        retracts_record_id=record.record_id,
+        retracted_at=at,
+        reason=reason,
+        grading=record.grading,
     )

@@ -13,8 +13,9 @@ Schemas here are JSON values (dicts, lists, strings) as read from ``.avsc`` file
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from intelbus.errors import SchemaDefinitionError
@@ -44,38 +45,53 @@ def normalise(schema: Schema, namespace: str | None, defs: Defs) -> Schema:
     """Full names everywhere; every named type definition is also recorded in ``defs``.
 
     Raises:
-        SchemaDefinitionError: a named type is defined twice differently, or a type is unknown.
+        SchemaDefinitionError: a named type is defined twice differently, or the schema is malformed.
     """
+    with _malformed():
+        return _normalise(schema, namespace, defs)
+
+
+@contextlib.contextmanager
+def _malformed() -> Iterator[None]:
+    # A malformed schema file (a missing "name", a number where a type belongs) must surface as a
+    # SchemaDefinitionError naming the problem, never as a bare KeyError from deep in a walk.
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise SchemaDefinitionError(f"malformed schema: {type(e).__name__} {e}") from e
+
+
+def _normalise(schema: Schema, namespace: str | None, defs: Defs) -> Schema:
     if isinstance(schema, str):
         if schema in PRIMITIVES:
             return schema
         return _full(schema, namespace)
     if isinstance(schema, list):
-        return [normalise(s, namespace, defs) for s in schema]
+        return [_normalise(s, namespace, defs) for s in schema]
     if not isinstance(schema, dict) or "type" not in schema:
         raise SchemaDefinitionError(f"not a schema: {str(schema)[:80]}")
     kind = schema["type"]
     out = dict(schema)
-    if kind in NAMED:
+    if isinstance(kind, str) and kind in NAMED:
         full = _full(schema["name"], schema.get("namespace", namespace))
         out["name"] = full
         out.pop("namespace", None)
         inner_ns = full.rsplit(".", 1)[0] if "." in full else None
         if kind in ("record", "error"):
             out["fields"] = [
-                {**f, "type": normalise(f["type"], inner_ns, defs)} for f in schema["fields"]
+                {**f, "type": _normalise(f["type"], inner_ns, defs)} for f in schema["fields"]
             ]
         if full in defs and defs[full] != out:
             raise SchemaDefinitionError(f"named type {full} is defined twice, differently")
         defs[full] = out
         return out
     if kind == "array":
-        out["items"] = normalise(schema["items"], namespace, defs)
+        out["items"] = _normalise(schema["items"], namespace, defs)
     elif kind == "map":
-        out["values"] = normalise(schema["values"], namespace, defs)
+        out["values"] = _normalise(schema["values"], namespace, defs)
     elif isinstance(kind, (dict, list)) or (isinstance(kind, str) and kind not in PRIMITIVES):
         # {"type": "SomeName"} or {"type": {...}}: a wrapped reference or definition.
-        out["type"] = normalise(kind, namespace, defs)
+        out["type"] = _normalise(kind, namespace, defs)
     return out
 
 
@@ -108,7 +124,7 @@ def expand(
         return [expand(s, defs, _seen=seen, _stack=_stack) for s in schema]
     out = dict(schema)
     kind = out["type"]
-    if kind in NAMED:
+    if isinstance(kind, str) and kind in NAMED:
         name = out["name"]
         if name in _stack:
             raise SchemaDefinitionError(f"recursive named type {name}")
@@ -135,7 +151,7 @@ def _definitions(schema: Schema, defs: Defs) -> Defs:
             _definitions(s, defs)
     elif isinstance(schema, dict):
         kind = schema["type"]
-        if kind in NAMED:
+        if isinstance(kind, str) and kind in NAMED:
             defs[schema["name"]] = schema
             for f in schema.get("fields", []):
                 _definitions(f["type"], defs)
@@ -162,7 +178,7 @@ def min_encoded_size(
 ) -> int:
     """The fewest bytes a value of ``schema`` can encode to (0 means "can be empty")."""
     if isinstance(schema, list):
-        return 1  # the branch index is always written
+        return 1  # the branch index is always written, even before a null branch
     if isinstance(schema, str):
         sizes = {
             "null": 0,
@@ -187,7 +203,8 @@ def min_encoded_size(
             min_encoded_size(f["type"], defs, (*_stack, schema["name"])) for f in schema["fields"]
         )
     if kind == "enum":
-        return 0 if len(schema["symbols"]) <= 1 else 1
+        # The symbol index is an Avro int: even index 0 of a one-symbol enum is one byte (0x00).
+        return 1
     if kind == "fixed":
         return int(schema["size"])
     if kind in ("array", "map"):
@@ -203,6 +220,13 @@ def lint(schema: Schema) -> None:
     Raises:
         SchemaDefinitionError: the schema is unsafe to decode hostile input with.
     """
+    with _malformed():
+        problems = _lint_problems(schema)
+    if problems:
+        raise SchemaDefinitionError("; ".join(problems))
+
+
+def _lint_problems(schema: Schema) -> list[str]:
     local = _definitions(schema, {})
     expanded = expand(schema, local)  # raises on recursion
     defs = _definitions(expanded, {})
@@ -222,14 +246,17 @@ def lint(schema: Schema) -> None:
             for f in s["fields"]:
                 walk(f["type"], f"{path}.{f['name']}")
         elif kind in ("array", "map"):
+            # An array of zero-byte items lets a few bytes declare 10^12 items that the decoder
+            # then builds one by one (SECURITY.md measured 1.8 GB from 6 bytes). A map entry always
+            # carries a key of at least one byte, so it is bounded by the input; a map of zero-byte
+            # values is refused anyway, as it can carry nothing but its keys.
             inner = s["items"] if kind == "array" else s["values"]
             if min_encoded_size(inner, defs) == 0:
                 problems.append(f"{path}: {kind} items can encode in zero bytes (allocation bomb)")
             walk(inner, f"{path}[]")
 
     walk(expanded, _name_of(expanded))
-    if problems:
-        raise SchemaDefinitionError("; ".join(problems))
+    return problems
 
 
 def _name_of(schema: Schema) -> str:
@@ -245,9 +272,10 @@ def check_backward(reader: Schema, writer: Schema) -> None:
         SchemaDefinitionError: listing every incompatibility found.
     """
     problems: list[str] = []
-    _can_read(
-        reader, writer, _definitions(reader, {}), _definitions(writer, {}), "", problems, set()
-    )
+    with _malformed():
+        _can_read(
+            reader, writer, _definitions(reader, {}), _definitions(writer, {}), "", problems, set()
+        )
     if problems:
         raise SchemaDefinitionError("incompatible schema change: " + "; ".join(problems))
 
@@ -277,6 +305,11 @@ def _can_read(
     w = _resolve(writer, wdefs)
     rt, wt = _type_of(r), _type_of(w)
     here = path or "<root>"
+    rlogical, wlogical = _logical(reader, rdefs), _logical(writer, wdefs)
+    if rlogical != wlogical and wt not in ("union",) and rt not in ("union",):
+        # The bytes still resolve, but their meaning changes (millis read as micros, say).
+        problems.append(f"{here}: logical type {wlogical} -> {rlogical}")
+        return
     if wt == "union":
         for i, branch in enumerate(w):
             _can_read(r, branch, rdefs, wdefs, f"{path}|{i}", problems, seen)
@@ -307,22 +340,12 @@ def _can_read(
             return
         seen.add(key)
     if wt in ("record", "error"):
-        wfields = {f["name"]: f for f in w["fields"]}
-        for rf in r["fields"]:
-            wf = wfields.get(rf["name"])
-            if wf is None:
-                for alias in rf.get("aliases", []):
-                    wf = wfields.get(alias)
-                    if wf is not None:
-                        break
-            if wf is None:
-                if "default" not in rf:
-                    problems.append(f"{path}.{rf['name']}: new field without a default")
-                continue
-            _can_read(rf["type"], wf["type"], rdefs, wdefs, f"{path}.{rf['name']}", problems, seen)
+        _can_read_record(r, w, rdefs, wdefs, path, problems, seen)
     elif wt == "enum":
         missing = [s for s in w["symbols"] if s not in r["symbols"]]
-        if missing and "default" not in r:
+        if "default" in r and r["default"] not in r["symbols"]:
+            problems.append(f"{here}: enum default is not one of its symbols")
+        elif missing and "default" not in r:
             problems.append(f"{here}: enum symbols removed without a default: {', '.join(missing)}")
     elif wt == "fixed":
         if r["size"] != w["size"]:
@@ -331,3 +354,87 @@ def _can_read(
         _can_read(r["items"], w["items"], rdefs, wdefs, f"{path}[]", problems, seen)
     elif wt == "map":
         _can_read(r["values"], w["values"], rdefs, wdefs, f"{path}{{}}", problems, seen)
+
+
+def _logical(s: Schema, defs: Defs) -> str | None:
+    while isinstance(s, str) and s in defs:
+        s = defs[s]
+    if isinstance(s, dict):
+        if "logicalType" in s:
+            return str(s["logicalType"])
+        if isinstance(s["type"], dict):
+            return _logical(s["type"], defs)
+    return None
+
+
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "null": (type(None),),
+    "boolean": (bool,),
+    "int": (int,),
+    "long": (int,),
+    "float": (int, float),
+    "double": (int, float),
+    "bytes": (str,),
+    "string": (str,),
+}
+
+
+def _default_fits(schema: Schema, value: Any, defs: Defs) -> bool:  # noqa: ANN401 - a JSON value
+    """Whether ``value`` is a valid JSON default for ``schema`` (a union's default fits its first branch)."""
+    s = _resolve(schema, defs)
+    kind = _type_of(s)
+    if kind == "union":
+        return bool(s) and _default_fits(s[0], value, defs)
+    if kind in _JSON_KINDS:
+        if kind in ("int", "long", "float", "double") and isinstance(value, bool):
+            return False
+        return isinstance(value, _JSON_KINDS[kind])
+    if kind == "enum":
+        return isinstance(value, str) and value in s["symbols"]
+    if kind == "fixed":
+        return isinstance(value, str) and len(value) == int(s["size"])
+    if kind == "array":
+        return isinstance(value, list) and all(_default_fits(s["items"], v, defs) for v in value)
+    if kind == "map":
+        return isinstance(value, dict) and all(
+            _default_fits(s["values"], v, defs) for v in value.values()
+        )
+    if kind in ("record", "error"):
+        if not isinstance(value, dict):
+            return False
+        return all(
+            (f["name"] in value and _default_fits(f["type"], value[f["name"]], defs))
+            or (f["name"] not in value and "default" in f)
+            for f in s["fields"]
+        ) and set(value) <= {f["name"] for f in s["fields"]}
+    return False
+
+
+def _can_read_record(
+    r: dict[str, Any],
+    w: dict[str, Any],
+    rdefs: Defs,
+    wdefs: Defs,
+    path: str,
+    problems: list[str],
+    seen: set[tuple[str, str]],
+) -> None:
+    """Reader fields are matched by name (or alias); a field only the reader has needs a default.
+
+    A field only the writer has is skipped by the decoder, so removing a field is compatible.
+    """
+    wfields = {f["name"]: f for f in w["fields"]}
+    for rf in r["fields"]:
+        wf = wfields.get(rf["name"])
+        if wf is None:
+            for alias in rf.get("aliases", []):
+                wf = wfields.get(alias)
+                if wf is not None:
+                    break
+        if wf is None:
+            if "default" not in rf:
+                problems.append(f"{path}.{rf['name']}: new field without a default")
+            elif not _default_fits(rf["type"], rf["default"], rdefs):
+                problems.append(f"{path}.{rf['name']}: default does not fit the field's type")
+            continue
+        _can_read(rf["type"], wf["type"], rdefs, wdefs, f"{path}.{rf['name']}", problems, seen)

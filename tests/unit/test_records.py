@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import types
 import typing
 import uuid
@@ -14,16 +15,20 @@ from pydantic import BaseModel, ValidationError
 
 from intelbus.records import (
     RECORD_TYPES,
+    SCHEMA_NAMES,
+    Behaviour,
     Correction,
+    ForceArea,
     Grading,
     Heartbeat,
     Incident,
+    IncidentCategory,
     Place,
     Retraction,
     Sighting,
     VehicleDescription,
 )
-from intelbus.samples import feed
+from intelbus.samples import correction_of, feed, one_incident_per_category, retraction_of
 from intelbus.serde.registry import SchemaRegistry
 
 REGISTRY = SchemaRegistry.load()
@@ -279,3 +284,79 @@ def test_place_and_vehicle_models_are_frozen() -> None:
     with pytest.raises(ValidationError):
         v.registration = "X"  # type: ignore[misc]
     assert Place.model_config["frozen"] is True
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"description": 12}, "description"),
+        ({"reporter_ref": b"CST-R-1"}, "reporter_ref"),
+        ({"observed_at": 1_790_000_000}, "observed_at"),
+        ({"observed_at": "2026-10-01"}, "UTC"),
+        ({"observed_at": "2026-10-01T09:30:00+01:00"}, "UTC"),
+        ({"police_crime_reference": 42}, "police_crime_reference"),
+    ],
+)
+def test_models_are_strict_outside_enums_times_and_lists(change: dict[str, Any], why: str) -> None:
+    """No number for a string, no bytes, no Unix-time number, no date without a time."""
+    with pytest.raises(ValidationError, match=why):
+        Sighting.model_validate(_sighting(**change))
+
+
+def test_numbers_are_strict_too() -> None:
+    """A heartbeat's counters are integers, not numeric strings."""
+    good = {"producer_id": "cst", "sent_at": "2026-10-01T09:30:00Z", "interval_ms": 30000}
+    assert Heartbeat.model_validate({**good, "streams": [{"stream": "s", "last_sequence": 3}]})
+    with pytest.raises(ValidationError, match="last_sequence"):
+        Heartbeat.model_validate({**good, "streams": [{"stream": "s", "last_sequence": "3"}]})
+    with pytest.raises(ValidationError, match="interval_ms"):
+        Heartbeat.model_validate({**good, "interval_ms": "30000", "streams": []})
+
+
+def test_a_human_written_json_file_validates_with_model_validate_json() -> None:
+    """The CLI path: enums by symbol, an ISO time with Z, lists for arrays."""
+    text = json.dumps(
+        _sighting(
+            persons=[{"summary": "Male, slim build", "approx_age": "20-30"}],
+            vehicles=[{"registration": "ab12 cde", "make": "FORD"}],
+        )
+    )
+    s = Sighting.model_validate_json(text)
+    assert s.behaviours == (Behaviour.PHOTOGRAPHING_ENTRANCES,)
+    assert s.place.force_area is ForceArea.HERTFORDSHIRE
+    assert s.vehicles[0].registration == "AB12CDE"
+    assert Sighting.model_validate_json(s.model_dump_json()) == s
+
+
+def test_schema_names_map_each_model_to_its_schema() -> None:
+    """Class -> full name, and back through RECORD_TYPES."""
+    assert SCHEMA_NAMES[Sighting] == "org.intelbus.records.v1.Sighting"
+    assert SCHEMA_NAMES[Heartbeat] == "org.intelbus.control.v1.Heartbeat"
+    for cls, name in SCHEMA_NAMES.items():
+        assert REGISTRY.current(name).full_name == name
+        if cls is not Heartbeat:
+            assert RECORD_TYPES[name] is cls
+
+
+def test_samples_are_deterministic_and_cover_every_category() -> None:
+    """Same seed, same records; one incident of each of CST's six categories."""
+    assert feed(seed=5) == feed(seed=5)
+    assert feed(seed=5) != feed(seed=6)
+    assert [i.category for i in one_incident_per_category(2)] == list(IncidentCategory)
+    original = feed(seed=5)[0]
+    at = datetime(2026, 10, 2, tzinfo=UTC)
+    fixed = correction_of(original, description="Corrected.", reason="typo", at=at)
+    assert fixed.replacement.record_id == original.record_id
+    assert fixed.replacement.description == "Corrected."
+    gone = retraction_of(original, reason="duplicate", at=at)
+    assert gone.retracts_record_id == original.record_id
+    assert gone.grading == original.grading
+
+
+def test_a_correction_replacement_cannot_break_model_rules() -> None:
+    """correction_of validates the replacement (model_copy alone would not)."""
+    original = feed(seed=5)[0]
+    with pytest.raises(ValidationError):
+        correction_of(
+            original, description="x" * 5000, reason="r", at=datetime(2026, 10, 2, tzinfo=UTC)
+        )
