@@ -43,7 +43,8 @@ from intelbus.records import (
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import Family, topic_name
-from producers.state import ProducerState
+from producers.state import ProducerState, Reservation
+from producers.state import StreamHead as StateHead
 
 log = get_logger("producers.publisher")
 
@@ -70,6 +71,18 @@ class Published:
     offset: int
     sequence: int
     recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A record ready to seal: where it goes, to whom, and its encoded payload."""
+
+    topic: str
+    kind: RecordKind
+    fingerprint: bytes
+    payload: bytes
+    keys: tuple[PublicIdentity, ...]
+    record_id: uuid.UUID
 
 
 class Publisher:
@@ -151,18 +164,108 @@ class Publisher:
             UnknownKey: a recipient has no usable key.
             PublishError: not acknowledged; it stays pending and is resent first next time.
         """
+        p = self._prepare(record, named, family)
+        return self._publish_payload(
+            p.topic,
+            kind=p.kind,
+            fingerprint=p.fingerprint,
+            payload=p.payload,
+            keys=p.keys,
+            record_id=p.record_id,
+        )
+
+    def publish_many(
+        self,
+        records: Sequence[DomainRecord],
+        *,
+        named: Sequence[str] = (),
+        family: Family | None = None,
+    ) -> list[Published]:
+        """Publish several records: one durable reservation for all, sends pipelined, then acks.
+
+        Every record is prepared (recipients, keys, encoding) before any is sealed, so a record
+        that cannot be published (fail closed) stops the whole call before anything is reserved.
+        Returns only once every record was acknowledged, in order.
+
+        One caveat of pipelining, which :meth:`publish` does not have: if the broker refuses one
+        record for a reason of its own (not a lost connection) while later ones of the same
+        stream are accepted, the refused one is resent after them, and consumers quarantine it
+        as out of order (the evidence is kept, never dropped silently).
+
+        Raises:
+            NoRecipients: nothing was published (fail closed).
+            UnknownKey: a recipient has no usable key; nothing was published.
+            PublishError: some records were not acknowledged; they stay pending.
+        """
+        prepared = [self._prepare(r, named, family) for r in records]
+        with self._lock:
+            heads: dict[str, StateHead] = {}
+            reservations: list[Reservation] = []
+            for p in prepared:
+                head = heads.get(p.topic) or self.state.head(p.topic)
+                sealed = seal(
+                    self.identity,
+                    environment=self.environment,
+                    topic=p.topic,
+                    kind=p.kind,
+                    sequence=head.next_sequence,
+                    prev_digest=head.last_digest,
+                    schema_fingerprint=p.fingerprint,
+                    payload=p.payload,
+                    recipients=p.keys,
+                    record_id=p.record_id,
+                    datakeys=self.datakeys,
+                )
+                reservations.append(Reservation(head, str(p.record_id), sealed.digest, sealed.data))
+                heads[p.topic] = StateHead(p.topic, head.next_sequence, sealed.digest)
+            self.state.reserve_many(reservations)
+            if self._producer is None:
+                self._producer = transport.make_producer(self.bootstrap)
+            results = transport.send_many(
+                self._producer,
+                [(r.head.stream, r.sealed) for r in reservations],
+                key=self.identity.agency_id.encode(),
+            )
+            acks: list[tuple[str, int, int]] = []
+            try:
+                for r, result in zip(reservations, results, strict=True):
+                    if isinstance(result, transport.SendFailed):
+                        log.warning(
+                            "record.send_failed",
+                            topic=r.head.stream,
+                            indeterminate=result.indeterminate,
+                        )
+                        self._close_producer()
+                        acked = self._send(r.head.stream, r.sealed)  # same bytes, with retries
+                    else:
+                        acked = result
+                    acks.append((r.record_id, *acked))
+            finally:
+                self.state.acknowledge_many(acks)
+        out = [
+            Published(
+                r.record_id,
+                r.head.stream,
+                partition,
+                offset,
+                r.head.next_sequence,
+                tuple(k.agency_id for k in p.keys),
+            )
+            for r, p, (_, partition, offset) in zip(reservations, prepared, acks, strict=True)
+        ]
+        log.info("records.published", count=len(out))
+        return out
+
+    def _prepare(
+        self, record: DomainRecord, named: Sequence[str], family: Family | None
+    ) -> _Prepared:
         topic = self.topic_for(record, family)
         recipients = self.recipients_for(record, named)
         now = self.clock()
-        keys = [self.directory.recipient_key(a, now) for a in recipients]
+        keys = tuple(self.directory.recipient_key(a, now) for a in recipients)
         fingerprint, payload = self.registry.encode(record.SCHEMA, record.to_avro())
-        return self._publish_payload(
-            topic,
-            kind=_KINDS[type(record)],
-            fingerprint=fingerprint,
-            payload=payload,
-            keys=keys,
-            record_id=uuid.UUID(record.record_id),
+        return _Prepared(
+            topic, _KINDS[type(record)], fingerprint, payload, keys, uuid.UUID(record.record_id)
         )
 
     def _publish_payload(

@@ -17,6 +17,7 @@ SQLite with ``journal_mode=WAL`` and ``synchronous=FULL``: a reservation is on d
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,16 @@ class StreamHead:
     @property
     def next_sequence(self) -> int:
         return self.last_sequence + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A sealed record to reserve as the next record of ``head.stream``."""
+
+    head: StreamHead  # the stream's head before this record
+    record_id: str
+    digest: bytes
+    sealed: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,23 +111,40 @@ class ProducerState:
         Raises:
             RuntimeError: ``head`` is stale (another writer advanced the stream): never fork.
         """
+        self.reserve_many([Reservation(head, record_id, digest, sealed)])
+
+    def reserve_many(self, reservations: Sequence[Reservation]) -> None:
+        """Durably record several sealed records, in order, in one transaction (one fsync).
+
+        Each reservation's ``head`` must be where its stream stands once the reservations before
+        it are applied: the first of a stream matches the stored head, each later one continues
+        the one before it (its sequence and digest).
+
+        Raises:
+            RuntimeError: a head is stale or the reservations do not chain: nothing is written.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            current = self.head(head.stream)
-            if current != head:
-                raise RuntimeError(
-                    f"stream {head.stream} moved on from sequence {head.last_sequence}"
+            heads: dict[str, StreamHead] = {}
+            for r in reservations:
+                current = heads.get(r.head.stream) or self.head(r.head.stream)
+                if current != r.head:
+                    raise RuntimeError(
+                        f"stream {r.head.stream} moved on from sequence {r.head.last_sequence}"
+                    )
+                self._db.execute(
+                    "INSERT INTO sends (stream, sequence, record_id, sealed, status) "
+                    "VALUES (?, ?, ?, ?, 'pending')",
+                    (r.head.stream, r.head.next_sequence, r.record_id, r.sealed),
                 )
-            self._db.execute(
-                "INSERT INTO streams (stream, last_sequence, last_digest) VALUES (?, ?, ?) "
-                "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
-                "last_digest = excluded.last_digest",
-                (head.stream, head.next_sequence, digest),
-            )
-            self._db.execute(
-                "INSERT INTO sends (stream, sequence, record_id, sealed, status) VALUES (?, ?, ?, ?, 'pending')",
-                (head.stream, head.next_sequence, record_id, sealed),
-            )
+                heads[r.head.stream] = StreamHead(r.head.stream, r.head.next_sequence, r.digest)
+            for head in heads.values():
+                self._db.execute(
+                    "INSERT INTO streams (stream, last_sequence, last_digest) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
+                    "last_digest = excluded.last_digest",
+                    (head.stream, head.last_sequence, head.last_digest),
+                )
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -124,10 +152,23 @@ class ProducerState:
 
     def acknowledge(self, record_id: str, partition: int, offset: int) -> None:
         """Mark a send acknowledged by the broker (acks=all)."""
-        self._db.execute(
-            "UPDATE sends SET status = 'acked', partition = ?, offset = ?, sealed = x'' WHERE record_id = ?",
-            (partition, offset, record_id),
-        )
+        self.acknowledge_many([(record_id, partition, offset)])
+
+    def acknowledge_many(self, acks: Sequence[tuple[str, int, int]]) -> None:
+        """Mark several sends (record id, partition, offset) acknowledged, in one transaction."""
+        if not acks:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "UPDATE sends SET status = 'acked', partition = ?, offset = ?, sealed = x'' "
+                "WHERE record_id = ?",
+                [(partition, offset, record_id) for record_id, partition, offset in acks],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def pending(self) -> list[PendingSend]:
         """Reserved but unacknowledged records, in stream and sequence order: resend them first."""

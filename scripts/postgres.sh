@@ -4,6 +4,7 @@
 #   scripts/postgres.sh [start] [DIR]   start (or find running) a cluster in DIR, print its URL
 #   scripts/postgres.sh stop DIR        stop the cluster in DIR (the data stays; rm -rf DIR to drop it)
 #   scripts/postgres.sh url DIR         print the URL of the running cluster in DIR
+#   scripts/postgres.sh install         install the server binaries when missing (root + apt-get)
 #
 # With INTELBUS_TEST_POSTGRES_URL set, `start` only prints it. DIR defaults to .intelbus/postgres
 # under the repository. The cluster listens on 127.0.0.1 only, at a free port, with trust auth on
@@ -14,7 +15,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="start"
 case "${1:-}" in
-    start | stop | url) cmd="$1"; shift ;;
+    start | stop | url | install) cmd="$1"; shift ;;
 esac
 dir="${1:-$repo/.intelbus/postgres}"
 mkdir -p "$dir"
@@ -54,7 +55,7 @@ fi
 
 bin="$(bindir)"
 if [[ -z "$bin" ]]; then
-    [[ "$cmd" == "start" ]] || die "no PostgreSQL server binaries found"
+    [[ "$cmd" == "start" || "$cmd" == "install" ]] || die "no PostgreSQL server binaries found"
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "postgres.sh: installing PostgreSQL with apt-get" >&2
         apt-get update -qq >&2
@@ -63,6 +64,11 @@ if [[ -z "$bin" ]]; then
     fi
     [[ -n "$bin" ]] || die "PostgreSQL server binaries (initdb, pg_ctl) not found: install the \
 'postgresql' package, or set INTELBUS_TEST_POSTGRES_URL to an existing server"
+fi
+
+if [[ "$cmd" == "install" ]]; then
+    echo "postgres.sh: PostgreSQL server binaries in $bin" >&2
+    exit 0
 fi
 
 if [[ "$(id -u)" == 0 ]]; then

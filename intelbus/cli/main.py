@@ -8,7 +8,15 @@ from __future__ import annotations
 import typer
 
 from intelbus import __version__
-from intelbus.cli import consume_cmd, demo_cmd, directory_cmd, envelope_cmd, kafka_cmd, publish_cmd
+from intelbus.cli import (
+    consume_cmd,
+    demo_cmd,
+    directory_cmd,
+    envelope_cmd,
+    kafka_cmd,
+    publish_cmd,
+    store_cmd,
+)
 from intelbus.log import configure
 
 app = typer.Typer(
@@ -25,6 +33,7 @@ app.add_typer(envelope_cmd.app, name="envelope")
 app.command(name="demo")(demo_cmd.demo)
 app.command(name="publish")(publish_cmd.publish)
 app.command(name="consume")(consume_cmd.consume)
+app.add_typer(store_cmd.app, name="store")
 
 
 def _version(value: bool) -> None:

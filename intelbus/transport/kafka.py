@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +152,27 @@ def topic_partitions(bootstrap_servers: str, topic: str) -> dict[int, list[int]]
     return out
 
 
+def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[int, int]:
+    """partition -> the offset the next record will get (the log end), read without a group.
+
+    Raises:
+        KafkaUnavailableError: the topic does not exist or the cluster cannot be reached.
+    """
+    consumer = make_consumer(bootstrap_servers, **overrides)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaUnavailableError(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        try:
+            ends = consumer.end_offsets(tps)
+        except KafkaError as e:
+            raise KafkaUnavailableError(f"end offsets of {topic}: {type(e).__name__}") from e
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
+
+
 def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:
     """A ``KafkaProducer`` with the bus's durable settings.
 
@@ -248,6 +269,44 @@ def send_and_wait(
             f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
         ) from e
     return int(meta.partition), int(meta.offset)
+
+
+def send_many(
+    producer: Any,
+    items: Sequence[tuple[str, bytes]],
+    *,
+    key: bytes | None,
+    timeout_s: float = 120.0,
+) -> list[tuple[int, int] | SendFailed]:
+    """Send records without waiting between them, then wait for every acknowledgement.
+
+    Returns, in order, ``(partition, offset)`` for each acknowledged record or the
+    :class:`SendFailed` that says why it was not (``indeterminate`` as in :func:`send_and_wait`).
+    The idempotent producer keeps the records of one partition in order across its retries.
+    """
+    futures: list[Any] = []
+    for topic, value in items:
+        try:
+            futures.append(producer.send(topic, value=value, key=key))
+        except KafkaError as e:
+            futures.append(e)
+    deadline = time.monotonic() + timeout_s
+    results: list[tuple[int, int] | SendFailed] = []
+    for (topic, _), future in zip(items, futures, strict=True):
+        try:
+            if isinstance(future, KafkaError):
+                raise future
+            meta = future.get(timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaError as e:
+            retriable = bool(getattr(e, "retriable", False)) or isinstance(e, KafkaTimeoutError)
+            failed = SendFailed(
+                f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
+            )
+            failed.__cause__ = e
+            results.append(failed)
+            continue
+        results.append((int(meta.partition), int(meta.offset)))
+    return results
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,328 @@
+"""``intelbus store list|show|search|export|quarantine|summary``: an analyst's view of a store.
+
+The store is named by ``--store`` (a SQLite path or a ``postgresql://`` URL), else by the consumer
+config given with ``--config``, else by ``INTELBUS_STORE``. A SQLite path that does not exist is
+refused rather than created: a typo must not look like an empty store.
+
+Times in filters are ISO 8601 (``2026-09-01`` or ``2026-09-01T18:30:00+01:00``); a time without an
+offset is taken as UTC. ``--since`` is inclusive and ``--until`` exclusive, and both compare to when
+the event happened (observed or occurred), falling back to when the record was created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consumers.config import ConsumerConfig
+from intelbus.errors import IntelbusError
+from intelbus.store import Store, StoredRecordView, open_store
+from intelbus.store.export import record_dict, write_csv, write_jsonl, write_stix
+
+app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
+console = Console()
+err = Console(stderr=True)
+
+_STORE_HELP = (
+    "The store: a SQLite path or a postgresql:// URL (else --config, else INTELBUS_STORE)."
+)
+_CONFIG_HELP = "A consumer config file whose `store` to read."
+
+
+class Format(StrEnum):
+    """Export formats."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+    STIX = "stix"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def resolve_store(store: str | None, config: Path | None) -> str:
+    """The store location from the options or the environment.
+
+    Raises:
+        IntelbusError: none given, or a SQLite path that does not exist.
+    """
+    location = store
+    if location is None and config is not None:
+        location = ConsumerConfig.load(config).store
+    if location is None:
+        location = os.environ.get("INTELBUS_STORE")
+    if not location:
+        raise IntelbusError("name a store with --store, --config or INTELBUS_STORE")
+    if "://" not in location or location.startswith("sqlite:///"):
+        path = Path(location.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise IntelbusError(f"no store at {path}")
+    return location
+
+
+@contextmanager
+def _opened(store: str | None, config: Path | None) -> Iterator[Store]:
+    try:
+        handle = open_store(resolve_store(store, config))
+    except IntelbusError as e:
+        raise _fail(str(e)) from None
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 date or time; naive values are UTC.
+
+    Raises:
+        typer.BadParameter: not ISO 8601.
+    """
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time", param_hint=option
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _event_time(v: StoredRecordView) -> datetime:
+    return v.occurred_at if v.occurred_at is not None else v.created_at
+
+
+def record_filter(
+    *,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    area: str | None,
+    tlp: str | None,
+) -> Callable[[StoredRecordView], bool]:
+    """The same filter :meth:`Store.list_records` applies, for streaming exports."""
+
+    def keep(v: StoredRecordView) -> bool:
+        t = _event_time(v)
+        return (
+            (kind is None or v.kind == kind)
+            and (since is None or t >= since)
+            and (until is None or t < until)
+            and (area is None or v.force_area == area)
+            and (tlp is None or v.tlp == tlp)
+        )
+
+    return keep
+
+
+def _flags(v: StoredRecordView) -> str:
+    flags = []
+    if v.retracted:
+        flags.append("retracted")
+    if v.superseded:
+        flags.append("superseded")
+    if v.version > 1:
+        flags.append(f"v{v.version}")
+    if v.redacted_fields:
+        flags.append("redacted")
+    return ",".join(flags)
+
+
+def _table(title: str, views: list[StoredRecordView]) -> Table:
+    table = Table(title=title)
+    table.add_column("when", no_wrap=True)
+    table.add_column("kind")
+    # The id is what `store show` takes: never truncate or wrap it.
+    table.add_column("record id", no_wrap=True, min_width=36)
+    for col in ("producer", "TLP", "area", "flags"):
+        table.add_column(col, overflow="fold")
+    for v in views:
+        table.add_row(
+            _event_time(v).astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            v.kind,
+            v.record_id,
+            v.producer_id,
+            v.tlp,
+            v.force_area or "",
+            _flags(v),
+        )
+    return table
+
+
+def _emit(title: str, views: list[StoredRecordView], as_json: bool) -> None:
+    if as_json:
+        for v in views:
+            sys.stdout.write(json.dumps(record_dict(v), ensure_ascii=False, sort_keys=True) + "\n")
+    else:
+        console.print(_table(title, views))
+        console.print(f"{len(views)} record(s)")
+
+
+@app.command("list")
+def list_(
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    kind: str | None = typer.Option(None, "--kind", help="sighting or incident."),
+    since: str | None = typer.Option(None, "--since", help="Events at or after this time."),
+    until: str | None = typer.Option(None, "--until", help="Events before this time."),
+    area: str | None = typer.Option(None, "--area", help="Police force area, e.g. hertfordshire."),
+    tlp: str | None = typer.Option(None, "--tlp", help="e.g. TLP:AMBER."),
+    limit: int = typer.Option(100, "--limit", min=0),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+) -> None:
+    """Stored records, newest event first."""
+    since_t, until_t = parse_time(since, "--since"), parse_time(until, "--until")
+    with _opened(store, config) as s:
+        try:
+            views = s.list_records(
+                kind=kind, since=since_t, until=until_t, force_area=area, tlp=tlp, limit=limit
+            )
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    _emit("stored records", views, as_json)
+
+
+@app.command()
+def show(
+    record_id: str = typer.Argument(..., help="The record id."),
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+) -> None:
+    """One stored record as JSON: provenance, the policy decision, payload and amendment history."""
+    with _opened(store, config) as s:
+        try:
+            view = s.get(record_id)
+            producer = None if view is not None else s.producer_of(record_id)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    if view is None:
+        if producer is not None:
+            raise _fail(f"{record_id} arrived from {producer} but was withheld: only a receipt", 1)
+        raise _fail(f"no record {record_id} in this store", 1)
+    sys.stdout.write(json.dumps(record_dict(view), ensure_ascii=False, indent=2, sort_keys=True))
+    sys.stdout.write("\n")
+
+
+@app.command()
+def search(
+    text: str = typer.Argument(..., help="Case-insensitive text to find in the stored payloads."),
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    limit: int = typer.Option(100, "--limit", min=0),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+) -> None:
+    """Stored records whose content contains TEXT (redacted fields are not searchable)."""
+    with _opened(store, config) as s:
+        try:
+            views = s.search(text, limit=limit)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    _emit(f"records containing {text!r}", views, as_json)
+
+
+@app.command()
+def export(
+    fmt: Format = typer.Option(Format.JSONL, "--format", help="jsonl, csv, or stix (sightings)."),
+    out: Path = typer.Option(Path("-"), "--out", help="Output file; - for stdout."),
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    kind: str | None = typer.Option(None, "--kind", help="sighting or incident."),
+    since: str | None = typer.Option(None, "--since", help="Events at or after this time."),
+    until: str | None = typer.Option(None, "--until", help="Events before this time."),
+    area: str | None = typer.Option(None, "--area", help="Police force area."),
+    tlp: str | None = typer.Option(None, "--tlp", help="e.g. TLP:GREEN."),
+) -> None:
+    """Export stored records (streamed, any size) as JSON Lines, CSV or a STIX 2.1 bundle."""
+    keep = record_filter(
+        kind=kind,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+        area=area,
+        tlp=tlp,
+    )
+    with _opened(store, config) as s:
+        views = (v for v in s.iter_records() if keep(v))
+        try:
+            if str(out) == "-":
+                n = _write(fmt, views, sys.stdout)
+            else:
+                # Written beside the target and renamed, so a failed export leaves no half file.
+                tmp = out.with_name(out.name + ".partial")
+                with tmp.open("w", encoding="utf-8", newline="") as fh:
+                    n = _write(fmt, views, fh)
+                tmp.replace(out)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+        except OSError as e:
+            raise _fail(f"cannot write {out}: {e.strerror}") from None
+    err.print(f"exported {n} record(s) as {fmt.value}" + ("" if str(out) == "-" else f" to {out}"))
+
+
+def _write(fmt: Format, views: Iterator[StoredRecordView], fh: IO[str]) -> int:
+    if fmt is Format.CSV:
+        return write_csv(views, fh)
+    if fmt is Format.STIX:
+        return write_stix(views, fh, exported_at=datetime.now(UTC))
+    return write_jsonl(views, fh)
+
+
+@app.command()
+def quarantine(
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    limit: int = typer.Option(100, "--limit", min=0),
+) -> None:
+    """Quarantined Kafka records: where they were, the reason code and message (not their bytes)."""
+    with _opened(store, config) as s:
+        try:
+            entries = s.quarantine_entries(limit=limit)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    table = Table(title="quarantine")
+    for col in ("topic", "partition", "offset", "reason", "bytes", "record id", "message"):
+        table.add_column(col)
+    for q in entries:
+        table.add_row(
+            q.topic,
+            str(q.partition),
+            str(q.offset),
+            q.reason,
+            str(len(q.raw)),
+            q.record_id or "",
+            q.message,
+        )
+    console.print(table)
+    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+
+
+@app.command()
+def summary(
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+) -> None:
+    """Counts: stored, redacted, withheld, retracted, amendments, and quarantined per reason."""
+    with _opened(store, config) as s:
+        try:
+            counts = s.summary()
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    table = Table(title="store summary")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, str(value))
+    console.print(table)

@@ -1,0 +1,312 @@
+"""Turning stored records into what an analyst takes away: JSON Lines, CSV, or a STIX 2.1 bundle.
+
+Every exporter streams: it takes an iterable of :class:`StoredRecordView` and writes as it goes, so
+exporting a store of any size needs memory for one record at a time. The STIX bundle is the one
+exception: a single JSON document, built in memory (it holds sightings only, without free text).
+
+What an export carries is exactly what the store holds: redacted fields stay ``"[REDACTED]"`` and
+the stored policy hash and rule id travel with each row, so whoever receives the file can tell
+under which policy each record was admitted. Exports never contain quarantined bytes or
+withheld records (the store has only receipts for those).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any, Final
+
+from intelbus.store.base import StoredRecordView
+
+#: Columns of the CSV export, in order. Nested payload fields are flattened with dots.
+CSV_COLUMNS: Final = (
+    "record_id",
+    "kind",
+    "producer_id",
+    "sequence",
+    "occurred_at",
+    "created_at",
+    "appended_at",
+    "tlp",
+    "classification",
+    "force_area",
+    "site_kind",
+    "address_or_area",
+    "summary",
+    "version",
+    "retracted",
+    "superseded",
+    "action",
+    "redacted_fields",
+    "rule_id",
+    "policy_hash",
+    "digest",
+    "topic",
+    "partition",
+    "offset",
+)
+
+# Cells that a spreadsheet would run as a formula (CSV injection) get a leading apostrophe.
+_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def record_dict(view: StoredRecordView, *, history: bool = True) -> dict[str, Any]:
+    """A JSON-ready dict of one stored record: provenance, policy decision, payload, history."""
+    out: dict[str, Any] = {
+        "record_id": view.record_id,
+        "kind": view.kind,
+        "producer_id": view.producer_id,
+        "sequence": view.sequence,
+        "topic": view.topic,
+        "partition": view.partition,
+        "offset": view.offset,
+        "digest": view.digest.hex(),
+        "created_at": _iso(view.created_at),
+        "appended_at": _iso(view.appended_at),
+        "occurred_at": _iso(view.occurred_at),
+        "tlp": view.tlp,
+        "classification": view.classification,
+        "force_area": view.force_area,
+        "policy_hash": view.policy_hash,
+        "rule_id": view.rule_id,
+        "action": view.action,
+        "redacted_fields": list(view.redacted_fields),
+        "version": view.version,
+        "retracted": view.retracted,
+        "superseded": view.superseded,
+        "payload": view.payload,
+    }
+    if history:
+        out["history"] = [
+            {
+                "version": h.version,
+                "amendment_record_id": h.amendment_record_id,
+                "kind": h.kind,
+                "at": _iso(h.at),
+                "reason": h.reason,
+                "payload": h.payload,
+            }
+            for h in view.history
+        ]
+    return out
+
+
+def write_jsonl(views: Iterable[StoredRecordView], out: IO[str]) -> int:
+    """One JSON object per line, history included. Returns the number of records written."""
+    n = 0
+    for view in views:
+        out.write(json.dumps(record_dict(view), ensure_ascii=False, sort_keys=True))
+        out.write("\n")
+        n += 1
+    return n
+
+
+def _place(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    place = payload.get("place")
+    return place if isinstance(place, Mapping) else {}
+
+
+def _summary(view: StoredRecordView) -> str:
+    """A short human description: the behaviours of a sighting or the category of an incident."""
+    p = view.payload
+    if view.kind == "sighting":
+        behaviours = p.get("behaviours")
+        if isinstance(behaviours, list):
+            return ", ".join(str(b) for b in behaviours)
+        return str(behaviours or "")
+    parts = [str(p.get(k)) for k in ("category", "mode", "status") if p.get(k) is not None]
+    return ", ".join(parts)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, bytes):
+        text = value.hex()
+    elif isinstance(value, datetime):
+        text = value.isoformat()
+    elif isinstance(value, (list, tuple)):
+        text = ";".join(str(v) for v in value)
+    else:
+        text = str(value)
+    if text.startswith(_FORMULA_PREFIXES):
+        text = "'" + text
+    return text
+
+
+def csv_row(view: StoredRecordView) -> dict[str, str]:
+    """One CSV row (see :data:`CSV_COLUMNS`); the full payload is in the JSON Lines export."""
+    place = _place(view.payload)
+    values: dict[str, object] = {
+        "record_id": view.record_id,
+        "kind": view.kind,
+        "producer_id": view.producer_id,
+        "sequence": view.sequence,
+        "occurred_at": view.occurred_at,
+        "created_at": view.created_at,
+        "appended_at": view.appended_at,
+        "tlp": view.tlp,
+        "classification": view.classification,
+        "force_area": view.force_area,
+        "site_kind": place.get("site_kind"),
+        "address_or_area": place.get("address_or_area"),
+        "summary": _summary(view),
+        "version": view.version,
+        "retracted": view.retracted,
+        "superseded": view.superseded,
+        "action": view.action,
+        "redacted_fields": view.redacted_fields,
+        "rule_id": view.rule_id,
+        "policy_hash": view.policy_hash,
+        "digest": view.digest,
+        "topic": view.topic,
+        "partition": view.partition,
+        "offset": view.offset,
+    }
+    return {k: _cell(values[k]) for k in CSV_COLUMNS}
+
+
+def write_csv(views: Iterable[StoredRecordView], out: IO[str]) -> int:
+    """A header and one row per record. Returns the number of records written."""
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for view in views:
+        writer.writerow(csv_row(view))
+        n += 1
+    return n
+
+
+# --- STIX 2.1 ----------------------------------------------------------------------------------------
+
+# Deterministic STIX ids: the same stored record always exports to the same object id, so two
+# exports of one store (or two agencies' exports of one record) can be matched by id.
+_STIX_NAMESPACE: Final = uuid.UUID("6f1f5c2e-3b0a-5d39-9a41-2c1f1f3e7a10")
+
+# The TLP 1.0 marking definitions predefined by the STIX 2.1 specification (section 7.2.1.4).
+# TLP 2.0 labels map to their nearest 1.0 marking; the exact label is kept in x_intelbus_tlp.
+_TLP_MARKINGS: Final[Mapping[str, str]] = {
+    "CLEAR": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
+    "GREEN": "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
+    "AMBER": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+    "AMBER_STRICT": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
+    "RED": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+}
+
+
+def _stix_id(kind: str, *parts: str) -> str:
+    return f"{kind}--{uuid.uuid5(_STIX_NAMESPACE, '|'.join((kind, *parts)))}"
+
+
+def _utc_stix_time(value: datetime) -> str:
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def stix_bundle(views: Iterable[StoredRecordView], *, exported_at: datetime) -> dict[str, Any]:
+    """A STIX 2.1 bundle of the **sightings** among ``views`` (incidents and retracted records skipped).
+
+    Each sighting becomes a ``sighting`` SRO whose ``sighting_of_ref`` is an ``attack-pattern``
+    per observed behaviour kind ("hostile reconnaissance: photographing", ...) and whose
+    ``where_sighted_refs`` is a ``location`` per police force area. The producer is an
+    ``identity``. The TLP becomes the matching predefined marking definition. Free text written
+    by people (descriptions, person and vehicle details) is not exported: STIX consumers index
+    and forward widely, and the store's own export keeps the full record for those who need it.
+    """
+    objects: dict[str, dict[str, Any]] = {}
+    now = _utc_stix_time(exported_at)
+    for view in views:
+        if view.kind != "sighting" or view.retracted:
+            continue
+        created = _utc_stix_time(view.created_at)
+        producer_ref = _stix_id("identity", view.producer_id)
+        objects.setdefault(
+            producer_ref,
+            {
+                "type": "identity",
+                "spec_version": "2.1",
+                "id": producer_ref,
+                "created": now,
+                "modified": now,
+                "name": view.producer_id,
+                "identity_class": "organization",
+            },
+        )
+        behaviours = view.payload.get("behaviours")
+        kinds = [str(b) for b in behaviours] if isinstance(behaviours, list) else ["unspecified"]
+        pattern_ref = _stix_id("attack-pattern", *sorted(kinds))
+        objects.setdefault(
+            pattern_ref,
+            {
+                "type": "attack-pattern",
+                "spec_version": "2.1",
+                "id": pattern_ref,
+                "created": now,
+                "modified": now,
+                "name": "Hostile reconnaissance: " + ", ".join(sorted(kinds)),
+            },
+        )
+        where: list[str] = []
+        if view.force_area:
+            location_ref = _stix_id("location", view.force_area)
+            objects.setdefault(
+                location_ref,
+                {
+                    "type": "location",
+                    "spec_version": "2.1",
+                    "id": location_ref,
+                    "created": now,
+                    "modified": now,
+                    "name": view.force_area,
+                    "region": "northern-europe",
+                    "country": "GB",
+                },
+            )
+            where.append(location_ref)
+        place = _place(view.payload)
+        seen = view.occurred_at or view.created_at
+        sighting: dict[str, Any] = {
+            "type": "sighting",
+            "spec_version": "2.1",
+            "id": _stix_id("sighting", view.record_id),
+            "created": created,
+            "modified": _utc_stix_time(max(view.created_at, view.appended_at)),
+            "created_by_ref": producer_ref,
+            "sighting_of_ref": pattern_ref,
+            "first_seen": _utc_stix_time(seen),
+            "last_seen": _utc_stix_time(seen),
+            "count": 1,
+            "x_intelbus_record_id": view.record_id,
+            "x_intelbus_tlp": view.tlp,
+            "x_intelbus_classification": view.classification,
+            "x_intelbus_site_kind": place.get("site_kind"),
+            "x_intelbus_version": view.version,
+        }
+        if where:
+            sighting["where_sighted_refs"] = where
+        marking = _TLP_MARKINGS.get(view.tlp)
+        if marking is not None:
+            sighting["object_marking_refs"] = [marking]
+        objects[sighting["id"]] = sighting
+    return {
+        "type": "bundle",
+        "id": _stix_id("bundle", now, *sorted(objects)),
+        "objects": list(objects.values()),
+    }
+
+
+def write_stix(views: Iterable[StoredRecordView], out: IO[str], *, exported_at: datetime) -> int:
+    """Write the bundle; returns the number of ``sighting`` objects in it."""
+    bundle = stix_bundle(views, exported_at=exported_at)
+    json.dump(bundle, out, ensure_ascii=False, indent=2, sort_keys=True)
+    out.write("\n")
+    return sum(1 for o in bundle["objects"] if o["type"] == "sighting")
