@@ -255,3 +255,55 @@ def test_restart_after_kill_loses_nothing_and_duplicates_nothing(fed: Federation
         }
     finally:
         store.close()
+
+
+def test_records_signed_by_the_real_producer_that_fail_later_checks_are_quarantined(
+    fed: Federation,
+) -> None:
+    """Signed by CST's real key, correctly chained, but undecryptable or undecodable: quarantined
+    with their own reason codes, and the consumer stores the good record that follows."""
+    from intelbus.envelope import RecordKind  # noqa: PLC0415
+    from intelbus.identity import AgencyIdentity  # noqa: PLC0415
+    from intelbus.serde.registry import SchemaRegistry  # noqa: PLC0415
+
+    registry = SchemaRegistry.load()
+    sample = _sighting("HERTFORDSHIRE", "GREEN")
+    fingerprint, payload = registry.encode(sample.SCHEMA, sample.to_avro())
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    topic = topic_name(Family.SIGHTINGS, prefix=fed.prefix)
+    herts = publisher.directory.recipient_key("herts-police", datetime.now(UTC))
+    # A key pair that claims to be Herts but is not the one in the directory.
+    impostor = AgencyIdentity.generate("herts-police").public
+    try:
+        for fp, body, keys in (
+            (bytes(32), payload, [herts]),  # a schema nobody registered
+            (fingerprint, b"\x02\xff\xff\xff\xff\x0f", [herts]),  # bytes that are not a Sighting
+            # Wrapped for "herts-police" under a key Herts does not hold: it cannot decrypt.
+            (fingerprint, payload, [impostor]),
+        ):
+            publisher._publish_payload(
+                topic,
+                kind=RecordKind.SIGHTING,
+                fingerprint=fp,
+                payload=body,
+                keys=keys,
+                record_id=uuid.uuid4(),
+            )
+    finally:
+        publisher.close()
+    last = _sighting("HERTFORDSHIRE", "GREEN")
+    fed.publish([last])
+    stats = fed.consume("herts-police")
+    assert stats.quarantined == {
+        "unknown_schema": 1,
+        "schema_violation": 1,
+        "not_a_recipient": 1,
+    }
+    assert stats.stored == 1
+    assert stats.gaps == 0
+    store = open_store(fed.stores["herts-police"])
+    try:
+        assert store.get(last.record_id) is not None
+        assert len(store.quarantine_entries(10)) == 3
+    finally:
+        store.close()
