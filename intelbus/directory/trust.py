@@ -25,6 +25,7 @@ from datetime import datetime
 from intelbus import _nacl
 from intelbus.directory.model import (
     AdminKey,
+    AgencyKey,
     BadVersion,
     DirectoryBody,
     DirectoryExpired,
@@ -106,6 +107,11 @@ class DirectoryHistory:
         """
         check_threshold(pinned, pinned.signed.admin_keys, pinned.signed.threshold, whose="its own")
         self._versions: list[SignedDirectory] = [pinned]
+        # Validated identities by (agency id, key id). A key id is a hash of the public keys, so
+        # one id always names the same keys; the points were checked when the entry was parsed,
+        # and checking them again per record cost more than verifying the signature itself.
+        # Bounded by the number of keys the directory has ever listed.
+        self._identities: dict[tuple[str, str], PublicIdentity] = {}
 
     @property
     def latest(self) -> DirectoryBody:
@@ -235,7 +241,7 @@ class DirectoryHistory:
                     )
                 compromised_since = revocation.compromised_since
         return KeyStatus(
-            key.public_identity(agency.agency_id), agency.agency_id, body.version, compromised_since
+            self._identity(agency.agency_id, key), agency.agency_id, body.version, compromised_since
         )
 
     def resolve_signing_key(
@@ -269,4 +275,11 @@ class DirectoryHistory:
         if not usable:
             raise UnknownKey(f"agency {agency_id} has no usable key at {at.isoformat()}")
         newest = max(usable, key=lambda k: k.not_before)
-        return newest.public_identity(agency.agency_id)
+        return self._identity(agency.agency_id, newest)
+
+    def _identity(self, agency_id: str, key: AgencyKey) -> PublicIdentity:
+        cached = self._identities.get((agency_id, key.key_id))
+        if cached is None:
+            cached = key.public_identity(agency_id)
+            self._identities[(agency_id, key.key_id)] = cached
+        return cached

@@ -1,0 +1,741 @@
+"""The cost of security, measured against plain Kafka clients in the same run (issue 8).
+
+    scripts/bench                       # starts its own broker (or uses KAFKA_BOOTSTRAP_SERVERS)
+    scripts/bench --quick               # a smaller run, for checking the script itself
+
+Every figure is the median of ``--reps`` repetitions, each on a fresh topic. Throughput ratios
+divide our figure by the plain kafka-python figure for records of the same byte size with the same
+producer settings (acks=all, idempotent, no compression), measured minutes apart on the same
+broker, so a noisy shared machine moves both sides. Results go to ``bench/results/latest.json``
+(every figure, versions, CPU count) and ``bench/results/latest.md`` (the table).
+
+Sections: crypto floor; baseline (kafka-python produce/consume, its bundled producer benchmark,
+confluent-kafka as the ceiling); sealed publish for 1, 3 and 10 recipients; the consume pipeline
+into SQLite and PostgreSQL for several batch sizes; audit replay; publish-to-stored latency at a
+fixed offered load; peak memory of the consumer and the auditor over a large topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import kafka
+
+from bench.federation import FORCES, BenchFederation, red_sightings
+from consumers.config import ConsumerConfig
+from deploy.kafka.jars import KAFKA_VERSION
+from deploy.kafka.provider import provide_kafka
+from intelbus import _nacl
+from intelbus.cli.consume_cmd import build_consumer
+from intelbus.cli.publish_cmd import build_publisher
+from intelbus.envelope import DataKeyCache, RecordKind, open_record, seal, verify
+from intelbus.identity import AgencyIdentity, StaticKeyRing
+from intelbus.serde.registry import SchemaRegistry
+from intelbus.transport import kafka as transport
+from intelbus.transport.topics import TopicSpec, audit_topic_config
+from producers.config import ProducerConfig
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+CHUNK = 500  # records per publish_many call
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def per_call_us(fn: Callable[[], object], iterations: int, reps: int) -> float:
+    fn()
+    samples = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        samples.append((time.perf_counter() - start) / iterations * 1e6)
+    return median(samples)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fresh_topic(bootstrap: str, name: str) -> str:
+    spec = TopicSpec(name, 1, 1, audit_topic_config(min_insync_replicas=1))
+    transport.create_topics(bootstrap, [spec])
+    return name
+
+
+# --- 7. the crypto floor --------------------------------------------------------------------------
+
+
+def crypto_floor(reps: int) -> dict[str, float]:
+    """Per-operation cost (us) of each primitive and of our envelope steps, on one core."""
+    cst = AgencyIdentity.generate("cst")
+    forces = [AgencyIdentity.generate(f) for f in FORCES[:3]]
+    registry = SchemaRegistry.load()
+    record = red_sightings(1)[0]
+    fingerprint, payload = registry.encode(record.SCHEMA, record.to_avro())
+    avro_value = record.to_avro()
+    seed = cst.signing_seed()
+    pub = cst.public.sign_public
+    msg = _nacl.random_bytes(900)
+    sig = _nacl.sign(seed, msg)
+    key = _nacl.random_bytes(32)
+    nonce = _nacl.random_bytes(24)
+    box_pub = forces[0].public.enc_public
+    datakeys = DataKeyCache()
+
+    def do_seal() -> bytes:
+        return seal(
+            cst,
+            environment="bench",
+            topic="t",
+            kind=RecordKind.SIGHTING,
+            sequence=0,
+            prev_digest=bytes(32),
+            schema_fingerprint=fingerprint,
+            payload=payload,
+            recipients=[f.public for f in forces],
+            datakeys=datakeys,
+        ).data
+
+    sealed = do_seal()
+    ring = StaticKeyRing([cst.public])
+    verified = verify(sealed, ring, expected_environment="bench", expected_topic="t")
+    it = 2000
+    return {
+        "ed25519_sign_us": per_call_us(lambda: _nacl.sign(seed, msg), it, reps),
+        "ed25519_verify_us": per_call_us(lambda: _nacl.verify_signature(pub, msg, sig), it, reps),
+        "sealed_box_32B_us": per_call_us(lambda: _nacl.seal(box_pub, key), it, reps),
+        "aead_encrypt_payload_us": per_call_us(
+            lambda: _nacl.aead_encrypt(key, nonce, payload, b"header"), it, reps
+        ),
+        "avro_encode_us": per_call_us(lambda: registry.encode(record.SCHEMA, avro_value), it, reps),
+        "avro_decode_us": per_call_us(lambda: registry.decode(fingerprint, payload), it, reps),
+        "seal_3_recipients_reused_key_us": per_call_us(do_seal, it, reps),
+        "verify_envelope_us": per_call_us(
+            lambda: verify(sealed, ring, expected_environment="bench", expected_topic="t"),
+            it,
+            reps,
+        ),
+        "open_envelope_us": per_call_us(lambda: open_record(verified, forces[0]), it, reps),
+        "payload_bytes": float(len(payload)),
+        "sealed_bytes_3_recipients": float(len(sealed)),
+    }
+
+
+# --- 1. the baseline ------------------------------------------------------------------------------
+
+
+def baseline_produce(bootstrap: str, count: int, size: int) -> tuple[float, str]:
+    """Plain kafka-python: the bus's producer settings, random bytes of ``size``; records/s."""
+    topic = fresh_topic(bootstrap, f"base-{uuid.uuid4().hex[:8]}")
+    values = [os.urandom(size) for _ in range(256)]
+    producer = transport.make_producer(bootstrap)
+    try:
+        start = time.perf_counter()
+        for i in range(0, count, CHUNK):
+            transport.send_many(
+                producer,
+                [(topic, values[j % 256]) for j in range(i, min(count, i + CHUNK))],
+                key=b"cst",
+            )
+        elapsed = time.perf_counter() - start
+    finally:
+        producer.close()
+    return count / elapsed, topic
+
+
+def plain_consume(bootstrap: str, topic: str, count: int) -> float:
+    """Plain kafka-python: read ``count`` records of ``topic`` with no processing; records/s."""
+    consumer = transport.make_consumer(bootstrap, max_poll_records=2000)
+    try:
+        start = time.perf_counter()
+        n = sum(1 for _ in transport.read_all(consumer, topic, timeout_s=300))
+        elapsed = time.perf_counter() - start
+    finally:
+        consumer.close()
+    if n != count:
+        raise RuntimeError(f"read {n} records of {topic}, expected {count}")
+    return count / elapsed
+
+
+def bundled_producer_benchmark(bootstrap: str, count: int, size: int) -> float | None:
+    """kafka-python's own producer benchmark with the same settings, as a cross-check; records/s."""
+    topic = fresh_topic(bootstrap, f"kpb-{uuid.uuid4().hex[:8]}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "kafka.benchmarks.producer_performance",
+        "-b",
+        bootstrap,
+        "-t",
+        topic,
+        "--num-records",
+        str(count),
+        "--record-size",
+        str(size),
+        "-c",
+        "acks=all",
+        "enable_idempotence=True",
+        "linger_ms=5",
+        "--stats-interval",
+        "600",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    m = re.search(r"Execution time:\s*([0-9.]+)", out.stdout)
+    if out.returncode != 0 or m is None:
+        say(f"kafka-python benchmark failed: {out.stderr[-500:]}")
+        return None
+    return count / float(m.group(1))
+
+
+def confluent_ceiling(bootstrap: str, count: int, size: int) -> dict[str, float] | None:
+    """librdkafka through confluent-kafka: the most a Python program gets here; records/s."""
+    try:
+        import confluent_kafka  # noqa: PLC0415 - optional (pip install '.[bench]')
+    except ImportError:
+        return None
+    topic = fresh_topic(bootstrap, f"ck-{uuid.uuid4().hex[:8]}")
+    values = [os.urandom(size) for _ in range(256)]
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "none",
+        }
+    )
+    producer.produce(topic, values[0], key=b"cst")  # connect and fetch metadata: not timed
+    producer.flush(30)
+    start = time.perf_counter()
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, values[i % 256], key=b"cst")
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    if producer.flush(120) != 0:
+        raise RuntimeError("confluent-kafka did not deliver everything")
+    produce = count / (time.perf_counter() - start)
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ck-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    count += 1  # the warm-up record
+    n = 0
+    start = 0.0
+    deadline = time.monotonic() + 120
+    while n < count and time.monotonic() < deadline:
+        batch = consumer.consume(num_messages=1000, timeout=1.0)
+        if batch and not start:
+            start = time.perf_counter()
+        n += sum(1 for m in batch if m.error() is None)
+    consume = count / (time.perf_counter() - start)
+    consumer.close()
+    return {"produce": produce, "consume": consume}
+
+
+# --- 2. sealed publish ----------------------------------------------------------------------------
+
+
+def sealed_publish(fed: BenchFederation, count: int, recipients: int) -> tuple[float, int]:
+    """Publish ``count`` RED sightings to ``recipients`` forces through the Publisher; records/s
+    and the sealed size. A fresh producer state each time, so every run starts a new stream."""
+    records = red_sightings(count, seed=recipients)
+    fed.prefix_topics_fresh()
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    named = list(FORCES[:recipients])
+    try:
+        publisher.publish(records[0], named=named)  # connects; not timed
+        start = time.perf_counter()
+        for i in range(1, count, CHUNK):
+            publisher.publish_many(records[i : i + CHUNK], named=named)
+        elapsed = time.perf_counter() - start
+    finally:
+        publisher.close()
+    consumer = transport.make_consumer(fed.bootstrap)
+    try:
+        sample = next(iter(transport.read_all(consumer, fed.sightings_topic)))
+    finally:
+        consumer.close()
+    return (count - 1) / elapsed, len(sample.value)
+
+
+# --- 3. the consume pipeline ----------------------------------------------------------------------
+
+
+def consume_pipeline(fed: BenchFederation, store: str, batch_size: int, count: int) -> float:
+    """Verify, decrypt, decode, policy and store ``count`` records already on the topic; records/s
+    from the first poll to the last store commit (the idle wait at the end is not counted)."""
+    name = f"c{uuid.uuid4().hex[:8]}"
+    consumer = build_consumer(
+        ConsumerConfig.load(fed.consumer_config(name, store, batch_size=batch_size))
+    )
+    marks: list[float] = []
+    assigned: list[float] = []
+    on_assigned = consumer._on_assigned
+
+    def timed(partitions: list[tuple[str, int]]) -> Any:  # noqa: ANN401
+        # The clock starts once the group has handed out partitions: joining a new group waits
+        # for the broker's group.initial.rebalance.delay.ms, which is not the pipeline's cost.
+        assigned.append(time.perf_counter())
+        return on_assigned(partitions)
+
+    consumer._on_assigned = timed  # type: ignore[method-assign]
+    try:
+        stats = consumer.run(
+            until_idle=True, idle_polls=3, on_batch=lambda s: marks.append(time.perf_counter())
+        )
+    finally:
+        consumer.store.close()
+    if stats.stored != count:
+        raise RuntimeError(f"stored {stats.stored} of {count}: {stats}")
+    return count / (marks[-1] - assigned[0])
+
+
+# --- 5. latency -----------------------------------------------------------------------------------
+
+
+def latency(fed: BenchFederation, rate: int, seconds: float, workdir: Path) -> dict[str, float]:
+    """Publish at ``rate`` records/s for ``seconds`` while a consumer process stores them; the
+    publish-to-stored latency per record is the store's commit time minus the sealing time."""
+    fed.prefix_topics_fresh()
+    store = workdir / f"lat-{rate}.sqlite"
+    config = fed.consumer_config(f"lat{rate}", str(store), batch_size=500)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "intelbus.cli",
+            "consume",
+            "--agency",
+            "f01",
+            "--config",
+            str(config),
+        ],
+        env={**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    total = int(rate * seconds)
+    records = red_sightings(total, seed=rate)
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    named = list(FORCES[:3])
+    tick = 0.02
+    per_tick = max(1, round(rate * tick))
+    try:
+        time.sleep(3)  # let the consumer join its group before the clock starts
+        start = time.perf_counter()
+        for n, i in enumerate(range(0, total, per_tick)):
+            publisher.publish_many(records[i : i + per_tick], named=named)
+            pause = start + (n + 1) * tick - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        achieved = total / (time.perf_counter() - start)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if store.exists() and _count(store) >= total:
+                break
+            time.sleep(0.2)
+    finally:
+        publisher.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    conn = sqlite3.connect(store)
+    try:
+        rows = conn.execute("SELECT created_at, stored_at FROM records").fetchall()
+    finally:
+        conn.close()
+    lat = sorted((_t(stored) - _t(created)).total_seconds() * 1000 for created, stored in rows)
+    if len(lat) != total:
+        raise RuntimeError(f"latency run stored {len(lat)} of {total}")
+    q = statistics.quantiles(lat, n=100)
+    return {
+        "offered": rate,
+        "achieved": achieved,
+        "p50_ms": q[49],
+        "p95_ms": q[94],
+        "p99_ms": q[98],
+    }
+
+
+def _count(store: Path) -> int:
+    conn = sqlite3.connect(store)
+    try:
+        return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def _t(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# --- 6. memory ------------------------------------------------------------------------------------
+
+
+def sample_rss(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run ``cmd``; sample its RSS every 0.25 s; report the start, quartiles and peak (MiB)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set() and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                samples.append(rss_kb(proc.pid))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, err = proc.communicate(timeout=1800)
+    stop.set()
+    watcher.join()
+    if proc.returncode not in (0, 1) or len(samples) < 8:
+        raise RuntimeError(f"{cmd[3:5]} failed ({proc.returncode}): {err.decode()[-800:]}")
+    mib = [s / 1024 for s in samples if s]
+    n = len(mib)
+    return {
+        "rss_at_10pct_mib": mib[n // 10],
+        "rss_at_50pct_mib": mib[n // 2],
+        "rss_at_90pct_mib": mib[(9 * n) // 10],
+        "peak_mib": max(mib),
+        "growth_10_to_90pct_mib": mib[(9 * n) // 10] - mib[n // 10],
+        "samples": float(n),
+    }
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["scripts/bench", *sys.argv[1:]]),
+        "records": args.records,
+        "reps": args.reps,
+        "versions": {
+            "python": platform.python_version(),
+            "kafka": KAFKA_VERSION,
+            "kafka-python": kafka.__version__,
+            "pynacl": importlib.metadata.version("pynacl"),
+            "fastavro": fastavro.__version__,
+        },
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    say("== crypto floor")
+    results["floor"] = crypto_floor(args.reps)
+    say(json.dumps(results["floor"], indent=1))
+
+    fed = BenchFederation(work / "fed", bootstrap)
+    n = args.records
+
+    say("== sealed publish and the baseline, same sizes")
+    publish: dict[str, Any] = {}
+    for k in (1, 3, 10):
+        sealed_rates, base_rates, sizes = [], [], []
+        for _ in range(args.reps):
+            rate, size = sealed_publish(fed, n, k)
+            sealed_rates.append(rate)
+            sizes.append(size)
+            base, _ = baseline_produce(bootstrap, n, size)
+            base_rates.append(base)
+        size = int(median(sizes))
+        publish[str(k)] = {
+            "sealed_bytes": size,
+            "sealed_rps": median(sealed_rates),
+            "sealed_MBps": median(sealed_rates) * size / 1e6,
+            "baseline_rps": median(base_rates),
+            "ratio": median(sealed_rates) / median(base_rates),
+            "samples": {"sealed": sealed_rates, "baseline": base_rates},
+        }
+        say(f"  {k} recipient(s): {publish[str(k)]['ratio']:.2f}x baseline")
+    results["publish"] = publish
+    size3 = publish["3"]["sealed_bytes"]
+
+    say("== cross-checks: kafka-python's bundled benchmark, confluent-kafka")
+    bundled = [bundled_producer_benchmark(bootstrap, n, size3) for _ in range(args.reps)]
+    results["kafka_python_bundled_produce_rps"] = median([b for b in bundled if b])
+    ck = [confluent_ceiling(bootstrap, n, size3) for _ in range(args.reps)]
+    results["confluent_kafka"] = (
+        None
+        if ck[0] is None
+        else {
+            "produce_rps": median([c["produce"] for c in ck if c]),
+            "consume_rps": median([c["consume"] for c in ck if c]),
+        }
+    )
+
+    say("== consume pipeline vs plain consume (3-recipient records)")
+    fed.prefix_topics_fresh()
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    try:
+        records = red_sightings(n, seed=33)
+        for i in range(0, n, CHUNK):
+            publisher.publish_many(records[i : i + CHUNK], named=list(FORCES[:3]))
+    finally:
+        publisher.close()
+    plain = [plain_consume(bootstrap, fed.sightings_topic, n) for _ in range(args.reps)]
+    consume: dict[str, Any] = {"plain_rps": median(plain), "samples_plain": plain}
+    stores: dict[str, Callable[[], str]] = {
+        "sqlite": lambda: f"sqlite:///{work / f's{uuid.uuid4().hex[:6]}.sqlite'}"
+    }
+    if pg_url:
+        stores["postgres"] = lambda: _fresh_postgres(pg_url)
+    for backend, make_store in stores.items():
+        for batch in args.batch_sizes:
+            rates = [consume_pipeline(fed, make_store(), batch, n) for _ in range(args.reps)]
+            consume[f"{backend}_batch{batch}"] = {
+                "rps": median(rates),
+                "ratio": median(rates) / median(plain),
+                "samples": rates,
+            }
+            say(
+                f"  {backend} batch {batch}: {median(rates):.0f}/s, {median(rates) / median(plain):.2f}x"
+            )
+    results["consume"] = consume
+
+    say("== audit replay")
+    results["audit"] = audit_replay(fed, args)
+
+    say("== latency at a fixed offered load")
+    results["latency"] = [latency(fed, r, args.latency_seconds, work) for r in args.rates]
+
+    say("== memory over a large topic")
+    results["memory"] = memory(fed, args.memory_records, work)
+    return results
+
+
+def _fresh_postgres(admin_url: str) -> str:
+    """A new empty database on the benchmark's PostgreSQL server (dropped with the cluster)."""
+    import psycopg  # noqa: PLC0415 - only with PostgreSQL
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"b_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def audit_replay(fed: BenchFederation, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Replay the topic of the consume section without decrypting (consumers.audit, issue 6)."""
+    try:
+        from bench import audit_hook  # noqa: PLC0415 - present once the auditor exists
+    except ImportError:
+        say("  the auditor is not available in this build")
+        return None
+    return audit_hook.measure(fed, args)
+
+
+def memory(fed: BenchFederation, count: int, work: Path) -> dict[str, Any]:
+    """Publish ``count`` records, then run the consumer (and the auditor, when present) over them
+    as separate processes, sampling RSS."""
+    fed.prefix_topics_fresh()
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    try:
+        for i in range(0, count, CHUNK):
+            publisher.publish_many(
+                red_sightings(min(CHUNK, count - i), seed=i), named=list(FORCES[:3])
+            )
+    finally:
+        publisher.close()
+    config = fed.consumer_config("mem", str(work / "mem.sqlite"), batch_size=500)
+    env = {**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"}
+    out: dict[str, Any] = {
+        "records": count,
+        "consumer": sample_rss(
+            [
+                sys.executable,
+                "-m",
+                "intelbus.cli",
+                "consume",
+                "--agency",
+                "f01",
+                "--config",
+                str(config),
+                "--until-idle",
+            ],
+            env,
+        ),
+    }
+    with contextlib.suppress(ImportError):
+        from bench import audit_hook  # noqa: PLC0415
+
+        out["auditor"] = sample_rss(audit_hook.command(fed), env)
+    return out
+
+
+@contextlib.contextmanager
+def _postgres(skip: bool) -> Iterator[str | None]:
+    if skip:
+        yield None
+        return
+    cluster = tempfile.mkdtemp(prefix="intelbus-bench-pg-")
+    script = REPO / "scripts" / "postgres.sh"
+    bash = shutil.which("bash") or "/bin/bash"
+    try:
+        started = subprocess.run(
+            [bash, str(script), "start", cluster], capture_output=True, text=True, check=False
+        )
+        if started.returncode != 0:
+            say(f"PostgreSQL unavailable, measuring SQLite only: {started.stderr[-300:]}")
+            yield None
+        else:
+            yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([bash, str(script), "stop", cluster], capture_output=True, check=False)
+        shutil.rmtree(cluster, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 500, 2000])
+    parser.add_argument("--rates", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--memory-records", type=int, default=100_000)
+    parser.add_argument("--audit-records", type=int, default=100_000)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="Small figures, to check the script.")
+    args = parser.parse_args()
+    if args.quick:
+        args.records, args.reps, args.batch_sizes = 2_000, 1, [500]
+        args.rates, args.latency_seconds = [200], 3.0
+        args.memory_records = args.audit_records = 5_000
+    work = Path(tempfile.mkdtemp(prefix="intelbus-bench-"))
+    try:
+        with provide_kafka(nodes=1) as kafka_cluster, _postgres(args.no_postgres) as pg:
+            results = run(args, kafka_cluster.bootstrap_servers, pg, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "quick" if args.quick else "latest"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    table = markdown(results)
+    (RESULTS / f"{name}.md").write_text(table)
+    print(table)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    v = r["versions"]
+    lines = [
+        f"Measured {r['when']} with `{r['command']}`: {r['records']} records per run, median of "
+        f"{r['reps']}; {r['cpus']} CPUs ({r['machine']}); Kafka {v['kafka']}, kafka-python "
+        f"{v['kafka-python']}, PyNaCl {v['pynacl']}, fastavro {v['fastavro']}, Python {v['python']}.",
+        "",
+        "| what | records/s | MB/s | vs baseline |",
+        "|---|---:|---:|---:|",
+    ]
+    for k, p in r["publish"].items():
+        lines.append(
+            f"| baseline kafka-python produce, {p['sealed_bytes']} B | {p['baseline_rps']:,.0f} | "
+            f"{p['baseline_rps'] * p['sealed_bytes'] / 1e6:.1f} | 1.00x |"
+        )
+        lines.append(
+            f"| sealed publish, {k} recipient(s), {p['sealed_bytes']} B | {p['sealed_rps']:,.0f} | "
+            f"{p['sealed_MBps']:.1f} | {p['ratio']:.2f}x |"
+        )
+    if r.get("kafka_python_bundled_produce_rps"):
+        lines.append(
+            f"| kafka-python bundled producer benchmark (cross-check) | "
+            f"{r['kafka_python_bundled_produce_rps']:,.0f} | | |"
+        )
+    if r.get("confluent_kafka"):
+        ck = r["confluent_kafka"]
+        lines.append(f"| confluent-kafka produce (ceiling) | {ck['produce_rps']:,.0f} | | |")
+        lines.append(f"| confluent-kafka consume (ceiling) | {ck['consume_rps']:,.0f} | | |")
+    c = r["consume"]
+    lines.append(f"| baseline kafka-python consume | {c['plain_rps']:,.0f} | | 1.00x |")
+    for key, val in c.items():
+        if isinstance(val, dict) and "rps" in val:
+            backend, batch = key.split("_batch")
+            lines.append(
+                f"| consume pipeline into {backend}, batch {batch} | {val['rps']:,.0f} | | "
+                f"{val['ratio']:.2f}x |"
+            )
+    a = r.get("audit")
+    if a:
+        lines.append(
+            f"| audit replay, {a['records']} records | {a['rps']:,.0f} | | "
+            f"{a['vs_verify_floor']:.2f}x the one-core verify floor |"
+        )
+    lines += [
+        "",
+        "| offered load | achieved | p50 ms | p95 ms | p99 ms |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for lat in r["latency"]:
+        lines.append(
+            f"| {lat['offered']}/s | {lat['achieved']:.0f}/s | {lat['p50_ms']:.1f} | "
+            f"{lat['p95_ms']:.1f} | {lat['p99_ms']:.1f} |"
+        )
+    m = r["memory"]
+    lines += [
+        "",
+        f"Memory over {m['records']:,} records (RSS, MiB):",
+        "",
+        "| process | at 10% | at 50% | at 90% | peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for proc in ("consumer", "auditor"):
+        if proc in m:
+            s = m[proc]
+            lines.append(
+                f"| {proc} | {s['rss_at_10pct_mib']:.0f} | {s['rss_at_50pct_mib']:.0f} | "
+                f"{s['rss_at_90pct_mib']:.0f} | {s['peak_mib']:.0f} |"
+            )
+    f = r["floor"]
+    lines += ["", "Floor on one core (us per operation):", "", "| operation | us |", "|---|---:|"]
+    for key, val in f.items():
+        if key.endswith("_us"):
+            lines.append(f"| {key.removesuffix('_us').replace('_', ' ')} | {val:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
