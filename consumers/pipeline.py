@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from intelbus.chain import ChainState, ChainStep, advance
 from intelbus.directory.trust import DirectoryHistory
 from intelbus.envelope import RecordKind, open_record, verify
+from intelbus.envelope.unseal import UnwrapCache
 from intelbus.envelope.verify import VerifiedRecord
 from intelbus.envelope.wire import MAX_RECORD_BYTES
 from intelbus.errors import OversizeEnvelope, ReasonCode, RecordError, SchemaViolation
@@ -157,6 +158,7 @@ class Pipeline:
         self.producer_of = producer_of
         self.clock = clock
         self._batch_producers: dict[str, str] = {}
+        self._unwrap = UnwrapCache(identity)
 
     def reset(self, chain: dict[tuple[str, str], ChainState]) -> None:
         """Forget in-memory state (after a failed commit or a rebalance) and start from ``chain``."""
@@ -209,7 +211,7 @@ class Pipeline:
             return Receipt(
                 rid, h.producer_id, verified.digest, NOT_ADDRESSED_RULE, self.policy.policy_hash
             )
-        payload = open_record(verified, self.identity)  # step 5
+        payload = open_record(verified, self.identity, self._unwrap)  # step 5
         name, value = self.registry.decode(h.schema_fingerprint, payload)
         if _SCHEMA_KIND.get(name) is not h.kind:
             raise SchemaViolation(f"record {rid}: header kind {h.kind.name} but schema {name}")

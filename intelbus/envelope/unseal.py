@@ -11,15 +11,57 @@ message, so nothing tells an attacker which step failed (Fernet's ``InvalidToken
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from intelbus import _nacl
 from intelbus.envelope.verify import VerifiedRecord
 from intelbus.envelope.wire import AEAD_PREFIX
 from intelbus.errors import DecryptionFailed, NotARecipient
 from intelbus.identity import AgencyIdentity
 
+DEFAULT_UNWRAP_CACHE = 1_024
 
-def open_record(record: VerifiedRecord, identity: AgencyIdentity) -> bytes:
+
+class UnwrapCache:
+    """Data keys already unwrapped, by their wrapped bytes: a bounded LRU, for one identity.
+
+    A producer reuses a data key, wrapped once per recipient, for up to a thousand records
+    (:mod:`intelbus.envelope.datakey`), so most records a consumer reads carry a wrap it has
+    already opened. Opening a sealed box costs about as much as verifying a signature; looking the
+    wrap up costs a dictionary probe. Only wraps that opened are cached, so a forged wrap is tried
+    (and fails) every time. Every payload is still decrypted and authenticated against its own
+    header; the cache only skips repeating a deterministic computation.
+    """
+
+    def __init__(self, identity: AgencyIdentity, capacity: int = DEFAULT_UNWRAP_CACHE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.identity = identity
+        self.capacity = capacity
+        self._keys: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __repr__(self) -> str:  # never show keys
+        return f"UnwrapCache({self.identity.agency_id!r}, {len(self._keys)}/{self.capacity})"
+
+    def open(self, wrapped: bytes) -> bytes:
+        """The data key inside ``wrapped``. Raises :class:`DecryptionFailed` if it does not open."""
+        key = self._keys.get(wrapped)
+        if key is not None:
+            self._keys.move_to_end(wrapped)
+            return key
+        key = self.identity.open_sealed(wrapped)
+        self._keys[wrapped] = key
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return key
+
+
+def open_record(
+    record: VerifiedRecord, identity: AgencyIdentity, unwrap: UnwrapCache | None = None
+) -> bytes:
     """The decrypted payload of a verified record (still to be schema-decoded by the caller).
+
+    ``unwrap``, a cache for the same identity, skips re-opening data keys seen before.
 
     Raises:
         NotARecipient: this agency, with this key, is not among the record's recipients.
@@ -37,7 +79,10 @@ def open_record(record: VerifiedRecord, identity: AgencyIdentity) -> bytes:
         )
     # Steps 9 and 10: one error class and one message for every failure.
     try:
-        data_key = identity.open_sealed(entry.wrapped_key)
+        if unwrap is not None and unwrap.identity is identity:
+            data_key = unwrap.open(entry.wrapped_key)
+        else:
+            data_key = identity.open_sealed(entry.wrapped_key)
         return _nacl.aead_decrypt(
             data_key,
             record.sealed.nonce,
