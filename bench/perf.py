@@ -50,6 +50,7 @@ from intelbus.cli.consume_cmd import build_consumer
 from intelbus.cli.publish_cmd import build_publisher
 from intelbus.envelope import DataKeyCache, RecordKind, open_record, seal, verify
 from intelbus.identity import AgencyIdentity, StaticKeyRing
+from intelbus.log import configure
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import TopicSpec, audit_topic_config
@@ -539,14 +540,13 @@ def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path
             )
     results["consume"] = consume
 
-    say("== audit replay")
-    results["audit"] = audit_replay(fed, args)
-
     say("== latency at a fixed offered load")
     results["latency"] = [latency(fed, r, args.latency_seconds, work) for r in args.rates]
 
-    say("== memory over a large topic")
-    results["memory"] = memory(fed, args.memory_records, work)
+    say("== audit replay, and memory over a large topic")
+    results["memory"], results["audit"] = memory_and_audit(
+        fed, args, work, results["floor"]["ed25519_verify_us"]
+    )
     return results
 
 
@@ -561,19 +561,14 @@ def _fresh_postgres(admin_url: str) -> str:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
-def audit_replay(fed: BenchFederation, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Replay the topic of the consume section without decrypting (consumers.audit, issue 6)."""
-    try:
-        from bench import audit_hook  # noqa: PLC0415 - present once the auditor exists
-    except ImportError:
-        say("  the auditor is not available in this build")
-        return None
-    return audit_hook.measure(fed, args)
-
-
-def memory(fed: BenchFederation, count: int, work: Path) -> dict[str, Any]:
-    """Publish ``count`` records, then run the consumer (and the auditor, when present) over them
-    as separate processes, sampling RSS."""
+def memory_and_audit(
+    fed: BenchFederation, args: argparse.Namespace, work: Path, verify_us: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Publish ``--memory-records`` records; run the consumer once and the auditor ``--reps``
+    times over them, each a separate process whose RSS is sampled. The audit rate is the
+    auditor's own (its report's records/s, process start-up excluded), compared with the
+    Ed25519 verify floor on one core measured in this run."""
+    count = args.memory_records
     fed.prefix_topics_fresh()
     publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
     try:
@@ -583,30 +578,50 @@ def memory(fed: BenchFederation, count: int, work: Path) -> dict[str, Any]:
             )
     finally:
         publisher.close()
-    config = fed.consumer_config("mem", str(work / "mem.sqlite"), batch_size=500)
     env = {**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"}
-    out: dict[str, Any] = {
+    config = fed.consumer_config("mem", str(work / "mem.sqlite"), batch_size=500)
+    consume_cmd = [sys.executable, "-m", "intelbus.cli", "consume", "--agency", "f01"]
+    memory: dict[str, Any] = {
         "records": count,
-        "consumer": sample_rss(
-            [
-                sys.executable,
-                "-m",
-                "intelbus.cli",
-                "consume",
-                "--agency",
-                "f01",
-                "--config",
-                str(config),
-                "--until-idle",
-            ],
-            env,
-        ),
+        "consumer": sample_rss([*consume_cmd, "--config", str(config), "--until-idle"], env),
     }
-    with contextlib.suppress(ImportError):
-        from bench import audit_hook  # noqa: PLC0415
-
-        out["auditor"] = sample_rss(audit_hook.command(fed), env)
-    return out
+    rates: list[float] = []
+    rss: list[dict[str, float]] = []
+    for rep in range(args.reps):
+        report = work / f"audit-{rep}.json"
+        audit_cmd = [sys.executable, "-m", "intelbus.cli", "audit", "replay"]
+        rss.append(
+            sample_rss(
+                [
+                    *audit_cmd,
+                    "--topic",
+                    fed.sightings_topic,
+                    "--from-beginning",
+                    "--directory",
+                    str(fed.root / "directory"),
+                    "--bootstrap-servers",
+                    fed.bootstrap,
+                    "--report",
+                    str(report),
+                ],
+                env,
+            )
+        )
+        run = json.loads(report.read_text())["run"]
+        if run["records_this_run"] != count:
+            raise RuntimeError(f"the audit read {run['records_this_run']} of {count} records")
+        rates.append(float(run["records_per_second"]))
+    memory["auditor"] = max(rss, key=lambda r: r["peak_mib"])
+    floor = 1e6 / verify_us
+    audit = {
+        "records": count,
+        "rps": median(rates),
+        "verify_floor_one_core_rps": floor,
+        "vs_verify_floor": median(rates) / floor,
+        "samples": rates,
+    }
+    say(f"  audit replay {median(rates):.0f}/s, {median(rates) / floor:.2f}x the one-core floor")
+    return memory, audit
 
 
 @contextlib.contextmanager
@@ -639,14 +654,14 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--memory-records", type=int, default=100_000)
-    parser.add_argument("--audit-records", type=int, default=100_000)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="Small figures, to check the script.")
     args = parser.parse_args()
+    configure(level="WARNING")  # the figures, not one log line per published batch
     if args.quick:
         args.records, args.reps, args.batch_sizes = 2_000, 1, [500]
         args.rates, args.latency_seconds = [200], 3.0
-        args.memory_records = args.audit_records = 5_000
+        args.memory_records = 5_000
     work = Path(tempfile.mkdtemp(prefix="intelbus-bench-"))
     try:
         with provide_kafka(nodes=1) as kafka_cluster, _postgres(args.no_postgres) as pg:

@@ -38,6 +38,13 @@ class ReasonCode(enum.StrEnum):
     CHAIN_FORK = "chain_fork"
     POLICY_QUARANTINE = "policy_quarantine"
     FOREIGN_TARGET = "foreign_target"
+    # Auditor replay findings (consumers/audit): judged over a whole topic, not one record.
+    CHAIN_DUPLICATE = "chain_duplicate"
+    CHAIN_REORDER = "chain_reorder"
+    CHAIN_JUMP = "chain_jump"
+    CLOCK_SKEW = "clock_skew"
+    HEARTBEAT_MISSING = "heartbeat_missing"
+    RECIPIENT_NOT_ENTITLED = "recipient_not_entitled"
 
 
 class IntelbusError(Exception):

@@ -9,6 +9,7 @@ import typer
 
 from intelbus import __version__
 from intelbus.cli import (
+    audit_cmd,
     consume_cmd,
     demo_cmd,
     directory_cmd,
@@ -34,6 +35,7 @@ app.command(name="demo")(demo_cmd.demo)
 app.command(name="publish")(publish_cmd.publish)
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(store_cmd.app, name="store")
+app.add_typer(audit_cmd.app, name="audit")
 
 
 def _version(value: bool) -> None:

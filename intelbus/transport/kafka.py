@@ -404,3 +404,52 @@ def rewind(
 def has_assignment(consumer: Any) -> bool:
     """True once the group has assigned this member at least one partition."""
     return bool(consumer.assignment())
+
+
+# --- Reading one partition without a group (auditor replay, consumers/audit). ------------------------
+
+
+def partition_bounds(consumer: Any, topic: str) -> dict[int, tuple[int, int]]:
+    """partition -> (log start offset, log end offset) of ``topic``, read without a group.
+
+    Raises:
+        KafkaUnavailableError: the topic does not exist or the cluster cannot be reached.
+    """
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise KafkaUnavailableError(f"topic {topic} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        begin = consumer.beginning_offsets(tps)
+        end = consumer.end_offsets(tps)
+    except KafkaError as e:
+        raise KafkaUnavailableError(f"offsets of {topic}: {type(e).__name__}") from e
+    return {tp.partition: (int(begin[tp]), int(end[tp])) for tp in tps}
+
+
+def offsets_at(
+    consumer: Any, topic: str, partitions: Iterable[int], at: datetime
+) -> dict[int, int]:
+    """partition -> the first offset whose timestamp is at or after ``at`` (absent: none is).
+
+    Raises:
+        KafkaUnavailableError: the lookup failed.
+    """
+    ms = int(at.timestamp() * 1000)
+    try:
+        found = consumer.offsets_for_times({TopicPartition(topic, p): ms for p in partitions})
+    except KafkaError as e:
+        raise KafkaUnavailableError(f"offsets for time in {topic}: {type(e).__name__}") from e
+    return {tp.partition: int(o.offset) for tp, o in found.items() if o is not None}
+
+
+def assign_at(consumer: Any, topic: str, partition: int, offset: int) -> None:
+    """Manually assign exactly one partition (no group, nothing committed) and seek to ``offset``."""
+    tp = TopicPartition(topic, partition)
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+
+
+def position(consumer: Any, topic: str, partition: int) -> int:
+    """The offset of the next record the consumer will fetch from one assigned partition."""
+    return int(consumer.position(TopicPartition(topic, partition)))

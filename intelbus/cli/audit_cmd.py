@@ -1,0 +1,338 @@
+"""``intelbus audit``: replay a topic's whole history and judge it, without reading its contents.
+
+``audit replay`` verifies every record of every partition (docs/audit.md) with a consumer of its
+own (no group, nothing committed), prints a summary, optionally writes a JSON report with every
+finding, and exits non-zero when integrity findings exist. ``audit digest`` prints or compares
+the order-independent digest two parties use to check they saw the same records.
+
+Exit codes: 0 clean (warnings allowed), 1 integrity findings (or digests differ), 2 a bad option
+or file, 3 the broker could not be reached, 130 interrupted (resume with the same checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from consumers.audit.replay import AuditConfig
+from consumers.audit.report import render
+from consumers.audit.run import AuditResult, StartAt, StartKind, audit
+from consumers.audit.source import KafkaSource
+from intelbus.directory import store as dstore
+from intelbus.errors import ConfigError, IntelbusError, KafkaUnavailableError
+from intelbus.identity import AgencyIdentity
+from intelbus.log import get_logger
+from intelbus.policy.agreement import SharingAgreement
+from intelbus.serde.registry import SchemaRegistry
+
+app = typer.Typer(help="Auditor replay: verify a topic's history with public keys only.")
+console = Console()
+err = Console(stderr=True)
+log = get_logger("cli.audit")
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_BROKER = 3
+EXIT_INTERRUPTED = 130
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` allowed; a time without a zone is refused), or ``now``.
+
+    Raises:
+        ConfigError: not a time.
+    """
+    if text == "now":
+        return datetime.now(UTC)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ConfigError(f"{text!r} is not an ISO 8601 time") from e
+    if t.tzinfo is None:
+        raise ConfigError(f"{text!r} has no time zone (add Z or +00:00)")
+    return t.astimezone(UTC)
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """``P:O,P:O`` into partition -> offset.
+
+    Raises:
+        ConfigError: malformed.
+    """
+    out: dict[int, int] = {}
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            p, o = part.split(":")
+            out[int(p)] = int(o)
+    except ValueError as e:
+        raise ConfigError(f"--offsets {text!r}: expected PARTITION:OFFSET[,...]") from e
+    if not out or any(p < 0 or o < 0 for p, o in out.items()):
+        raise ConfigError(f"--offsets {text!r}: expected non-negative PARTITION:OFFSET pairs")
+    return out
+
+
+def _start(from_beginning: bool, since: str | None, offsets: str | None) -> StartAt:
+    chosen = sum([from_beginning, since is not None, offsets is not None])
+    if chosen > 1:
+        raise ConfigError("choose one of --from-beginning, --since and --offsets")
+    if since is not None:
+        return StartAt(StartKind.SINCE, since=parse_time(since))
+    if offsets is not None:
+        return StartAt(StartKind.OFFSETS, offsets=parse_offsets(offsets))
+    return StartAt()
+
+
+def _bootstrap(value: str | None) -> str:
+    found = value or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not found:
+        raise ConfigError("no --bootstrap-servers and KAFKA_BOOTSTRAP_SERVERS is unset")
+    return found
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]audit"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]:>9} rec/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+def replay(
+    topic: str = typer.Option(..., "--topic", help="The topic to replay (all partitions)."),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="From every partition's first record (the default)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="From the first record appended at or after this ISO 8601 time."
+    ),
+    offsets: str | None = typer.Option(
+        None, "--offsets", help="PARTITION:OFFSET[,...]; other partitions from their beginning."
+    ),
+    directory: Path = typer.Option(..., "--directory", help="Folder of directory versions."),
+    environment: str | None = typer.Option(
+        None, "--environment", help="Bus environment (default: the directory's)."
+    ),
+    bootstrap_servers: str | None = typer.Option(
+        None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+    ),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Resume from (and save progress to) this file."
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write the JSON report with every finding here."
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="The auditor's key: also open and decode what is addressed to it."
+    ),
+    passphrase_env: str | None = typer.Option(
+        None, "--passphrase-env", help="Environment variable holding the key file's passphrase."
+    ),
+    agreement: Path | None = typer.Option(
+        None, "--agreement", help="The producer's sharing agreement: recipients must be in it."
+    ),
+    heartbeat_interval: float | None = typer.Option(
+        None, "--heartbeat-interval", min=0.001, help="Agreed heartbeat interval in seconds."
+    ),
+    max_skew: float = typer.Option(
+        300.0, "--max-skew", min=0.001, help="Seconds allowed between creation and append time."
+    ),
+    as_of: str = typer.Option(
+        "now", "--as-of", help="Judge the last heartbeat's age at this time (ISO 8601 or now)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Verify threads."),
+    batch_size: int = typer.Option(2000, "--batch-size", min=1, max=100_000),
+) -> None:
+    """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
+    try:
+        start = _start(from_beginning, since, offsets)
+        history = dstore.load_folder(directory)
+        env = environment or history.environment
+        identity = None
+        if key_file is not None:
+            secret = os.environ.get(passphrase_env) if passphrase_env else None
+            identity = AgencyIdentity.load(key_file, passphrase=secret.encode() if secret else None)
+        allowed = None
+        if agreement is not None:
+            a = SharingAgreement.load(agreement)
+            allowed = frozenset((*a.member_forces, *a.auditors))
+        config = AuditConfig(
+            environment=env,
+            max_skew=timedelta(seconds=max_skew),
+            heartbeat_interval=(
+                timedelta(seconds=heartbeat_interval) if heartbeat_interval else None
+            ),
+            allowed_recipients=allowed,
+        )
+        judged_at = parse_time(as_of)
+        source = KafkaSource(_bootstrap(bootstrap_servers), topic)
+    except KafkaUnavailableError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_BROKER) from None
+    except (IntelbusError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        registry = SchemaRegistry.load() if identity is not None else None
+
+        def run_audit(progress: Callable[[int, int], None]) -> AuditResult:
+            return audit(
+                source=source,
+                history=history,
+                config=config,
+                start=start,
+                identity=identity,
+                registry=registry,
+                checkpoint=checkpoint,
+                report=report,
+                workers=workers,
+                batch_size=batch_size,
+                as_of=judged_at,
+                progress=progress,
+            )
+
+        result = _with_progress(run_audit, source.topic)
+    except KeyboardInterrupt:
+        err.print("interrupted; run again with the same --checkpoint to resume")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KafkaUnavailableError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_BROKER) from None
+    except (IntelbusError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    finally:
+        source.close()
+    render(console, result.summary, result.sample)
+    run = result.run
+    console.print(
+        f"{run['records_this_run']} records in {run['seconds']}s "
+        f"({run['records_per_second']} records/s, {run['workers']} verify threads)"
+    )
+    if report is not None:
+        console.print(f"report: {report}")
+    if result.integrity_findings:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _with_progress(
+    run_audit: Callable[[Callable[[int, int], None]], AuditResult], topic: str
+) -> AuditResult:
+    """Run the audit with a progress bar (rate, ETA) on a terminal, and progress logs otherwise."""
+    started = time.monotonic()
+    if sys.stderr.isatty():
+        with _progress_bar() as bar:
+            task = bar.add_task("audit", total=None, rate="-")
+
+            def show(done: int, total: int) -> None:
+                rate = done / max(time.monotonic() - started, 1e-9)
+                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}")
+
+            return run_audit(show)
+    last = [started]
+
+    def log_progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5.0 or done >= total:
+            last[0] = now
+            rate = round(done / max(now - started, 1e-9))
+            log.info("audit.progress", topic=topic, records=done, total=total, per_second=rate)
+
+    return run_audit(log_progress)
+
+
+def _digest_values(
+    reports: list[Path], topic: str | None, directory: Path | None, bootstrap: str | None
+) -> list[tuple[str, str, int]]:
+    """(where from, digest, record count) of each report, and of a fresh replay of ``topic``.
+
+    Raises:
+        ConfigError, KafkaUnavailableError, OSError, ValueError, KeyError, TypeError.
+    """
+    values: list[tuple[str, str, int]] = []
+    for path in reports:
+        data = json.loads(path.read_text())
+        d = data["summary"]["digest"]
+        if not data["summary"]["complete"]:
+            raise ConfigError(f"{path} is the report of an incomplete replay")
+        values.append((str(path), str(d["value"]), int(d["count"])))
+    if topic is not None:
+        if directory is None:
+            raise ConfigError("--topic needs --directory")
+        history = dstore.load_folder(directory)
+        source = KafkaSource(_bootstrap(bootstrap), topic)
+        try:
+            result = audit(
+                source=source, history=history, config=AuditConfig(environment=history.environment)
+            )
+        finally:
+            source.close()
+        d = result.summary["digest"]
+        values.append((f"replay of {topic}", str(d["value"]), int(d["count"])))
+    return values
+
+
+def digest(
+    reports: list[Path] = typer.Option(
+        [], "--report", help="A JSON report of `audit replay` (give two to compare them)."
+    ),
+    expect: str | None = typer.Option(
+        None, "--expect", help="The digest another party computed (64 hex characters)."
+    ),
+    topic: str | None = typer.Option(
+        None, "--topic", help="Compute it now by replaying this topic (needs --directory)."
+    ),
+    directory: Path | None = typer.Option(
+        None, "--directory", help="Folder of directory versions."
+    ),
+    bootstrap_servers: str | None = typer.Option(
+        None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+    ),
+) -> None:
+    """Print a topic's order-independent digest, and compare it with another party's."""
+    try:
+        values = _digest_values(reports, topic, directory, bootstrap_servers)
+    except KafkaUnavailableError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_BROKER) from None
+    except (IntelbusError, OSError, ValueError, KeyError, TypeError) as e:
+        err.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    if expect is not None:
+        values.append(("--expect", expect.strip().lower(), -1))
+    if not values:
+        err.print("[bold red]error:[/] give --report, --topic or --expect")
+        raise typer.Exit(EXIT_USAGE)
+    for where, value, count in values:
+        counted = f" ({count} records)" if count >= 0 else ""
+        console.print(f"{value}  {where}{counted}", highlight=False)
+    if len(values) > 1:
+        if len({v for _, v, _ in values}) == 1:
+            console.print("digests match")
+        else:
+            console.print("[bold red]digests differ[/]")
+            raise typer.Exit(EXIT_FINDINGS)
+
+
+app.command(name="replay")(replay)
+app.command(name="digest")(digest)
