@@ -256,18 +256,25 @@ def export(
     )
     with _opened(store, config) as s:
         views = (v for v in s.iter_records() if keep(v))
+        # A file is written beside the target and renamed, so a failed export leaves no half file.
+        tmp = out.with_name(out.name + ".partial")
         try:
             if str(out) == "-":
                 n = _write(fmt, views, sys.stdout)
             else:
-                # Written beside the target and renamed, so a failed export leaves no half file.
-                tmp = out.with_name(out.name + ".partial")
                 with tmp.open("w", encoding="utf-8", newline="") as fh:
                     n = _write(fmt, views, fh)
                 tmp.replace(out)
+        except BrokenPipeError:
+            # The reader went away (`... | head`): not an error of ours. Point stdout at devnull
+            # so the interpreter's final flush does not complain again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except IntelbusError as e:
+            tmp.unlink(missing_ok=True)
             raise _fail(str(e)) from None
         except OSError as e:
+            tmp.unlink(missing_ok=True)
             raise _fail(f"cannot write {out}: {e.strerror}") from None
     err.print(f"exported {n} record(s) as {fmt.value}" + ("" if str(out) == "-" else f" to {out}"))
 
