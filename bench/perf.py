@@ -268,7 +268,8 @@ def confluent_ceiling(bootstrap: str, count: int, size: int) -> dict[str, float]
     start = 0.0
     deadline = time.monotonic() + 120
     while n < count and time.monotonic() < deadline:
-        batch = consumer.consume(num_messages=1000, timeout=1.0)
+        # Never ask for more than remain: consume() waits out its timeout for a short batch.
+        batch = consumer.consume(num_messages=min(1000, count - n), timeout=1.0)
         if batch and not start:
             start = time.perf_counter()
         n += sum(1 for m in batch if m.error() is None)
