@@ -35,6 +35,7 @@ from intelbus.store.base import (
 )
 from intelbus.store.base import ChainState as StoredChain
 from intelbus.transport import kafka as transport
+from intelbus.transport.security import TransportSecurity
 
 log = get_logger("consumers.agency")
 MAX_COMMIT_FAILURES = 3
@@ -199,11 +200,13 @@ class AgencyConsumer:
         group_id: str,
         topics: list[str],
         batch_size: int = 500,
+        security: TransportSecurity | None = None,
     ) -> None:
         self.store = store
         self.group_id = group_id
         self.topics = topics
         self.batch_size = batch_size
+        self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
         self.pipeline = pipeline_factory(self._producer_of, chain_from_store(store))
         self.bootstrap = bootstrap_servers
         self.stats = Stats()
@@ -234,6 +237,7 @@ class AgencyConsumer:
         """Consume until stopped (or, with ``until_idle``, until ``idle_polls`` empty polls in a row)."""
         consumer = transport.make_consumer(
             self.bootstrap,
+            security=self.security,
             group_id=self.group_id,
             max_poll_records=self.batch_size,
             session_timeout_ms=10_000,

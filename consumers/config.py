@@ -11,6 +11,12 @@
     topic_prefix = "intelbus"
     families = ["sightings", "incidents", "heartbeats"]
     batch_size = 500
+    security = "required"              # refuse plaintext (default "optional": local development)
+
+    [tls]                              # mutual TLS (or INTELBUS_TLS_CA / _CERT / _KEY)
+    ca_file = "tls/ca.pem"
+    cert_file = "tls/clients/<agency>.pem"
+    key_file = "tls/clients/<agency>.key"  # mode 0600
 
 Relative paths are relative to the config file.
 """
@@ -19,12 +25,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX, Family
 
 
@@ -42,6 +50,8 @@ class ConsumerConfig(BaseModel):
     bootstrap_servers: str | None = None
     group_id: str | None = None
     topic_prefix: str = DEFAULT_PREFIX
+    security: SecurityMode = SecurityMode.OPTIONAL
+    tls: TlsConfig | None = None
     families: tuple[Family, ...] = (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
 
@@ -62,10 +72,26 @@ class ConsumerConfig(BaseModel):
                 raw[key] = str(base / raw[key])
         if "store" in raw and "://" not in raw["store"]:
             raw["store"] = str(base / raw["store"])
+        tls = raw.get("tls")
+        if isinstance(tls, dict):
+            for key in ("ca_file", "cert_file", "key_file"):
+                if key in tls:
+                    tls[key] = str(base / tls[key])
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"invalid consumer config {path}: {e}") from e
+        if config.security is SecurityMode.REQUIRED:
+            config.transport_security()  # refuse plaintext now, not at the first connection
+        return config
+
+    def transport_security(self, environ: Mapping[str, str] | None = None) -> TransportSecurity:
+        """TLS settings from ``security`` and ``[tls]``, overridden by ``INTELBUS_*`` variables.
+
+        Raises:
+            ConfigError: ``security = "required"`` without a client certificate, or unusable files.
+        """
+        return TransportSecurity.build(mode=self.security, tls=self.tls, environ=environ)
 
     def bootstrap(self) -> str:
         """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.

@@ -9,6 +9,12 @@
     bootstrap_servers = "127.0.0.1:9092"   # or KAFKA_BOOTSTRAP_SERVERS
     topic_prefix = "intelbus"
     heartbeat_interval_s = 30
+    security = "required"              # refuse plaintext (default "optional": local development)
+
+    [tls]                              # mutual TLS (or INTELBUS_TLS_CA / _CERT / _KEY)
+    ca_file = "tls/ca.pem"
+    cert_file = "tls/clients/<agency>.pem"
+    key_file = "tls/clients/<agency>.key"  # mode 0600
 
 Relative paths are relative to the config file.
 """
@@ -17,12 +23,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
 
 
@@ -39,6 +47,8 @@ class ProducerConfig(BaseModel):
     environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
     bootstrap_servers: str | None = None
     topic_prefix: str = DEFAULT_PREFIX
+    security: SecurityMode = SecurityMode.OPTIONAL
+    tls: TlsConfig | None = None
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 30.0
 
     @classmethod
@@ -56,10 +66,26 @@ class ProducerConfig(BaseModel):
         for key in ("key_file", "directory", "agreement", "state_file"):
             if key in raw:
                 raw[key] = str(base / raw[key])
+        tls = raw.get("tls")
+        if isinstance(tls, dict):
+            for key in ("ca_file", "cert_file", "key_file"):
+                if key in tls:
+                    tls[key] = str(base / tls[key])
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"invalid producer config {path}: {e}") from e
+        if config.security is SecurityMode.REQUIRED:
+            config.transport_security()  # refuse plaintext now, not at the first connection
+        return config
+
+    def transport_security(self, environ: Mapping[str, str] | None = None) -> TransportSecurity:
+        """TLS settings from ``security`` and ``[tls]``, overridden by ``INTELBUS_*`` variables.
+
+        Raises:
+            ConfigError: ``security = "required"`` without a client certificate, or unusable files.
+        """
+        return TransportSecurity.build(mode=self.security, tls=self.tls, environ=environ)
 
     def bootstrap(self) -> str:
         """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.

@@ -42,6 +42,7 @@ from intelbus.records import (
 )
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
+from intelbus.transport.security import TransportSecurity
 from intelbus.transport.topics import Family, topic_name
 from producers.state import ProducerState, Reservation
 from producers.state import StreamHead as StateHead
@@ -100,6 +101,7 @@ class Publisher:
         environment: str,
         topic_prefix: str,
         datakeys: DataKeyCache | None = None,
+        security: TransportSecurity | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if agreement.producer != identity.agency_id:
@@ -115,6 +117,7 @@ class Publisher:
         self.environment = environment
         self.prefix = topic_prefix
         self.datakeys = datakeys if datakeys is not None else DataKeyCache()
+        self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
         self.clock = clock
         self._producer: Any = None
         self._lock = threading.Lock()
@@ -220,7 +223,7 @@ class Publisher:
                 heads[p.topic] = StateHead(p.topic, head.next_sequence, sealed.digest)
             self.state.reserve_many(reservations)
             if self._producer is None:
-                self._producer = transport.make_producer(self.bootstrap)
+                self._producer = transport.make_producer(self.bootstrap, security=self.security)
             results = transport.send_many(
                 self._producer,
                 [(r.head.stream, r.sealed) for r in reservations],
@@ -336,7 +339,7 @@ class Publisher:
         last: transport.SendFailed | None = None
         for attempt in range(1, SEND_ATTEMPTS + 1):
             if self._producer is None:
-                self._producer = transport.make_producer(self.bootstrap)
+                self._producer = transport.make_producer(self.bootstrap, security=self.security)
             try:
                 return transport.send_and_wait(
                     self._producer, topic, data, key=self.identity.agency_id.encode()

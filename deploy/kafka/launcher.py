@@ -13,6 +13,12 @@ Everything lives under one state directory::
 
 Ready means: every client port accepts a connection and a metadata request lists all N brokers.
 Stop is SIGTERM, then SIGKILL after a grace period; no Java process is left behind.
+
+Secured mode (``tls=BrokerTls(...)``): every listener, the controller's included, is SSL with
+``ssl.client.auth=required``; the StandardAuthorizer denies what no ACL allows; ``super.users`` is
+the brokers' own principal and the operator's (``User:broker;User:admin``); and the principal
+mapping turns a certificate of the bus's CA into ``User:<agency id>`` (deploy/tls). Without
+``tls`` the cluster is plaintext, exactly as before.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from deploy.kafka.preflight import ToolMissingError, find_java
 from intelbus.errors import KafkaUnavailableError
 from intelbus.log import get_logger
 from intelbus.transport.kafka import broker_ids
+from intelbus.transport.security import TransportSecurity
 
 log = get_logger("deploy.kafka")
 
@@ -46,6 +53,37 @@ _PR_SET_PDEATHSIG = 1
 
 class KafkaStartError(KafkaUnavailableError):
     """A local broker did not start or did not become ready. The message carries its log tail."""
+
+
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """What a secured cluster needs: the brokers' PEM keystore (key + chain), the CA they trust,
+    the principal mapping and super users, and the admin client settings used to check readiness.
+    """
+
+    keystore_file: Path
+    truststore_file: Path
+    admin: TransportSecurity
+    principal_mapping_rules: str
+    super_users: tuple[str, ...] = ("User:broker", "User:admin")
+
+    def properties(self) -> dict[str, str]:
+        """The broker properties shared by every listener (the controller listener included)."""
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore_file),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.truststore_file),
+            "ssl.client.auth": "required",
+            "ssl.endpoint.identification.algorithm": "https",
+            "ssl.principal.mapping.rules": self.principal_mapping_rules,
+            "authorizer.class.name": STANDARD_AUTHORIZER,
+            "super.users": ";".join(self.super_users),
+            "allow.everyone.if.no.acl.found": "false",
+        }
 
 
 @dataclass(slots=True)
@@ -126,6 +164,7 @@ class LocalKafka:
         heap_mb: int = 384,
         tie_to_parent: bool = True,
         extra_properties: dict[str, str] | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -134,20 +173,21 @@ class LocalKafka:
         self.heap_mb = heap_mb
         self.tie_to_parent = tie_to_parent
         self.extra_properties = dict(extra_properties or {})
+        self.tls = tls
         self.state: ClusterState | None = None
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    def attach(cls, state_dir: Path) -> LocalKafka:
+    def attach(cls, state_dir: Path, *, tls: BrokerTls | None = None) -> LocalKafka:
         """A handle on a cluster described by ``state_dir/cluster.json`` (possibly not running).
 
         Raises:
             FileNotFoundError: there is no cluster state in ``state_dir``.
         """
         state = ClusterState.from_json((state_dir / STATE_FILE).read_text())
-        lk = cls(state_dir, nodes=len(state.nodes), tie_to_parent=False)
+        lk = cls(state_dir, nodes=len(state.nodes), tie_to_parent=False, tls=tls)
         lk.state = state
         return lk
 
@@ -227,7 +267,9 @@ class LocalKafka:
             try:
                 live = [n for n in self.state.nodes if n.node_id in wanted]
                 seen = broker_ids(
-                    ",".join(f"{self.state.host}:{n.client_port}" for n in live), timeout_s=5.0
+                    ",".join(f"{self.state.host}:{n.client_port}" for n in live),
+                    timeout_s=5.0,
+                    security=self.tls.admin if self.tls is not None else None,
                 )
                 if wanted <= seen:
                     return
@@ -378,6 +420,13 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             "num.partitions": "3",
         }
+        if self.tls is not None:
+            client = f"SSL://{host}:{node.client_port}"
+            controller = f"CONTROLLER://{host}:{node.controller_port}"
+            props["listeners"] = props["advertised.listeners"] = f"{client},{controller}"
+            props["inter.broker.listener.name"] = "SSL"
+            props["listener.security.protocol.map"] = "CONTROLLER:SSL,SSL:SSL"
+            props.update(self.tls.properties())
         if multi:
             props["controller.quorum.voters"] = ",".join(
                 f"{n.node_id}@{host}:{n.controller_port}" for n in self.state.nodes

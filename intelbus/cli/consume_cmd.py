@@ -61,6 +61,7 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
         pipeline_factory=factory,
         store=open_store(config.store),
         bootstrap_servers=config.bootstrap(),
+        security=config.transport_security(),
         group_id=config.group,
         topics=[topic_name(f, prefix=config.topic_prefix) for f in config.families],
         batch_size=config.batch_size,

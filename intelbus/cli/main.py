@@ -12,6 +12,7 @@ from intelbus.cli import (
     audit_cmd,
     consume_cmd,
     demo_cmd,
+    deploy_cmd,
     directory_cmd,
     envelope_cmd,
     kafka_cmd,
@@ -36,6 +37,7 @@ app.command(name="publish")(publish_cmd.publish)
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(deploy_cmd.app, name="deploy")
 
 
 def _version(value: bool) -> None:

@@ -45,6 +45,7 @@ def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> 
         registry=SchemaRegistry.load(),
         state=ProducerState(config.state_file),
         bootstrap_servers=config.bootstrap(),
+        security=config.transport_security(),
         environment=config.environment,
         topic_prefix=config.topic_prefix,
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from kafka import (
     ConsumerRebalanceListener,
@@ -22,10 +22,43 @@ from kafka import (
     OffsetAndMetadata,
     TopicPartition,
 )
-from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ConfigResource,
+    ConfigResourceType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
+from kafka.errors import (
+    AuthorizationError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
 
 from intelbus.errors import KafkaUnavailableError
+from intelbus.transport.security import (
+    AclBinding,
+    AclOperation,
+    AclPattern,
+    AclPermission,
+    AclResource,
+    ClusterNotAuthorized,
+    GroupNotAuthorized,
+    NotAuthorized,
+    TopicNotAuthorized,
+    TransactionalIdNotAuthorized,
+    TransportSecurity,
+)
 from intelbus.transport.topics import TopicSpec
 
 # Bounded so a dead bootstrap address fails in seconds, not minutes.
@@ -47,16 +80,97 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
 }
 
 
+# --- Transport security: every factory takes TLS settings; none given means the environment's. --------
+
+_AUTHORIZATION_ERRORS: Mapping[type[AuthorizationError], type[NotAuthorized]] = {
+    TopicAuthorizationFailedError: TopicNotAuthorized,
+    GroupAuthorizationFailedError: GroupNotAuthorized,
+    ClusterAuthorizationFailedError: ClusterNotAuthorized,
+    TransactionalIdAuthorizationFailedError: TransactionalIdNotAuthorized,
+}
+
+
+def _security_kwargs(security: TransportSecurity | None) -> dict[str, Any]:
+    # None means "whatever INTELBUS_SECURITY / INTELBUS_TLS_* say": every client in the project
+    # gets TLS from the environment without each call site having to pass it.
+    chosen = TransportSecurity.from_env() if security is None else security
+    return chosen.client_kwargs()
+
+
+def not_authorized(error: BaseException, what: str) -> NotAuthorized | None:
+    """The typed error for a kafka-python authorization failure (None for any other error).
+
+    kafka-python raises ``TopicAuthorizationFailedError`` (no READ/WRITE/DESCRIBE on a topic),
+    ``GroupAuthorizationFailedError`` (no READ on the group) and ``ClusterAuthorizationFailedError``
+    (e.g. an idempotent producer that may write nowhere), all ``AuthorizationError``. Messages
+    name the operation and the error class, nothing from the records.
+    """
+    for kafka_cls, ours in _AUTHORIZATION_ERRORS.items():
+        # kafka-python 3.0 wraps InitProducerId's ClusterAuthorizationFailedError in a plain
+        # KafkaError whose message names the class (transaction_manager.py): match the name too.
+        if isinstance(error, kafka_cls) or kafka_cls.__name__ in str(error):
+            return ours(f"{what}: not authorized ({kafka_cls.__name__})")
+    if isinstance(error, AuthorizationError):
+        return NotAuthorized(f"{what}: not authorized ({type(error).__name__})")
+    return None
+
+
+# The settings a consumer connected with, reused to ask one question with an admin client.
+_CONNECTION_KEYS = (
+    "bootstrap_servers",
+    "security_protocol",
+    "ssl_context",
+    "ssl_check_hostname",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+    "ssl_crlfile",
+)
+
+
+def _missing_topic(consumer: Any, topic: str) -> KafkaUnavailableError:
+    """Why a consumer sees no partitions for ``topic``: absent, or hidden by the authorizer.
+
+    A consumer's metadata just leaves out topics it may not DESCRIBE. Asking for the topic by name
+    tells them apart, as far as Kafka will: to a principal without DESCRIBE it answers
+    TOPIC_AUTHORIZATION_FAILED whether or not the topic exists, so as not to leak its existence.
+    """
+    settings = {k: consumer.config[k] for k in _CONNECTION_KEYS if k in consumer.config}
+    try:
+        client = KafkaAdminClient(**{**_ADMIN_TIMEOUTS, **settings})
+        try:
+            described = client.describe_topics([topic])
+        finally:
+            client.close()
+    except KafkaError:
+        return KafkaUnavailableError(f"topic {topic} does not exist")
+    if any(d.get("error_code") == TopicAuthorizationFailedError.errno for d in described):
+        return TopicNotAuthorized(f"topic {topic}: not authorized (or it does not exist)")
+    return KafkaUnavailableError(f"topic {topic} does not exist")
+
+
+def _raise_typed(error: KafkaError, what: str) -> NoReturn:
+    denied = not_authorized(error, what)
+    if denied is not None:
+        raise denied from error
+    raise KafkaUnavailableError(f"{what}: {type(error).__name__}") from error
+
+
 @contextlib.contextmanager
-def admin_client(bootstrap_servers: str, **overrides: Any) -> Iterator[Any]:
+def admin_client(
+    bootstrap_servers: str, *, security: TransportSecurity | None = None, **overrides: Any
+) -> Iterator[Any]:
     """A ``KafkaAdminClient`` closed on exit.
 
     Raises:
         KafkaUnavailableError: the cluster cannot be reached.
+        ConfigError: the TLS settings are unusable (or required and missing).
     """
     try:
         client = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, **{**_ADMIN_TIMEOUTS, **overrides}
+            bootstrap_servers=bootstrap_servers,
+            **{**_ADMIN_TIMEOUTS, **_security_kwargs(security), **overrides},
         )
     except KafkaError as e:
         raise KafkaUnavailableError(
@@ -68,7 +182,105 @@ def admin_client(bootstrap_servers: str, **overrides: Any) -> Iterator[Any]:
         client.close()
 
 
-def broker_ids(bootstrap_servers: str, *, timeout_s: float = 10.0) -> set[int]:
+_ACL_RESOURCE = {
+    AclResource.TOPIC: ResourceType.TOPIC,
+    AclResource.GROUP: ResourceType.GROUP,
+    AclResource.CLUSTER: ResourceType.CLUSTER,
+    AclResource.TRANSACTIONAL_ID: ResourceType.TRANSACTIONAL_ID,
+}
+_ACL_PATTERN = {
+    AclPattern.LITERAL: ACLResourcePatternType.LITERAL,
+    AclPattern.PREFIXED: ACLResourcePatternType.PREFIXED,
+}
+_ACL_PERMISSION = {
+    AclPermission.ALLOW: ACLPermissionType.ALLOW,
+    AclPermission.DENY: ACLPermissionType.DENY,
+}
+
+
+def _to_kafka_acl(binding: AclBinding) -> Any:
+    return ACL(
+        principal=binding.principal,
+        host=binding.host,
+        operation=ACLOperation[binding.operation.name],
+        permission_type=_ACL_PERMISSION[binding.permission],
+        resource_pattern=ResourcePattern(
+            _ACL_RESOURCE[binding.resource], binding.name, _ACL_PATTERN[binding.pattern]
+        ),
+    )
+
+
+def _from_kafka_acl(acl: Any) -> AclBinding:
+    pattern = acl.resource_pattern
+    return AclBinding(
+        principal=str(acl.principal),
+        resource=AclResource(pattern.resource_type.name.lower()),
+        name=str(pattern.resource_name),
+        operation=AclOperation(acl.operation.name.lower()),
+        pattern=AclPattern(pattern.pattern_type.name.lower()),
+        permission=AclPermission(acl.permission_type.name.lower()),
+        host=str(acl.host),
+    )
+
+
+def list_acls(
+    bootstrap_servers: str, *, security: TransportSecurity | None = None
+) -> frozenset[AclBinding]:
+    """Every ACL binding the cluster holds.
+
+    Raises:
+        NotAuthorized: this principal may not describe ACLs (only super users may).
+        KafkaUnavailableError: no authorizer is configured, or the cluster cannot be reached.
+    """
+    match_all = ACLFilter(
+        principal=None,
+        host=None,
+        operation=ACLOperation.ANY,
+        permission_type=ACLPermissionType.ANY,
+        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+    )
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            acls, _ = admin.describe_acls(match_all)
+        except KafkaError as e:
+            _raise_typed(e, "describing ACLs")
+    return frozenset(_from_kafka_acl(a) for a in acls)
+
+
+def change_acls(
+    bootstrap_servers: str,
+    *,
+    add: Iterable[AclBinding] = (),
+    remove: Iterable[AclBinding] = (),
+    security: TransportSecurity | None = None,
+) -> None:
+    """Delete the bindings in ``remove`` (each exactly, nothing wider), then create those in ``add``.
+
+    Removing first means a binding moved between principals is never held by both at once.
+
+    Raises:
+        NotAuthorized: this principal may not alter ACLs (only super users may).
+        KafkaUnavailableError: the cluster refused a change or could not be reached.
+    """
+    to_remove = sorted(remove)
+    to_add = sorted(add)
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            if to_remove:
+                for _, _, error in admin.delete_acls([_to_kafka_acl(b) for b in to_remove]):
+                    if error is not None and getattr(error, "errno", 0) != 0:
+                        raise error("deleting an ACL failed")
+            if to_add:
+                result = admin.create_acls([_to_kafka_acl(b) for b in to_add])
+                if result["failed"]:
+                    raise result["failed"][0]("creating an ACL failed")
+        except KafkaError as e:
+            _raise_typed(e, "changing ACLs")
+
+
+def broker_ids(
+    bootstrap_servers: str, *, timeout_s: float = 10.0, security: TransportSecurity | None = None
+) -> set[int]:
     """Ids of the brokers the cluster reports in a metadata request.
 
     Raises:
@@ -77,7 +289,7 @@ def broker_ids(bootstrap_servers: str, *, timeout_s: float = 10.0) -> set[int]:
     ms = int(timeout_s * 1000)
     try:
         with admin_client(
-            bootstrap_servers, request_timeout_ms=ms, bootstrap_timeout_ms=ms
+            bootstrap_servers, security=security, request_timeout_ms=ms, bootstrap_timeout_ms=ms
         ) as admin:
             meta = admin.describe_cluster()
     except KafkaError as e:
@@ -90,14 +302,19 @@ def broker_ids(bootstrap_servers: str, *, timeout_s: float = 10.0) -> set[int]:
     }
 
 
-def create_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> list[str]:
+def create_topics(
+    bootstrap_servers: str,
+    specs: Iterable[TopicSpec],
+    *,
+    security: TransportSecurity | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created. Existing ones are left.
 
     Raises:
         KafkaUnavailableError: the cluster refused or could not be reached.
     """
     created: list[str] = []
-    with admin_client(bootstrap_servers) as admin:
+    with admin_client(bootstrap_servers, security=security) as admin:
         existing = set(admin.list_topics())
         todo = {
             s.name: {
@@ -114,15 +331,19 @@ def create_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> list[st
             admin.create_topics(todo, timeout_ms=30_000, wait_for_metadata=True)
         except TopicAlreadyExistsError:
             pass  # created concurrently by another process; the settings are checked separately
+        except AuthorizationError as e:
+            _raise_typed(e, "creating topics")
         except KafkaError as e:
             raise KafkaUnavailableError(f"creating topics failed: {type(e).__name__}: {e}") from e
         created.extend(todo)
     return created
 
 
-def topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
+def topic_configs(
+    bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
+) -> dict[str, str]:
     """Every config value of ``topic`` as the broker reports it (defaults included)."""
-    with admin_client(bootstrap_servers) as admin:
+    with admin_client(bootstrap_servers, security=security) as admin:
         result = admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
         )
@@ -141,9 +362,11 @@ def _find_topic_entries(result: Any, topic: str) -> dict[str, Any]:
     raise KafkaUnavailableError(f"no config entries returned for topic {topic}")
 
 
-def topic_partitions(bootstrap_servers: str, topic: str) -> dict[int, list[int]]:
+def topic_partitions(
+    bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
+) -> dict[int, list[int]]:
     """partition -> replica broker ids, from a metadata request."""
-    with admin_client(bootstrap_servers) as admin:
+    with admin_client(bootstrap_servers, security=security) as admin:
         described = admin.describe_topics([topic])
     out: dict[int, list[int]] = {}
     for t in described:
@@ -162,7 +385,7 @@ def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[in
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise KafkaUnavailableError(f"topic {topic} does not exist")
+            raise _missing_topic(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         try:
             ends = consumer.end_offsets(tps)
@@ -173,15 +396,19 @@ def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[in
         consumer.close()
 
 
-def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:
+def make_producer(
+    bootstrap_servers: str, *, security: TransportSecurity | None = None, **overrides: Any
+) -> Any:
     """A ``KafkaProducer`` with the bus's durable settings.
 
     Raises:
         KafkaUnavailableError: the cluster cannot be reached at construction time.
+        ConfigError: the TLS settings are unusable (or required and missing).
     """
     try:
         return KafkaProducer(
-            bootstrap_servers=bootstrap_servers, **{**PRODUCER_DEFAULTS, **overrides}
+            bootstrap_servers=bootstrap_servers,
+            **{**PRODUCER_DEFAULTS, **_security_kwargs(security), **overrides},
         )
     except KafkaError as e:
         raise KafkaUnavailableError(
@@ -192,13 +419,20 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> Any:
 def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:
     """A ``KafkaConsumer`` that never auto-commits: offsets are committed after the store commits.
 
+    ``security=`` (a :class:`TransportSecurity`) may be among the overrides; without it the
+    ``INTELBUS_*`` environment decides. (It is taken from ``overrides`` rather than named, so
+    callers that forward a ``dict[str, object]`` of settings keep type-checking.)
+
     Raises:
         KafkaUnavailableError: the cluster cannot be reached at construction time.
+        ConfigError: the TLS settings are unusable (or required and missing).
     """
+    security: TransportSecurity | None = overrides.pop("security", None)
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
+        **_security_kwargs(security),
     }
     settings.update(overrides)
     try:
@@ -220,7 +454,7 @@ def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[
     """
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
-        raise KafkaUnavailableError(f"topic {topic} does not exist")
+        raise _missing_topic(consumer, topic)
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -247,6 +481,19 @@ class SendFailed(KafkaUnavailableError):
         self.indeterminate = indeterminate
 
 
+class SendNotAuthorized(SendFailed, NotAuthorized):
+    """The broker's authorizer refused the send: nothing was written, and a retry would not help.
+
+    Both a :class:`SendFailed` (callers that handle failed sends keep working) and a
+    :class:`~intelbus.transport.security.NotAuthorized`; :attr:`resource_type` says what was denied.
+    """
+
+    def __init__(self, message: str, *, denied: BaseException) -> None:
+        super().__init__(message, indeterminate=False)
+        typed = not_authorized(denied, "send")
+        self.resource_type = typed.resource_type if typed is not None else "unknown"
+
+
 def send_and_wait(
     producer: Any,
     topic: str,
@@ -264,6 +511,8 @@ def send_and_wait(
     try:
         meta = producer.send(topic, value=value, key=key).get(timeout=timeout_s)
     except KafkaError as e:
+        if not_authorized(e, "send") is not None:
+            raise SendNotAuthorized(f"send to {topic}: not authorized", denied=e) from e
         retriable = bool(getattr(e, "retriable", False)) or isinstance(e, KafkaTimeoutError)
         raise SendFailed(
             f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
@@ -298,6 +547,11 @@ def send_many(
                 raise future
             meta = future.get(timeout=max(0.1, deadline - time.monotonic()))
         except KafkaError as e:
+            if not_authorized(e, "send") is not None:
+                refused = SendNotAuthorized(f"send to {topic}: not authorized", denied=e)
+                refused.__cause__ = e
+                results.append(refused)
+                continue
             retriable = bool(getattr(e, "retriable", False)) or isinstance(e, KafkaTimeoutError)
             failed = SendFailed(
                 f"send to {topic} failed: {type(e).__name__}", indeterminate=retriable
@@ -359,7 +613,7 @@ def poll(consumer: Any, *, timeout_ms: int, max_records: int) -> list[Message]:
     try:
         batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
     except KafkaError as e:
-        raise KafkaUnavailableError(f"poll failed: {type(e).__name__}") from e
+        _raise_typed(e, "poll failed")
     out: list[Message] = []
     for records in batch.values():
         for r in records:
@@ -418,12 +672,12 @@ def partition_bounds(consumer: Any, topic: str) -> dict[int, tuple[int, int]]:
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise KafkaUnavailableError(f"topic {topic} does not exist")
+            raise _missing_topic(consumer, topic)
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         begin = consumer.beginning_offsets(tps)
         end = consumer.end_offsets(tps)
     except KafkaError as e:
-        raise KafkaUnavailableError(f"offsets of {topic}: {type(e).__name__}") from e
+        _raise_typed(e, f"offsets of {topic}")
     return {tp.partition: (int(begin[tp]), int(end[tp])) for tp in tps}
 
 
