@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -43,7 +44,8 @@ from intelbus.transport import kafka as transport
 from intelbus.transport.topics import Family, bus_topics, topic_name
 from producers.config import ProducerConfig
 
-console = Console()
+# Wide enough for the summary table when the output is a pipe or a CI log (rich assumes 80).
+console = Console(width=None if sys.stdout.isatty() else 140)
 ENVIRONMENT = "demo"
 ADMINS = ("cst-admin", "met-admin")
 FORCES = {
