@@ -17,13 +17,18 @@ than spin).
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from consumers.pipeline import Amend, Kept, Outcome, Pipeline, RawRecord, Receipt, Rejected
 from intelbus.chain import ChainState
+from intelbus.errors import ConfigError
 from intelbus.log import get_logger
 from intelbus.store.base import (
     Amendment,
@@ -39,6 +44,56 @@ from intelbus.transport.security import TransportSecurity
 
 log = get_logger("consumers.agency")
 MAX_COMMIT_FAILURES = 3
+
+# Fault injection for the fault suite (tests/faults), off unless set: the consumer SIGKILLs itself
+# at the named point of the INTELBUS_CRASH_AT_BATCH-th non-empty batch (default 2, so one batch is
+# committed first). An unknown point is refused rather than silently never reached.
+CRASH_AT_ENV = "INTELBUS_CRASH_AT"
+CRASH_AT_BATCH_ENV = "INTELBUS_CRASH_AT_BATCH"
+CRASH_POINTS = ("after_poll", "mid_transaction", "after_db_commit")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CrashPlan:
+    point: str | None
+    batch: int
+
+    @classmethod
+    def from_env(cls) -> _CrashPlan:
+        point = os.environ.get(CRASH_AT_ENV) or None
+        if point is not None and point not in CRASH_POINTS:
+            raise ConfigError(f"{CRASH_AT_ENV}={point!r}: not one of {', '.join(CRASH_POINTS)}")
+        return cls(point, int(os.environ.get(CRASH_AT_BATCH_ENV, "2")))
+
+    def armed(self, point: str, batch: int) -> bool:
+        return self.point == point and batch == self.batch
+
+    def reached(self, point: str, batch: int) -> None:
+        if self.armed(point, batch):
+            _crash(point)
+
+    def in_transaction(self, batch: Batch, number: int) -> Batch:
+        """The batch, or (armed for ``mid_transaction``) one that crashes inside its commit."""
+        if not self.armed("mid_transaction", number):
+            return batch
+        return dataclasses.replace(batch, offsets=_CrashWhenOffsetsWritten(batch.offsets))
+
+
+def _crash(point: str) -> None:
+    log.warning("consumer.crash_injected", point=point)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _CrashWhenOffsetsWritten(dict[tuple[str, int], int]):
+    """Offsets that kill the process when the store reads them to write them.
+
+    The store writes a batch's offsets last, inside the batch's transaction: reading them here
+    means the records' rows are written and the transaction is open, not committed.
+    """
+
+    def items(self) -> Any:  # noqa: ANN401 - dict's own items view type
+        _crash("mid_transaction")
+        return super().items()
 
 
 @dataclass
@@ -255,6 +310,8 @@ class AgencyConsumer:
         idle = 0
         unassigned = 0
         failures = 0
+        crash = _CrashPlan.from_env()
+        polled = 0
         try:
             while not self.stop_event.is_set():
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
@@ -271,6 +328,8 @@ class AgencyConsumer:
                         break
                     continue
                 idle = 0
+                polled += 1
+                crash.reached("after_poll", polled)
                 outcomes = [
                     self.pipeline.process(
                         RawRecord(m.topic, m.partition, m.offset, m.value, m.appended_at)
@@ -279,6 +338,7 @@ class AgencyConsumer:
                 ]
                 attempt = Stats()
                 batch = to_batch(self.group_id, outcomes, attempt)
+                batch = crash.in_transaction(batch, polled)
                 try:
                     self.store.commit(batch)
                 except Exception as e:
@@ -292,6 +352,7 @@ class AgencyConsumer:
                         raise
                     continue
                 failures = 0
+                crash.reached("after_db_commit", polled)
                 self.pipeline.batch_committed()
                 _merge(self.stats, attempt)
                 self.stats.batches += 1

@@ -171,3 +171,102 @@ class BusSimulator:
             chain=chain or {},
             producer_of=owners.get,
         )
+
+
+# --- A simulated consumer tier: the real pipeline and the real SQLite store (tests/attacks). ---------
+
+
+@dataclass(frozen=True)
+class TrustedState:
+    """What an attack must not change: stored rows, receipts and amendments, chains, offsets."""
+
+    records: tuple[tuple[object, ...], ...]
+    summary: tuple[tuple[str, int], ...]  # every count except the quarantine ones
+    chain: tuple[tuple[str, str, int, bytes], ...]
+    offsets: tuple[tuple[str, int, int], ...]
+    quarantined: int
+
+    def without_offsets(self) -> tuple[object, ...]:
+        return (self.records, self.summary, self.chain)
+
+
+class SimulatedConsumer:
+    """An agency's consumer without Kafka: pipeline -> one store batch -> the real SQLite store.
+
+    The same path as :class:`consumers.agency.AgencyConsumer` after its poll (``to_batch`` and
+    ``Store.commit``), so a quarantine row here is the row the real consumer would write.
+    """
+
+    def __init__(
+        self,
+        sim: BusSimulator,
+        agency: str = "herts-police",
+        *,
+        environment: str = ENV,
+        store_path: Path | None = None,
+    ) -> None:
+        from consumers.agency import chain_from_store  # noqa: PLC0415 - keeps the import local
+        from intelbus.store.sqlite import SqliteStore  # noqa: PLC0415
+
+        self.sim = sim
+        self.agency = agency
+        self.group_id = f"{PREFIX}.{agency}"
+        self.store = SqliteStore(store_path or sim.tmp / f"{agency}.sqlite")
+        self.pipeline = sim.pipeline(agency, chain=chain_from_store(self.store))
+        self.pipeline.producer_of = self.store.producer_of
+        self.pipeline.environment = environment
+
+    def deliver(self, raws: list[RawRecord]) -> list[object]:
+        """Process ``raws`` as one polled batch and commit it; returns each record's result."""
+        from consumers.agency import Stats, to_batch  # noqa: PLC0415
+
+        outcomes = [self.pipeline.process(r) for r in raws]
+        self.store.commit(to_batch(self.group_id, outcomes, Stats()))
+        self.pipeline.batch_committed()
+        return [o.result for o in outcomes]
+
+    def restart(self) -> SimulatedConsumer:
+        """A new consumer on the same store file (a process restart); this one is closed."""
+        self.store.close()
+        return SimulatedConsumer(
+            self.sim, self.agency, environment=self.pipeline.environment, store_path=self.store.path
+        )
+
+    def trusted_state(self) -> TrustedState:
+        records = tuple(
+            (
+                v.record_id,
+                v.topic,
+                v.offset,
+                v.version,
+                v.retracted,
+                v.superseded,
+                v.digest,
+                repr(sorted(v.payload.items())),
+            )
+            for v in self.store.iter_records()
+        )
+        summary = self.store.summary()
+        topics = {r.topic for r in self.sim.log} | {SIGHTINGS, INCIDENTS}
+        offsets = tuple(
+            sorted(
+                (topic, partition, offset)
+                for topic in topics
+                for partition, offset in self.store.load_offsets(self.group_id, topic).items()
+            )
+        )
+        return TrustedState(
+            records=records,
+            summary=tuple(sorted((k, n) for k, n in summary.items() if ":" not in k)),
+            chain=tuple(
+                sorted(
+                    (c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))
+                    for c in self.store.load_chain().values()
+                )
+            ),
+            offsets=offsets,
+            quarantined=sum(n for k, n in summary.items() if k.startswith("quarantined:")),
+        )
+
+    def close(self) -> None:
+        self.store.close()

@@ -165,6 +165,7 @@ class LocalKafka:
         tie_to_parent: bool = True,
         extra_properties: dict[str, str] | None = None,
         tls: BrokerTls | None = None,
+        advertised_ports: dict[int, int] | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -174,6 +175,9 @@ class LocalKafka:
         self.tie_to_parent = tie_to_parent
         self.extra_properties = dict(extra_properties or {})
         self.tls = tls
+        # node id -> the client port to advertise instead of the node's own (a TCP proxy in front
+        # of the broker, tests/faults/proxy.py); clients and replicas then connect through it.
+        self.advertised_ports = dict(advertised_ports or {})
         self.state: ClusterState | None = None
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -400,7 +404,8 @@ class LocalKafka:
             "node.id": str(node.node_id),
             "listeners": f"PLAINTEXT://{host}:{node.client_port},CONTROLLER://{host}:{node.controller_port}",
             "advertised.listeners": (
-                f"PLAINTEXT://{host}:{node.client_port},CONTROLLER://{host}:{node.controller_port}"
+                f"PLAINTEXT://{host}:{self.advertised_ports.get(node.node_id, node.client_port)},"
+                f"CONTROLLER://{host}:{node.controller_port}"
             ),
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",

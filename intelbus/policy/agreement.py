@@ -65,7 +65,8 @@ class SharingAgreement(BaseModel):
         """
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        # A file that is not UTF-8 is as unreadable as a missing one (found by tests/fuzz).
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read sharing agreement {path}: {e}") from e
         try:
             return cls.model_validate(raw)

@@ -225,7 +225,8 @@ class SharingPolicy:
         """
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        # A file that is not UTF-8 is as unreadable as a missing one (found by tests/fuzz).
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read sharing policy {path}: {e}") from e
         try:
             return cls.from_spec(PolicySpec.model_validate(raw))

@@ -581,6 +581,10 @@ class SqlStore(abc.ABC):
         for record_id in new_ids:
             for row in self._exec(cur, _PENDING_FOR, (record_id,)).fetchall():
                 self._apply(cur, self._amendment_from_row(row), now, strict=False)
+        # A target that arrives in this same batch, after its amendment, was unknown when the
+        # pipeline judged the amendment: like a pending one, a foreign amendment of it is refused.
+        # Raising would fail the batch on every retry: one hostile record would stop the consumer.
+        arrived = set(new_ids)
         for a in batch.amendments:
             inserted = self._exec(
                 cur,
@@ -597,7 +601,7 @@ class SqlStore(abc.ABC):
                 ),
             ).fetchone()
             if inserted is not None:  # else: already applied (or pending) from an earlier delivery
-                self._apply(cur, a, now, strict=True)
+                self._apply(cur, a, now, strict=a.target_record_id not in arrived)
         for c in sorted(batch.chain, key=lambda c: (c.producer_id, c.stream)):
             self._exec(
                 cur, _UPSERT_CHAIN, (c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))

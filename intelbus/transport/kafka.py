@@ -375,6 +375,39 @@ def topic_partitions(
     return out
 
 
+def partition_leaders(
+    bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
+) -> dict[int, tuple[int, list[int]]]:
+    """partition -> (leader broker id, in-sync replica ids), from a fresh metadata request.
+
+    The leader is -1 while a partition has none (no live in-sync replica, or no controller).
+    """
+    with admin_client(bootstrap_servers, security=security) as admin:
+        described = admin.describe_topics([topic])
+    out: dict[int, tuple[int, list[int]]] = {}
+    for t in described:
+        for p in t["partitions"]:
+            isr = [int(r) for r in p.get("isr_nodes") or []]
+            out[int(p["partition_index"])] = (int(p["leader_id"]), isr)
+    return out
+
+
+def committed_offsets(
+    bootstrap_servers: str, group_id: str, *, security: TransportSecurity | None = None
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the next offset a consumer group committed to Kafka."""
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            found = admin.list_group_offsets(group_id).get(group_id, {})
+        except KafkaError as e:
+            _raise_typed(e, f"offsets of group {group_id}")
+    return {
+        (tp.topic, int(tp.partition)): int(meta.offset)
+        for tp, meta in found.items()
+        if meta is not None and meta.offset >= 0
+    }
+
+
 def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[int, int]:
     """partition -> the offset the next record will get (the log end), read without a group.
 

@@ -40,8 +40,12 @@ def audit_topic_config(*, min_insync_replicas: int) -> Mapping[str, str]:
             "message.timestamp.type": "LogAppendTime",
             "min.insync.replicas": str(min_insync_replicas),
             "unclean.leader.election.enable": "false",
-            # Ciphertext does not compress; the producer sends uncompressed and the broker keeps it so.
-            "compression.type": "producer",
+            # Ciphertext does not compress, so nothing is lost by storing every batch uncompressed,
+            # and a lot is gained: the broker inflates any compressed batch a client sends and
+            # refuses it if the result exceeds max.message.bytes, so a compression bomb never
+            # reaches the log, and no consumer ever meets a codec it lacks (a zstd batch under
+            # "producer" crashed every restart of a consumer without the zstandard module).
+            "compression.type": "uncompressed",
         }
     )
 

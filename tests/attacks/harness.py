@@ -1,0 +1,168 @@
+"""The attack harness (after python-tuf's tests/test_updater_top_level_update.py).
+
+Every case feeds hostile records to a :class:`tests.simulator.SimulatedConsumer` (the real pipeline
+and the real SQLite store) and asserts three things, as python-tuf does for each attack:
+
+1. the exact reason code of the typed error (``Rejected.reason``);
+2. the quarantine row the store now holds: the raw bytes, byte for byte, at its offset, with that
+   reason;
+3. trusted state unchanged: stored rows, receipts, amendments and chain high-water marks are
+   exactly as before, and the offsets moved only past the hostile records (the consumer commits
+   past what it quarantined, so a poison record is read once, not for ever).
+
+Each case also appends a line to the report card's input (:mod:`tests.attacks.report`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from consumers.pipeline import RawRecord, Rejected
+from intelbus.envelope.verify import record_digest
+from intelbus.envelope.wire import parse
+from intelbus.errors import ReasonCode
+from intelbus.records import Sighting
+from intelbus.samples import feed
+from tests.attacks.report import attack_result
+from tests.simulator import SIGHTINGS, BusSimulator, SimulatedConsumer, TrustedState
+
+
+def sighting(area: str = "HERTFORDSHIRE", tlp: str = "GREEN", seed: int = 31) -> Sighting:
+    """A fresh sighting Herts stores (its own area, GREEN, handling P, assessment B)."""
+    data = feed(seed=seed, sightings=1, incidents=0)[0].model_dump(mode="json")
+    data["record_id"] = str(uuid.uuid4())
+    data["place"]["force_area"] = area
+    data["grading"].update(
+        tlp=tlp, handling_code="P", handling_conditions=[], assessment="B", source_evaluation="S1"
+    )
+    return Sighting.model_validate(data)
+
+
+def inject(
+    sim: BusSimulator,
+    value: bytes,
+    *,
+    topic: str = SIGHTINGS,
+    appended_at: datetime | None = None,
+) -> RawRecord:
+    """Append hostile bytes to the simulated topic (as anyone with write access could)."""
+    offset = sum(1 for r in sim.log if r.topic == topic)
+    raw = RawRecord(topic, 0, offset, value, appended_at or datetime.now(UTC))
+    sim.log.append(raw)
+    return raw
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one attack did: the observed reasons and whether trusted state held."""
+
+    reasons: tuple[ReasonCode | None, ...]
+    unchanged: bool
+
+
+def _advanced(before: TrustedState, raws: list[RawRecord]) -> tuple[tuple[str, int, int], ...]:
+    offsets = {(t, p): o for t, p, o in before.offsets}
+    for r in raws:
+        offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
+    return tuple(sorted((t, p, o) for (t, p), o in offsets.items()))
+
+
+def _expected_chain(
+    before: TrustedState, authentic: list[RawRecord]
+) -> tuple[tuple[str, str, int, bytes], ...]:
+    chain = {(p, s): (p, s, seq, d) for p, s, seq, d in before.chain}
+    for raw in authentic:
+        sealed = parse(raw.value)
+        h = sealed.header
+        chain[(h.producer_id, h.topic)] = (
+            h.producer_id,
+            h.topic,
+            h.sequence,
+            record_digest(sealed.signed_bytes),
+        )
+    return tuple(sorted(chain.values()))
+
+
+def attack(
+    consumer: SimulatedConsumer,
+    raws: list[RawRecord],
+    expected: ReasonCode | set[ReasonCode],
+    *,
+    case: str,
+    authentic: bool = False,
+    report: bool = True,
+) -> Verdict:
+    """Deliver ``raws`` as one batch; assert each is quarantined under ``expected`` and that
+    trusted state did not change (module docstring). ``expected`` as a set allows any of them,
+    for exhaustive mutations whose exact check depends on which bit moved.
+
+    ``authentic``: the records carry a genuine signature of their producer's valid key (an
+    insider, or a compromised producer). The pipeline then advances that producer's own stream
+    to them by design (the chain describes what the producer signed, readable or not); every
+    other part of trusted state must still be unchanged, and the stream must stand exactly at
+    the last such record.
+    """
+    allowed = expected if isinstance(expected, set) else {expected}
+    before = consumer.trusted_state()
+    results = consumer.deliver(raws)
+    after = consumer.trusted_state()
+    reasons = tuple(r.reason if isinstance(r, Rejected) else None for r in results)
+    chain = _expected_chain(before, raws if authentic else [])
+    unchanged = (
+        (after.records, after.summary) == (before.records, before.summary)
+        and after.chain == chain
+        and after.offsets == _advanced(before, raws)
+        and after.quarantined == before.quarantined + len(raws)
+    )
+    if report:
+        _report(case, allowed, reasons, unchanged)
+    accepted = [i for i, r in enumerate(reasons) if r is None]
+    assert not accepted, f"{case}: {len(accepted)} hostile record(s) accepted, e.g. #{accepted[0]}"
+    wrong = [r for r in reasons if r not in allowed]
+    assert not wrong, f"{case}: reasons {sorted(set(map(str, wrong)))}, expected {allowed}"
+    rows = {(q.topic, q.partition, q.offset): q for q in consumer.store.quarantine_entries(10**6)}
+    for raw, reason in zip(raws, reasons, strict=True):
+        row = rows.get((raw.topic, raw.partition, raw.offset))
+        assert row is not None, f"{case}: no quarantine row at offset {raw.offset}"
+        assert (bytes(row.raw), row.reason) == (raw.value, str(reason))
+    assert (after.records, after.summary) == (before.records, before.summary), f"{case}: rows"
+    assert after.chain == chain, f"{case}: chain high-water marks moved"
+    assert after.offsets == _advanced(before, raws), f"{case}: offsets not just past the batch"
+    assert after.quarantined == before.quarantined + len(raws)
+    return Verdict(reasons, unchanged)
+
+
+def _report(
+    case: str,
+    allowed: set[ReasonCode],
+    reasons: tuple[ReasonCode | None, ...],
+    unchanged: bool,
+) -> None:
+    if len(allowed) == 1:
+        (expected,) = allowed
+        observed = set(reasons)
+        outcome = "accepted" if None in observed else "rejected"
+        reason = "|".join(sorted(str(r) for r in observed if r is not None)) or "none"
+        attack_result(
+            case=case,
+            source="simulated",
+            expected_reason=str(expected),
+            outcome=outcome,
+            reason=reason,
+            trusted_state_unchanged=unchanged,
+        )
+        return
+    # Several allowed reasons (which check fires depends on which bit moved): one line per
+    # observed reason, each one asserted to be among the allowed ones by the caller.
+    for observed in sorted(set(reasons), key=str):
+        n = sum(1 for r in reasons if r == observed)
+        attack_result(
+            case=f"{case}[{n}x]",
+            source="simulated",
+            expected_reason=str(observed) if observed in allowed else "|".join(sorted(allowed)),
+            outcome="accepted" if observed is None else "rejected",
+            reason=str(observed) if observed is not None else "none",
+            trusted_state_unchanged=unchanged,
+        )

@@ -1,0 +1,95 @@
+"""One fault case's federation: keys, a threshold-signed directory, CST's producer config and
+Herts' consumer configs, on fresh RF-3 topics (min ISR 2) of the fault cluster.
+
+Built from the demo's own helpers (intelbus/cli/demo_cmd.py), so the fault suite runs the same
+producer and consumer wiring as the demo and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from intelbus.cli import demo_cmd
+from intelbus.records import Sighting
+from intelbus.samples import feed
+from intelbus.transport import kafka as transport
+from intelbus.transport.topics import Family, bus_topics, topic_name
+
+FORCE = "herts-police"
+_NAMESPACE = uuid.UUID("5a1e6f2c-3d4b-4c8e-9f00-000000000f17")
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    root: Path
+    bootstrap: str
+    prefix: str
+
+    @property
+    def topic(self) -> str:
+        return topic_name(Family.SIGHTINGS, prefix=self.prefix)
+
+    @property
+    def producer_config(self) -> Path:
+        return self.root / "producer.toml"
+
+    def consumer(self, name: str = "main", *, batch_size: int = 500) -> tuple[Path, Path, str]:
+        """A consumer config of its own (store and group): (config, store path, group id)."""
+        group = f"{self.prefix}.{FORCE}.{name}"
+        store = self.root / "stores" / f"{name}.sqlite"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        config = self.root / f"{FORCE}.{name}.toml"
+        config.write_text(
+            f'agency = "{FORCE}"\nkey_file = "keys/{FORCE}.key"\ndirectory = "directory"\n'
+            f'policy = "{FORCE}.policy.toml"\nstore = "{store}"\n'
+            f'environment = "{demo_cmd.ENVIRONMENT}"\nbootstrap_servers = "{self.bootstrap}"\n'
+            f'topic_prefix = "{self.prefix}"\ngroup_id = "{group}"\nfamilies = ["sightings"]\n'
+            f"batch_size = {batch_size}\n"
+        )
+        return config, store, group
+
+
+def build(root: Path, bootstrap: str) -> Workspace:
+    """Create the topics (RF 3, min ISR 2), keys, directory, agreement, policy and producer config.
+
+    Raises:
+        AssertionError: the topics did not get three replicas (the case would prove nothing).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = f"fault-{uuid.uuid4().hex[:8]}"
+    transport.create_topics(bootstrap, bus_topics(prefix=prefix, replication_factor=3))
+    replicas = transport.topic_partitions(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
+    if not replicas or any(len(r) != 3 for r in replicas.values()):
+        raise AssertionError(f"fault topics need 3 replicas per partition, got {replicas}")
+    ids = demo_cmd._keys(root)
+    demo_cmd._directory(root, ids, prefix)
+    (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
+    (root / f"{FORCE}.policy.toml").write_text(demo_cmd.POLICIES[FORCE])
+    (root / "producer.toml").write_text(
+        f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'
+        f'agreement = "agreement.toml"\nstate_file = "state/cst.sqlite"\n'
+        f'environment = "{demo_cmd.ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\n'
+        f'topic_prefix = "{prefix}"\n'
+    )
+    return Workspace(root, bootstrap, prefix)
+
+
+def records(seed: int, count: int) -> list[Sighting]:
+    """``count`` deterministic GREEN Hertfordshire sightings (Herts stores every one of them).
+
+    Record ids derive from the seed and the index, so a restarted producer regenerates the same
+    records and can skip the ones its state already holds.
+    """
+    base = feed(seed, sightings=min(count, 64), incidents=0)
+    out: list[Sighting] = []
+    for i in range(count):
+        data = base[i % len(base)].model_dump(mode="json")
+        data["record_id"] = str(uuid.uuid5(_NAMESPACE, f"{seed}/{i}"))
+        data["place"]["force_area"] = "HERTFORDSHIRE"
+        data["grading"].update(
+            tlp="GREEN", handling_code="P", handling_conditions=[], assessment="B"
+        )
+        out.append(Sighting.model_validate(data))
+    return out
