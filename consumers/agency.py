@@ -26,13 +26,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.pipeline import Amend, Kept, Outcome, Pipeline, RawRecord, Receipt, Rejected
+from consumers.liveness import LivenessWatch
+from consumers.pipeline import Amend, Beat, Kept, Outcome, Pipeline, RawRecord, Receipt, Rejected
 from intelbus.chain import ChainState
 from intelbus.errors import ConfigError
 from intelbus.log import get_logger
 from intelbus.store.base import (
     Amendment,
     Batch,
+    FeedBeat,
     QuarantineEntry,
     Store,
     StoredRecord,
@@ -120,6 +122,7 @@ def to_batch(group_id: str, outcomes: list[Outcome], stats: Stats) -> Batch:  # 
     amendments: list[Amendment] = []
     chain: dict[tuple[str, str], StoredChain] = {}
     offsets: dict[tuple[str, int], int] = {}
+    beats: list[FeedBeat] = []
     for o in outcomes:
         raw = o.raw
         offsets[(raw.topic, raw.partition)] = max(
@@ -136,8 +139,12 @@ def to_batch(group_id: str, outcomes: list[Outcome], stats: Stats) -> Batch:  # 
                 "chain.gap", topic=raw.topic, offset=raw.offset, first=o.gap[0], last=o.gap[1]
             )
         r = o.result
-        if r is None:
+        if isinstance(r, Beat):
             stats.heartbeats += 1
+            # The broker's append time: a producer's own clock cannot keep its feed looking alive.
+            beats.append(
+                FeedBeat(r.producer_id, raw.topic, raw.appended_at or r.sent_at, r.interval_ms)
+            )
         elif isinstance(r, Kept):
             records.append(
                 StoredRecord(
@@ -216,6 +223,7 @@ def to_batch(group_id: str, outcomes: list[Outcome], stats: Stats) -> Batch:  # 
         quarantined=quarantined,
         amendments=amendments,
         chain=list(chain.values()),
+        beats=beats,
         offsets=offsets,
     )
 
@@ -256,8 +264,10 @@ class AgencyConsumer:
         topics: list[str],
         batch_size: int = 500,
         security: TransportSecurity | None = None,
+        liveness: LivenessWatch | None = None,
     ) -> None:
         self.store = store
+        self.liveness = liveness or LivenessWatch()
         self.group_id = group_id
         self.topics = topics
         self.batch_size = batch_size
@@ -315,6 +325,8 @@ class AgencyConsumer:
         try:
             while not self.stop_event.is_set():
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
+                if len(messages) < self.batch_size and transport.has_assignment(consumer):
+                    self.liveness.maybe_check(self.store)  # caught up: judge the feeds
                 if not messages:
                     # Idle only counts once partitions are assigned: after a crash the group waits
                     # for the dead member's session to expire before it hands partitions over.
@@ -353,16 +365,20 @@ class AgencyConsumer:
                     continue
                 failures = 0
                 crash.reached("after_db_commit", polled)
-                self.pipeline.batch_committed()
-                _merge(self.stats, attempt)
-                self.stats.batches += 1
-                if not transport.commit(consumer, batch.offsets):
-                    log.warning("kafka.commit_failed", group=self.group_id)
+                self._committed(consumer, batch, attempt)
                 if on_batch is not None:
                     on_batch(self.stats)
         finally:
             consumer.close()
         return self.stats
+
+    def _committed(self, consumer: Any, batch: Batch, attempt: Stats) -> None:  # noqa: ANN401
+        """The store holds the batch: count it, then tell Kafka (for lag only; the store rules)."""
+        self.pipeline.batch_committed()
+        _merge(self.stats, attempt)
+        self.stats.batches += 1
+        if not transport.commit(consumer, batch.offsets):
+            log.warning("kafka.commit_failed", group=self.group_id)
 
     def stop(self) -> None:
         """Ask the loop to finish after the current batch."""

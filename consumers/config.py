@@ -64,7 +64,7 @@ class ConsumerConfig(BaseModel):
         """
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read consumer config {path}: {e}") from e
         base = path.resolve().parent
         for key in ("key_file", "directory", "policy"):

@@ -14,6 +14,10 @@ reason code; nothing here raises anything else for bad input):
    The record kind in the signed header must match the schema.
 6. Corrections and retractions: only the target's own producer may amend it.
 7. Apply the agency's sharing policy: store, store redacted, withhold (receipt), or quarantine.
+
+A heartbeat addressed to this agency stores nothing but a :class:`Beat`: the time the broker
+appended it, which the consumer's liveness watch (consumers/liveness.py) compares with the promised
+interval to raise a frozen-feed alarm.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -88,6 +93,15 @@ class Kept:
 
 
 @dataclass(frozen=True, slots=True)
+class Beat:
+    """A verified heartbeat addressed to us: its producer promises another within ``interval_ms``."""
+
+    producer_id: str
+    interval_ms: int
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """A record withheld (by policy, or not addressed to us): only its id, digest and rule."""
 
@@ -127,9 +141,21 @@ class Outcome:
     """The decision for one raw record, and the chain state to persist with it."""
 
     raw: RawRecord
-    result: Kept | Receipt | Amend | Rejected | None  # None: a heartbeat, nothing to keep
+    result: Kept | Receipt | Amend | Rejected | Beat
     chain: ChainState | None
     gap: tuple[int, int] | None = None
+
+
+def _beat(rid: str, producer_id: str, value: dict[str, Any]) -> Beat:
+    """A heartbeat's promise, or SchemaViolation when it fails its model or speaks for another."""
+    try:
+        beat = Heartbeat.from_avro_dict(value)
+    except ValidationError as e:
+        raise SchemaViolation(f"heartbeat {rid}: {e.error_count()} validation error(s)") from None
+    if beat.producer_id != producer_id:
+        # Signed by one producer, speaking for another: it must not keep that feed alive.
+        raise SchemaViolation(f"heartbeat {rid} by {producer_id} names another producer")
+    return Beat(producer_id, beat.interval_ms, beat.sent_at)
 
 
 class Pipeline:
@@ -173,7 +199,7 @@ class Pipeline:
         """Decide one record. Never raises for bad input: failures become :class:`Rejected`."""
         verified: VerifiedRecord | None = None
         step: ChainStep | None = None
-        result: Kept | Receipt | Amend | Rejected | None
+        result: Kept | Receipt | Amend | Rejected | Beat
         try:
             if len(raw.value) > MAX_RECORD_BYTES:  # step 1
                 raise OversizeEnvelope(
@@ -204,7 +230,7 @@ class Pipeline:
             )
         return Outcome(raw, result, step.state if step else None, step.gap if step else None)
 
-    def _decide(self, verified: VerifiedRecord) -> Kept | Receipt | Amend | None:
+    def _decide(self, verified: VerifiedRecord) -> Kept | Receipt | Amend | Beat:
         h = verified.header
         rid = str(h.record_id)
         if self.identity.agency_id not in h.recipient_ids:  # step 4
@@ -216,7 +242,7 @@ class Pipeline:
         if _SCHEMA_KIND.get(name) is not h.kind:
             raise SchemaViolation(f"record {rid}: header kind {h.kind.name} but schema {name}")
         if name == Heartbeat.SCHEMA:
-            return None
+            return _beat(rid, h.producer_id, value)
         try:
             model = RECORD_TYPES[name].from_avro(value)
         except ValidationError as e:

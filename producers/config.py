@@ -60,7 +60,7 @@ class ProducerConfig(BaseModel):
         """
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read producer config {path}: {e}") from e
         base = path.resolve().parent
         for key in ("key_file", "directory", "agreement", "state_file"):

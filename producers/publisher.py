@@ -230,21 +230,28 @@ class Publisher:
                 key=self.identity.agency_id.encode(),
             )
             acks: list[tuple[str, int, int]] = []
+            failed = 0
             try:
                 for r, result in zip(reservations, results, strict=True):
                     if isinstance(result, transport.SendFailed):
-                        log.warning(
-                            "record.send_failed",
-                            topic=r.head.stream,
-                            indeterminate=result.indeterminate,
-                        )
-                        self._close_producer()
+                        failed += 1
+                        if failed == 1:
+                            log.warning(
+                                "record.send_failed",
+                                topic=r.head.stream,
+                                indeterminate=result.indeterminate,
+                            )
+                            # Once: the failed producer's idempotence state is unknown. Each
+                            # resend below makes (and on failure replaces) its own.
+                            self._close_producer()
                         acked = self._send(r.head.stream, r.sealed)  # same bytes, with retries
                     else:
                         acked = result
                     acks.append((r.record_id, *acked))
             finally:
                 self.state.acknowledge_many(acks)
+                if failed:
+                    log.info("records.resent_one_by_one", failed=failed, acknowledged=len(acks))
         out = [
             Published(
                 r.record_id,
@@ -361,10 +368,8 @@ class Publisher:
 
     def _close_producer(self) -> None:
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            finally:
-                self._producer = None
+            producer, self._producer = self._producer, None
+            transport.close_producer(producer, timeout_s=5)
 
     # -- heartbeats ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``intelbus store list|show|search|export|quarantine|summary``: an analyst's view of a store.
+"""``intelbus store list|show|search|export|quarantine|summary|feeds``: an analyst's view of a store.
 
 The store is named by ``--store`` (a SQLite path or a ``postgresql://`` URL), else by the consumer
 config given with ``--config``, else by ``INTELBUS_STORE``. A SQLite path that does not exist is
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.config import ConsumerConfig
+from consumers.liveness import DEFAULT_TOLERANCE, assess
 from intelbus.errors import IntelbusError
 from intelbus.store import Store, StoredRecordView, open_store
 from intelbus.store.export import record_dict, write_csv, write_jsonl, write_stix
@@ -333,3 +334,54 @@ def summary(
     for key, value in counts.items():
         table.add_row(key, str(value))
     console.print(table)
+
+
+@app.command()
+def feeds(
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    tolerance: float = typer.Option(
+        DEFAULT_TOLERANCE, "--tolerance", min=1.0, help="Stale after interval x this."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+) -> None:
+    """Each producer's feed: its newest heartbeat and whether it is overdue (exit status 1 if so).
+
+    A feed is stale when its newest heartbeat (broker time) is older than its promised interval x
+    the tolerance: the producer stopped, or something between it and this store withholds it.
+    """
+    with _opened(store, config) as s:
+        try:
+            health = assess(s.feeds(), datetime.now(UTC), tolerance)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+    if as_json:
+        for h in health:
+            line = {
+                "producer": h.producer_id,
+                "topic": h.topic,
+                "last_heartbeat_at": h.last_heartbeat_at.isoformat(),
+                "interval_s": h.interval.total_seconds(),
+                "silent_s": round(h.silent_for.total_seconds(), 1),
+                "stale": h.stale,
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+    else:
+        table = Table(title="feeds")
+        for col in ("producer", "topic", "last heartbeat (broker time)", "interval", "silent"):
+            table.add_column(col)
+        table.add_column("state")
+        for h in health:
+            table.add_row(
+                h.producer_id,
+                h.topic,
+                h.last_heartbeat_at.isoformat(timespec="seconds"),
+                f"{h.interval.total_seconds():.0f}s",
+                f"{h.silent_for.total_seconds():.0f}s",
+                "[bold red]STALE[/]" if h.stale else "ok",
+            )
+        console.print(table)
+        if not health:
+            console.print("no heartbeat seen yet")
+    if any(h.stale for h in health):
+        raise typer.Exit(1)

@@ -3,8 +3,9 @@
 This module owns
 
 * the frozen values a consumer hands to the store (:class:`StoredRecord`, :class:`WithheldReceipt`,
-  :class:`QuarantineEntry`, :class:`Amendment`, :class:`ChainState`, gathered in a :class:`Batch`),
-  and the views it reads back (:class:`StoredRecordView`, :class:`HistoryEntry`);
+  :class:`QuarantineEntry`, :class:`Amendment`, :class:`ChainState`, :class:`FeedBeat`, gathered
+  in a :class:`Batch`), and the views it reads back (:class:`StoredRecordView`,
+  :class:`HistoryEntry`; :meth:`Store.feeds` reads back :class:`FeedBeat` too);
 * the :class:`Store` protocol every backend implements;
 * :class:`SqlStore`, the backend-neutral commit and query logic over a DB-API connection, so that
   SQLite (:mod:`intelbus.store.sqlite`) and PostgreSQL (:mod:`intelbus.store.postgres`) behave the
@@ -27,9 +28,13 @@ payload as it was before. A correction whose new content this agency's policy wi
 whose target is not (yet) stored is kept **pending** and applied, in arrival order, when the
 target arrives in a later batch; a target that was withheld never arrives, so its amendments stay
 pending (they are counted in :meth:`Store.summary`). A pending amendment whose target turns out
-to belong to another producer is refused (status ``refused``), never applied. An amendment of a
-stored record by another producer makes :meth:`Store.commit` raise: the pipeline must have
-quarantined it (``foreign_target``) before it got here.
+to belong to another producer is refused (status ``refused``), never applied; so is one whose
+target arrives later in the same batch (from another partition, so the pipeline could not know
+its producer yet). An amendment of a record stored by an earlier batch by another producer makes
+:meth:`Store.commit` raise: the pipeline must have quarantined it (``foreign_target``).
+
+Feeds. The newest heartbeat seen from each producer on each topic (broker append time, promised
+interval), kept so a frozen feed can be noticed across consumer restarts (consumers/liveness.py).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from intelbus.log import get_logger
 
 log = get_logger("intelbus.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the feeds table
 DIGEST_SIZE = 32
 #: Rows per page when :meth:`Store.iter_records` streams an export.
 EXPORT_PAGE = 500
@@ -161,6 +166,22 @@ class ChainState:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedBeat:
+    """A heartbeat seen: ``producer_id`` was alive at ``at`` on ``topic`` and promised another
+    within ``interval_ms``. ``at`` is the broker's append time where known."""
+
+    producer_id: str
+    topic: str
+    at: datetime
+    interval_ms: int
+
+    def __post_init__(self) -> None:
+        _aware("at", self.at)
+        if self.interval_ms <= 0:
+            raise StoreError(f"heartbeat of {self.producer_id}: interval must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Everything one poll produced; committed in one transaction together with the offsets."""
 
@@ -170,6 +191,7 @@ class Batch:
     quarantined: Sequence[QuarantineEntry] = ()
     amendments: Sequence[Amendment] = ()
     chain: Sequence[ChainState] = ()
+    beats: Sequence[FeedBeat] = ()
     #: (topic, partition) -> the next offset to read.
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
@@ -236,6 +258,10 @@ class Store(Protocol):
 
     def get(self, record_id: str) -> StoredRecordView | None:
         """The stored record with its history, or None (never stored, or only a withheld receipt)."""
+        ...
+
+    def feeds(self) -> list[FeedBeat]:
+        """The newest heartbeat of each (producer, topic) ever seen, by producer then topic."""
         ...
 
     def producer_of(self, record_id: str) -> str | None:
@@ -347,6 +373,15 @@ ON CONFLICT (producer_id, stream) DO UPDATE
 SET last_sequence = excluded.last_sequence, last_digest = excluded.last_digest
 WHERE excluded.last_sequence > chain.last_sequence
 """
+
+_UPSERT_FEED = """
+INSERT INTO feeds (producer_id, topic, last_heartbeat_at, interval_ms) VALUES (?, ?, ?, ?)
+ON CONFLICT (producer_id, topic) DO UPDATE
+SET last_heartbeat_at = excluded.last_heartbeat_at, interval_ms = excluded.interval_ms
+WHERE excluded.last_heartbeat_at > feeds.last_heartbeat_at
+"""
+
+_LOAD_FEEDS = "SELECT producer_id, topic, last_heartbeat_at, interval_ms FROM feeds ORDER BY producer_id, topic"
 
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
@@ -606,8 +641,18 @@ class SqlStore(abc.ABC):
             self._exec(
                 cur, _UPSERT_CHAIN, (c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))
             )
+        self._write_beats(cur, batch.beats)
         for (topic, partition), next_offset in sorted(batch.offsets.items()):
             self._exec(cur, self._UPSERT_OFFSET, (batch.group_id, topic, partition, next_offset))
+
+    def _write_beats(self, cur: Any, beats: Sequence[FeedBeat]) -> None:  # noqa: ANN401 - cursor
+        newest: dict[tuple[str, str], FeedBeat] = {}
+        for b in beats:
+            seen = newest.get((b.producer_id, b.topic))
+            if seen is None or b.at > seen.at:
+                newest[(b.producer_id, b.topic)] = b
+        for (producer_id, topic), b in sorted(newest.items()):
+            self._exec(cur, _UPSERT_FEED, (producer_id, topic, self._enc_time(b.at), b.interval_ms))
 
     def _amendment_from_row(self, row: Sequence[Any]) -> Amendment:
         return Amendment(
@@ -667,6 +712,13 @@ class SqlStore(abc.ABC):
     def load_offsets(self, group_id: str, topic: str) -> dict[int, int]:
         """See :meth:`Store.load_offsets`."""
         return {int(p): int(o) for p, o in self._query(_LOAD_OFFSETS, (group_id, topic))}
+
+    def feeds(self) -> list[FeedBeat]:
+        """See :meth:`Store.feeds`."""
+        return [
+            FeedBeat(str(p), str(t), self._dec_time(at), int(interval))
+            for p, t, at, interval in self._query(_LOAD_FEEDS)
+        ]
 
     def load_chain(self) -> dict[tuple[str, str], ChainState]:
         """See :meth:`Store.load_chain`."""

@@ -141,6 +141,17 @@ CREATE TABLE offsets (
 );
 """
 
+# Version 2 added the feeds table; a version 1 store gets just this.
+_SCHEMA_V2 = """
+CREATE TABLE feeds (
+    producer_id       text COLLATE "C" NOT NULL,
+    topic             text COLLATE "C" NOT NULL,
+    last_heartbeat_at timestamptz NOT NULL,
+    interval_ms       bigint NOT NULL,
+    PRIMARY KEY (producer_id, topic)
+);
+"""
+
 
 def _lock_key(record_id: str) -> int:
     """A signed 32-bit key for an id: a collision only makes two ids share one lock."""
@@ -192,10 +203,20 @@ FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, 
                         f"store schema version {version} is newer than this intelbus "
                         f"({SCHEMA_VERSION})"
                     )
-                return
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    cur.execute(statement.encode())
+                if version == SCHEMA_VERSION:
+                    return
+                if version != 1:
+                    raise StoreError(
+                        f"store schema version {version} is not one this intelbus made"
+                    )
+                steps = [_SCHEMA_V2]
+            else:
+                steps = [_SCHEMA, _SCHEMA_V2]
+            for script in steps:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        cur.execute(statement.encode())
+            cur.execute("DELETE FROM schema_version")
             cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
 
         self._transaction(work)

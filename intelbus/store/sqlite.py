@@ -126,6 +126,17 @@ CREATE TABLE offsets (
 );
 """
 
+# Version 2 added the feeds table; a version 1 store gets just this.
+_SCHEMA_V2 = """
+CREATE TABLE feeds (
+    producer_id       TEXT NOT NULL,
+    topic             TEXT NOT NULL,
+    last_heartbeat_at TEXT NOT NULL,
+    interval_ms       INTEGER NOT NULL,
+    PRIMARY KEY (producer_id, topic)
+);
+"""
+
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=FULL",
@@ -199,11 +210,14 @@ FROM records WHERE instr(lower(payload), ?) > 0 ORDER BY event_at DESC, record_i
                 raise StoreError(
                     f"store schema version {version} is newer than this intelbus ({SCHEMA_VERSION})"
                 )
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
+            if version == SCHEMA_VERSION:
+                return
+            steps = [_SCHEMA, _SCHEMA_V2] if version == 0 else [_SCHEMA_V2]
+            for script in steps:
+                for statement in script.split(";"):
                     if statement.strip():
                         cur.execute(statement)
-                cur.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            cur.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
         self._transaction(work)
 

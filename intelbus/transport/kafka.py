@@ -46,6 +46,7 @@ from kafka.errors import (
 )
 
 from intelbus.errors import KafkaUnavailableError
+from intelbus.log import get_logger
 from intelbus.transport.security import (
     AclBinding,
     AclOperation,
@@ -60,6 +61,8 @@ from intelbus.transport.security import (
     TransportSecurity,
 )
 from intelbus.transport.topics import TopicSpec
+
+log = get_logger("intelbus.transport")
 
 # Bounded so a dead bootstrap address fails in seconds, not minutes.
 _ADMIN_TIMEOUTS: Mapping[str, int] = {
@@ -429,6 +432,30 @@ def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[in
         consumer.close()
 
 
+def close_producer(producer: Any, timeout_s: float = 5.0) -> None:
+    """Close a producer, abandoning whatever it still has unacknowledged after ``timeout_s``.
+
+    kafka-python's ``close`` flushes first and raises ``KafkaTimeoutError`` when the flush does not
+    finish, leaving the producer open and its sender thread running. The bus closes a producer
+    exactly when sends are failing (to get a fresh one, whose idempotence state is clean), so a
+    timed-out flush is expected there: the records still buffered were already reported as not
+    acknowledged and are resent with the same bytes by their caller. Never raises.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError:
+        log.info("producer.close_timed_out", timeout_s=timeout_s)
+    else:
+        return
+    # No public API aborts the buffered batches: stop the sender thread, which aborts them.
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(timeout_s)
+    with contextlib.suppress(KafkaError):
+        producer.close(timeout=0)
+
+
 def make_producer(
     bootstrap_servers: str, *, security: TransportSecurity | None = None, **overrides: Any
 ) -> Any:
@@ -553,19 +580,31 @@ def send_and_wait(
     return int(meta.partition), int(meta.offset)
 
 
+def _delivery_timeout_s(producer: Any) -> float:
+    config = getattr(producer, "config", None) or {}
+    return float(config.get("delivery_timeout_ms", PRODUCER_DEFAULTS["delivery_timeout_ms"])) / 1000
+
+
 def send_many(
     producer: Any,
     items: Sequence[tuple[str, bytes]],
     *,
     key: bytes | None,
-    timeout_s: float = 120.0,
+    timeout_s: float | None = None,
 ) -> list[tuple[int, int] | SendFailed]:
     """Send records without waiting between them, then wait for every acknowledgement.
 
     Returns, in order, ``(partition, offset)`` for each acknowledged record or the
     :class:`SendFailed` that says why it was not (``indeterminate`` as in :func:`send_and_wait`).
     The idempotent producer keeps the records of one partition in order across its retries.
+
+    The wait is bounded by ``timeout_s``, by default the producer's delivery timeout plus a few
+    seconds: kafka-python 3.0.12 did not fail an in-flight request on a connection that went
+    silent (a blackholed broker, tests/faults) at its request timeout, so its own delivery
+    timeout alone did not end the wait.
     """
+    if timeout_s is None:
+        timeout_s = _delivery_timeout_s(producer) + 5.0
     futures: list[Any] = []
     for topic, value in items:
         try:

@@ -39,7 +39,7 @@ from intelbus.envelope.wire import (
 )
 from intelbus.errors import ReasonCode
 from intelbus.identity import AgencyIdentity
-from intelbus.records import Correction, Retraction
+from intelbus.records import Correction, Heartbeat, Retraction
 from intelbus.transport.topics import Family
 from tests.attacks.harness import attack, inject, sighting
 from tests.simulator import _ADMIN_SEEDS, ENV, INCIDENTS, SIGHTINGS, BusSimulator, SimulatedConsumer
@@ -445,12 +445,48 @@ def test_a_replayed_heartbeat_cannot_fake_liveness(
 ) -> None:
     """A withholding broker re-serving an old heartbeat (to hide a freeze): CHAIN_REPLAY."""
     beat = next(r for r in sim.log if r.topic == HEARTBEATS)
+    feeds = herts.store.feeds()
+    assert [(f.producer_id, f.topic) for f in feeds] == [("cst", HEARTBEATS)]
     attack(
         herts,
-        [inject(sim, beat.value, topic=HEARTBEATS)],
+        [
+            inject(
+                sim,
+                beat.value,
+                topic=HEARTBEATS,
+                appended_at=datetime.now(UTC) + timedelta(hours=1),
+            )
+        ],
         R.CHAIN_REPLAY,
         case="freeze.replayed_heartbeat",
     )
+    assert herts.store.feeds() == feeds  # the feed's last heartbeat did not move
+
+
+def test_a_heartbeat_speaking_for_another_producer_is_refused(
+    sim: BusSimulator, herts: SimulatedConsumer
+) -> None:
+    """CST's genuine key signing a heartbeat that names GMP: it must not keep GMP's feed alive."""
+    now = datetime.now(UTC)
+    fake = Heartbeat(producer_id="gmp", sent_at=now, interval_ms=30_000, streams=())
+    fp, payload = sim.publisher().registry.encode(Heartbeat.SCHEMA, fake.to_avro())
+    sim.publisher()._publish_payload(
+        HEARTBEATS,
+        kind=RecordKind.HEARTBEAT,
+        fingerprint=fp,
+        payload=payload,
+        keys=[sim.history.recipient_key("herts-police", now)],
+        record_id=uuid.uuid4(),
+    )
+    feeds = herts.store.feeds()
+    attack(
+        herts,
+        [sim.log[-1]],
+        R.SCHEMA_VIOLATION,
+        case="freeze.heartbeat_for_another",
+        authentic=True,
+    )
+    assert herts.store.feeds() == feeds
 
 
 # --- mix-and-match -----------------------------------------------------------------------------------

@@ -11,10 +11,15 @@ A broker that cannot start fails this module (LocalKafka raises), it never skips
 from __future__ import annotations
 
 import os
+import signal
+import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from intelbus.transport import kafka as transport
+from intelbus.transport.topics import TopicSpec, audit_topic_config
 from tests.conftest import OPT_OUT_ENV
 from tests.faults.scenarios import Bed, leader_kill, open_bed
 from tests.faults.workspace import build
@@ -43,3 +48,29 @@ def test_leader_kill_9_loses_no_acknowledged_record_and_stores_none_twice(bed: B
     assert check["violations"] == {}
     assert {k: v for k, v in result.expectations.items() if not v} == {}
     assert result.passed
+
+
+def test_a_producer_closed_while_the_cluster_is_frozen_neither_raises_nor_hangs(bed: Bed) -> None:
+    """The publisher replaces its producer when sends fail; kafka-python's close() then raised
+    KafkaTimeoutError from its flush and crashed the publisher (found by the leader-SIGSTOP case).
+    close_producer must return, with the producer closed and the buffered send failed."""
+    topic = f"close-{uuid.uuid4().hex[:10]}"
+    transport.create_topics(
+        bed.bootstrap, [TopicSpec(topic, 1, 3, audit_topic_config(min_insync_replicas=2))]
+    )
+    producer = transport.make_producer(bed.bootstrap)
+    try:
+        transport.send_and_wait(producer, topic, b"first", key=b"k")  # metadata and connections
+        for node in (1, 2, 3):
+            bed.cluster.signal_node(node, signal.SIGSTOP)
+            bed.paused.add(node)
+        future = producer.send(topic, value=b"never acknowledged", key=b"k")
+        started = time.monotonic()
+        transport.close_producer(producer, timeout_s=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        bed.heal()
+    assert producer._closed  # kafka-python keeps no public "closed" flag
+    assert future.is_done
+    assert future.failed()
+    assert elapsed < 60, f"close_producer hung for {elapsed:.0f}s"

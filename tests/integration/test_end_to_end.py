@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from consumers.agency import Stats
 from consumers.config import ConsumerConfig
+from consumers.liveness import LivenessWatch
 from intelbus.cli import demo_cmd
 from intelbus.cli.consume_cmd import build_consumer
 from intelbus.cli.publish_cmd import build_publisher
@@ -307,3 +309,27 @@ def test_records_signed_by_the_real_producer_that_fail_later_checks_are_quaranti
         assert len(store.quarantine_entries(10)) == 3
     finally:
         store.close()
+
+
+def test_a_heartbeat_keeps_a_feed_alive_and_its_absence_raises_the_alarm(fed: Federation) -> None:
+    """Real broker: CST's heartbeat (1 s interval) lands in Herts's feeds with the broker's time;
+    a consumer that is caught up and hears nothing more logs consumer.feed_stale, once."""
+    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
+    try:
+        publisher.heartbeat(1.0)
+    finally:
+        publisher.close()
+    consumer = build_consumer(ConsumerConfig.load(fed.root / "herts-police.toml"))
+    consumer.liveness = LivenessWatch(every_s=0.5)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            stats = consumer.run(until_idle=True, idle_polls=8)  # 8 empty polls of 500 ms: > 1.5 s
+        feeds = consumer.store.feeds()
+    finally:
+        consumer.store.close()
+    assert stats.heartbeats == 1
+    assert [(f.producer_id, f.topic, f.interval_ms) for f in feeds] == [
+        ("cst", f"{fed.prefix}.heartbeats", 1000)
+    ]
+    stale = [e for e in logs if e["event"] == "consumer.feed_stale"]
+    assert [(e["producer"], e["topic"]) for e in stale] == [("cst", f"{fed.prefix}.heartbeats")]

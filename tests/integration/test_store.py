@@ -24,6 +24,7 @@ from intelbus.store import (
     Amendment,
     Batch,
     ChainState,
+    FeedBeat,
     QuarantineEntry,
     Store,
     StoredRecord,
@@ -412,6 +413,19 @@ def test_amending_another_producers_record_fails_the_batch(store: Store) -> None
     assert not view.retracted
 
 
+def test_a_foreign_amendment_whose_target_arrives_in_the_same_batch_is_refused(
+    store: Store,
+) -> None:
+    """The target came from another partition in the same poll, so the pipeline could not know
+    its producer: the store refuses the amendment instead of failing the batch on every retry
+    (which stopped the consumer)."""
+    store.commit(batch(records=[rec(1)], amendments=[retraction(2, 1, producer="mallory")]))
+    view = store.get(_id(1))
+    assert view is not None
+    assert (view.retracted, view.version) == (False, 1)
+    assert store.summary()["amendments_refused"] == 1
+
+
 def test_a_correction_whose_content_is_withheld_marks_the_record_superseded(store: Store) -> None:
     """Policy withholds the corrected content: keep what we hold, flag it as superseded."""
     store.commit(batch(records=[rec(1)]))
@@ -631,3 +645,41 @@ def test_postgres_pending_amendment_and_target_committed_at_once(postgres_url: s
         finally:
             a.close()
             b.close()
+
+
+# --- feeds (heartbeats) ---------------------------------------------------------------------------------
+
+
+def beat(producer: str, minutes: int, *, topic: str = "cst.heartbeats", interval_s: int = 30):
+    return FeedBeat(producer, topic, T0 + timedelta(minutes=minutes), interval_s * 1000)
+
+
+def test_feeds_keep_the_newest_heartbeat_of_each_producer_and_topic(store: Store) -> None:
+    """Newest wins within a batch and across batches; an older beat never moves a feed back."""
+    assert store.feeds() == []
+    store.commit(batch(beats=[beat("cst", 5), beat("cst", 7, interval_s=60), beat("cst", 6)]))
+    store.commit(batch(beats=[beat("gmp", 1, topic="gmp.heartbeats")]))
+    store.commit(batch(beats=[beat("cst", 3)]))  # late, older: ignored
+    assert store.feeds() == [beat("cst", 7, interval_s=60), beat("gmp", 1, topic="gmp.heartbeats")]
+    store.commit(batch(beats=[beat("cst", 9)]))
+    assert store.feeds()[0] == beat("cst", 9)
+
+
+def test_a_version_1_store_gains_the_feeds_table_on_open(store_url: str) -> None:
+    """Stores made before heartbeats were kept (schema 1) are upgraded in place, rows intact."""
+    s = open_store(store_url)
+    s.commit(batch(records=[rec(1)]))
+    # Wind the schema back to version 1, as an older intelbus left it.
+    s._conn.execute("DROP TABLE feeds")  # type: ignore[attr-defined]
+    if store_url.startswith("postgresql"):
+        s._conn.execute("UPDATE schema_version SET version = 1")  # type: ignore[attr-defined]
+    else:
+        s._conn.execute("PRAGMA user_version=1")  # type: ignore[attr-defined]
+    s.close()
+    s = open_store(store_url)
+    try:
+        assert s.get(_id(1)) is not None
+        s.commit(batch(beats=[beat("cst", 1)]))
+        assert s.feeds() == [beat("cst", 1)]
+    finally:
+        s.close()

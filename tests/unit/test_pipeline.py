@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.pipeline import NOT_ADDRESSED_RULE, Amend, Kept, RawRecord, Receipt, Rejected
+from consumers.pipeline import NOT_ADDRESSED_RULE, Amend, Beat, Kept, RawRecord, Receipt, Rejected
 from intelbus.errors import ReasonCode
 from intelbus.policy.agreement import NoRecipients
 from intelbus.policy.rules import Action
@@ -230,15 +230,16 @@ def test_an_unknown_producer_key_is_refused(sim: BusSimulator, tmp_path: Path) -
     assert result.reason in {ReasonCode.UNKNOWN_KEY, ReasonCode.KEY_NOT_VALID}
 
 
-def test_heartbeats_verify_and_keep_nothing(sim: BusSimulator) -> None:
-    """A heartbeat advances its stream's chain and produces no stored row."""
+def test_heartbeats_verify_and_keep_only_their_promise(sim: BusSimulator) -> None:
+    """A heartbeat advances its stream's chain and yields a Beat (no record): who, and the interval."""
     pub = sim.publisher()
     pub.publish(_sighting())
     pub.heartbeat(30)
     beat = sim.log[-1]
     assert beat.topic == "sim.heartbeats"
     outcome = sim.pipeline().process(beat)
-    assert outcome.result is None
+    assert isinstance(outcome.result, Beat)
+    assert (outcome.result.producer_id, outcome.result.interval_ms) == ("cst", 30_000)
     assert outcome.chain is not None
     assert outcome.chain.stream == "sim.heartbeats"
 

@@ -1,4 +1,4 @@
-"""The analyst's commands: ``intelbus store list|show|search|export|quarantine|summary``.
+"""The analyst's commands: ``intelbus store list|show|search|export|quarantine|summary|feeds``.
 
 A real SQLite store is filled with the deterministic sample feed (as a consumer would have stored
 it), then read back through the CLI; exports are parsed again and compared with the store.
@@ -23,6 +23,7 @@ from intelbus.records import Sighting
 from intelbus.store import (
     Amendment,
     Batch,
+    FeedBeat,
     QuarantineEntry,
     StoredRecord,
     WithheldReceipt,
@@ -273,3 +274,31 @@ def test_quarantine_and_summary(filled) -> None:
     assert re.search(rf"stored\s*│\s*{len(rows)}\b", out)
     assert re.search(r"withheld\s*│\s*1\b", out)
     assert re.search(r"quarantined:malformed\s*│\s*1\b", out)
+
+
+def test_feeds_report_each_producer_and_fail_while_one_is_stale(tmp_path: Path) -> None:
+    """A monitoring check: exit 0 while every feed is on time, 1 once one is overdue."""
+    path = tmp_path / "herts.sqlite"
+    now = datetime.now(UTC)
+    store = open_store(str(path))
+    try:
+        store.commit(
+            Batch(
+                "herts",
+                beats=[
+                    FeedBeat("cst", "intelbus.heartbeats", now - timedelta(seconds=10), 30_000),
+                    FeedBeat("gmp", "intelbus.heartbeats", now - timedelta(minutes=2), 60_000),
+                ],
+            )
+        )
+    finally:
+        store.close()
+    out = _run("store", "feeds", "--store", str(path), "--tolerance", "3")  # gmp: 120 s <= 180 s
+    assert re.search(r"cst\s*│.*│\s*ok", out)
+    assert re.search(r"gmp\s*│.*│\s*ok", out)
+    result = runner.invoke(app, ["store", "feeds", "--store", str(path), "--json"])
+    assert result.exit_code == 1  # gmp: 120 s > 60 s x 1.5
+    lines = {j["producer"]: j for j in map(json.loads, result.stdout.splitlines())}
+    assert (lines["cst"]["stale"], lines["gmp"]["stale"]) == (False, True)
+    assert lines["gmp"]["interval_s"] == 60
+    assert lines["gmp"]["silent_s"] >= 120

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from intelbus.store import StoreError, open_store
+from intelbus.store.base import SCHEMA_VERSION
 from intelbus.store.sqlite import BUSY_TIMEOUT_MS, SqliteStore, connect, settings
 
 SYNCHRONOUS_FULL = 2
@@ -59,7 +60,7 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> N
     SqliteStore(path).close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         conn.execute("PRAGMA user_version=99")
     finally:
         conn.close()

@@ -1,0 +1,128 @@
+"""The frozen-feed alarm: a producer whose signed heartbeats have stopped arriving.
+
+SECURITY.md's "indefinite freeze": a broker (or anything between it and us) can withhold a
+producer's records without forging one, and every record that does arrive still verifies. So
+producers publish signed heartbeats that promise the next within an interval, and the store keeps
+the newest one per producer and topic, stamped with the broker's append time (a producer's own
+clock cannot make its feed look alive). A feed is **stale** when that heartbeat is older than
+interval x tolerance.
+
+The consumer judges its feeds only when it is caught up (a poll returned less than a full batch),
+at most every ``every_s`` seconds: while it works through a backlog, old heartbeats say nothing
+about the feed. It logs ``consumer.feed_stale`` once when a feed goes quiet and
+``consumer.feed_resumed`` when it speaks again. ``intelbus store feeds`` shows the same judgement
+to an operator or a monitoring check (its exit status is 1 while a feed is stale).
+
+A producer never heard from has no row, so it is not judged here: which producers *should* be
+heard is the directory's to say, and the auditor (consumers/audit) reports silences over a whole
+topic's history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from intelbus.log import get_logger
+from intelbus.store.base import FeedBeat, Store, StoreError
+
+log = get_logger("consumers.liveness")
+
+#: The auditor's default too: a heartbeat may be half an interval late before the feed is stale.
+DEFAULT_TOLERANCE = 1.5
+DEFAULT_EVERY_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHealth:
+    """One feed's judgement at ``now``: how long since its newest heartbeat, and whether stale."""
+
+    producer_id: str
+    topic: str
+    last_heartbeat_at: datetime
+    interval: timedelta
+    silent_for: timedelta
+    stale: bool
+
+
+def assess(
+    feeds: Iterable[FeedBeat], now: datetime, tolerance: float = DEFAULT_TOLERANCE
+) -> list[FeedHealth]:
+    """Judge each feed at ``now`` (timezone-aware).
+
+    Raises:
+        ValueError: ``tolerance`` below 1 (a feed would be stale before its promise was due), or
+            ``now`` naive.
+    """
+    if tolerance < 1.0:
+        raise ValueError(f"tolerance must be at least 1, got {tolerance}")
+    if now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    out: list[FeedHealth] = []
+    for f in feeds:
+        interval = timedelta(milliseconds=f.interval_ms)
+        # A broker clock ahead of ours gives a negative age: that is "just now", not a failure.
+        silent = max(now - f.at, timedelta(0))
+        out.append(
+            FeedHealth(
+                f.producer_id, f.topic, f.at, interval, silent, silent > interval * tolerance
+            )
+        )
+    return out
+
+
+class LivenessWatch:
+    """Judges the store's feeds now and then and logs when one goes quiet or speaks again."""
+
+    def __init__(
+        self,
+        *,
+        every_s: float = DEFAULT_EVERY_S,
+        tolerance: float = DEFAULT_TOLERANCE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if tolerance < 1.0:
+            raise ValueError(f"tolerance must be at least 1, got {tolerance}")
+        self.every_s = every_s
+        self.tolerance = tolerance
+        self.clock = clock
+        self.monotonic = monotonic
+        self.stale: set[tuple[str, str]] = set()
+        self._next_check = 0.0
+
+    def maybe_check(self, store: Store) -> list[FeedHealth] | None:
+        """:meth:`check`, unless one ran less than ``every_s`` seconds ago (then None)."""
+        now = self.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + self.every_s
+        return self.check(store)
+
+    def check(self, store: Store) -> list[FeedHealth] | None:
+        """Judge every feed now and log the changes. None if the store could not be read: an
+        alarm that cannot look must not stop the consumer (the next check tries again)."""
+        try:
+            feeds = store.feeds()
+        except StoreError as e:
+            log.warning("liveness.check_failed", error=type(e).__name__)
+            return None
+        health = assess(feeds, self.clock(), self.tolerance)
+        for h in health:
+            key = (h.producer_id, h.topic)
+            if h.stale and key not in self.stale:
+                self.stale.add(key)
+                log.warning(
+                    "consumer.feed_stale",
+                    producer=h.producer_id,
+                    topic=h.topic,
+                    silent_s=round(h.silent_for.total_seconds()),
+                    interval_s=h.interval.total_seconds(),
+                    last_heartbeat_at=h.last_heartbeat_at.isoformat(),
+                )
+            elif not h.stale and key in self.stale:
+                self.stale.discard(key)
+                log.info("consumer.feed_resumed", producer=h.producer_id, topic=h.topic)
+        return health
