@@ -138,8 +138,16 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: a random UUID in Kafka's URL-safe base64 form without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: a random UUID in Kafka's URL-safe base64 form without padding.
+
+    One in 64 of those starts with "-", which kafka-storage's argument parser reads as an option
+    ("--cluster-id: expected one argument": the demo failed so). Kafka's own Uuid.randomUuid()
+    draws again in that case; so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,15 @@ def test_cluster_id_is_kafka_shaped() -> None:
     cid = new_cluster_id()
     assert len(cid) == 22
     assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage reads "-..." as an option: such ids are drawn again, as Kafka itself does."""
+    dash = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64 "-wAAAAAAAAAAAAAAAAAAAA"
+    plain = uuid.UUID(int=1)
+    draws = iter([dash, dash, plain])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAQ"
 
 
 def test_cluster_state_round_trips_through_json() -> None:
