@@ -1,14 +1,18 @@
-"""``intelbus publish sighting|incident|correction|retraction``: a producer's command.
+"""``intelbus publish sighting|incident|correction|retraction`` and ``intelbus heartbeat``: a
+producer's commands.
 
-Reads JSON, JSON Lines or CSV (a file or ``-`` for stdin), validates each item with the models,
+``publish`` reads JSON, JSON Lines or CSV (a file or ``-`` for stdin), validates each item with the models,
 publishes it, and prints what the broker acknowledged (record id, topic, partition, offset) or a
 clear per-item error, without stopping the batch. Exit 0 only if every item was published.
+``heartbeat`` publishes the signed heartbeats that let consumers notice a frozen feed.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -132,3 +136,44 @@ def publish(  # noqa: PLR0912 - one branch per outcome, each printed
         console.print(f"{ok} published, {failed} not published")
     if failed:
         raise typer.Exit(1)
+
+
+def heartbeat(
+    config: Path = typer.Option(..., "--config", help="The producer's config file."),
+    interval: float = typer.Option(
+        30.0, "--interval", min=1.0, help="Seconds between heartbeats: the promise consumers judge."
+    ),
+    once: bool = typer.Option(False, "--once", help="Publish one heartbeat and exit (cron)."),
+) -> None:
+    """Publish signed heartbeats, so consumers can tell a quiet producer from a withheld feed.
+
+    Runs until stopped (SIGTERM or Ctrl-C) unless ``--once``. A heartbeat that cannot be published
+    is reported and tried again at the next tick; with ``--once`` the exit status is 1.
+    """
+    try:
+        publisher = build_publisher(ProducerConfig.load(config))
+    except IntelbusError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while True:
+            try:
+                p = publisher.heartbeat(interval)
+            except (PublishError, IntelbusError) as e:
+                err.print(f"[red]heartbeat not published:[/] {e}", highlight=False)
+                if once:
+                    raise typer.Exit(1) from None
+            else:
+                console.print(
+                    f"heartbeat {p.record_id} to {p.topic} [{p.partition}:{p.offset}] "
+                    f"seq {p.sequence}, next within {interval:g}s",
+                    highlight=False,
+                )
+            if once or stop.wait(interval):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        publisher.close()

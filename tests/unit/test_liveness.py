@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from consumers import liveness
 from consumers.liveness import LivenessWatch, assess
 from intelbus.store import Batch, FeedBeat, StoreError
 from intelbus.store.sqlite import SqliteStore
@@ -56,24 +57,34 @@ def test_nonsense_settings_are_refused() -> None:
         LivenessWatch(tolerance=0.9)
 
 
-def test_the_watch_logs_a_freeze_once_and_the_recovery_once(store: SqliteStore) -> None:
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """What consumers.liveness logs. Its logger is swapped rather than using capture_logs, which
+    misses loggers cached by an earlier configure() in the same test session."""
+    capture = structlog.testing.LogCapture()
+    monkeypatch.setattr(liveness, "log", structlog.wrap_logger(None, processors=[capture]))
+    return capture.entries  # type: ignore[return-value]
+
+
+def test_the_watch_logs_a_freeze_once_and_the_recovery_once(
+    store: SqliteStore, logs: list[dict[str, object]]
+) -> None:
     clock = Clock()
     watch = LivenessWatch(every_s=10, clock=lambda: clock.now, monotonic=lambda: clock.mono)
     store.commit(Batch("g", beats=[beat("cst", T0), beat("gmp", T0, interval_s=600)]))
-    with structlog.testing.capture_logs() as logs:
-        assert watch.maybe_check(store) is not None
-        clock.advance(5)
-        assert watch.maybe_check(store) is None  # not due yet
-        clock.advance(55)  # cst silent 60 s > 45 s: stale; gmp (10 min interval) fine
-        health = watch.maybe_check(store)
-        assert health is not None
-        assert {h.producer_id: h.stale for h in health} == {"cst": True, "gmp": False}
-        clock.advance(10)
-        watch.maybe_check(store)  # still stale: no second alarm
-        store.commit(Batch("g", beats=[beat("cst", clock.now)]))
-        clock.advance(10)
-        watch.maybe_check(store)
-    alarms = [e for e in logs if e["event"].startswith("consumer.feed_")]  # not the store's
+    assert watch.maybe_check(store) is not None
+    clock.advance(5)
+    assert watch.maybe_check(store) is None  # not due yet
+    clock.advance(55)  # cst silent 60 s > 45 s: stale; gmp (10 min interval) fine
+    health = watch.maybe_check(store)
+    assert health is not None
+    assert {h.producer_id: h.stale for h in health} == {"cst": True, "gmp": False}
+    clock.advance(10)
+    watch.maybe_check(store)  # still stale: no second alarm
+    store.commit(Batch("g", beats=[beat("cst", clock.now)]))
+    clock.advance(10)
+    watch.maybe_check(store)
+    alarms = [e for e in logs if str(e["event"]).startswith("consumer.feed_")]
     assert [(e["event"], e["producer"]) for e in alarms] == [
         ("consumer.feed_stale", "cst"),
         ("consumer.feed_resumed", "cst"),
@@ -82,11 +93,12 @@ def test_the_watch_logs_a_freeze_once_and_the_recovery_once(store: SqliteStore) 
     assert watch.stale == set()
 
 
-def test_a_store_that_cannot_be_read_does_not_stop_the_consumer(store: SqliteStore) -> None:
+def test_a_store_that_cannot_be_read_does_not_stop_the_consumer(
+    store: SqliteStore, logs: list[dict[str, object]]
+) -> None:
     watch = LivenessWatch()
     store.close()
     with pytest.raises(StoreError):
         store.feeds()
-    with structlog.testing.capture_logs() as logs:
-        assert watch.check(store) is None
+    assert watch.check(store) is None
     assert [e["event"] for e in logs] == ["liveness.check_failed"]
