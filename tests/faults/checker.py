@@ -7,8 +7,8 @@ Inputs are three independent views of one run:
 * the **topic**, read whole from offset 0 by a fresh group-less reader (:func:`read_topic`); each
   value's envelope header is parsed, *not verified* (the checker asks where records went, not whether
   they are genuine: that is the attack suite's job);
-* the consumer's **store**, read with a plain read-only SQLite connection (:func:`read_store`),
-  not through the store class under test.
+* the consumer's **store**, read with a plain read-only SQLite or PostgreSQL connection
+  (:func:`read_store`), not through the store class under test.
 
 :func:`check` is pure, so it is unit-tested on synthetic histories (tests/faults/test_checker.py).
 Topic duplicates are reported, not failed: the bus is at-least-once by design (an indeterminate
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,27 +281,39 @@ def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> list[
         consumer.close()
 
 
-def read_store(path: Path, *, group_id: str | None = None) -> StoreView:
-    """The store's records, quarantine reasons and offsets, through a read-only SQLite connection."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+def read_store(where: Path | str, *, group_id: str | None = None) -> StoreView:
+    """The store's records, quarantine reasons and offsets, read with a plain read-only connection
+    (SQLite file, or a ``postgresql://`` URL), not through the store class under test."""
+    if isinstance(where, str) and where.startswith(("postgresql://", "postgres://")):
+        import psycopg  # noqa: PLC0415 - only PostgreSQL cases need the driver
+
+        with psycopg.connect(where, autocommit=True) as pg:
+            pg.execute("SET default_transaction_read_only = on")
+            return _view(lambda q, p: list(pg.execute(q.replace("?", "%s"), p)), group_id)
+    conn = sqlite3.connect(f"file:{where}?mode=ro", uri=True, timeout=10.0)
     try:
-        rows = tuple(
-            StoreRow(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]))
-            for r in conn.execute(
-                "SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, sequence "
-                "FROM records"
-            )
-        )
-        quarantined = {
-            str(r[0]): int(r[1])
-            for r in conn.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason")
-        }
-        query = "SELECT topic, kafka_partition, next_offset FROM offsets"
-        params: tuple[str, ...] = ()
-        if group_id is not None:
-            query += " WHERE group_id = ?"
-            params = (group_id,)
-        offsets = {(str(r[0]), int(r[1])): int(r[2]) for r in conn.execute(query, params)}
+        return _view(lambda q, p: list(conn.execute(q, p)), group_id)
     finally:
         conn.close()
+
+
+def _view(query: Callable[[str, tuple[str, ...]], list[Any]], group_id: str | None) -> StoreView:
+    rows = tuple(
+        StoreRow(str(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4]), int(r[5]))
+        for r in query(
+            "SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, sequence "
+            "FROM records",
+            (),
+        )
+    )
+    quarantined = {
+        str(r[0]): int(r[1])
+        for r in query("SELECT reason, count(*) FROM quarantine GROUP BY reason", ())
+    }
+    sql = "SELECT topic, kafka_partition, next_offset FROM offsets"
+    params: tuple[str, ...] = ()
+    if group_id is not None:
+        sql += " WHERE group_id = ?"
+        params = (group_id,)
+    offsets = {(str(r[0]), int(r[1])): int(r[2]) for r in query(sql, params)}
     return StoreView(rows, quarantined, offsets)

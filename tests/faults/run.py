@@ -8,16 +8,18 @@ this one run; a suite that is missing or did not run is said to be so, never sho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +27,10 @@ from typing import Any
 
 from deploy.kafka.jars import KAFKA_VERSION
 from tests.faults.checker import CheckReport
-from tests.faults.scenarios import REPO, CaseResult, matrix, open_bed
+from tests.faults.scenarios import REPO, CaseResult, FaultSetupError, matrix, open_bed
+from tests.integration.conftest import SCRIPT as PG_SCRIPT
+from tests.integration.conftest import URL_ENV as PG_URL_ENV
+from tests.integration.conftest import fresh_postgres_database
 
 ATTACK_REPORT_ENV = "INTELBUS_ATTACK_REPORT"
 LIMITS = (
@@ -42,7 +47,9 @@ LIMITS = (
     "to a dead cluster fail in seconds; acks=all, idempotence, max in flight 5 and no compression are "
     "the bus's own settings.",
     "The consumer is checked after the producer finished and faults healed (and, in the consumer "
-    "cases, across its own crashes); the store is SQLite. PostgreSQL is not in this matrix.",
+    "cases, across its own crashes). The store is SQLite, and PostgreSQL in the consumer crash "
+    "cases marked so; the disk-full case is SQLite's alone (a file-size limit on the consumer "
+    "process does not reach a database server), and no case kills the PostgreSQL server itself.",
     "Fault timing follows acknowledgement counts, not wall-clock instants, so a rerun inflicts the "
     "same faults at the same points of the stream, but the interleaving inside Kafka differs.",
     "A passing matrix shows these faults did not lose or duplicate anything in these runs; it is "
@@ -222,7 +229,8 @@ def build_card(
             "min_insync_replicas": 2,
             "unclean_leader_election": False,
             "producer": "acks=all, idempotent, max.in.flight 5, no compression; Publisher.publish_many",
-            "consumer": "intelbus consume (SQLite store, offsets stored with the records)",
+            "consumer": "intelbus consume (SQLite store, PostgreSQL where the case says so; "
+            "offsets stored with the records)",
         },
         "done_when": done,
         "faults": {"totals": fault_totals, "cases": [c.to_dict() for c in cases]},
@@ -337,6 +345,49 @@ def to_markdown(card: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Callable[[], contextlib.AbstractContextManager[str]]]:
+    """PostgreSQL for the run: ``INTELBUS_TEST_POSTGRES_URL``, else a throwaway cluster started by
+    scripts/postgres.sh (as the tests do). Yields a factory of fresh, empty databases. When no
+    server can be had, the factory raises why: those cases fail on the card, never go missing."""
+    url = os.environ.get(PG_URL_ENV) or None
+    bash = shutil.which("bash") or "/bin/bash"
+    cluster: str | None = None
+    why = ""
+    if url is None:
+        # Not under the run folder: the cluster runs as the postgres OS user when we are root.
+        cluster = tempfile.mkdtemp(prefix="intelbus-pg-")
+        started = subprocess.run(
+            [bash, str(PG_SCRIPT), "start", cluster],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        lines = started.stdout.strip().splitlines()
+        if started.returncode == 0 and lines:
+            url = lines[-1]
+        else:
+            why = started.stderr.strip()[-500:] or f"scripts/postgres.sh exit {started.returncode}"
+
+    def fresh() -> contextlib.AbstractContextManager[str]:
+        if url is None:
+            raise FaultSetupError(f"PostgreSQL could not be started: {why}")
+        return fresh_postgres_database(url)
+
+    try:
+        yield fresh
+    finally:
+        if cluster is not None:
+            subprocess.run(
+                [bash, str(PG_SCRIPT), "stop", cluster],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            shutil.rmtree(cluster, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/faults", description=__doc__)
     parser.add_argument("--seed", type=int, default=7)
@@ -358,8 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hostile: dict[str, Any] = {"ran": False, "why": "skipped with --skip-hostile"}
     else:
         hostile = run_hostile_suites(root / "attack-report.jsonl")
-    with open_bed(root / "bed", proxied=True) as bed:
-        cases = matrix(bed, seed=args.seed, scale=args.scale)
+    with postgres_server() as postgres, open_bed(root / "bed", proxied=True) as bed:
+        cases = matrix(bed, seed=args.seed, scale=args.scale, postgres=postgres)
     card = build_card(
         cases,
         hostile,

@@ -507,14 +507,26 @@ def producer_kill(bed: Bed, ws: Workspace, *, count: int, kills: int, seed: int)
 
 
 def consumer_crash(
-    bed: Bed, ws: Workspace, history: Path, *, point: str, count: int, batch_size: int = 200
+    bed: Bed,
+    ws: Workspace,
+    history: Path,
+    *,
+    point: str,
+    count: int,
+    batch_size: int = 200,
+    postgres: str | None = None,
 ) -> CaseResult:
     """The consumer SIGKILLs itself at ``point`` of its 3rd batch; a restart must finish the job
-    with every record stored once and no replay quarantined (the store's offsets win)."""
+    with every record stored once and no replay quarantined (the store's offsets win). The store
+    is SQLite, or the PostgreSQL database ``postgres``."""
+    suffix = "-postgres" if postgres else ""
     result = CaseResult(
-        f"consumer-kill-9-{point.replace('_', '-')}", f"consumer kill -9 {point}", count
+        f"consumer-kill-9-{point.replace('_', '-')}{suffix}",
+        f"consumer kill -9 {point}" + (" (PostgreSQL store)" if postgres else ""),
+        count,
     )
-    config, store, _ = ws.consumer(point, batch_size=batch_size)
+    name = point + suffix
+    config, store, _ = ws.consumer(name, batch_size=batch_size, store=postgres)
     code = run_consumer(
         ws, config, env={"INTELBUS_CRASH_AT": point, "INTELBUS_CRASH_AT_BATCH": "3"}
     )
@@ -531,7 +543,7 @@ def consumer_crash(
     ) == sum(crashed.offsets.values())
     code = run_consumer(ws, config)
     result.expectations["the restarted consumer exited 0"] = code == 0
-    verdict(bed, ws, result, history, consumer=point, consume=False)
+    verdict(bed, ws, result, history, consumer=name, consume=False)
     return result
 
 
@@ -626,10 +638,18 @@ def run_case(name: str, records: int, fn: Callable[[], CaseResult], fault: str =
     return result
 
 
-def matrix(bed: Bed, *, seed: int, scale: int) -> list[CaseResult]:
+def matrix(
+    bed: Bed,
+    *,
+    seed: int,
+    scale: int,
+    postgres: Callable[[], contextlib.AbstractContextManager[str]],
+) -> list[CaseResult]:
     """Every case, on fresh topics each (the consumer-side cases share one produced topic).
 
     ``scale`` is the record count of the big leader-kill case; the others use fractions of it.
+    ``postgres`` gives a fresh empty PostgreSQL database (or raises why it cannot) for the
+    consumer crash points on that store.
     """
     small = max(2000, scale // 4)
     out: list[CaseResult] = []
@@ -719,6 +739,22 @@ def matrix(bed: Bed, *, seed: int, scale: int) -> list[CaseResult]:
                 lambda point=point: consumer_crash(
                     bed, *produced(), point=point, count=consumer_count
                 ),
+            )
+        )
+    for point in ("after_poll", "mid_transaction", "after_db_commit"):
+
+        def on_postgres(point: str = point) -> CaseResult:
+            with postgres() as url:
+                return consumer_crash(
+                    bed, *produced(), point=point, count=consumer_count, postgres=url
+                )
+
+        out.append(
+            run_case(
+                f"consumer-kill-9-{point.replace('_', '-')}-postgres",
+                consumer_count,
+                on_postgres,
+                f"consumer kill -9 {point} (PostgreSQL store)",
             )
         )
     out.append(

@@ -8,7 +8,7 @@ producer and consumer wiring as the demo and the end-to-end tests.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from intelbus.cli import demo_cmd
@@ -26,6 +26,8 @@ class Workspace:
     root: Path
     bootstrap: str
     prefix: str
+    #: consumer name -> the store it was given instead of its own SQLite file (a PostgreSQL URL)
+    stores: dict[str, str] = field(default_factory=dict)
 
     @property
     def topic(self) -> str:
@@ -35,20 +37,29 @@ class Workspace:
     def producer_config(self) -> Path:
         return self.root / "producer.toml"
 
-    def consumer(self, name: str = "main", *, batch_size: int = 500) -> tuple[Path, Path, str]:
-        """A consumer config of its own (store and group): (config, store path, group id)."""
+    def consumer(
+        self, name: str = "main", *, batch_size: int = 500, store: str | None = None
+    ) -> tuple[Path, Path | str, str]:
+        """A consumer config of its own (store and group): (config, store, group id).
+
+        The store is a SQLite file of its own unless ``store`` (a PostgreSQL URL) is given; a name
+        keeps the store it was first given, so later calls find the same one.
+        """
         group = f"{self.prefix}.{FORCE}.{name}"
-        store = self.root / "stores" / f"{name}.sqlite"
-        store.parent.mkdir(parents=True, exist_ok=True)
+        if store is not None:
+            self.stores[name] = store
+        where: Path | str = self.stores.get(name) or self.root / "stores" / f"{name}.sqlite"
+        if isinstance(where, Path):
+            where.parent.mkdir(parents=True, exist_ok=True)
         config = self.root / f"{FORCE}.{name}.toml"
         config.write_text(
             f'agency = "{FORCE}"\nkey_file = "keys/{FORCE}.key"\ndirectory = "directory"\n'
-            f'policy = "{FORCE}.policy.toml"\nstore = "{store}"\n'
+            f'policy = "{FORCE}.policy.toml"\nstore = "{where}"\n'
             f'environment = "{demo_cmd.ENVIRONMENT}"\nbootstrap_servers = "{self.bootstrap}"\n'
             f'topic_prefix = "{self.prefix}"\ngroup_id = "{group}"\nfamilies = ["sightings"]\n'
             f"batch_size = {batch_size}\n"
         )
-        return config, store, group
+        return config, where, group
 
 
 def build(root: Path, bootstrap: str) -> Workspace:
