@@ -141,7 +141,8 @@ def to_batch(group_id: str, outcomes: list[Outcome], stats: Stats) -> Batch:  # 
         r = o.result
         if isinstance(r, Beat):
             stats.heartbeats += 1
-            # The broker's append time: a producer's own clock cannot keep its feed looking alive.
+            # The broker's append time, so a producer's own clock cannot keep its feed looking
+            # alive (its signed time only where the broker gave none: bus topics always do).
             beats.append(
                 FeedBeat(r.producer_id, raw.topic, raw.appended_at or r.sent_at, r.interval_ms)
             )
