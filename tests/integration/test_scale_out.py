@@ -118,6 +118,15 @@ def _wait_for(url: str, at_least: int, timeout: float = 90) -> int:
     return n
 
 
+def _wait_assigned(member: Member, timeout: float = 90) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.get("count", 0) > 0 for e in member.events("partitions.assigned")):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_members_joining_and_leaving_lose_and_duplicate_nothing(
     pg_fed: Federation, tmp_path: Path
 ) -> None:
@@ -135,6 +144,9 @@ def test_members_joining_and_leaving_lose_and_duplicate_nothing(
         members.append(Member("b", config, tmp_path))  # joins while a has records in flight
         assert _wait_for(url, 200) >= 200
         members.append(Member("c", config, tmp_path))
+        # c's join is a rebalance of its own: let it complete before a leaves, or b alone could
+        # take every partition and store the second lot before c is ever assigned (seen in CI).
+        assert _wait_assigned(members[2]), "member c was not assigned a partition within 90 s"
         # A graceful leave (SIGTERM finishes the current batch, then closes): another rebalance.
         members[0].proc.send_signal(signal.SIGTERM)
         assert members[0].wait(60) == 0, "member a did not stop cleanly"
