@@ -24,7 +24,6 @@ Relative paths are relative to the config file.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -32,6 +31,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX, Family
 
@@ -62,10 +62,7 @@ class ConsumerConfig(BaseModel):
         Raises:
             ConfigError: unreadable or invalid.
         """
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read consumer config {path}: {e}") from e
+        raw = read_toml(path, "consumer config")
         base = path.resolve().parent
         for key in ("key_file", "directory", "policy"):
             if key in raw:

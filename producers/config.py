@@ -22,7 +22,6 @@ Relative paths are relative to the config file.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +29,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
 
@@ -58,10 +58,7 @@ class ProducerConfig(BaseModel):
         Raises:
             ConfigError: unreadable or invalid.
         """
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read producer config {path}: {e}") from e
+        raw = read_toml(path, "producer config")
         base = path.resolve().parent
         for key in ("key_file", "directory", "agreement", "state_file"):
             if key in raw:

@@ -27,7 +27,6 @@ Fail closed: an empty recipient set raises :class:`NoRecipients` and the record 
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError, IntelbusError
 from intelbus.policy.facts import RecordFacts, Tlp
+from intelbus.tomlfile import read_toml
 
 AgencyId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
 
@@ -63,11 +63,7 @@ class SharingAgreement(BaseModel):
         Raises:
             ConfigError: unreadable, not TOML, or invalid.
         """
-        try:
-            raw = tomllib.loads(path.read_text())
-        # A file that is not UTF-8 is as unreadable as a missing one (found by tests/fuzz).
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read sharing agreement {path}: {e}") from e
+        raw = read_toml(path, "sharing agreement")
         try:
             return cls.model_validate(raw)
         except ValidationError as e:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intelbus.errors import ConfigError
 from intelbus.policy.facts import CLASSIFICATION_ORDER, Classification, RecordFacts, Tlp
+from intelbus.tomlfile import read_toml
 
 DEFAULT_RULE_ID = "default-deny"
 
@@ -223,11 +223,7 @@ class SharingPolicy:
         Raises:
             ConfigError: unreadable, not TOML, or invalid.
         """
-        try:
-            raw = tomllib.loads(path.read_text())
-        # A file that is not UTF-8 is as unreadable as a missing one (found by tests/fuzz).
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"cannot read sharing policy {path}: {e}") from e
+        raw = read_toml(path, "sharing policy")
         try:
             return cls.from_spec(PolicySpec.model_validate(raw))
         except ValidationError as e:

@@ -369,13 +369,10 @@ def topic_partitions(
     bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
 ) -> dict[int, list[int]]:
     """partition -> replica broker ids, from a metadata request."""
-    with admin_client(bootstrap_servers, security=security) as admin:
-        described = admin.describe_topics([topic])
-    out: dict[int, list[int]] = {}
-    for t in described:
-        for p in t["partitions"]:
-            out[int(p["partition_index"])] = [int(r) for r in p["replica_nodes"]]
-    return out
+    return {
+        int(p["partition_index"]): [int(r) for r in p["replica_nodes"]]
+        for p in _described_partitions(bootstrap_servers, topic, security)
+    }
 
 
 def partition_leaders(
@@ -385,14 +382,19 @@ def partition_leaders(
 
     The leader is -1 while a partition has none (no live in-sync replica, or no controller).
     """
+    return {
+        int(p["partition_index"]): (int(p["leader_id"]), [int(r) for r in p.get("isr_nodes") or []])
+        for p in _described_partitions(bootstrap_servers, topic, security)
+    }
+
+
+def _described_partitions(
+    bootstrap_servers: str, topic: str, security: TransportSecurity | None
+) -> list[dict[str, Any]]:
+    """The partition entries of one topic's metadata, as kafka-python's admin describes them."""
     with admin_client(bootstrap_servers, security=security) as admin:
         described = admin.describe_topics([topic])
-    out: dict[int, tuple[int, list[int]]] = {}
-    for t in described:
-        for p in t["partitions"]:
-            isr = [int(r) for r in p.get("isr_nodes") or []]
-            out[int(p["partition_index"])] = (int(p["leader_id"]), isr)
-    return out
+    return [p for t in described for p in t["partitions"]]
 
 
 def committed_offsets(
