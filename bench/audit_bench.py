@@ -38,17 +38,18 @@ from consumers.audit.source import KafkaSource
 from deploy.kafka.provider import provide_kafka
 from intelbus import _nacl
 from intelbus.cli import demo_cmd
-from intelbus.cli.publish_cmd import build_publisher
 from intelbus.directory import store as dstore
 from intelbus.envelope import parse
 from intelbus.envelope.wire import SIGN_PREFIX
+from intelbus.errors import NoRecipients
 from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
 from intelbus.log import configure
-from intelbus.policy.agreement import NoRecipients
 from intelbus.samples import feed
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, bus_topics, topic_name
+from intelbus.transport.topics import bus_topics, topic_name
 from producers.config import ProducerConfig
+from producers.publisher import build_publisher
 
 CHUNK = 2000
 

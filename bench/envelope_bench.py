@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 
 from intelbus import _nacl
-from intelbus.envelope import DataKeyCache, RecordKind, open_record, seal, verify
+from intelbus.envelope import DataKeyCache, open_record, seal, verify
 from intelbus.identity import AgencyIdentity, StaticKeyRing
+from intelbus.kinds import RecordKind
 
 REPS = 5
 ENV = "bench"
@@ -101,10 +102,13 @@ def main() -> None:
                 payload=payload,
                 recipients=recipients,
                 datakeys=datakeys,
+                partition=0,
             ).data
 
         record = do_seal(None)
-        verified = verify(record, ring, expected_environment=ENV, expected_topic=TOPIC)
+        verified = verify(
+            record, ring, expected_environment=ENV, expected_topic=TOPIC, witnessed_at=None
+        )
         opener = forces[n - 1]
         rows = [
             (
@@ -121,7 +125,11 @@ def main() -> None:
                 "verify",
                 per_call_us(
                     lambda record=record: verify(
-                        record, ring, expected_environment=ENV, expected_topic=TOPIC
+                        record,
+                        ring,
+                        expected_environment=ENV,
+                        expected_topic=TOPIC,
+                        witnessed_at=None,
                     ),
                     n_iter,
                 ),

@@ -19,10 +19,11 @@ from intelbus.directory import store as dstore
 from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import sign
 from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
 from intelbus.records import Sighting
 from intelbus.samples import sighting
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, bus_topics, topic_name
+from intelbus.transport.topics import bus_topics, topic_name
 
 FORCES = tuple(f"f{i:02d}" for i in range(1, 11))
 ENVIRONMENT = "bench"

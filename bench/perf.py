@@ -42,19 +42,20 @@ import fastavro
 import kafka
 
 from bench.federation import FORCES, BenchFederation, red_sightings
+from consumers.agency import build_consumer
 from consumers.config import ConsumerConfig
 from deploy.kafka.jars import KAFKA_VERSION
 from deploy.kafka.provider import provide_kafka
 from intelbus import _nacl
-from intelbus.cli.consume_cmd import build_consumer
-from intelbus.cli.publish_cmd import build_publisher
-from intelbus.envelope import DataKeyCache, RecordKind, open_record, seal, verify
+from intelbus.envelope import DataKeyCache, open_record, seal, verify
 from intelbus.identity import AgencyIdentity, StaticKeyRing
+from intelbus.kinds import RecordKind
 from intelbus.log import configure
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import TopicSpec, audit_topic_config
 from producers.config import ProducerConfig
+from producers.publisher import build_publisher
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -129,11 +130,14 @@ def crypto_floor(reps: int) -> dict[str, float]:
             payload=payload,
             recipients=[f.public for f in forces],
             datakeys=datakeys,
+            partition=0,
         ).data
 
     sealed = do_seal()
     ring = StaticKeyRing([cst.public])
-    verified = verify(sealed, ring, expected_environment="bench", expected_topic="t")
+    verified = verify(
+        sealed, ring, expected_environment="bench", expected_topic="t", witnessed_at=None
+    )
     it = 2000
     return {
         "ed25519_sign_us": per_call_us(lambda: _nacl.sign(seed, msg), it, reps),
@@ -146,7 +150,9 @@ def crypto_floor(reps: int) -> dict[str, float]:
         "avro_decode_us": per_call_us(lambda: registry.decode(fingerprint, payload), it, reps),
         "seal_3_recipients_reused_key_us": per_call_us(do_seal, it, reps),
         "verify_envelope_us": per_call_us(
-            lambda: verify(sealed, ring, expected_environment="bench", expected_topic="t"),
+            lambda: verify(
+                sealed, ring, expected_environment="bench", expected_topic="t", witnessed_at=None
+            ),
             it,
             reps,
         ),
@@ -169,7 +175,7 @@ def baseline_produce(bootstrap: str, count: int, size: int) -> tuple[float, str]
         for i in range(0, count, CHUNK):
             transport.send_many(
                 producer,
-                [(topic, values[j % 256]) for j in range(i, min(count, i + CHUNK))],
+                [(topic, values[j % 256], None) for j in range(i, min(count, i + CHUNK))],
                 key=b"cst",
             )
         elapsed = time.perf_counter() - start

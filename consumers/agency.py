@@ -1,18 +1,26 @@
-"""An agency's consumer loop: poll, decide (the pure pipeline), store, then commit offsets.
+"""An agency's consumer loop: poll, judge inside the store's transaction, then commit offsets.
 
 The order is the one that loses nothing (SECURITY.md, "Durability settings"):
 
-1. Poll a batch from the agency's consumer group.
-2. Run every record through :class:`consumers.pipeline.Pipeline`; bad records become quarantine
-   rows with their raw bytes and reason code, never exceptions.
-3. Commit records, receipts, quarantine rows, amendments, chain states and the next offsets to
-   the store in **one** transaction.
+1. Poll a batch from the agency's consumer group. (At start the consumer refuses, with
+   :class:`TopicMisconfigured`, a bus topic whose timestamp type is not LogAppendTime: the
+   broker's clock must witness arrivals. A topic changed while it runs is logged, and intake
+   judges records without a broker time conservatively.)
+2. Intake every record (verify, decrypt, decode) against the directory; a key the directory does
+   not know yet makes the consumer read the directory topic once and try again, so a producer's
+   newly published key is not mistaken for a forgery.
+3. In **one** store transaction: read the trusted state this batch needs, judge every record
+   (consumers/pipeline.py), write records, versions, amendments, quarantine rows, stream heads,
+   heartbeats and the next offsets.
 4. Only then commit the offsets to Kafka, for lag monitoring; the store's offsets are the truth,
    and every (re)assignment seeks to them.
 
-If the store commit fails, nothing of the batch is kept, the pipeline's in-memory chain state is
-reset from the store, and the batch is read again (the loop stops after repeated failures rather
-than spin).
+Between batches the consumer follows the directory topic: a new version is verified and trusted,
+what it withdraws (keys revoked, leaked, retired since a time) is withdrawn from the store, and an
+expired directory stops the consumer (fail closed) until a newer version is available.
+
+If the store commit fails, nothing of the batch was kept and it is read again from the store's
+offsets (the loop stops after repeated failures rather than spin).
 """
 
 from __future__ import annotations
@@ -21,31 +29,39 @@ import dataclasses
 import os
 import signal
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
-from consumers.pipeline import Amend, Beat, Kept, Outcome, Pipeline, RawRecord, Receipt, Rejected
-from intelbus.chain import ChainState
-from intelbus.errors import ConfigError
+from consumers.pipeline import AgencyPipeline, RawRecord
+from intelbus.directory import store as dstore
+from intelbus.directory.follow import DirectoryFollower, Freshness, require_fresh
+from intelbus.directory.trust import DirectoryHistory
+from intelbus.errors import ConfigError, ReasonCode, StoreError, TopicMisconfigured
+from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
 from intelbus.log import get_logger
-from intelbus.store.base import (
-    Amendment,
-    Batch,
-    FeedBeat,
-    QuarantineEntry,
-    Store,
-    StoredRecord,
-    WithheldReceipt,
-)
-from intelbus.store.base import ChainState as StoredChain
+from intelbus.policy.rules import SharingPolicy
+from intelbus.serde.registry import SchemaRegistry
+from intelbus.store import open_store
+from intelbus.store.base import Store
 from intelbus.transport import kafka as transport
 from intelbus.transport.security import TransportSecurity
+from intelbus.transport.topics import topic_name
+from intelbus.trust.model import Batch, Effect, Prepared, Verdict
+from intelbus.trust.rejudge import cutoffs
 
 log = get_logger("consumers.agency")
 MAX_COMMIT_FAILURES = 3
+#: How often a running consumer reads the directory topic for new versions.
+DIRECTORY_EVERY_S = 10.0
+# A refusal that a newer directory version might turn into an acceptance (a new key, new rights).
+_DIRECTORY_REASONS = frozenset({ReasonCode.UNKNOWN_KEY, ReasonCode.KEY_NOT_VALID})
 
 # Fault injection for the fault suite (tests/faults), off unless set: the consumer SIGKILLs itself
 # at the named point of the INTELBUS_CRASH_AT_BATCH-th non-empty batch (default 2, so one batch is
@@ -111,143 +127,62 @@ class Stats:
     heartbeats: int = 0
     gaps: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
+    #: Amendments registered pending and refused when their target came, by reason code.
+    late_refusals: Counter[str] = field(default_factory=Counter)
     batches: int = 0
 
 
-def to_batch(group_id: str, outcomes: list[Outcome], stats: Stats) -> Batch:  # noqa: PLR0912 - one branch per outcome kind
-    """Turn pipeline outcomes into one store batch (and count them)."""
-    records: list[StoredRecord] = []
-    withheld: list[WithheldReceipt] = []
-    quarantined: list[QuarantineEntry] = []
-    amendments: list[Amendment] = []
-    chain: dict[tuple[str, str], StoredChain] = {}
-    offsets: dict[tuple[str, int], int] = {}
-    beats: list[FeedBeat] = []
-    for o in outcomes:
-        raw = o.raw
-        offsets[(raw.topic, raw.partition)] = max(
-            offsets.get((raw.topic, raw.partition), 0), raw.offset + 1
-        )
+def apply_withdrawals(store: Store, history: DirectoryHistory, now: datetime) -> int:
+    """Withdraw from ``store`` what ``history`` no longer trusts (intelbus/trust/rejudge.py);
+    each (key, time) once, however often this runs. Returns how many were applied now."""
+    done = set(store.rejudged())
+    n = 0
+    for key_id, since in sorted(cutoffs(history, now=now).items()):
+        if (key_id, since) not in done:
+            store.withdraw(key_id, since)
+            n += 1
+    return n
+
+
+def count(verdicts: Sequence[Verdict], stats: Stats) -> None:
+    """Add a batch's verdicts to ``stats`` (and log refusals and gaps, ids only)."""
+    for v in verdicts:
         stats.received += 1
-        if o.chain is not None:
-            chain[(o.chain.producer_id, o.chain.stream)] = StoredChain(
-                o.chain.producer_id, o.chain.stream, o.chain.last_sequence, o.chain.last_digest
-            )
-        if o.gap is not None:
+        pos = v.position
+        if v.gap is not None:
             stats.gaps += 1
             log.warning(
-                "chain.gap", topic=raw.topic, offset=raw.offset, first=o.gap[0], last=o.gap[1]
+                "chain.gap",
+                topic=pos.topic,
+                partition=pos.partition,
+                offset=pos.offset,
+                producer=v.producer_id,
+                first=v.gap[0],
+                last=v.gap[1],
             )
-        r = o.result
-        if isinstance(r, Beat):
-            stats.heartbeats += 1
-            # The broker's append time, so a producer's own clock cannot keep its feed looking
-            # alive (its signed time only where the broker gave none: bus topics always do).
-            beats.append(
-                FeedBeat(r.producer_id, raw.topic, raw.appended_at or r.sent_at, r.interval_ms)
-            )
-        elif isinstance(r, Kept):
-            records.append(
-                StoredRecord(
-                    record_id=r.record_id,
-                    topic=raw.topic,
-                    partition=raw.partition,
-                    offset=raw.offset,
-                    producer_id=r.producer_id,
-                    kind=r.kind,
-                    sequence=r.sequence,
-                    digest=r.digest,
-                    created_at=r.created_at,
-                    appended_at=raw.appended_at or r.created_at,
-                    policy_hash=r.policy_hash,
-                    rule_id=r.rule_id,
-                    action=r.action.value,
-                    redacted_fields=r.redacted_fields,
-                    tlp=r.tlp,
-                    classification=r.classification,
-                    force_area=r.force_area,
-                    occurred_at=r.occurred_at,
-                    payload=r.payload,
-                )
-            )
-            if r.action.value == "redact":
-                stats.redacted += 1
-            else:
-                stats.stored += 1
-        elif isinstance(r, Receipt):
-            withheld.append(_receipt(raw, r))
-            if r.rule_id == "not-addressed":
-                stats.not_addressed += 1
-            else:
-                stats.withheld += 1
-        elif isinstance(r, Amend):
-            amendments.append(
-                Amendment(
-                    kind=r.kind,
-                    amendment_record_id=r.record_id,
-                    target_record_id=r.target_record_id,
-                    producer_id=r.producer_id,
-                    at=r.at,
-                    reason=r.reason,
-                    new_payload=r.new_payload,
-                )
-            )
-            if r.receipt is not None:
-                withheld.append(_receipt(raw, r.receipt))
-            stats.amendments += 1
-        elif isinstance(r, Rejected):
-            quarantined.append(
-                QuarantineEntry(
-                    topic=raw.topic,
-                    partition=raw.partition,
-                    offset=raw.offset,
-                    raw=raw.value,
-                    reason=r.reason.value,
-                    message=r.message,
-                    record_id=r.record_id,
-                    producer_id=r.producer_id,
-                )
-            )
-            stats.quarantined[r.reason.value] += 1
+        if v.refusal is not None:
+            stats.quarantined[v.refusal.reason.value] += 1
             log.warning(
                 "record.quarantined",
-                topic=raw.topic,
-                partition=raw.partition,
-                offset=raw.offset,
-                reason=r.reason.value,
-                record_id=r.record_id,
+                topic=pos.topic,
+                partition=pos.partition,
+                offset=pos.offset,
+                reason=v.refusal.reason.value,
+                record_id=v.record_id,
             )
-    return Batch(
-        group_id=group_id,
-        records=records,
-        withheld=withheld,
-        quarantined=quarantined,
-        amendments=amendments,
-        chain=list(chain.values()),
-        beats=beats,
-        offsets=offsets,
-    )
-
-
-def _receipt(raw: RawRecord, r: Receipt) -> WithheldReceipt:
-    return WithheldReceipt(
-        record_id=r.record_id,
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        producer_id=r.producer_id,
-        digest=r.digest,
-        rule_id=r.rule_id,
-        policy_hash=r.policy_hash,
-    )
-
-
-def chain_from_store(store: Store) -> dict[tuple[str, str], ChainState]:
-    """The stored chain states, as the pipeline's chain type."""
-    return {
-        key: ChainState(c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))
-        for key, c in store.load_chain().items()
-    }
+            continue
+        if v.effect is Effect.STORED:
+            stats.stored += 1
+        elif v.effect is Effect.REDACTED:
+            stats.redacted += 1
+        elif v.effect is Effect.WITHHELD:
+            stats.withheld += 1
+        elif v.effect is Effect.NOT_ADDRESSED:
+            stats.not_addressed += 1
+        elif v.effect is Effect.AMENDED:
+            stats.amendments += 1
+        elif v.effect is Effect.HEARTBEAT:
+            stats.heartbeats += 1
 
 
 class AgencyConsumer:
@@ -256,9 +191,7 @@ class AgencyConsumer:
     def __init__(
         self,
         *,
-        pipeline_factory: Callable[
-            [Callable[[str], str | None], dict[tuple[str, str], ChainState]], Pipeline
-        ],
+        pipeline: AgencyPipeline,
         store: Store,
         bootstrap_servers: str,
         group_id: str,
@@ -266,31 +199,96 @@ class AgencyConsumer:
         batch_size: int = 500,
         security: TransportSecurity | None = None,
         liveness: LivenessWatch | None = None,
+        follower: DirectoryFollower | None = None,
+        directory_every_s: float = DIRECTORY_EVERY_S,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.pipeline = pipeline
         self.store = store
         self.liveness = liveness or LivenessWatch()
         self.group_id = group_id
         self.topics = topics
         self.batch_size = batch_size
         self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
-        self.pipeline = pipeline_factory(self._producer_of, chain_from_store(store))
         self.bootstrap = bootstrap_servers
+        self.follower = follower
+        self.directory_every_s = directory_every_s
+        self.clock = clock
         self.stats = Stats()
         self.stop_event = threading.Event()
-
-    def _producer_of(self, record_id: str) -> str | None:
-        # Receipts count too: a foreign amendment of a withheld record is caught as well.
-        return self.store.producer_of(record_id)
+        self._next_directory = 0.0
+        self._expiring_logged = False
+        self._untimed_warned = False
 
     def _on_assigned(self, partitions: list[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
-        # Another member may have advanced these partitions' chains: start again from the store.
-        self.pipeline.reset(chain_from_store(self.store))
         positions: dict[tuple[str, int], int] = {}
         for topic in {t for t, _ in partitions}:
             for partition, offset in self.store.load_offsets(self.group_id, topic).items():
                 positions[(topic, partition)] = offset
         log.info("partitions.assigned", count=len(partitions), group=self.group_id)
         return positions
+
+    # -- the directory --------------------------------------------------------------------------------
+
+    def check_topics(self) -> None:
+        """Refuse to start on a bus topic whose broker clock does not witness arrival.
+
+        Raises:
+            TopicMisconfigured: a topic's timestamp type is not LogAppendTime.
+            KafkaUnavailableError: the topics cannot be described.
+        """
+        types = transport.timestamp_types(self.bootstrap, self.topics, security=self.security)
+        wrong = sorted(t for t, kind in types.items() if kind != "LogAppendTime")
+        if wrong:
+            raise TopicMisconfigured(
+                f"topic(s) {', '.join(wrong)} do not use message.timestamp.type=LogAppendTime: "
+                "the broker's clock must witness when records arrive (a leaked key could "
+                "back-date records otherwise). Fix the topic config; nothing was consumed."
+            )
+
+    def follow_directory(self, *, force: bool = False) -> int:
+        """Read the directory topic (at most every ``directory_every_s`` unless ``force``), apply
+        what new versions withdraw, and refuse an expired directory. Returns the new versions.
+
+        Raises:
+            DirectoryExpired: the newest trusted version has expired.
+        """
+        now_mono = time.monotonic()
+        if not force and now_mono < self._next_directory:
+            return 0
+        self._next_directory = now_mono + self.directory_every_s
+        new = self.follower.catch_up() if self.follower is not None else []
+        self.apply_withdrawals()
+        health = require_fresh(self.pipeline.directory, self.clock())
+        if health.state is Freshness.EXPIRING and not self._expiring_logged:
+            self._expiring_logged = True
+            log.warning(
+                "directory.expiring",
+                version=health.version,
+                expires=health.expires.isoformat(),
+                hours_left=round(health.left.total_seconds() / 3600, 1),
+            )
+        return len(new)
+
+    def apply_withdrawals(self) -> int:
+        """Withdraw from the store what the directory no longer trusts (each key and time once)."""
+        return apply_withdrawals(self.store, self.pipeline.directory, self.clock())
+
+    def _prepare(self, raws: list[RawRecord]) -> list[Prepared]:
+        prepared = self.pipeline.prepare(raws)
+        unknown = [
+            i
+            for i, p in enumerate(prepared)
+            if p.error is not None and p.error.reason in _DIRECTORY_REASONS
+        ]
+        if unknown and self.follower is not None and self.follow_directory(force=True):
+            # A newer directory version arrived: judge those records again with it.
+            again = self.pipeline.prepare([raws[i] for i in unknown])
+            for i, p in zip(unknown, again, strict=True):
+                prepared[i] = p
+        return prepared
+
+    # -- the loop ----------------------------------------------------------------------------------
 
     def run(
         self,
@@ -300,7 +298,16 @@ class AgencyConsumer:
         poll_ms: int = 500,
         on_batch: Callable[[Stats], None] | None = None,
     ) -> Stats:
-        """Consume until stopped (or, with ``until_idle``, until ``idle_polls`` empty polls in a row)."""
+        """Consume until stopped (or, with ``until_idle``, until ``idle_polls`` empty polls in a row).
+
+        Raises:
+            TopicMisconfigured: a bus topic is not LogAppendTime (nothing consumed).
+            DirectoryExpired: the directory expired (nothing more consumed).
+            StoreError: the store failed repeatedly.
+            KafkaUnavailableError: the broker could not be reached.
+        """
+        self.check_topics()
+        self.follow_directory(force=True)
         consumer = transport.make_consumer(
             self.bootstrap,
             security=self.security,
@@ -325,6 +332,7 @@ class AgencyConsumer:
         polled = 0
         try:
             while not self.stop_event.is_set():
+                self.follow_directory()
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
                 if len(messages) < self.batch_size and transport.has_assignment(consumer):
                     self.liveness.maybe_check(self.store)  # caught up: judge the feeds
@@ -335,48 +343,83 @@ class AgencyConsumer:
                         idle += 1
                     else:
                         unassigned += 1
-                        if until_idle and unassigned >= 120:  # a minute with no partitions: give up
-                            break
-                    if until_idle and idle >= idle_polls:
+                    # A minute with no partitions assigned at all: give up waiting.
+                    if until_idle and (idle >= idle_polls or unassigned >= 120):
                         break
                     continue
                 idle = 0
                 polled += 1
-                crash.reached("after_poll", polled)
-                outcomes = [
-                    self.pipeline.process(
-                        RawRecord(m.topic, m.partition, m.offset, m.value, m.appended_at)
-                    )
-                    for m in messages
-                ]
-                attempt = Stats()
-                batch = to_batch(self.group_id, outcomes, attempt)
-                batch = crash.in_transaction(batch, polled)
-                try:
-                    self.store.commit(batch)
-                except Exception as e:
+                if self._process(consumer, messages, crash, polled):
+                    failures = 0
+                else:
                     failures += 1
-                    # Type only: a driver message may quote row values.
-                    log.error("store.commit_failed", error=type(e).__name__, failures=failures)  # noqa: TRY400
-                    self.pipeline.reset(chain_from_store(self.store))
-                    # Nothing of the batch was kept: read it again from the store's offsets.
-                    transport.rewind(consumer, self._on_assigned)
                     if failures >= MAX_COMMIT_FAILURES:
-                        raise
+                        raise StoreError(f"the store failed {failures} times in a row")
                     continue
-                failures = 0
-                crash.reached("after_db_commit", polled)
-                self._committed(consumer, batch, attempt)
                 if on_batch is not None:
                     on_batch(self.stats)
         finally:
             consumer.close()
+            if self.follower is not None:
+                self.follower.close()
         return self.stats
 
-    def _committed(self, consumer: Any, batch: Batch, attempt: Stats) -> None:  # noqa: ANN401
+    def _process(
+        self,
+        consumer: Any,  # noqa: ANN401 - kafka-python's consumer, opaque outside the transport
+        messages: list[transport.Message],
+        crash: _CrashPlan,
+        polled: int,
+    ) -> bool:
+        """Judge and commit one polled batch; False (and rewound) if the store failed."""
+        untimed = next((m for m in messages if m.appended_at is None), None)
+        if untimed is not None and not self._untimed_warned:
+            # A topic changed to CreateTime while we run: the start check will refuse it next
+            # time; meanwhile intake judges such records conservatively (no_broker_time).
+            self._untimed_warned = True
+            log.warning(
+                "topic.not_log_append_time",
+                topic=untimed.topic,
+                partition=untimed.partition,
+                offset=untimed.offset,
+            )
+        crash.reached("after_poll", polled)
+        raws = [RawRecord(m.topic, m.partition, m.offset, m.value, m.appended_at) for m in messages]
+        prepared = self._prepare(raws)
+        try:
+            batch, verdicts = self.pipeline.commit(
+                self.store,
+                self.group_id,
+                raws,
+                prepared,
+                before_write=lambda b: crash.in_transaction(b, polled),
+            )
+        except Exception as e:  # noqa: BLE001 - any store failure: nothing kept, read again
+            # Type only: a driver message may quote row values.
+            log.error("store.commit_failed", error=type(e).__name__)  # noqa: TRY400
+            # Nothing of the batch was kept: read it again from the store's offsets.
+            transport.rewind(consumer, self._on_assigned)
+            return False
+        crash.reached("after_db_commit", polled)
+        self._committed(consumer, batch, verdicts)
+        return True
+
+    def _committed(self, consumer: Any, batch: Batch, verdicts: list[Verdict]) -> None:  # noqa: ANN401
         """The store holds the batch: count it, then tell Kafka (for lag only; the store rules)."""
-        self.pipeline.batch_committed()
-        _merge(self.stats, attempt)
+        count(verdicts, self.stats)
+        for late in self.pipeline.late_refusals:
+            # Registered pending earlier; its target turned out to be another producer's or of
+            # another kind: kept as evidence (status refused), never applied.
+            self.stats.late_refusals[late.refusal.reason.value] += 1
+            log.warning(
+                "amendment.refused",
+                producer=late.producer_id,
+                record_id=late.source.record_id,
+                topic=late.source.topic,
+                partition=late.source.partition,
+                offset=late.source.offset,
+                reason=late.refusal.reason.value,
+            )
         self.stats.batches += 1
         if not transport.commit(consumer, batch.offsets):
             log.warning("kafka.commit_failed", group=self.group_id)
@@ -399,3 +442,44 @@ def _merge(total: Stats, part: Stats) -> None:
     ):
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.quarantined.update(part.quarantined)
+
+
+def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> AgencyConsumer:
+    """An agency consumer wired from its config: key, directory (and its topic), policy, store.
+
+    Raises:
+        IntelbusError: any part of the configuration is unusable (a ConfigError, a
+            DirectoryError, an UnsafeFile, a StoreError...).
+    """
+    identity = AgencyIdentity.load(config.key_file, passphrase=passphrase)
+    if identity.agency_id != config.agency:
+        raise ConfigError(
+            f"the key file is {identity.agency_id}'s, the config is for {config.agency}"
+        )
+    history = dstore.load_folder(config.directory)
+    pipeline = AgencyPipeline(
+        identity=identity,
+        directory=history,
+        registry=SchemaRegistry.load(),
+        policy=SharingPolicy.load(config.policy),
+        environment=config.environment,
+    )
+    bootstrap = config.bootstrap()
+    security = config.transport_security()
+    follower = DirectoryFollower(
+        history,
+        bootstrap_servers=bootstrap,
+        topic=topic_name(Family.DIRECTORY, prefix=config.topic_prefix),
+        folder=config.directory,
+        security=security,
+    )
+    return AgencyConsumer(
+        pipeline=pipeline,
+        store=open_store(config.store),
+        bootstrap_servers=bootstrap,
+        security=security,
+        group_id=config.group,
+        topics=[topic_name(f, prefix=config.topic_prefix) for f in config.families],
+        batch_size=config.batch_size,
+        follower=follower,
+    )

@@ -31,9 +31,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.kinds import Family
 from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
-from intelbus.transport.topics import DEFAULT_PREFIX, Family
+from intelbus.transport.topics import DEFAULT_PREFIX
 
 
 class ConsumerConfig(BaseModel):

@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from intelbus.errors import StoreError
 from intelbus.log import get_logger
-from intelbus.store.base import FeedBeat, Store, StoreError
+from intelbus.store.base import Store
+from intelbus.trust.model import FeedBeat
 
 log = get_logger("consumers.liveness")
 

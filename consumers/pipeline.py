@@ -1,63 +1,33 @@
-"""The consumer's decision for one Kafka record, with no I/O: accept, withhold, amend or quarantine.
+"""An agency's record pipeline: intake, then the one judge inside the store's transaction.
 
-Steps (each failure is a typed :class:`~intelbus.errors.RecordError`, quarantined under its
-reason code; nothing here raises anything else for bad input):
+1. **Intake** (:class:`~intelbus.trust.intake.Intake`, outside any transaction: the cryptography
+   is the slow part): size, broker time, envelope verification against the directory at the
+   broker's append time, and for records addressed to this agency, opening and decoding.
+2. **Judge** (:class:`~intelbus.trust.judge.Judge`, inside the store's transaction): against the
+   stream heads, record ids and waiting amendments the store reads for exactly this batch, decide
+   every record: stored (maybe redacted), withheld, not addressed, amended, a heartbeat, or
+   quarantined with its reason code. The batch is written in the same transaction, with the next
+   offsets, so the state a decision was made against is the state it is committed over, even
+   when several consumer instances share one PostgreSQL store.
 
-1. Size cap, before any parsing.
-2. Verify the envelope against the directory history (envelope.md steps 1-7), judging revocation
-   at the broker's append time as well as the signed creation time.
-3. Check the producer stream's hash chain: replays, forks and fast-forward jumps are refused; a gap
-   is accepted and reported. The chain advances for every authentic record, even one this agency
-   cannot read, because the chain describes the producer's stream, not what we may see of it.
-4. Not addressed to this agency: keep a receipt (record id and digest), nothing else.
-5. Decrypt (only now, after the signature), decode with the schema registry, validate the model.
-   The record kind in the signed header must match the schema.
-6. Corrections and retractions: only the target's own producer may amend it.
-7. Apply the agency's sharing policy: store, store redacted, withhold (receipt), or quarantine.
-
-A heartbeat addressed to this agency stores nothing but a :class:`Beat`: the time the broker
-appended it, which the consumer's liveness watch (consumers/liveness.py) compares with the promised
-interval to raise a frozen-feed alarm.
+Nothing here raises for bad input: every refusal is a verdict and a quarantine row.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from pydantic import ValidationError
-
-from intelbus.chain import ChainState, ChainStep, advance
+from intelbus.chain import DEFAULT_MAX_GAP
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.envelope import RecordKind, open_record, verify
-from intelbus.envelope.unseal import UnwrapCache
-from intelbus.envelope.verify import VerifiedRecord
-from intelbus.envelope.wire import MAX_RECORD_BYTES
-from intelbus.errors import OversizeEnvelope, ReasonCode, RecordError, SchemaViolation
 from intelbus.identity import AgencyIdentity
-from intelbus.policy.decide import decide
-from intelbus.policy.redact import redact
-from intelbus.policy.rules import Action, SharingPolicy
-from intelbus.records import RECORD_TYPES, Correction, Heartbeat, Incident, Retraction, Sighting
+from intelbus.policy.rules import SharingPolicy
 from intelbus.serde.registry import SchemaRegistry
-
-NOT_ADDRESSED_RULE = "not-addressed"
-_SCHEMA_KIND = {
-    Sighting.SCHEMA: RecordKind.SIGHTING,
-    Incident.SCHEMA: RecordKind.INCIDENT,
-    Correction.SCHEMA: RecordKind.CORRECTION,
-    Retraction.SCHEMA: RecordKind.RETRACTION,
-    Heartbeat.SCHEMA: RecordKind.HEARTBEAT,
-}
-
-
-class ForeignTarget(RecordError):
-    """A correction or retraction of a record published by another producer."""
-
-    reason = ReasonCode.FOREIGN_TARGET
+from intelbus.store.base import Store
+from intelbus.trust.intake import Intake
+from intelbus.trust.judge import Judge, LateRefusal, Reader, keys_for
+from intelbus.trust.model import Batch, Position, Prepared, Snapshot, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,96 +40,22 @@ class RawRecord:
     value: bytes
     appended_at: datetime | None
 
-
-@dataclass(frozen=True, slots=True)
-class Kept:
-    """A record stored (possibly redacted)."""
-
-    record_id: str
-    producer_id: str
-    kind: str
-    sequence: int
-    digest: bytes
-    created_at: datetime
-    action: Action
-    rule_id: str
-    policy_hash: str
-    redacted_fields: tuple[str, ...]
-    tlp: str
-    classification: str
-    force_area: str | None
-    occurred_at: datetime | None
-    payload: dict[str, object]
+    @property
+    def position(self) -> Position:
+        return Position(self.topic, self.partition, self.offset, self.appended_at)
 
 
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """A verified heartbeat addressed to us: its producer promises another within ``interval_ms``."""
-
-    producer_id: str
-    interval_ms: int
-    sent_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A record withheld (by policy, or not addressed to us): only its id, digest and rule."""
-
-    record_id: str
-    producer_id: str
-    digest: bytes
-    rule_id: str
-    policy_hash: str
+def next_offsets(raws: Sequence[RawRecord]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the offset after the last record of ``raws`` there."""
+    out: dict[tuple[str, int], int] = {}
+    for r in raws:
+        key = (r.topic, r.partition)
+        out[key] = max(out.get(key, 0), r.offset + 1)
+    return out
 
 
-@dataclass(frozen=True, slots=True)
-class Amend:
-    """A correction or retraction of an earlier record of the same producer."""
-
-    kind: str  # "correction" | "retraction"
-    record_id: str
-    target_record_id: str
-    producer_id: str
-    at: datetime
-    reason: str
-    new_payload: dict[str, object] | None
-    receipt: Receipt | None  # set when policy withholds the corrected content
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A quarantined record: the reason code and a message with ids only."""
-
-    reason: ReasonCode
-    message: str
-    record_id: str | None
-    producer_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The decision for one raw record, and the chain state to persist with it."""
-
-    raw: RawRecord
-    result: Kept | Receipt | Amend | Rejected | Beat
-    chain: ChainState | None
-    gap: tuple[int, int] | None = None
-
-
-def _beat(rid: str, producer_id: str, value: dict[str, Any]) -> Beat:
-    """A heartbeat's promise, or SchemaViolation when it fails its model or speaks for another."""
-    try:
-        beat = Heartbeat.from_avro_dict(value)
-    except ValidationError as e:
-        raise SchemaViolation(f"heartbeat {rid}: {e.error_count()} validation error(s)") from None
-    if beat.producer_id != producer_id:
-        # Signed by one producer, speaking for another: it must not keep that feed alive.
-        raise SchemaViolation(f"heartbeat {rid} by {producer_id} names another producer")
-    return Beat(producer_id, beat.interval_ms, beat.sent_at)
-
-
-class Pipeline:
-    """An agency's pure record pipeline. Holds the chain states it has advanced (in memory)."""
+class AgencyPipeline:
+    """Intake and judge for one agency: its key, directory, schemas and sharing policy."""
 
     def __init__(
         self,
@@ -169,154 +65,70 @@ class Pipeline:
         registry: SchemaRegistry,
         policy: SharingPolicy,
         environment: str,
-        chain: dict[tuple[str, str], ChainState],
-        producer_of: Callable[[str], str | None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_gap: int = DEFAULT_MAX_GAP,
     ) -> None:
         if policy.agency != identity.agency_id:
             raise ValueError(f"policy is for {policy.agency}, identity is {identity.agency_id}")
         self.identity = identity
         self.directory = directory
-        self.registry = registry
         self.policy = policy
         self.environment = environment
-        self.chain = dict(chain)
-        self.producer_of = producer_of
-        self.clock = clock
-        self._batch_producers: dict[str, str] = {}
-        self._unwrap = UnwrapCache(identity)
-
-    def reset(self, chain: dict[tuple[str, str], ChainState]) -> None:
-        """Forget in-memory state (after a failed commit or a rebalance) and start from ``chain``."""
-        self.chain = dict(chain)
-        self._batch_producers.clear()
-
-    def batch_committed(self) -> None:
-        """The store now holds what this batch accepted; the in-batch lookups can go."""
-        self._batch_producers.clear()
-
-    def process(self, raw: RawRecord) -> Outcome:
-        """Decide one record. Never raises for bad input: failures become :class:`Rejected`."""
-        verified: VerifiedRecord | None = None
-        step: ChainStep | None = None
-        result: Kept | Receipt | Amend | Rejected | Beat
-        try:
-            if len(raw.value) > MAX_RECORD_BYTES:  # step 1
-                raise OversizeEnvelope(
-                    f"record of {len(raw.value)} bytes exceeds {MAX_RECORD_BYTES}"
-                )
-            verified = verify(  # step 2
-                raw.value,
-                self.directory,
-                expected_environment=self.environment,
-                expected_topic=raw.topic,
-                witnessed_at=raw.appended_at,
-            )
-            h = verified.header
-            key = (h.producer_id, h.topic)
-            state = self.chain.get(key) or ChainState.empty(h.producer_id, h.topic)
-            step = advance(
-                state, sequence=h.sequence, prev_digest=h.prev_digest, digest=verified.digest
-            )  # step 3
-            self.chain[key] = step.state
-            result = self._decide(verified)
-        except RecordError as e:
-            header = verified.header if verified is not None else None
-            result = Rejected(
-                e.reason,
-                str(e),
-                str(header.record_id) if header else None,
-                header.producer_id if header else None,
-            )
-        return Outcome(raw, result, step.state if step else None, step.gap if step else None)
-
-    def _decide(self, verified: VerifiedRecord) -> Kept | Receipt | Amend | Beat:
-        h = verified.header
-        rid = str(h.record_id)
-        if self.identity.agency_id not in h.recipient_ids:  # step 4
-            return Receipt(
-                rid, h.producer_id, verified.digest, NOT_ADDRESSED_RULE, self.policy.policy_hash
-            )
-        payload = open_record(verified, self.identity, self._unwrap)  # step 5
-        name, value = self.registry.decode(h.schema_fingerprint, payload)
-        if _SCHEMA_KIND.get(name) is not h.kind:
-            raise SchemaViolation(f"record {rid}: header kind {h.kind.name} but schema {name}")
-        if name == Heartbeat.SCHEMA:
-            return _beat(rid, h.producer_id, value)
-        try:
-            model = RECORD_TYPES[name].from_avro(value)
-        except ValidationError as e:
-            raise SchemaViolation(f"record {rid}: {e.error_count()} validation error(s)") from None
-        if model.record_id != rid:
-            raise SchemaViolation(f"record {rid}: payload carries another record id")
-        if isinstance(model, (Correction, Retraction)):  # step 6
-            target = (
-                model.corrects_record_id
-                if isinstance(model, Correction)
-                else model.retracts_record_id
-            )
-            owner = self._batch_producers.get(target) or self.producer_of(target)
-            if owner is not None and owner != h.producer_id:
-                raise ForeignTarget(
-                    f"record {rid} by {h.producer_id} amends {target}, published by {owner}"
-                )
-        facts = model.replacement.facts() if isinstance(model, Correction) else model.facts()
-        decision = decide(self.policy, facts, self.clock())  # step 7
-        if decision.action is Action.QUARANTINE:
-            raise _PolicyQuarantine(f"record {rid} quarantined by policy rule {decision.rule_id}")
-        receipt = Receipt(
-            rid, h.producer_id, verified.digest, decision.rule_id, decision.policy_hash
+        self.intake = Intake(
+            resolver=directory,
+            environment=environment,
+            identity=identity,
+            registry=registry,
+            directory=directory,
+            clock=clock,
         )
-        if isinstance(model, Retraction):
-            return Amend(
-                "retraction",
-                rid,
-                model.retracts_record_id,
-                h.producer_id,
-                model.retracted_at,
-                model.reason,
-                None,
-                None,
-            )
-        content: dict[str, object] = json.loads(model.model_dump_json())
-        redacted: tuple[str, ...] = ()
-        if decision.action is Action.REDACT:
-            content, redacted = redact(content, decision.redact)
-        if isinstance(model, Correction):
-            raw_replacement = content.get("replacement")
-            replacement = raw_replacement if isinstance(raw_replacement, dict) else None
-            withheld = decision.action is Action.WITHHOLD
-            return Amend(
-                "correction",
-                rid,
-                model.corrects_record_id,
-                h.producer_id,
-                model.corrected_at,
-                model.reason,
-                None if withheld else replacement,
-                receipt if withheld else None,
-            )
-        if decision.action is Action.WITHHOLD:
-            return receipt
-        self._batch_producers[rid] = h.producer_id
-        return Kept(
-            record_id=rid,
-            producer_id=h.producer_id,
-            kind=model.KIND,
-            sequence=h.sequence,
-            digest=verified.digest,
-            created_at=h.created_at,
-            action=decision.action,
-            rule_id=decision.rule_id,
-            policy_hash=decision.policy_hash,
-            redacted_fields=redacted,
-            tlp=facts.tlp.value,
-            classification=facts.classification.value,
-            force_area=facts.force_area,
-            occurred_at=facts.occurred_at,
-            payload=content,
-        )
+        self.reader = Reader(identity.agency_id, policy, clock, max_gap)
+        #: Amendments the last judged batch refused once their target arrived (registered
+        #: pending by an earlier batch): no quarantine row of their own, so reported here.
+        self.late_refusals: list[LateRefusal] = []
 
+    def prepare(self, raws: Sequence[RawRecord]) -> list[Prepared]:
+        """Intake every record (no I/O)."""
+        return [self.intake.prepare(r.position, r.value) for r in raws]
 
-class _PolicyQuarantine(RecordError):
-    reason = ReasonCode.POLICY_QUARANTINE
+    def judge(
+        self,
+        prepared: Sequence[Prepared],
+        snapshot: Snapshot,
+        group_id: str,
+        offsets: dict[tuple[str, int], int],
+    ) -> tuple[Batch, list[Verdict]]:
+        """Judge prepared records in order against ``snapshot`` (no I/O)."""
+        judge = Judge(self.reader, snapshot)
+        verdicts = [judge.judge(p) for p in prepared]
+        self.late_refusals = list(judge.late_refusals)
+        return judge.batch(group_id, offsets), verdicts
+
+    def commit(
+        self,
+        store: Store,
+        group_id: str,
+        raws: Sequence[RawRecord],
+        prepared: Sequence[Prepared] | None = None,
+        *,
+        before_write: Callable[[Batch], Batch] | None = None,
+    ) -> tuple[Batch, list[Verdict]]:
+        """Judge ``raws`` inside the store's transaction and commit the batch with its offsets.
+
+        ``before_write`` sees the judged batch just before the store writes it (the fault suite's
+        crash injection uses it; production passes nothing).
+
+        Raises:
+            StoreError: nothing of the batch was kept.
+        """
+        ready = list(prepared) if prepared is not None else self.prepare(raws)
+        offsets = next_offsets(raws)
+        verdicts: list[Verdict] = []
+
+        def decide(snapshot: Snapshot) -> Batch:
+            batch, judged = self.judge(ready, snapshot, group_id, offsets)
+            verdicts[:] = judged
+            return batch if before_write is None else before_write(batch)
+
+        batch = store.judge_and_commit(keys_for(ready), decide)
+        return batch, verdicts

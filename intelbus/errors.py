@@ -1,16 +1,27 @@
-"""The exception hierarchy of intelbus.
+"""The exception hierarchy of intelbus: every error the bus raises on purpose, in one place.
 
-Every error the bus raises on purpose derives from :class:`IntelbusError`. Two families matter:
+Every class derives from :class:`IntelbusError`. The families (after sigstore, which keeps "this
+could not be read" apart from "this was read and is not acceptable"):
 
-* :class:`RecordError`: something is wrong with one record. The consumer quarantines the record with
-  the error's stable :class:`ReasonCode` and carries on. Messages carry ids and sizes, never record
-  contents or key material.
-* :class:`InfraError`: something is wrong with the machinery around the records (broker, Java,
-  Maven, database). These are retried or reported to the operator; they are never a reason to
-  quarantine a record.
+* :class:`RecordError`: something is wrong with one record. The consumer quarantines it under the
+  error's stable :class:`ReasonCode` and carries on; the auditor reports it under the same code.
+  Two kinds, never confused:
 
-Low-level errors (from PyNaCl, fastavro, kafka-python) are wrapped once, at the boundary where they
-happen, with ``raise ... from e``.
+  - :class:`Malformed`: the bytes could not be parsed (layout, size, format version, schema).
+    Nothing about the record can be trusted, not even the ids it claims.
+  - :class:`Refused`: the record was parsed and is refused by a rule (signature, key, binding,
+    chain, identity, amendment, policy). Whether its ids are authentic depends on how far
+    verification got: a record refused after its signature verified is a genuine record in the
+    wrong place or out of turn, never noise.
+
+* :class:`InfraError`: the machinery around the records failed (broker, Java, Maven, database, a
+  topic's settings). Retried or reported to the operator; never a reason to quarantine a record.
+* :class:`ConfigError`, :class:`DirectoryError`, :class:`PublishRefused` and the rest: a person's
+  input or the trust anchors are unusable; one clear line, never a traceback.
+
+Messages carry ids, sizes, counts and times, never record contents or key material. Low-level
+errors (PyNaCl, fastavro, kafka-python, database drivers) are wrapped once, at the boundary where
+they happen, with ``raise ... from e``.
 """
 
 from __future__ import annotations
@@ -19,29 +30,43 @@ import enum
 
 
 class ReasonCode(enum.StrEnum):
-    """Stable reason codes stored with every quarantined record. Never renumber or reuse one."""
+    """Stable reason codes: stored with every quarantined record, printed in every audit finding.
 
+    Never renumber, rename or reuse one: stores and reports written years ago hold these strings.
+    """
+
+    # Could not be parsed (Malformed).
     MALFORMED = "malformed"
     OVERSIZE = "oversize"
     UNSUPPORTED_VERSION = "unsupported_version"
-    UNKNOWN_KEY = "unknown_key"
-    BAD_SIGNATURE = "bad_signature"
-    BINDING_MISMATCH = "binding_mismatch"
-    KEY_NOT_VALID = "key_not_valid"
-    KEY_REVOKED = "key_revoked"
-    NOT_A_RECIPIENT = "not_a_recipient"
-    DECRYPTION_FAILED = "decryption_failed"
     UNKNOWN_SCHEMA = "unknown_schema"
     SCHEMA_VIOLATION = "schema_violation"
+    # Not authentic, or not by a key valid for this producer, role, topic and broker time.
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    KEY_NOT_VALID = "key_not_valid"
+    KEY_REVOKED = "key_revoked"
+    NO_BROKER_TIME = "no_broker_time"
+    # Authentic, but not where (topic, partition, environment, family) its producer put it.
+    BINDING_MISMATCH = "binding_mismatch"
+    # Not for this agency, or does not open.
+    NOT_A_RECIPIENT = "not_a_recipient"
+    DECRYPTION_FAILED = "decryption_failed"
+    # The producer stream's hash chain (intelbus/chain.py).
     CHAIN_REPLAY = "chain_replay"
     CHAIN_GAP = "chain_gap"
     CHAIN_FORK = "chain_fork"
-    POLICY_QUARANTINE = "policy_quarantine"
-    FOREIGN_TARGET = "foreign_target"
-    # Auditor replay findings (consumers/audit): judged over a whole topic, not one record.
     CHAIN_DUPLICATE = "chain_duplicate"
     CHAIN_REORDER = "chain_reorder"
     CHAIN_JUMP = "chain_jump"
+    # A record's identity is (producer, record id).
+    RECORD_ID_REUSED = "record_id_reused"
+    # Corrections and retractions.
+    FOREIGN_TARGET = "foreign_target"
+    KIND_CHANGED = "kind_changed"
+    # The receiving agency's sharing policy.
+    POLICY_QUARANTINE = "policy_quarantine"
+    # Findings an auditor makes over a whole topic rather than one record.
     CLOCK_SKEW = "clock_skew"
     HEARTBEAT_MISSING = "heartbeat_missing"
     RECIPIENT_NOT_ENTITLED = "recipient_not_entitled"
@@ -55,12 +80,126 @@ class ConfigError(IntelbusError):
     """A configuration file or setting is missing, unknown or invalid."""
 
 
+class UnsafeFile(ConfigError):
+    """A file is not safe to use: a private key readable by others, a symlink where a file is
+    written, a store owned by another agency. The message names the file and the fix."""
+
+
+class InsecureFileError(UnsafeFile):
+    """A file that must be private is not: group or others may access it, it is a symbolic link
+    where none is allowed, or it is not a regular file.
+
+    The message is one line naming the path, what is wrong and the fix. :attr:`path` is the file;
+    :attr:`mode` its permission bits when they are the problem, else None.
+    """
+
+    def __init__(self, message: str, *, path: object, mode: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.mode = mode
+
+
+# --- Infrastructure. -------------------------------------------------------------------------------
+
+
 class InfraError(IntelbusError):
     """The machinery around the records failed (broker, JVM, Maven, database). Retried or reported."""
 
 
+class ToolMissingError(InfraError):
+    """A tool needed to run Kafka locally is missing or broken. The message says how to fix it."""
+
+
 class KafkaUnavailableError(InfraError):
     """No Kafka broker could be reached or started. The message says what is missing and how to fix it."""
+
+
+class TopicMissing(KafkaUnavailableError):
+    """A topic does not exist (create the bus topics first)."""
+
+
+class KafkaStartError(KafkaUnavailableError):
+    """A local broker did not start; the message says why and where its log is."""
+
+
+class TransportSecurityError(KafkaUnavailableError):
+    """A TLS setting or file is unusable, or the broker refused the connection's security."""
+
+
+class NotAuthorized(TransportSecurityError):
+    """The broker's authorizer refused an operation; :attr:`resource_type` says what was denied."""
+
+    resource_type: str = "unknown"
+
+
+class SendFailed(KafkaUnavailableError):
+    """A record was not acknowledged. ``indeterminate`` is True when it may have been written anyway
+    (a timeout, a lost connection): resend the *same* bytes, never reseal."""
+
+    def __init__(self, message: str, *, indeterminate: bool) -> None:
+        super().__init__(message)
+        self.indeterminate = indeterminate
+
+
+class TopicMisconfigured(InfraError):
+    """A bus topic's settings break what trust relies on (for example its timestamp type is not
+    LogAppendTime, so the broker's clock no longer witnesses when records arrived). Nothing is
+    read or committed until an operator fixes the topic."""
+
+
+class StoreError(InfraError):
+    """The store could not commit or read. Nothing of a failed batch was kept; retry the batch."""
+
+
+# --- Trust anchors and publishing. ------------------------------------------------------------------
+
+
+class DirectoryError(IntelbusError):
+    """A directory version is invalid, may not be trusted, or may no longer be relied on."""
+
+
+class InvalidDirectory(DirectoryError):
+    """The document does not parse, or breaks a structural rule (ids, keys, threshold, times)."""
+
+
+class ThresholdNotMet(DirectoryError):
+    """Fewer distinct admin keys than the threshold signed this version."""
+
+
+class BadVersion(DirectoryError):
+    """The version is not exactly the next one (rollback, replay or a skipped version)."""
+
+
+class DirectoryExpired(DirectoryError):
+    """The newest trusted directory has expired: nothing may be published, consumed or audited
+    against it until a newer version is fetched (``intelbus directory refresh``)."""
+
+
+class PublishRefused(IntelbusError):
+    """A record is not published because a rule forbids it (fail closed). Nothing was sent."""
+
+
+class NoRecipients(PublishRefused):
+    """The agreement gives this record no recipients (or an unknown one): it is not published."""
+
+
+class PublishError(IntelbusError):
+    """A record was not acknowledged after every attempt; it stays pending in the producer state."""
+
+
+class AclDerivationError(IntelbusError):
+    """The directory does not yield a consistent set of Kafka ACLs."""
+
+
+class CertError(IntelbusError):
+    """A certificate or its key could not be made, read or used."""
+
+
+class SchemaDefinitionError(IntelbusError):
+    """A schema file is invalid, fails the lint, or is an incompatible change. Not a record error."""
+
+
+# --- One record. ---------------------------------------------------------------------------------------
 
 
 class RecordError(IntelbusError):
@@ -77,77 +216,86 @@ class RecordError(IntelbusError):
         return f"[{self.reason.value}] {super().__str__()}"
 
 
-# --- The envelope (parse, then verify, then open). See docs/envelope.md. ---------------------------
+class Malformed(RecordError):
+    """The record could not be parsed; nothing it claims is trusted."""
+
+
+class Refused(RecordError):
+    """The record was parsed and is refused by a rule."""
 
 
 class EnvelopeError(RecordError):
-    """A sealed record could not be parsed, verified or opened."""
+    """A sealed record could not be parsed, verified or opened (every envelope error is one)."""
 
 
-class MalformedEnvelope(EnvelopeError):
+class MalformedEnvelope(EnvelopeError, Malformed):
     """The fixed-layout header or a length field is inconsistent, truncated or has trailing bytes."""
 
     reason = ReasonCode.MALFORMED
 
 
-class OversizeEnvelope(EnvelopeError):
+class OversizeEnvelope(EnvelopeError, Malformed):
     """The record or one of its parts exceeds a hard size cap. Checked before any other work."""
 
     reason = ReasonCode.OVERSIZE
 
 
-class UnsupportedVersion(EnvelopeError):
+class UnsupportedVersion(EnvelopeError, Malformed):
     """The envelope format version (or a suite id) is not one this build understands."""
 
     reason = ReasonCode.UNSUPPORTED_VERSION
 
 
-class UnknownKey(EnvelopeError):
+class UnknownKey(EnvelopeError, Refused):
     """The signing key id is not known (to the key set or the directory in force)."""
 
     reason = ReasonCode.UNKNOWN_KEY
 
 
-class BadSignature(EnvelopeError):
+class BadSignature(EnvelopeError, Refused):
     """The Ed25519 signature does not verify over the signed bytes."""
 
     reason = ReasonCode.BAD_SIGNATURE
 
 
-class BindingMismatch(EnvelopeError):
-    """A signed binding (environment, topic, producer, recipients...) contradicts the context."""
+class BindingMismatch(EnvelopeError, Refused):
+    """A signed binding (environment, topic, partition, producer, family) contradicts where the
+    record was read: a genuine record in the wrong place."""
 
     reason = ReasonCode.BINDING_MISMATCH
 
 
-class KeyNotValid(EnvelopeError):
-    """The key is known but not valid for this producer, role, topic or time."""
+class KeyNotValid(EnvelopeError, Refused):
+    """The key is known but not valid for this producer, role, topic or broker time."""
 
     reason = ReasonCode.KEY_NOT_VALID
 
 
-class KeyRevoked(EnvelopeError):
-    """The key was revoked before the record was published (or it leaked before then)."""
+class KeyRevoked(EnvelopeError, Refused):
+    """The key was revoked, or presumed leaked, before the broker appended the record."""
 
     reason = ReasonCode.KEY_REVOKED
 
 
-class NotARecipient(EnvelopeError):
+class NoBrokerTime(EnvelopeError, Refused):
+    """The record carries no broker append time, so its key cannot be judged when it arrived."""
+
+    reason = ReasonCode.NO_BROKER_TIME
+
+
+class NotARecipient(EnvelopeError, Refused):
     """This agency is not in the record's recipient list, so it cannot (and must not) open it."""
 
     reason = ReasonCode.NOT_A_RECIPIENT
 
 
-class DecryptionFailed(EnvelopeError):
+class DecryptionFailed(EnvelopeError, Refused):
     """Opening failed. Once decryption starts, every failure is this one class (no oracle)."""
 
     reason = ReasonCode.DECRYPTION_FAILED
 
 
-# --- Schemas and payloads. ---------------------------------------------------------------------------
-
-
-class SchemaError(RecordError):
+class SchemaError(Malformed):
     """A payload's schema is unknown, or the payload does not match it."""
 
     reason = ReasonCode.SCHEMA_VIOLATION
@@ -165,25 +313,19 @@ class SchemaViolation(SchemaError):
     reason = ReasonCode.SCHEMA_VIOLATION
 
 
-class SchemaDefinitionError(IntelbusError):
-    """A schema file is invalid, fails the lint, or is an incompatible change. Not a record error."""
-
-
-# --- Per-producer hash chains. See intelbus/chain.py. -------------------------------------------------
-
-
-class ChainError(RecordError):
-    """A record does not continue its producer's hash chain."""
+class ChainError(Refused):
+    """A record does not continue its producer stream's hash chain (intelbus/chain.py)."""
 
 
 class ChainReplay(ChainError):
-    """The sequence number was already seen: an old record delivered again (possibly at a new offset)."""
+    """A sequence number already passed and not missing: an old record delivered again."""
 
     reason = ReasonCode.CHAIN_REPLAY
 
 
 class ChainFork(ChainError):
-    """The record's previous-hash does not match the chain: a fork or a spliced stream."""
+    """The record's previous digest does not match the chain, or a second record claims the newest
+    sequence number: two histories, or a spliced stream."""
 
     reason = ReasonCode.CHAIN_FORK
 
@@ -191,4 +333,34 @@ class ChainFork(ChainError):
 class ChainJump(ChainError):
     """The sequence number jumps further ahead than any plausible gap (fast-forward attack)."""
 
-    reason = ReasonCode.CHAIN_GAP
+    reason = ReasonCode.CHAIN_JUMP
+
+
+class ChainDuplicate(ChainError):
+    """The same record again, byte for byte (a resend after a lost acknowledgement, or a copy)."""
+
+    reason = ReasonCode.CHAIN_DUPLICATE
+
+
+class RecordIdReused(Refused):
+    """A producer used one of its record ids again for a different record."""
+
+    reason = ReasonCode.RECORD_ID_REUSED
+
+
+class ForeignTarget(Refused):
+    """A correction or retraction names a record id that only another producer has published."""
+
+    reason = ReasonCode.FOREIGN_TARGET
+
+
+class KindChanged(Refused):
+    """A correction would change its record's kind or family (a sighting into an incident)."""
+
+    reason = ReasonCode.KIND_CHANGED
+
+
+class PolicyQuarantine(Refused):
+    """The receiving agency's sharing policy quarantines the record (or its new version)."""
+
+    reason = ReasonCode.POLICY_QUARANTINE

@@ -4,8 +4,10 @@
 * :class:`AgencyIdentity` also holds the secrets. Its ``repr``/``str`` never show them.
 * The key id is BLAKE2b-128 over both public keys with a domain-separating personalisation, so a
   key id names exactly one (signing, encryption) pair.
-* Key files are JSON, created with mode 0600 by ``O_CREAT | O_EXCL`` (never overwritten, never
-  widened), optionally encrypted under a passphrase with Argon2id + XSalsa20-Poly1305.
+* Key files are JSON, created with mode 0600 by ``O_CREAT | O_EXCL | O_NOFOLLOW`` (never
+  overwritten, never widened, never written through a link), optionally encrypted under a
+  passphrase with Argon2id + XSalsa20-Poly1305. A key file that group or others may access is
+  refused when loaded, as ssh refuses one (:func:`intelbus.files.read_private`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 
 from intelbus import _nacl
 from intelbus.errors import ConfigError, DecryptionFailed, KeyNotValid, UnknownKey
+from intelbus.files import open_private_new, read_private
 
 KEY_FILE_FORMAT = "intelbus-key-v1"
 _KEY_ID_PERSON = b"ibus-key-id"
@@ -172,8 +175,11 @@ class AgencyIdentity:
     ) -> None:
         """Write a new key file with mode 0600 (refuses to overwrite an existing file).
 
+        Created with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a symbolic link at ``path``, even a
+        dangling one, is refused like any existing file, so the key is never written through it.
+
         Raises:
-            FileExistsError: the file exists.
+            FileExistsError: something (a file or a link) is already at ``path``.
         """
         secret = self._sign_seed + self._enc_secret
         doc: dict[str, object] = {
@@ -194,20 +200,24 @@ class AgencyIdentity:
                 memlimit=memlimit,
                 box=_nacl.secretbox_encrypt(key, secret).hex(),
             )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
+        with open_private_new(path) as f:
+            f.write(json.dumps(doc, indent=2).encode())
+            f.flush()
+            os.fsync(f.fileno())
 
     @classmethod
     def load(cls, path: Path, *, passphrase: bytes | None = None) -> AgencyIdentity:
         """Read a key file.
 
         Raises:
+            InsecureFileError: group or others may access the file (a :class:`ConfigError`; the
+                message names the path, its mode and ``chmod 600``), or it is not a regular file.
             ConfigError: unreadable, malformed, encrypted without a passphrase, wrong passphrase,
                 or its key id does not match its keys.
         """
         try:
-            raw = json.loads(path.read_text())
+            # Judged before anything is parsed, passphrase or not, as ssh does.
+            raw = json.loads(read_private(path, what="key file").decode())
             if raw.get("format") != KEY_FILE_FORMAT:
                 raise ConfigError(f"{path} is not an intelbus key file")
             if raw["encrypted"]:

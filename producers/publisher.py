@@ -2,13 +2,20 @@
 
 For each record (``Publisher.publish``):
 
-1. Decide the recipients with the sharing agreement; none, or one the directory cannot seal to,
-   means the record is not published (:class:`~intelbus.policy.agreement.NoRecipients`).
-2. Encode it with its current Avro writer schema.
-3. Seal it as the stream's next record (sequence, previous digest) to the recipients' current keys.
-4. Reserve it durably in the producer state *before* sending (no sequence reuse, no fork after a
-   crash), then send with ``acks=all`` on the idempotent producer.
-5. It counts as published only once the broker acknowledged it. On an indeterminate failure the
+1. The directory must be fresh (its newest version not expired, the directory topic read for
+   newer ones) and must list this producer's key as valid for the topic now: fail closed
+   otherwise (:class:`~intelbus.errors.DirectoryExpired`, :class:`~intelbus.errors.PublishRefused`).
+2. Decide the recipients with the sharing agreement; none, or one the directory cannot seal to,
+   means the record is not published (:class:`~intelbus.errors.NoRecipients`).
+3. Encode it with its current Avro writer schema.
+4. Seal it as its stream's next record (sequence, previous digest), bound to the stream's
+   partition and naming the record it amends, to the recipients' current keys. A stream is one
+   topic's records under one key: its partition is chosen once (a stable hash of the producer id
+   over the topic's partitions then) and kept when partitions are added; a new key starts a new
+   epoch at sequence 0, linked to the last record of the previous one.
+5. Reserve it durably in the producer state *before* sending (no sequence reuse, no fork after a
+   crash), then send to its partition with ``acks=all`` on the idempotent producer.
+6. It counts as published only once the broker acknowledged it. On an indeterminate failure the
    Kafka producer is recreated and the *same sealed bytes* are resent; if it still fails, the record
    stays pending and :meth:`Publisher.resend_pending` sends it first on the next start.
 
@@ -18,19 +25,32 @@ the last sequence number of each stream, so a quiet feed can be told from a froz
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from intelbus.directory import store as dstore
+from intelbus.directory.follow import DirectoryFollower, require_fresh
 from intelbus.directory.model import Role
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.envelope import DataKeyCache, RecordKind, seal
+from intelbus.envelope import DataKeyCache, seal
+from intelbus.errors import (
+    ConfigError,
+    NoRecipients,
+    PublishError,
+    PublishRefused,
+    RecordError,
+    SendFailed,
+)
 from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.kinds import Family, RecordKind
 from intelbus.log import get_logger
-from intelbus.policy.agreement import NoRecipients, SharingAgreement
+from intelbus.policy.agreement import SharingAgreement
 from intelbus.records import (
     Correction,
     DomainRecord,
@@ -43,8 +63,9 @@ from intelbus.records import (
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.security import TransportSecurity
-from intelbus.transport.topics import Family, topic_name
-from producers.state import ProducerState, Reservation
+from intelbus.transport.topics import topic_name
+from producers.config import ProducerConfig
+from producers.state import UNBOUND, ProducerState, Reservation
 from producers.state import StreamHead as StateHead
 
 log = get_logger("producers.publisher")
@@ -56,10 +77,8 @@ _KINDS: dict[type, RecordKind] = {
     Retraction: RecordKind.RETRACTION,
 }
 SEND_ATTEMPTS = 3
-
-
-class PublishError(Exception):
-    """A record was not acknowledged after every attempt; it stays pending in the producer state."""
+#: How often a long-running publisher reads the directory topic for new versions.
+DIRECTORY_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +103,7 @@ class _Prepared:
     payload: bytes
     keys: tuple[PublicIdentity, ...]
     record_id: uuid.UUID
+    target: uuid.UUID | None  # the record a correction or retraction amends
 
 
 class Publisher:
@@ -103,6 +123,7 @@ class Publisher:
         datakeys: DataKeyCache | None = None,
         security: TransportSecurity | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        follower: DirectoryFollower | None = None,
     ) -> None:
         if agreement.producer != identity.agency_id:
             raise NoRecipients(
@@ -120,6 +141,8 @@ class Publisher:
         self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
         self.clock = clock
         self._producer: Any = None
+        self.follower = follower
+        self._next_directory = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
@@ -140,6 +163,54 @@ class Publisher:
                 "a retraction needs the family (sightings or incidents) of the record it withdraws"
             )
         return topic_name(family, prefix=self.prefix)
+
+    # -- trust before sealing ---------------------------------------------------------------------
+
+    def check_directory(self, topic: str, *, force: bool = False) -> None:
+        """Refuse to publish on an expired directory, or with a key it does not trust now.
+
+        Reads the directory topic first (at most every :data:`DIRECTORY_EVERY_S` unless
+        ``force``), so a new version (a rotation, a revocation) is known before sealing.
+
+        Raises:
+            DirectoryExpired: the newest trusted version has expired.
+            PublishRefused: this producer's key may not publish to ``topic`` now.
+            KafkaUnavailableError: the directory topic cannot be read.
+        """
+        now_mono = time.monotonic()
+        if self.follower is not None and (force or now_mono >= self._next_directory):
+            self._next_directory = now_mono + DIRECTORY_EVERY_S
+            self.follower.catch_up()
+        now = self.clock()
+        require_fresh(self.directory, now)
+        try:
+            self.directory.key_status(
+                self.identity.key_id, self.identity.agency_id, topic, now, now
+            )
+        except RecordError as e:
+            raise PublishRefused(
+                f"{self.identity.agency_id}'s key {self.identity.key_id.hex()} may not publish "
+                f"to {topic} now: {e.reason.value}: {str(e).split('] ', 1)[-1]}"
+            ) from None
+
+    def _head(self, topic: str, heads: dict[str, StateHead] | None = None) -> StateHead:
+        """The head the next record on ``topic`` continues: the stored one, or (a new key, or a
+        stream never bound to a partition) a new epoch at sequence 0 linked to the last record."""
+        head = (heads or {}).get(topic) or self.state.head(topic)
+        epoch = self.identity.key_id.hex()
+        if head.epoch == epoch and head.partition != UNBOUND:
+            return head
+        partition = head.partition if head.partition != UNBOUND else self._choose_partition(topic)
+        return StateHead(topic, -1, head.last_digest, partition, epoch)
+
+    def _choose_partition(self, topic: str) -> int:
+        """A stable partition for this producer's stream on ``topic``: a hash of the producer id
+        over the partitions the topic has now. Chosen once; the state keeps it."""
+        if self._producer is None:
+            self._producer = transport.make_producer(self.bootstrap, security=self.security)
+        count = transport.partition_count(self._producer, topic)
+        digest = hashlib.blake2b(self.identity.agency_id.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % count
 
     # -- publishing ---------------------------------------------------------------------------------
 
@@ -175,6 +246,7 @@ class Publisher:
             payload=p.payload,
             keys=p.keys,
             record_id=p.record_id,
+            target=p.target,
         )
 
     def publish_many(
@@ -201,11 +273,13 @@ class Publisher:
             PublishError: some records were not acknowledged; they stay pending.
         """
         prepared = [self._prepare(r, named, family) for r in records]
+        for topic in sorted({p.topic for p in prepared}):
+            self.check_directory(topic)
         with self._lock:
             heads: dict[str, StateHead] = {}
             reservations: list[Reservation] = []
             for p in prepared:
-                head = heads.get(p.topic) or self.state.head(p.topic)
+                head = self._head(p.topic, heads)
                 sealed = seal(
                     self.identity,
                     environment=self.environment,
@@ -216,24 +290,28 @@ class Publisher:
                     schema_fingerprint=p.fingerprint,
                     payload=p.payload,
                     recipients=p.keys,
+                    partition=head.partition,
+                    target_record_id=p.target,
                     record_id=p.record_id,
                     datakeys=self.datakeys,
                 )
                 reservations.append(Reservation(head, str(p.record_id), sealed.digest, sealed.data))
-                heads[p.topic] = StateHead(p.topic, head.next_sequence, sealed.digest)
+                heads[p.topic] = StateHead(
+                    p.topic, head.next_sequence, sealed.digest, head.partition, head.epoch
+                )
             self.state.reserve_many(reservations)
             if self._producer is None:
                 self._producer = transport.make_producer(self.bootstrap, security=self.security)
             results = transport.send_many(
                 self._producer,
-                [(r.head.stream, r.sealed) for r in reservations],
+                [(r.head.stream, r.sealed, r.head.partition) for r in reservations],
                 key=self.identity.agency_id.encode(),
             )
             acks: list[tuple[str, int, int]] = []
             failed = 0
             try:
                 for r, result in zip(reservations, results, strict=True):
-                    if isinstance(result, transport.SendFailed):
+                    if isinstance(result, SendFailed):
                         failed += 1
                         if failed == 1:
                             log.warning(
@@ -244,7 +322,8 @@ class Publisher:
                             # Once: the failed producer's idempotence state is unknown. Each
                             # resend below makes (and on failure replaces) its own.
                             self._close_producer()
-                        acked = self._send(r.head.stream, r.sealed)  # same bytes, with retries
+                        # Same bytes, same partition, with retries.
+                        acked = self._send(r.head.stream, r.sealed, r.head.partition)
                     else:
                         acked = result
                     acks.append((r.record_id, *acked))
@@ -274,8 +353,19 @@ class Publisher:
         now = self.clock()
         keys = tuple(self.directory.recipient_key(a, now) for a in recipients)
         fingerprint, payload = self.registry.encode(record.SCHEMA, record.to_avro())
+        target: str | None = None
+        if isinstance(record, Correction):
+            target = record.corrects_record_id
+        elif isinstance(record, Retraction):
+            target = record.retracts_record_id
         return _Prepared(
-            topic, _KINDS[type(record)], fingerprint, payload, keys, uuid.UUID(record.record_id)
+            topic,
+            _KINDS[type(record)],
+            fingerprint,
+            payload,
+            keys,
+            uuid.UUID(record.record_id),
+            None if target is None else uuid.UUID(target),
         )
 
     def _publish_payload(
@@ -287,9 +377,11 @@ class Publisher:
         payload: bytes,
         keys: Sequence[PublicIdentity],
         record_id: uuid.UUID,
+        target: uuid.UUID | None = None,
     ) -> Published:
+        self.check_directory(topic)
         with self._lock:
-            head = self.state.head(topic)
+            head = self._head(topic)
             sealed = seal(
                 self.identity,
                 environment=self.environment,
@@ -300,13 +392,15 @@ class Publisher:
                 schema_fingerprint=fingerprint,
                 payload=payload,
                 recipients=keys,
+                partition=head.partition,
+                target_record_id=target,
                 record_id=record_id,
                 datakeys=self.datakeys,
             )
             self.state.reserve(
                 head, record_id=str(record_id), digest=sealed.digest, sealed=sealed.data
             )
-            partition, offset = self._send(topic, sealed.data)
+            partition, offset = self._send(topic, sealed.data, head.partition)
             self.state.acknowledge(str(record_id), partition, offset)
         log.info(
             "record.published",
@@ -331,7 +425,7 @@ class Publisher:
         sent = 0
         with self._lock:
             for pending in self.state.pending():
-                partition, offset = self._send(pending.stream, pending.sealed)
+                partition, offset = self._send(pending.stream, pending.sealed, pending.partition)
                 self.state.acknowledge(pending.record_id, partition, offset)
                 log.info(
                     "record.resent",
@@ -342,16 +436,20 @@ class Publisher:
                 sent += 1
         return sent
 
-    def _send(self, topic: str, data: bytes) -> tuple[int, int]:
-        last: transport.SendFailed | None = None
+    def _send(self, topic: str, data: bytes, partition: int | None) -> tuple[int, int]:
+        last: SendFailed | None = None
         for attempt in range(1, SEND_ATTEMPTS + 1):
             if self._producer is None:
                 self._producer = transport.make_producer(self.bootstrap, security=self.security)
             try:
                 return transport.send_and_wait(
-                    self._producer, topic, data, key=self.identity.agency_id.encode()
+                    self._producer,
+                    topic,
+                    data,
+                    key=self.identity.agency_id.encode(),
+                    partition=None if partition == UNBOUND else partition,
                 )
-            except transport.SendFailed as e:
+            except SendFailed as e:
                 last = e
                 log.warning(
                     "record.send_failed",
@@ -425,3 +523,40 @@ class Publisher:
             self._heartbeat_thread.join(timeout=10)
         with self._lock:
             self._close_producer()
+        if self.follower is not None:
+            self.follower.close()
+
+
+def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> Publisher:
+    """A publisher wired from a producer config: key, directory (and its topic), agreement, state.
+
+    Raises:
+        IntelbusError: any part of the configuration is unusable.
+    """
+    identity = AgencyIdentity.load(config.key_file, passphrase=passphrase)
+    if identity.agency_id != config.agency:
+        raise ConfigError(
+            f"the key file is {identity.agency_id}'s, the config is for {config.agency}"
+        )
+    history = dstore.load_folder(config.directory)
+    bootstrap = config.bootstrap()
+    security = config.transport_security()
+    follower = DirectoryFollower(
+        history,
+        bootstrap_servers=bootstrap,
+        topic=topic_name(Family.DIRECTORY, prefix=config.topic_prefix),
+        folder=config.directory,
+        security=security,
+    )
+    return Publisher(
+        identity=identity,
+        directory=history,
+        agreement=SharingAgreement.load(config.agreement),
+        registry=SchemaRegistry.load(),
+        state=ProducerState(config.state_file),
+        bootstrap_servers=bootstrap,
+        security=security,
+        environment=config.environment,
+        topic_prefix=config.topic_prefix,
+        follower=follower,
+    )

@@ -2,8 +2,10 @@
 
 It builds a real directory (threshold-signed), real identities, real sharing agreement and
 policies, and publishes through the real :class:`producers.publisher.Publisher`, whose broker send
-is replaced by an append to an in-memory log. Tests then tamper with the logged bytes and feed them
-to the real consumer pipeline. Delivery itself is tested on the real broker, never here.
+is replaced by an append to an in-memory log (each topic has ``partitions`` partitions, with
+their own offsets; the broker's append time is the simulator's clock). Tests then tamper with the
+logged bytes and feed them to the real consumer pipeline and store. Delivery itself is tested on
+the real broker, never here.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumers.pipeline import Pipeline, RawRecord
+from consumers.agency import apply_withdrawals
+from consumers.pipeline import AgencyPipeline, RawRecord
 from intelbus import _nacl
-from intelbus.chain import ChainState
 from intelbus.directory import edit
 from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import DirectoryHistory, sign
@@ -23,6 +25,9 @@ from intelbus.identity import AgencyIdentity
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.policy.rules import PolicySpec, SharingPolicy
 from intelbus.serde.registry import SchemaRegistry
+from intelbus.store.base import StoredRecordView
+from intelbus.trust.judge import LateRefusal
+from intelbus.trust.model import Verdict
 from producers.publisher import Publisher
 from producers.state import ProducerState
 
@@ -74,14 +79,24 @@ HERTS_POLICY = {
 
 
 class _LoggingPublisher(Publisher):
-    """The real publisher, with the broker send replaced by an append to the simulator's log."""
+    """The real publisher, with the broker replaced by the simulator's log."""
 
-    log: list[RawRecord]
+    sim: BusSimulator
 
-    def _send(self, topic: str, data: bytes) -> tuple[int, int]:
-        offset = sum(1 for r in self.log if r.topic == topic)
-        self.log.append(RawRecord(topic, 0, offset, data, datetime.now(UTC)))
-        return 0, offset
+    def _send(self, topic: str, data: bytes, partition: int | None) -> tuple[int, int]:
+        raw = self.sim.append(topic, data, partition=0 if partition is None else partition)
+        return raw.partition, raw.offset
+
+    def _choose_partition(self, topic: str) -> int:
+        return self.sim.partition_of(self.identity.agency_id)
+
+
+class _UncheckedPublisher(_LoggingPublisher):
+    """The real publisher without its directory checks: what a thief holding a leaked key, or a
+    producer that has not yet learned of a revocation, can still sign and send."""
+
+    def check_directory(self, topic: str, *, force: bool = False) -> None:
+        del topic, force
 
 
 @dataclass
@@ -91,6 +106,63 @@ class BusSimulator:
     tmp: Path
     identities: dict[str, AgencyIdentity] = field(default_factory=dict)
     log: list[RawRecord] = field(default_factory=list)
+    partitions: int = 3
+    #: The broker's clock (its append time); None: the real time.
+    broker_clock: datetime | None = None
+
+    def append(
+        self, topic: str, value: bytes, *, partition: int = 0, appended_at: datetime | None = None
+    ) -> RawRecord:
+        """Append bytes to a topic's partition, as the broker does (anyone with write access)."""
+        offset = sum(1 for r in self.log if (r.topic, r.partition) == (topic, partition))
+        at = appended_at or self.broker_clock or datetime.now(UTC)
+        raw = RawRecord(topic, partition, offset, value, at)
+        self.log.append(raw)
+        return raw
+
+    def partition_of(self, agency: str) -> int:
+        """The partition a producer's streams are bound to here (a stable choice)."""
+        return sorted(self.identities).index(agency) % self.partitions
+
+    def update_directory(self, change: object) -> SignedDirectory:
+        """Sign and accept the next directory version: ``change(body)`` returns the new draft."""
+        doc = self._signed(change(self.history.latest))  # type: ignore[operator]
+        self.history.update(doc)
+        return doc
+
+    def rotate_key(self, agency: str = "cst", *, at: datetime | None = None) -> AgencyIdentity:
+        """The agency's next key, in force from ``at`` (the old one retired then); its publisher
+        now signs with it, on the same producer state (so its streams start a new epoch)."""
+        new = AgencyIdentity.generate(agency)
+        when = at or datetime.now(UTC)
+        self.update_directory(
+            lambda body: edit.rotate_key(body, agency_id=agency, identity=new.public, now=when)
+        )
+        self.identities[agency] = new
+        old = self.publishers.pop(agency, None)
+        if old is not None:
+            old.state.close()
+        return new
+
+    def revoke_key(
+        self,
+        agency: str = "cst",
+        *,
+        key_id: bytes,
+        at: datetime,
+        compromised_since: datetime | None = None,
+    ) -> None:
+        """A directory version revoking one of the agency's keys (leaked since a time, if given)."""
+        self.update_directory(
+            lambda body: edit.revoke_key(
+                body,
+                agency_id=agency,
+                key_id=key_id.hex(),
+                reason="key leaked",
+                now=at,
+                compromised_since=compromised_since,
+            )
+        )
 
     def __post_init__(self) -> None:
         for agency in ("cst", "met-police", "herts-police", "gmp", "inspectorate", "rogue"):
@@ -136,6 +208,24 @@ class BusSimulator:
             doc = sign(doc, seed)
         return doc
 
+    def unchecked(self, agency: str = "cst") -> _LoggingPublisher:
+        """A publisher for ``agency`` that skips the directory checks (a leaked key), sharing the
+        agency's producer state (so its records continue the agency's stream)."""
+        real = self.publisher(agency)
+        pub = _UncheckedPublisher(
+            identity=real.identity,
+            directory=self.history,
+            agreement=real.agreement,
+            registry=REGISTRY,
+            state=real.state,
+            bootstrap_servers="unused:0",
+            environment=ENV,
+            topic_prefix=PREFIX,
+            clock=real.clock,
+        )
+        pub.sim = self
+        return pub
+
     def publisher(self, agency: str = "cst") -> _LoggingPublisher:
         if agency not in self.publishers:
             agreement = SharingAgreement.model_validate({**AGREEMENT, "producer": agency})
@@ -148,8 +238,9 @@ class BusSimulator:
                 bootstrap_servers="unused:0",
                 environment=ENV,
                 topic_prefix=PREFIX,
+                clock=lambda: self.broker_clock or datetime.now(UTC),
             )
-            pub.log = self.log
+            pub.sim = self
             self.publishers[agency] = pub
         return self.publishers[agency]
 
@@ -157,19 +248,17 @@ class BusSimulator:
         self,
         agency: str = "herts-police",
         policy: dict[str, object] | None = None,
-        chain: dict[tuple[str, str], ChainState] | None = None,
-        producer_of: dict[str, str] | None = None,
-    ) -> Pipeline:
+        *,
+        environment: str = ENV,
+    ) -> AgencyPipeline:
         spec = PolicySpec.model_validate(policy or {**HERTS_POLICY, "agency": agency})
-        owners = producer_of or {}
-        return Pipeline(
+        return AgencyPipeline(
             identity=self.identities[agency],
             directory=self.history,
             registry=REGISTRY,
             policy=SharingPolicy.from_spec(spec),
-            environment=ENV,
-            chain=chain or {},
-            producer_of=owners.get,
+            environment=environment,
+            clock=lambda: self.broker_clock or datetime.now(UTC),
         )
 
 
@@ -191,11 +280,9 @@ class TrustedState:
 
 
 class SimulatedConsumer:
-    """An agency's consumer without Kafka: pipeline -> one store batch -> the real SQLite store.
-
-    The same path as :class:`consumers.agency.AgencyConsumer` after its poll (``to_batch`` and
-    ``Store.commit``), so a quarantine row here is the row the real consumer would write.
-    """
+    """An agency's consumer without Kafka: the real pipeline and the real store (SQLite by
+    default, or any store URL), exactly as :class:`consumers.agency.AgencyConsumer` runs them
+    after its poll, so a quarantine row here is the row the real consumer would write."""
 
     def __init__(
         self,
@@ -203,46 +290,56 @@ class SimulatedConsumer:
         agency: str = "herts-police",
         *,
         environment: str = ENV,
-        store_path: Path | None = None,
+        store_path: Path | str | None = None,
+        policy: dict[str, object] | None = None,
     ) -> None:
-        from consumers.agency import chain_from_store  # noqa: PLC0415 - keeps the import local
-        from intelbus.store.sqlite import SqliteStore  # noqa: PLC0415
+        from intelbus.store import open_store  # noqa: PLC0415 - keeps the import local
 
         self.sim = sim
         self.agency = agency
         self.group_id = f"{PREFIX}.{agency}"
-        self.store = SqliteStore(store_path or sim.tmp / f"{agency}.sqlite")
-        self.pipeline = sim.pipeline(agency, chain=chain_from_store(self.store))
-        self.pipeline.producer_of = self.store.producer_of
-        self.pipeline.environment = environment
+        self.store_url = str(store_path or sim.tmp / f"{agency}.sqlite")
+        self.store = open_store(self.store_url)
+        self.policy = policy
+        self.pipeline = sim.pipeline(agency, policy, environment=environment)
+        self.environment = environment
+        #: Waiting amendments refused when their target arrived, over every delivery.
+        self.late_refusals: list[LateRefusal] = []
 
-    def deliver(self, raws: list[RawRecord]) -> list[object]:
-        """Process ``raws`` as one polled batch and commit it; returns each record's result."""
-        from consumers.agency import Stats, to_batch  # noqa: PLC0415
+    def deliver(self, raws: list[RawRecord]) -> list[Verdict]:
+        """Process ``raws`` as one polled batch and commit it; returns each record's verdict."""
+        _, verdicts = self.pipeline.commit(self.store, self.group_id, raws)
+        self.late_refusals += self.pipeline.late_refusals
+        return verdicts
 
-        outcomes = [self.pipeline.process(r) for r in raws]
-        self.store.commit(to_batch(self.group_id, outcomes, Stats()))
-        self.pipeline.batch_committed()
-        return [o.result for o in outcomes]
+    def learn_directory(self) -> int:
+        """What the running consumer does when it reads a new directory version."""
+        return apply_withdrawals(
+            self.store, self.sim.history, self.sim.broker_clock or datetime.now(UTC)
+        )
 
     def restart(self) -> SimulatedConsumer:
-        """A new consumer on the same store file (a process restart); this one is closed."""
+        """A new consumer on the same store (a process restart); this one is closed."""
         self.store.close()
         return SimulatedConsumer(
-            self.sim, self.agency, environment=self.pipeline.environment, store_path=self.store.path
+            self.sim,
+            self.agency,
+            environment=self.environment,
+            store_path=self.store_url,
+            policy=self.policy,
         )
 
     def trusted_state(self) -> TrustedState:
         records = tuple(
             (
+                v.producer_id,
                 v.record_id,
                 v.topic,
                 v.offset,
                 v.version,
-                v.retracted,
-                v.superseded,
+                v.status,
                 v.digest,
-                repr(sorted(v.payload.items())),
+                repr(sorted((v.payload or {}).items())),
             )
             for v in self.store.iter_records()
         )
@@ -260,13 +357,22 @@ class SimulatedConsumer:
             summary=tuple(sorted((k, n) for k, n in summary.items() if ":" not in k)),
             chain=tuple(
                 sorted(
-                    (c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))
-                    for c in self.store.load_chain().values()
+                    (
+                        k.producer_id,
+                        f"{k.topic}/{k.partition}/{k.epoch}",
+                        c.last_sequence,
+                        c.last_digest,
+                    )
+                    for k, c in self.store.load_chain().items()
                 )
             ),
             offsets=offsets,
             quarantined=sum(n for k, n in summary.items() if k.startswith("quarantined:")),
         )
+
+    def stored(self, record_id: str, producer: str = "cst") -> StoredRecordView | None:
+        """The record as an analyst would see it (any status), or None."""
+        return self.store.get(record_id, producer)
 
     def close(self) -> None:
         self.store.close()

@@ -1,9 +1,9 @@
 """Resuming a replay: where each partition stands, the replay's state, and the findings written.
 
-A checkpoint is one JSON file, replaced atomically (write, fsync, rename), holding the topic,
-environment and directory version it was made for, each partition's next and end offsets (the end
-is fixed when the replay starts, so a resumed replay covers the same records), the fixed-size
-state (:mod:`consumers.audit.state`) and how many bytes of the findings file it accounts for: on
+A checkpoint is one JSON file (0600), replaced atomically (write, fsync, rename; never written
+through a link), holding the topic, environment and directory version it was made for, each
+partition's next and end offsets (the end is fixed when the replay starts, so a resumed replay
+covers the same records), the fixed-size state (:mod:`consumers.audit.state`) and how many bytes of the findings file it accounts for: on
 resume the findings file is cut back to that length, so findings written after the checkpoint
 are not written twice. A resumed replay therefore ends with the same findings, counts and digest
 as one that never stopped. It holds ids, offsets and digests, never contents or keys.
@@ -12,15 +12,17 @@ as one that never stopped. It holds ids, offsets and digests, never contents or 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from consumers.audit.state import AuditState
 from intelbus.errors import ConfigError
+from intelbus.files import PRIVATE_MODE, atomic_write
 
-FORMAT = "intelbus.audit.checkpoint/v1"
+FORMAT = "intelbus.audit.checkpoint/v2"
+#: The ledger's meta key holding the checkpoint committed with it.
+LEDGER_KEY = "audit_checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +63,33 @@ class Checkpoint:
         }
 
 
-def save(path: Path, checkpoint: Checkpoint) -> None:
-    """Replace ``path`` atomically with ``checkpoint`` (0600)."""
-    tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def from_json(raw: object, *, source: str) -> Checkpoint:
+    """A checkpoint from its JSON object.
+
+    Raises:
+        ConfigError: not a checkpoint this version writes.
+    """
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ConfigError(f"{source} is not an audit checkpoint of this version ({FORMAT})")
+        return Checkpoint(
+            topic=str(raw["topic"]),
+            environment=str(raw["environment"]),
+            directory_version=int(raw["directory_version"]),
+            baseline_first_sight=bool(raw["baseline_first_sight"]),
+            positions={int(p): (int(a), int(b)) for p, (a, b) in raw["positions"].items()},
+            state=dict(raw["state"]),
+            findings_bytes=int(raw["findings_bytes"]),
+            complete=bool(raw["complete"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"checkpoint {source} is unreadable: {type(e).__name__}") from e
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Replace ``path`` atomically with ``checkpoint`` (0600, never written through a link)."""
+    data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
+    atomic_write(path, data, mode=PRIVATE_MODE)
 
 
 def load(path: Path, *, topic: str, environment: str, directory_version: int) -> Checkpoint:
@@ -83,25 +101,31 @@ def load(path: Path, *, topic: str, environment: str, directory_version: int) ->
     """
     try:
         raw = json.loads(path.read_bytes())
-        if raw.get("format") != FORMAT:
-            raise ConfigError(f"{path} is not an audit checkpoint")
-        cp = Checkpoint(
-            topic=str(raw["topic"]),
-            environment=str(raw["environment"]),
-            directory_version=int(raw["directory_version"]),
-            baseline_first_sight=bool(raw["baseline_first_sight"]),
-            positions={int(p): (int(a), int(b)) for p, (a, b) in raw["positions"].items()},
-            state=dict(raw["state"]),
-            findings_bytes=int(raw["findings_bytes"]),
-            complete=bool(raw["complete"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise ConfigError(f"checkpoint {path} is unreadable: {type(e).__name__}") from e
+    return require_for(
+        from_json(raw, source=str(path)),
+        source=str(path),
+        topic=topic,
+        environment=environment,
+        directory_version=directory_version,
+    )
+
+
+def require_for(
+    cp: Checkpoint, *, source: str, topic: str, environment: str, directory_version: int
+) -> Checkpoint:
+    """``cp`` if it was made for this topic, environment and directory version.
+
+    Raises:
+        ConfigError: made for another one (the findings would not be comparable).
+    """
     wanted = (topic, environment, directory_version)
     found = (cp.topic, cp.environment, cp.directory_version)
     if found != wanted:
         raise ConfigError(
-            f"checkpoint {path} is for topic {cp.topic}, environment {cp.environment}, directory "
-            f"v{cp.directory_version}; this replay is {topic}, {environment}, v{directory_version}"
+            f"checkpoint {source} is for topic {cp.topic}, environment {cp.environment}, "
+            f"directory v{cp.directory_version}; this replay is {topic}, {environment}, "
+            f"v{directory_version}"
         )
     return cp

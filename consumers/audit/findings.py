@@ -9,8 +9,10 @@ be trusted. Messages carry ids, counts and times only, never contents or keys (a
 
 Severity: *integrity* findings (forgery, tampering, wrong place, revoked keys, broken chains,
 frozen feeds, over-addressing) make the verdict fail and the command exit non-zero. *Warnings*
-(clock skew, a byte-identical re-delivery of the newest record, which the publisher's resend of an
-unacknowledged record legitimately produces) are reported but do not fail the audit.
+(clock skew; a byte-identical re-delivery of the newest record, which the publisher's resend of an
+unacknowledged record legitimately produces; a record that arrived late and filled a range reported
+missing, which a resend after a refused send produces, and which consumers accept) are reported
+but do not fail the audit.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Severity(enum.StrEnum):
 
 
 WARNING_REASONS: frozenset[ReasonCode] = frozenset(
-    {ReasonCode.CLOCK_SKEW, ReasonCode.CHAIN_DUPLICATE}
+    {ReasonCode.CLOCK_SKEW, ReasonCode.CHAIN_DUPLICATE, ReasonCode.CHAIN_REORDER}
 )
 
 

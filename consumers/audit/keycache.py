@@ -3,11 +3,11 @@
 :meth:`intelbus.directory.trust.DirectoryHistory.key_status` walks the versions, finds the key and
 rebuilds (and re-validates) its public identity on every call: fine for a consumer, too slow for
 a replay of hundreds of thousands of records. Its answer depends on the key id, producer and
-topic, and on two times (the signed creation time ``at`` and the judged time, ``max(at,
-witnessed_at)``) only through comparisons ``t >= b`` with a finite set of directory times ``b``
-(version issue times, key windows, agency removals, revocations and compromise starts). So two
-calls whose times fall between the same directory times get the same answer, and the cache key is
-``(key id, producer, topic, interval of at, interval of judged time)``. Only successes are cached
+topic, and on one time (the broker's append time, or the signed creation time offline) only
+through comparisons ``t >= b`` with a finite set of directory times ``b`` (version issue times,
+key windows, agency removals, revocations and compromise starts). So two calls whose times fall
+between the same directory times get the same answer, and the cache key is ``(key id, producer,
+topic, interval of the judged time)``. Only successes are cached
 (a refusal is rare and recomputed, so its message keeps the record's own time); the cache is
 bounded because successes need a listed key.
 """
@@ -52,7 +52,7 @@ class CachedResolver:
     def __init__(self, history: DirectoryHistory) -> None:
         self.history = history
         self._times = directory_times(history)
-        self._cache: dict[tuple[bytes, str, str, int, int], KeyStatus] = {}
+        self._cache: dict[tuple[bytes, str, str, int], KeyStatus] = {}
 
     def key_status(
         self,
@@ -67,14 +67,8 @@ class CachedResolver:
         Raises:
             UnknownKey, KeyNotValid, KeyRevoked: as the directory says.
         """
-        judged = at if witnessed_at is None else max(at, witnessed_at)
-        slot = (
-            key_id,
-            producer_id,
-            topic,
-            bisect_right(self._times, at),
-            bisect_right(self._times, judged),
-        )
+        judged = at if witnessed_at is None else witnessed_at
+        slot = (key_id, producer_id, topic, bisect_right(self._times, judged))
         hit = self._cache.get(slot)
         if hit is not None:
             return hit

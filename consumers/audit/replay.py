@@ -1,21 +1,22 @@
-"""The replay engine: verify records in a small thread pool, judge them in order on one thread.
+"""The replay engine: intake in a small thread pool, the shared judge in order on one thread.
 
 Per record (docs/audit.md, "Checks"):
 
-1. **Envelope** (worker thread): exactly :func:`intelbus.envelope.verify`, the consumer's own
-   checks (size, layout, key for this producer, topic and time by the directory version in force,
-   revocation and compromise windows judged at the broker's append time, signature, environment
-   and topic binding), with a :class:`~consumers.audit.keycache.CachedResolver`. PyNaCl releases
-   the GIL inside libsodium, so signatures verify on every core.
-2. **Contents** (worker thread, optional): when the auditor holds a recipient key and the record
-   is addressed to it, open and decode it as a consumer would, and check kind, record id and (for
-   heartbeats) producer. Contents never leave the worker; only an error or an interval does.
-3. **Judgement** (main thread, in offset order): the digest; recipients entitled by the directory
-   (and the sharing agreement, when given); broker append time against the signed creation time;
-   the producer stream's hash chain with :func:`intelbus.chain.advance`, telling duplicates,
-   reorders, replays, forks, gaps and jumps apart; heartbeat silences per producer.
+1. **Intake** (worker thread): exactly the consumer's :class:`~intelbus.trust.intake.Intake`:
+   size, broker time, envelope verification against the directory at the broker's append time
+   (key valid for this producer, role and topic; revocations and compromise windows), signature,
+   environment, topic and partition binding; and when the auditor holds a recipient key and the
+   record is addressed to it, opening and decoding. PyNaCl releases the GIL inside libsodium, so
+   signatures verify on every core. Contents never leave the worker's result.
+2. **Judgement** (main thread, in offset order): the consumer's own
+   :class:`~intelbus.trust.judge.Judge` (family, chain, identity, amendments), against the
+   auditor's ledger instead of a force's store, so an auditor and a consumer reach the same
+   verdict on every record, with the same reason code. Then what only a whole-topic reader can
+   judge: recipients entitled by the directory (and the sharing agreement), broker time against
+   the signed creation time, missing sequence ranges still open at the end, heartbeat silences.
 
-Nothing here keeps anything per record: see :mod:`consumers.audit.state`.
+Memory stays bounded: the judge's working state is committed to the ledger (on disk) every
+``commit_every`` records, together with the replay's checkpoint, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -24,45 +25,36 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from consumers.audit.findings import Finding, Severity, severity_of
-from consumers.audit.keycache import CachedResolver
 from consumers.audit.source import RecordSource
 from consumers.audit.state import (
     UNVERIFIED_PRODUCER,
     AuditState,
     HeartbeatSeen,
+    OpenGap,
     PartitionSpan,
-    StreamHead,
 )
-from intelbus.chain import DEFAULT_MAX_GAP, GENESIS_DIGEST, advance
+from intelbus.chain import DEFAULT_MAX_GAP, StreamKey
 from intelbus.directory.model import DirectoryBody, Role
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.envelope import RecordKind, VerifiedRecord, open_record, parse, verify
+from intelbus.envelope import VerifiedRecord
 from intelbus.envelope.wire import to_micros
-from intelbus.errors import (
-    ChainFork,
-    ChainJump,
-    ChainReplay,
-    ReasonCode,
-    RecordError,
-    SchemaViolation,
-)
-from intelbus.identity import AgencyIdentity
-from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighting
-from intelbus.serde.registry import SchemaRegistry
+from intelbus.errors import ReasonCode
+from intelbus.kinds import RecordKind
+from intelbus.policy.agreement import SharingAgreement
+from intelbus.records import Heartbeat
+from intelbus.store.base import SqlStore
 from intelbus.transport.kafka import Message
+from intelbus.trust.intake import Intake
+from intelbus.trust.judge import Judge, Reader, keys_for
+from intelbus.trust.model import Position, Prepared, Verdict
 
-_KIND_OF: dict[type, RecordKind] = {
-    Sighting: RecordKind.SIGHTING,
-    Incident: RecordKind.INCIDENT,
-    Correction: RecordKind.CORRECTION,
-    Retraction: RecordKind.RETRACTION,
-    Heartbeat: RecordKind.HEARTBEAT,
-}
 _MAX_RECIPIENT_CACHE = 4096
+#: The consumer group name under which the ledger keeps nothing but its own bookkeeping.
+LEDGER_GROUP = "intelbus.audit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,104 +67,28 @@ class AuditConfig:
     heartbeat_tolerance: float = 1.5  # a silence longer than interval x tolerance is a finding
     max_gap: int = DEFAULT_MAX_GAP
     baseline_first_sight: bool = False  # True when not replaying from the beginning
-    allowed_recipients: frozenset[str] | None = None  # from the producer's sharing agreement
+    agreement: SharingAgreement | None = None  # the producer's: recipients must be entitled
 
     def __post_init__(self) -> None:
         if self.max_skew <= timedelta(0) or self.heartbeat_tolerance < 1.0 or self.max_gap < 0:
             raise ValueError("max_skew must be positive, tolerance >= 1 and max_gap >= 0")
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A record after the worker's checks: verified (or why not), and the content check."""
-
-    message: Message
-    verified: VerifiedRecord | None
-    error: RecordError | None
-    claim: tuple[str | None, str | None, int | None] = (None, None, None)  # unverified ids
-    addressed: bool = False
-    content_error: RecordError | None = None
-    heartbeat_interval_ms: int | None = None
-
-
 class Verifier:
-    """Steps 1 and 2, pure and thread-safe (one instance shared by the workers)."""
+    """Step 1, pure and thread-safe (one instance shared by the workers)."""
 
-    def __init__(
-        self,
-        resolver: CachedResolver,
-        environment: str,
-        *,
-        identity: AgencyIdentity | None = None,
-        registry: SchemaRegistry | None = None,
-    ) -> None:
-        if identity is not None and registry is None:
-            raise ValueError("decrypting needs the schema registry")
-        self.resolver = resolver
-        self.environment = environment
-        self.identity = identity
-        self.registry = registry
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
-    def check(self, m: Message) -> Checked:
-        try:
-            v = verify(
-                m.value,
-                self.resolver,
-                expected_environment=self.environment,
-                expected_topic=m.topic,
-                witnessed_at=m.appended_at,
-            )
-        except RecordError as e:
-            return Checked(m, None, e, _claims(m.value))
-        if self.identity is None or self.identity.agency_id not in v.recipient_ids:
-            return Checked(m, v, None)
-        error: RecordError | None = None
-        interval: int | None = None
-        try:
-            interval = self._open(v)
-        except RecordError as e:
-            error = e
-        return Checked(
-            m, v, None, addressed=True, content_error=error, heartbeat_interval_ms=interval
-        )
+    def check(self, m: Message) -> Prepared:
+        return self.intake.prepare(Position(m.topic, m.partition, m.offset, m.appended_at), m.value)
 
-    def _open(self, v: VerifiedRecord) -> int | None:
-        """Decrypt and decode as a consumer would; the contents go no further than this frame.
-
-        Raises:
-            NotARecipient, DecryptionFailed, UnknownSchema, SchemaViolation.
-        """
-        assert self.identity is not None  # noqa: S101 - checked by the caller
-        assert self.registry is not None  # noqa: S101 - checked in __init__
-        h = v.header
-        model = self.registry.decode_model(h.schema_fingerprint, open_record(v, self.identity))
-        if _KIND_OF.get(type(model)) is not h.kind:
-            raise SchemaViolation(
-                f"record {h.record_id}: header kind {h.kind.name} but schema {type(model).__name__}"
-            )
-        if isinstance(model, Heartbeat):
-            if model.producer_id != h.producer_id:
-                raise SchemaViolation(f"heartbeat {h.record_id} names another producer")
-            return model.interval_ms
-        if model.record_id != str(h.record_id):
-            raise SchemaViolation(f"record {h.record_id}: payload carries another record id")
-        return None
-
-    def check_all(self, messages: Sequence[Message]) -> list[Checked]:
+    def check_all(self, messages: Sequence[Message]) -> list[Prepared]:
         return [self.check(m) for m in messages]
 
 
-def _claims(value: bytes) -> tuple[str | None, str | None, int | None]:
-    """Record id, producer and sequence as *claimed* by bytes that did not verify (for the report)."""
-    try:
-        h = parse(value).header
-    except RecordError:
-        return (None, None, None)
-    return (str(h.record_id), h.producer_id, h.sequence)
-
-
-class Judge:
-    """Step 3: in offset order, on one thread, against fixed-size state."""
+class AuditJudge:
+    """Step 2: in offset order, on one thread; the shared judge plus the topic-wide checks."""
 
     def __init__(
         self,
@@ -180,24 +96,55 @@ class Judge:
         config: AuditConfig,
         state: AuditState,
         emit: Callable[[Finding], None],
+        ledger: SqlStore,
+        *,
+        auditor_id: str | None = None,
     ) -> None:
         self.history = history
         self.config = config
         self.state = state
         self.emit = emit
+        self.ledger = ledger
+        self.reader = Reader(auditor_id, None, max_gap=config.max_gap)
         self._producers = frozenset(
             a.agency_id
             for doc in history.versions
             for a in doc.signed.agencies
             if Role.PRODUCER in a.roles
         )
-        self._recipients_ok: dict[tuple[int, tuple[tuple[str, bytes], ...]], str | None] = {}
+        self._recipients_ok: dict[tuple[int, bool, tuple[tuple[str, bytes], ...]], str | None] = {}
+        self._new_judge()
+
+    def _new_judge(self) -> None:
+        self._judge = Judge(self.reader, self.ledger.snapshot(keys_for([])))
+        self._loaded_ids: set[str] = set()
+        self._loaded_streams: set[StreamKey] = set()
+        self.pending_records = 0
+
+    # -- the ledger ---------------------------------------------------------------------------------
+
+    def _load(self, prepared: Sequence[Prepared]) -> None:
+        keys = keys_for(prepared)
+        ids = keys.record_ids - self._loaded_ids
+        streams = keys.streams - self._loaded_streams
+        if ids or streams:
+            self._judge.load(self.ledger.snapshot(replace(keys, record_ids=ids, streams=streams)))
+            self._loaded_ids |= ids
+            self._loaded_streams |= streams
+
+    def flush(self, meta: dict[str, str] | None = None) -> None:
+        """Commit what was judged since the last flush to the ledger (with ``meta``, in the same
+        transaction), and start a new working state."""
+        batch = self._judge.batch(LEDGER_GROUP, {}, meta)
+        # Quarantine rows are the findings' business here (the report has them); keep them out.
+        self.ledger.commit(replace(batch, quarantined=()))
+        self._new_judge()
 
     # -- findings -----------------------------------------------------------------------------------
 
     def _find(
         self,
-        m: Message,
+        pos: Position,
         reason: ReasonCode,
         message: str,
         *,
@@ -214,9 +161,9 @@ class Judge:
         s.producer(producer if authentic and producer else self._counted(producer)).findings += 1
         self.emit(
             Finding(
-                m.topic,
-                m.partition,
-                m.offset,
+                pos.topic,
+                pos.partition,
+                pos.offset,
                 reason,
                 message,
                 record_id,
@@ -231,63 +178,146 @@ class Judge:
         # or one bucket, so the per-producer counts stay bounded by the directory.
         return producer if producer in self._producers else UNVERIFIED_PRODUCER
 
-    # -- one record ---------------------------------------------------------------------------------
+    # -- a batch ------------------------------------------------------------------------------------
 
-    def judge(self, c: Checked) -> None:
-        m = c.message
+    def judge_batch(self, prepared: Sequence[Prepared]) -> list[Verdict]:
+        """Judge one batch (one partition, offset order) and report what it reveals."""
+        self._load(prepared)
+        verdicts = []
+        for p in prepared:
+            v = self._judge.judge(p)
+            self._account(p, v)
+            verdicts.append(v)
+            for late in self._judge.late_refusals:
+                # An amendment judged earlier, refused now its target is known: reported where
+                # the amendment is, as the consumer that holds both records refuses it.
+                s = late.source
+                self._find(
+                    Position(s.topic, s.partition, s.offset, None),
+                    late.refusal.reason,
+                    str(late.refusal),
+                    record=(s.record_id, late.producer_id, s.sequence),
+                    authentic=True,
+                )
+            self._judge.late_refusals.clear()
+        self.pending_records += len(prepared)
+        return verdicts
+
+    def _account(self, p: Prepared, v: Verdict) -> None:
+        pos = p.position
         s = self.state
         s.records += 1
-        span = s.partitions.get(m.partition)
+        span = s.partitions.get(pos.partition)
         if span is None:
-            span = s.partitions[m.partition] = PartitionSpan(m.offset, m.offset)
-        span.last_offset = m.offset
+            span = s.partitions[pos.partition] = PartitionSpan(pos.offset, pos.offset)
+        span.last_offset = pos.offset
         span.records += 1
-        v = c.verified
-        if v is None:
-            assert c.error is not None  # noqa: S101 - a Checked has one or the other
-            s.digest.add_raw(m.value)
-            s.producer(self._counted(c.claim[1])).records += 1
-            self._find(m, c.error.reason, str(c.error), record=c.claim, authentic=False)
+        ids = (v.record_id, v.producer_id, v.sequence)
+        rv = p.verified
+        if rv is None:
+            s.digest.add_raw(p.raw)
+            s.producer(self._counted(v.producer_id)).records += 1
+            assert v.refusal is not None  # noqa: S101 - an unverified record is always refused
+            self._find(pos, v.refusal.reason, str(v.refusal), record=ids, authentic=False)
             return
-        h = v.header
-        ids = (str(h.record_id), h.producer_id, h.sequence)
+        h = rv.header
         s.authentic += 1
-        s.digest.add_authentic(h.record_id.bytes, v.digest)
+        s.digest.add_authentic(h.record_id.bytes, rv.digest)
         counts = s.producer(h.producer_id)
         counts.records += 1
         counts.authentic += 1
-        if counts.first_sequence is None:
-            counts.first_sequence = h.sequence
-        counts.last_sequence = h.sequence
-        self._recipients(m, v, ids)
-        self._skew(m, v, ids)
-        self._chain(m, v, ids)
-        if c.addressed:
+        counts.saw(h.sequence)
+        self._recipients(pos, rv, ids)
+        self._skew(pos, rv, ids)
+        if p.addressed:
             s.addressed += 1
-            if c.content_error is not None:
-                self._find(
-                    m, c.content_error.reason, str(c.content_error), record=ids, authentic=True
-                )
-            else:
+            if p.content_error is None:
                 s.decrypted += 1
-        if h.kind is RecordKind.HEARTBEAT:
-            self._heartbeat(m, v, ids, c.heartbeat_interval_ms)
+        if v.refusal is not None:
+            self._find(pos, v.refusal.reason, str(v.refusal), record=ids, authentic=True)
+        self._gaps(pos, v, ids)
+        if v.accepted and h.kind is RecordKind.HEARTBEAT:
+            interval = p.content.interval_ms if isinstance(p.content, Heartbeat) else None
+            self._heartbeat(pos, rv, ids, interval)
 
-    def _recipients(self, m: Message, v: VerifiedRecord, ids: tuple[str, str, int]) -> None:
-        """Each recipient must be a consumer or auditor, with that key, in the version in force."""
-        body = self.history.in_force_at(v.created_at)
-        if body is None:  # verify() already refused such a record
+    def _gaps(
+        self, pos: Position, v: Verdict, ids: tuple[str | None, str | None, int | None]
+    ) -> None:
+        """Missing ranges are reported at the end if still open (a late record may fill them)."""
+        if v.stream is None:
+            return
+        label = _label(v.stream)
+        open_gaps = self.state.gaps.setdefault(label, [])
+        if v.filled and ids[2] is not None:
+            seq = ids[2]
+            for i, g in enumerate(open_gaps):
+                if g.first <= seq <= g.last:
+                    parts = [
+                        replace(g, first=a, last=b)
+                        for a, b in ((g.first, seq - 1), (seq + 1, g.last))
+                        if a <= b
+                    ]
+                    open_gaps[i : i + 1] = parts
+                    break
+            self._find(
+                pos,
+                ReasonCode.CHAIN_REORDER,
+                f"{v.stream}: sequence {seq} arrived late (it had been missing)",
+                record=ids,
+                authentic=True,
+            )
+        if v.gap is not None and not (
+            self.config.baseline_first_sight and v.gap[0] == 0 and label not in self.state.seen
+        ):
+            open_gaps.append(
+                OpenGap(v.gap[0], v.gap[1], pos.partition, pos.offset, ids[0] or "", ids[2] or 0)
+            )
+        if v.chain is not None:
+            # A range the chain no longer remembers (pushed out by a newer gap, or by a late record
+            # that split a range while MAX_OPEN_GAPS were open) can no longer be filled: a late
+            # record for it is a replay now. Report it at once, so this state stays bounded too.
+            kept = v.chain.gaps
+            for g in [
+                g for g in open_gaps if not any(a <= g.first and g.last <= b for a, b in kept)
+            ]:
+                open_gaps.remove(g)
+                self._report_gap(v.stream, g)
+        self.state.seen.add(label)
+        if not open_gaps:
+            del self.state.gaps[label]
+
+    def _report_gap(self, stream: StreamKey, g: OpenGap) -> None:
+        self._find(
+            Position(self.state.topic, g.partition, g.offset, None),
+            ReasonCode.CHAIN_GAP,
+            f"{stream}: sequence {g.first}..{g.last} ({g.last - g.first + 1}) missing before "
+            f"{g.sequence}",
+            record=(g.record_id, stream.producer_id, g.sequence),
+            authentic=True,
+        )
+
+    def _recipients(
+        self, pos: Position, v: VerifiedRecord, ids: tuple[str | None, str | None, int | None]
+    ) -> None:
+        """Each recipient must be a consumer or auditor, with that key, in the version in force
+        (and, with the producer's sharing agreement, one it can address)."""
+        at = pos.appended_at or v.created_at
+        body = self.history.in_force_at(at)
+        if body is None:  # intake already refused such a record
             return
         entries = tuple((r.agency_id, r.key_id) for r in v.recipients)
-        slot = (body.version, entries)
+        agreement = self.config.agreement
+        # The agreement binds its own producer only: the answer depends on the producer then.
+        bound = agreement is not None and agreement.producer == v.producer_id
+        slot = (body.version, bound, entries)
         if slot not in self._recipients_ok:
             if len(self._recipients_ok) >= _MAX_RECIPIENT_CACHE:
                 self._recipients_ok.clear()
-            self._recipients_ok[slot] = self._recipient_problem(body, entries, v.created_at)
+            self._recipients_ok[slot] = self._recipient_problem(body, entries, at, v.producer_id)
         problem = self._recipients_ok[slot]
         if problem is not None:
             self._find(
-                m,
+                pos,
                 ReasonCode.RECIPIENT_NOT_ENTITLED,
                 f"record {ids[0]}: {problem}",
                 record=ids,
@@ -295,8 +325,13 @@ class Judge:
             )
 
     def _recipient_problem(
-        self, body: DirectoryBody, entries: tuple[tuple[str, bytes], ...], at: datetime
+        self,
+        body: DirectoryBody,
+        entries: tuple[tuple[str, bytes], ...],
+        at: datetime,
+        producer: str,
     ) -> str | None:
+        agreement = self.config.agreement
         for agency_id, key_id in entries:
             agency = body.agency(agency_id)
             if agency is None or (agency.removed_at is not None and agency.removed_at <= at):
@@ -305,85 +340,28 @@ class Judge:
                 return f"recipient {agency_id} is neither a consumer nor an auditor"
             if key_id.hex() not in {k.key_id for k in agency.keys}:
                 return f"recipient {agency_id} is sealed to key {key_id.hex()}, not one of its keys"
-            allowed = self.config.allowed_recipients
-            if allowed is not None and agency_id not in allowed:
-                return f"recipient {agency_id} is outside the producer's sharing agreement"
+            if agreement is not None and agreement.producer == producer:
+                problem = agreement.recipient_problem(agency_id)
+                if problem is not None:
+                    return problem
         return None
 
-    def _skew(self, m: Message, v: VerifiedRecord, ids: tuple[str, str, int]) -> None:
-        if m.appended_at is None:
+    def _skew(
+        self, pos: Position, v: VerifiedRecord, ids: tuple[str | None, str | None, int | None]
+    ) -> None:
+        if pos.appended_at is None:
             return
-        lag = m.appended_at - v.created_at
+        lag = pos.appended_at - v.created_at
         if abs(lag) > self.config.max_skew:
             when = "after" if lag > timedelta(0) else "before"
             self._find(
-                m,
+                pos,
                 ReasonCode.CLOCK_SKEW,
                 f"record {ids[0]} reached the broker {abs(lag).total_seconds():.0f}s {when} its "
                 f"signed creation time (limit {self.config.max_skew.total_seconds():.0f}s)",
                 record=ids,
                 authentic=True,
             )
-
-    def _chain(self, m: Message, v: VerifiedRecord, ids: tuple[str, str, int]) -> None:
-        h = v.header
-        key = (h.producer_id, h.topic)
-        head = self.state.heads.get(key)
-        if head is None:
-            if self.config.baseline_first_sight:
-                # Not from the beginning: the first record seen is where this stream starts.
-                self.state.heads[key] = StreamHead(h.producer_id, h.topic, h.sequence, v.digest)
-                return
-            head = self.state.heads[key] = StreamHead(h.producer_id, h.topic, -1, GENESIS_DIGEST)
-        where = f"{h.producer_id} on {h.topic}"
-        try:
-            step = advance(
-                head.chain,
-                sequence=h.sequence,
-                prev_digest=h.prev_digest,
-                digest=v.digest,
-                max_gap=self.config.max_gap,
-            )
-        except ChainReplay as e:
-            if h.sequence == head.last_sequence and v.digest == head.last_digest:
-                reason, text = (
-                    ReasonCode.CHAIN_DUPLICATE,
-                    (f"{where}: sequence {h.sequence} delivered again, byte for byte (a resend?)"),
-                )
-            elif h.sequence == head.last_sequence:
-                reason, text = (
-                    ReasonCode.CHAIN_FORK,
-                    (f"{where}: a second, different record with sequence {h.sequence}"),
-                )
-            elif head.fill(h.sequence):
-                reason, text = (
-                    ReasonCode.CHAIN_REORDER,
-                    (
-                        f"{where}: sequence {h.sequence} arrived after {head.last_sequence} "
-                        "(it had been reported missing)"
-                    ),
-                )
-            else:
-                reason, text = ReasonCode.CHAIN_REPLAY, f"{e.args[0]}: replayed at a new offset"
-            self._find(m, reason, text, record=ids, authentic=True)
-            return
-        except ChainFork as e:
-            self._find(m, ReasonCode.CHAIN_FORK, e.args[0], record=ids, authentic=True)
-            return
-        except ChainJump as e:
-            self._find(m, ReasonCode.CHAIN_JUMP, e.args[0], record=ids, authentic=True)
-            return
-        if step.gap is not None:
-            first, last = step.gap
-            head.note_gap(first, last)
-            self._find(
-                m,
-                ReasonCode.CHAIN_GAP,
-                f"{where}: sequence {first}..{last} ({step.missing}) missing before {h.sequence}",
-                record=ids,
-                authentic=True,
-            )
-        head.advance_to(step.state)
 
     def _limit_us(self, interval_ms: int | None) -> int | None:
         if self.config.heartbeat_interval is not None:
@@ -393,41 +371,60 @@ class Judge:
         return math.ceil(interval_ms * 1000 * self.config.heartbeat_tolerance)
 
     def _heartbeat(
-        self, m: Message, v: VerifiedRecord, ids: tuple[str, str, int], signed_ms: int | None
+        self,
+        pos: Position,
+        v: VerifiedRecord,
+        ids: tuple[str | None, str | None, int | None],
+        signed_ms: int | None,
     ) -> None:
         producer = v.producer_id
-        at_us = to_micros(m.appended_at or v.created_at)
+        at_us = to_micros(pos.appended_at or v.created_at)
         prev = self.state.heartbeats.get(producer)
         interval_ms = signed_ms if signed_ms is not None else (prev.interval_ms if prev else None)
         limit = self._limit_us(interval_ms)
         if prev is not None and limit is not None and at_us - prev.at_us > limit:
             self._find(
-                m,
+                pos,
                 ReasonCode.HEARTBEAT_MISSING,
                 f"no heartbeat from {producer} for {(at_us - prev.at_us) / 1e6:.0f}s "
                 f"(limit {limit / 1e6:.0f}s) after offset {prev.offset}",
                 record=ids,
                 authentic=True,
             )
-        self.state.heartbeats[producer] = HeartbeatSeen(at_us, m.partition, m.offset, interval_ms)
+        self.state.heartbeats[producer] = HeartbeatSeen(
+            at_us, pos.partition, pos.offset, interval_ms
+        )
 
     def finish(self, as_of: datetime | None) -> None:
-        """End of replay: a producer whose last heartbeat is older than the limit is a frozen feed."""
+        """End of replay: ranges still missing, and producers whose heartbeats stopped."""
+        for label, gaps in sorted(self.state.gaps.items()):
+            stream = _unlabel(label)
+            for g in gaps:
+                self._report_gap(stream, g)
+        self.state.gaps.clear()
         if as_of is None:
             return
         now_us = to_micros(as_of)
         for producer, hb in sorted(self.state.heartbeats.items()):
             limit = self._limit_us(hb.interval_ms)
             if limit is not None and now_us - hb.at_us > limit:
-                where = Message(self.state.topic, hb.partition, hb.offset, b"", None)
                 self._find(
-                    where,
+                    Position(self.state.topic, hb.partition, hb.offset, None),
                     ReasonCode.HEARTBEAT_MISSING,
                     f"no heartbeat from {producer} for {(now_us - hb.at_us) / 1e6:.0f}s before "
                     f"{as_of.isoformat()} (limit {limit / 1e6:.0f}s): a frozen feed",
                     record=(None, producer, None),
                     authentic=True,
                 )
+
+
+def _label(stream: StreamKey) -> str:
+    return f"{stream.producer_id}|{stream.topic}|{stream.partition}|{stream.epoch}"
+
+
+def _unlabel(label: str) -> StreamKey:
+    producer, topic, partition, epoch = label.split("|")
+    return StreamKey(producer, topic, int(partition), epoch)
 
 
 class Replay:
@@ -439,7 +436,7 @@ class Replay:
         *,
         source: RecordSource,
         verifier: Verifier,
-        judge: Judge,
+        judge: AuditJudge,
         positions: dict[int, tuple[int, int]],
         workers: int | None = None,
         batch_size: int = 2000,
@@ -458,21 +455,22 @@ class Replay:
 
     def _submit(
         self, pool: ThreadPoolExecutor, batch: list[Message]
-    ) -> list[Future[list[Checked]]]:
+    ) -> list[Future[list[Prepared]]]:
         size = max(1, math.ceil(len(batch) / (self.workers * 2)))
         return [
             pool.submit(self.verifier.check_all, batch[i : i + size])
             for i in range(0, len(batch), size)
         ]
 
-    def _judge(self, partition: int, futures: list[Future[list[Checked]]]) -> int:
+    def _judge(self, partition: int, futures: list[Future[list[Prepared]]]) -> int:
         n = 0
         last = -1
         for f in futures:
-            for c in f.result():
-                self.judge.judge(c)
-                last = c.message.offset
-                n += 1
+            prepared = f.result()
+            self.judge.judge_batch(prepared)
+            if prepared:
+                last = prepared[-1].position.offset
+                n += len(prepared)
         if n:
             self.positions[partition][0] = last + 1
         return n
@@ -492,7 +490,7 @@ class Replay:
         """Replay everything left; True when complete, False when stopped by ``stop_after``."""
         done = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="audit-verify") as pool:
-            pending: tuple[int, list[Future[list[Checked]]]] | None = None
+            pending: tuple[int, list[Future[list[Prepared]]]] | None = None
             for partition, batch in self.batches():
                 submitted = (partition, self._submit(pool, batch))
                 if pending is not None:

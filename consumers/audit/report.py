@@ -3,7 +3,8 @@
 Findings are appended to a JSON Lines *spool* as they are found (never held in memory without
 bound); the final JSON report is written by streaming the spool into its ``findings`` array, after
 a summary that needs no per-record state. The summary holds no timing, so two replays of the same
-records produce the same report; run times go to the separate ``run`` object.
+records produce the same report; run times go to the separate ``run`` object. The spool and the
+report are 0600 and never written through a symbolic link.
 """
 
 from __future__ import annotations
@@ -20,22 +21,38 @@ from rich.table import Table
 
 from consumers.audit.findings import Finding
 from consumers.audit.state import AuditState
+from intelbus.files import PRIVATE_MODE, atomic_writer, open_private_existing, open_private_new
 
-REPORT_FORMAT = "intelbus.audit.report/v1"
+#: v2: per producer ``lowest_sequence``/``highest_sequence`` (v1 had ``first_sequence`` and
+#: ``last_sequence``, the last one seen), and ``chain_reorder`` is a warning.
+REPORT_FORMAT = "intelbus.audit.report/v2"
 SAMPLE_FINDINGS = 20
 
 
 class FindingSpool:
-    """An append-only JSON Lines file of findings; cut back to a checkpoint's length on resume."""
+    """An append-only JSON Lines file of findings; cut back to a checkpoint's length on resume.
+
+    The file is 0600 and never reached through a symbolic link: a new spool replaces whatever was
+    at the path (a link there is removed, not followed), a resumed one must be a private regular
+    file, and it is read back through the same open file, never reopened by name.
+    """
 
     def __init__(self, path: Path, *, resume_at: int | None = None) -> None:
+        """Start a new spool at ``path``, or resume the one there at byte ``resume_at``.
+
+        Raises:
+            InsecureFileError: resuming a spool that is a link, or that group or others may access.
+            OSError: the file cannot be created or opened.
+        """
         self.path = path
+        fh: IO[bytes]
         if resume_at is None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            path.unlink(missing_ok=True)
+            fh = open_private_new(path)
         else:
-            fd = os.open(path, os.O_RDWR)
-            os.ftruncate(fd, resume_at)
-        self._fh: IO[bytes] = os.fdopen(fd, "r+b")
+            fh = open_private_existing(path, what="audit findings file")
+            os.ftruncate(fh.fileno(), resume_at)
+        self._fh = fh
         self._fh.seek(0, os.SEEK_END)
 
     def write(self, finding: Finding) -> None:
@@ -51,9 +68,17 @@ class FindingSpool:
         self._fh.close()
 
     def lines(self) -> Iterator[bytes]:
+        """The findings written so far, one JSON document per item (blank lines skipped)."""
         self._fh.flush()
-        with self.path.open("rb") as fh:
-            yield from (line.rstrip(b"\n") for line in fh if line.strip())
+        fd = self._fh.fileno()
+        offset = 0
+        pending = b""
+        while chunk := os.pread(fd, 1 << 16, offset):
+            offset += len(chunk)
+            *complete, pending = (pending + chunk).split(b"\n")
+            yield from (line for line in complete if line.strip())
+        if pending.strip():
+            yield pending
 
     def findings(self, limit: int | None = None) -> list[Finding]:
         return [Finding.from_json(json.loads(line)) for line in islice(self.lines(), limit)]
@@ -94,8 +119,8 @@ def summary(
                 "records": c.records,
                 "authentic": c.authentic,
                 "findings": c.findings,
-                "first_sequence": c.first_sequence,
-                "last_sequence": c.last_sequence,
+                "lowest_sequence": c.lowest_sequence,
+                "highest_sequence": c.highest_sequence,
             }
             for p, c in sorted(state.producers.items())
         },
@@ -119,9 +144,12 @@ def summary(
 def write_report(
     path: Path, summary_obj: dict[str, Any], run: dict[str, Any], spool: FindingSpool
 ) -> None:
-    """Write the JSON report: summary, run facts, then every finding streamed from the spool."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as out:
+    """Write the JSON report: summary, run facts, then every finding streamed from the spool.
+
+    The report is created 0600 beside ``path`` and renamed over it (never written through a link;
+    see :func:`intelbus.files.atomic_writer`).
+    """
+    with atomic_writer(path, mode=PRIVATE_MODE) as out:
         head = {"format": REPORT_FORMAT, "summary": summary_obj, "run": run}
         text = json.dumps(head, indent=1)
         out.write(text[: text.rfind("}")].rstrip().encode() + b',\n "findings": [')
@@ -130,9 +158,6 @@ def write_report(
             out.write((b"\n  " if first else b",\n  ") + line)
             first = False
         out.write(b"\n ]\n}\n")
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
 
 
 def render(console: Console, summary_obj: dict[str, Any], sample: list[Finding]) -> None:
@@ -147,7 +172,9 @@ def render(console: Console, summary_obj: dict[str, Any], sample: list[Finding])
         producers.add_column(col, justify="left" if col == "producer" else "right")
     for p, c in s["producers"].items():
         seqs = (
-            "-" if c["first_sequence"] is None else f"{c['first_sequence']}..{c['last_sequence']}"
+            "-"
+            if c["lowest_sequence"] is None
+            else f"{c['lowest_sequence']}..{c['highest_sequence']}"
         )
         producers.add_row(p, str(c["records"]), str(c["authentic"]), str(c["findings"]), seqs)
     console.print(producers)

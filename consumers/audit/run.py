@@ -6,6 +6,7 @@ This is what ``intelbus audit replay`` runs, and what the tests and the benchmar
 from __future__ import annotations
 
 import enum
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,17 +17,22 @@ from typing import Any
 
 from consumers.audit import checkpoint as cp
 from consumers.audit.keycache import CachedResolver
-from consumers.audit.replay import AuditConfig, Judge, Replay, Verifier
+from consumers.audit.replay import AuditConfig, AuditJudge, Replay, Verifier
 from consumers.audit.report import FindingSpool, summary, write_report
 from consumers.audit.source import RecordSource
 from consumers.audit.state import AuditState
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.errors import ConfigError
 from intelbus.identity import AgencyIdentity
 from intelbus.log import get_logger
 from intelbus.serde.registry import SchemaRegistry
+from intelbus.store.sqlite import SqliteStore
+from intelbus.trust.intake import Intake
 
 log = get_logger("consumers.audit")
 CHECKPOINT_EVERY = 20_000
+#: Without a checkpoint, the judge's working state still goes to the ledger this often (memory).
+LEDGER_EVERY = 20_000
 
 
 class StartKind(enum.StrEnum):
@@ -114,29 +120,53 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     version = history.latest.version
     environment = config.environment
     resumed: cp.Checkpoint | None = None
+    tmpdir = tempfile.TemporaryDirectory(prefix="intelbus-audit-")
+    if checkpoint is not None:
+        spool_path = checkpoint.with_name(checkpoint.name + ".findings.jsonl")
+        ledger_path = checkpoint.with_name(checkpoint.name + ".ledger")
+    else:
+        spool_path = Path(tmpdir.name) / "findings.jsonl"
+        ledger_path = Path(tmpdir.name) / "ledger.sqlite"
     if checkpoint is not None and checkpoint.exists():
-        resumed = cp.load(
-            checkpoint, topic=topic, environment=environment, directory_version=version
+        cp.load(checkpoint, topic=topic, environment=environment, directory_version=version)
+        resumed = cp.require_for(
+            _resume_point(checkpoint, ledger_path),
+            source=str(ledger_path),
+            topic=topic,
+            environment=environment,
+            directory_version=version,
         )
+        _require_spool(spool_path, resumed.findings_bytes)
         config = AuditConfig(
             **{**_fields(config), "baseline_first_sight": resumed.baseline_first_sight}
         )
-    elif start.kind is not StartKind.BEGINNING:
-        config = AuditConfig(**{**_fields(config), "baseline_first_sight": True})
-    tmpdir: tempfile.TemporaryDirectory[str] | None = None
-    if checkpoint is not None:
-        spool_path = checkpoint.with_name(checkpoint.name + ".findings.jsonl")
     else:
-        tmpdir = tempfile.TemporaryDirectory(prefix="intelbus-audit-")
-        spool_path = Path(tmpdir.name) / "findings.jsonl"
+        if ledger_path.exists():
+            ledger_path.unlink()  # a ledger without its checkpoint: never saved, start again
+        if start.kind is not StartKind.BEGINNING:
+            config = AuditConfig(**{**_fields(config), "baseline_first_sight": True})
+    ledger = SqliteStore(ledger_path)
     spool = FindingSpool(spool_path, resume_at=resumed.findings_bytes if resumed else None)
     state = resumed.audit_state() if resumed else AuditState.empty(topic)
     positions = resumed.positions if resumed else plan(source, start)
-    judge = Judge(history, config, state, spool.write)
-    verifier = Verifier(CachedResolver(history), environment, identity=identity, registry=registry)
+    judge = AuditJudge(
+        history,
+        config,
+        state,
+        spool.write,
+        ledger,
+        auditor_id=identity.agency_id if identity is not None else None,
+    )
+    intake = Intake(
+        resolver=CachedResolver(history),
+        environment=environment,
+        identity=identity,
+        registry=registry,
+        directory=history,
+    )
     replay = Replay(
         source=source,
-        verifier=verifier,
+        verifier=Verifier(intake),
         judge=judge,
         positions=positions,
         workers=workers,
@@ -144,21 +174,21 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     )
 
     def save(*, complete: bool) -> None:
-        if checkpoint is None:
-            return
-        cp.save(
-            checkpoint,
-            cp.Checkpoint(
-                topic=topic,
-                environment=environment,
-                directory_version=version,
-                baseline_first_sight=config.baseline_first_sight,
-                positions={p: (a, b) for p, (a, b) in replay.positions.items()},
-                state=state.to_json(),
-                findings_bytes=spool.sync(),
-                complete=complete,
-            ),
+        """Commit the judge's working state to the ledger together with the checkpoint (one
+        transaction), then write the checkpoint file beside it."""
+        point = cp.Checkpoint(
+            topic=topic,
+            environment=environment,
+            directory_version=version,
+            baseline_first_sight=config.baseline_first_sight,
+            positions={p: (a, b) for p, (a, b) in replay.positions.items()},
+            state=state.to_json(),
+            findings_bytes=spool.sync(),
+            complete=complete,
         )
+        judge.flush({cp.LEDGER_KEY: json.dumps(point.to_json(), separators=(",", ":"))})
+        if checkpoint is not None:
+            cp.save(checkpoint, point)
 
     total = replay.remaining
     done = 0
@@ -169,7 +199,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         nonlocal done, since_saved
         done += n
         since_saved += n
-        if since_saved >= checkpoint_every:
+        if since_saved >= (checkpoint_every if checkpoint is not None else LEDGER_EVERY):
             save(complete=False)
             since_saved = 0
         if progress is not None:
@@ -204,8 +234,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         sample = spool.findings(sample_size)
     finally:
         spool.close()
-        if tmpdir is not None:
-            tmpdir.cleanup()
+        ledger.close()
+        tmpdir.cleanup()
     log.info(
         "audit.finished",
         topic=topic,
@@ -216,6 +246,45 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         seconds=round(elapsed, 3),
     )
     return AuditResult(summary_obj, run, complete, sample)
+
+
+def _resume_point(checkpoint: Path, ledger_path: Path) -> cp.Checkpoint:
+    """Where to resume: the checkpoint committed with the ledger (the file beside it may be one
+    save behind, if the process stopped between the two).
+
+    Raises:
+        ConfigError: the ledger is missing or holds no checkpoint.
+    """
+    if not ledger_path.exists():
+        raise ConfigError(f"checkpoint {checkpoint} has no ledger beside it ({ledger_path.name})")
+    ledger = SqliteStore(ledger_path)
+    try:
+        raw = ledger.meta(cp.LEDGER_KEY)
+    finally:
+        ledger.close()
+    if raw is None:
+        raise ConfigError(f"the ledger beside checkpoint {checkpoint} holds no checkpoint")
+    return cp.from_json(json.loads(raw), source=str(ledger_path))
+
+
+def _require_spool(path: Path, length: int) -> None:
+    """The findings file a checkpoint accounts for must hold at least that many bytes (it is cut
+    back to them); a missing or shorter one would lose findings, or pad the report with zeros.
+
+    Raises:
+        ConfigError: missing or too short.
+    """
+    try:
+        size = path.lstat().st_size
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the findings file {path.name} the checkpoint accounts for is missing"
+        ) from None
+    if size < length:
+        raise ConfigError(
+            f"the findings file {path.name} holds {size} bytes, fewer than the {length} the "
+            "checkpoint accounts for"
+        )
 
 
 def _fields(config: AuditConfig) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Protocol
 from intelbus.errors import KafkaUnavailableError
 from intelbus.transport import kafka as transport
 from intelbus.transport.kafka import Message
+from intelbus.transport.security import TransportSecurity
 
 STALL_TIMEOUT_S = 60.0
 
@@ -46,6 +47,9 @@ class KafkaSource:
 
     def __init__(self, bootstrap_servers: str, topic: str, **overrides: object) -> None:
         self.topic = topic
+        self._bootstrap = bootstrap_servers
+        security = overrides.get("security")
+        self._security = security if isinstance(security, TransportSecurity) else None
         settings: dict[str, object] = {
             "group_id": None,
             "enable_auto_commit": False,
@@ -58,6 +62,12 @@ class KafkaSource:
 
     def bounds(self) -> dict[int, tuple[int, int]]:
         return transport.partition_bounds(self._consumer, self.topic)
+
+    def timestamp_type(self) -> str:
+        """The topic's ``message.timestamp.type`` (LogAppendTime on a bus topic)."""
+        return transport.timestamp_types(self._bootstrap, [self.topic], security=self._security)[
+            self.topic
+        ]
 
     def offsets_at(self, at: datetime) -> dict[int, int]:
         return transport.offsets_at(self._consumer, self.topic, self.bounds(), at)

@@ -1,10 +1,13 @@
-"""What a replay carries from one record to the next: fixed-size heads and counters, nothing per record.
+"""What a replay carries from one record to the next in memory: counters and open gaps.
 
-The state grows with the number of producer streams, producers and partitions (all bounded by the
-directory and the topic), never with the number of records: chain heads hold the last sequence
-and digest of each stream plus at most :data:`MAX_OPEN_GAPS` ranges of missing sequence numbers
-(to tell a late, reordered record from a replay); the digest is 512 bytes; findings go to the
-report file as they are found. The whole state round-trips through JSON for checkpoints.
+Stream heads, the record ids seen and waiting amendments live in the auditor's ledger (a store
+of its own, :mod:`consumers.audit.run`), because the judge the auditor shares with consumers
+needs them. What stays here grows with the number of producer streams, producers and partitions
+(all bounded by the directory and the topic), never with the number of records: per stream at
+most :data:`~intelbus.chain.MAX_OPEN_GAPS` ranges of missing sequence numbers, each with where it
+was noticed (reported at the end if no late record fills it); the digest is 512 bytes; findings
+go to the report file as they are found. The whole state round-trips through JSON for
+checkpoints.
 """
 
 from __future__ import annotations
@@ -14,54 +17,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumers.audit.digest import TopicDigest
-from intelbus.chain import ChainState
 
-MAX_OPEN_GAPS = 8
 UNVERIFIED_PRODUCER = "(unverified)"
 
 
 @dataclass(slots=True)
-class StreamHead:
-    """One producer stream's chain head, and the newest ranges of sequence numbers it missed."""
+class OpenGap:
+    """A range of sequence numbers missing from a stream, and the record that revealed it."""
 
-    producer_id: str
-    stream: str
-    last_sequence: int
-    last_digest: bytes
-    gaps: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def chain(self) -> ChainState:
-        return ChainState(self.producer_id, self.stream, self.last_sequence, self.last_digest)
-
-    def advance_to(self, chain: ChainState) -> None:
-        self.last_sequence = chain.last_sequence
-        self.last_digest = chain.last_digest
-
-    def note_gap(self, first: int, last: int) -> None:
-        self.gaps.append((first, last))
-        del self.gaps[:-MAX_OPEN_GAPS]  # keep the newest: older ones are reported already
-
-    def fill(self, sequence: int) -> bool:
-        """True, and the range shrinks, if ``sequence`` was reported missing (a late record)."""
-        for i, (first, last) in enumerate(self.gaps):
-            if first <= sequence <= last:
-                parts = [(a, b) for a, b in ((first, sequence - 1), (sequence + 1, last)) if a <= b]
-                self.gaps[i : i + 1] = parts
-                del self.gaps[:-MAX_OPEN_GAPS]
-                return True
-        return False
+    first: int
+    last: int
+    partition: int
+    offset: int
+    record_id: str
+    sequence: int
 
 
 @dataclass(slots=True)
 class ProducerCounts:
-    """Per producer: records read, how many were authentic, findings, sequence span."""
+    """Per producer: records read, how many were authentic, findings, and the lowest and highest
+    sequence numbers of its authentic records (over all its streams on the topic)."""
 
     records: int = 0
     authentic: int = 0
     findings: int = 0
-    first_sequence: int | None = None
-    last_sequence: int | None = None
+    lowest_sequence: int | None = None
+    highest_sequence: int | None = None
+
+    def saw(self, sequence: int) -> None:
+        if self.lowest_sequence is None or sequence < self.lowest_sequence:
+            self.lowest_sequence = sequence
+        if self.highest_sequence is None or sequence > self.highest_sequence:
+            self.highest_sequence = sequence
 
 
 @dataclass(slots=True)
@@ -98,7 +85,8 @@ class AuditState:
     by_reason: Counter[str] = field(default_factory=Counter)
     producers: dict[str, ProducerCounts] = field(default_factory=dict)
     partitions: dict[int, PartitionSpan] = field(default_factory=dict)
-    heads: dict[tuple[str, str], StreamHead] = field(default_factory=dict)
+    gaps: dict[str, list[OpenGap]] = field(default_factory=dict)  # by stream label
+    seen: set[str] = field(default_factory=set)  # stream labels seen (bounded like the streams)
     heartbeats: dict[str, HeartbeatSeen] = field(default_factory=dict)
 
     @classmethod
@@ -126,17 +114,20 @@ class AuditState:
             },
             "by_reason": dict(sorted(self.by_reason.items())),
             "producers": {
-                p: [c.records, c.authentic, c.findings, c.first_sequence, c.last_sequence]
+                p: [c.records, c.authentic, c.findings, c.lowest_sequence, c.highest_sequence]
                 for p, c in sorted(self.producers.items())
             },
             "partitions": {
                 str(p): [s.first_offset, s.last_offset, s.records]
                 for p, s in sorted(self.partitions.items())
             },
-            "heads": [
-                [h.producer_id, h.stream, h.last_sequence, h.last_digest.hex(), h.gaps]
-                for h in self.heads.values()
-            ],
+            "gaps": {
+                stream: [
+                    [g.first, g.last, g.partition, g.offset, g.record_id, g.sequence] for g in gs
+                ]
+                for stream, gs in sorted(self.gaps.items())
+            },
+            "seen": sorted(self.seen),
             "heartbeats": {
                 p: [h.at_us, h.partition, h.offset, h.interval_ms]
                 for p, h in sorted(self.heartbeats.items())
@@ -166,10 +157,11 @@ class AuditState:
             state.producers[str(p)] = ProducerCounts(records, authentic, findings, first, last)
         for p, (first, last, records) in data["partitions"].items():
             state.partitions[int(p)] = PartitionSpan(first, last, records)
-        for producer, stream, seq, digest, gaps in data["heads"]:
-            state.heads[(producer, stream)] = StreamHead(
-                producer, stream, int(seq), bytes.fromhex(digest), [(a, b) for a, b in gaps]
-            )
+        state.seen = {str(x) for x in data["seen"]}
+        for stream, gs in data["gaps"].items():
+            state.gaps[str(stream)] = [
+                OpenGap(int(a), int(b), int(p), int(o), str(r), int(q)) for a, b, p, o, r, q in gs
+            ]
         for p, (at_us, partition, offset, interval) in data["heartbeats"].items():
             state.heartbeats[str(p)] = HeartbeatSeen(at_us, partition, offset, interval)
         return state

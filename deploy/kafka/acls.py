@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 
 from deploy.tls.certs import RESERVED_NAMES
 from intelbus.directory.model import Agency, DirectoryBody, Role
-from intelbus.errors import IntelbusError
+from intelbus.errors import AclDerivationError
+from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.transport import kafka as transport
 from intelbus.transport.security import (
@@ -39,15 +40,11 @@ from intelbus.transport.security import (
     AclResource,
     TransportSecurity,
 )
-from intelbus.transport.topics import DEFAULT_PREFIX, Family, topic_name
+from intelbus.transport.topics import DEFAULT_PREFIX, topic_name
 
 log = get_logger("deploy.acls")
 
 ALL_TOPICS = "*"
-
-
-class AclDerivationError(IntelbusError):
-    """The directory cannot be turned into ACLs safely (e.g. an agency named like a super user)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +102,12 @@ def desired_acls(
                 grant(AclResource.TOPIC, topic, AclOperation.WRITE, AclOperation.DESCRIBE)
         if Role.CONSUMER in agency.roles:
             for topic in published:
-                grant(AclResource.TOPIC, topic, AclOperation.READ)
+                # DESCRIBE_CONFIGS: a consumer checks at start that each topic it reads is
+                # LogAppendTime (the broker's clock witnesses arrivals) and refuses otherwise.
+                grant(AclResource.TOPIC, topic, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS)
             grant(AclResource.GROUP, f"{prefix}.{agency.agency_id}", AclOperation.READ)
         if Role.AUDITOR in agency.roles:
-            grant(AclResource.TOPIC, ALL_TOPICS, AclOperation.READ)
+            grant(AclResource.TOPIC, ALL_TOPICS, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS)
         if Role.ADMIN in agency.roles:
             grant(AclResource.TOPIC, directory_topic, AclOperation.WRITE, AclOperation.DESCRIBE)
     return frozenset(out)

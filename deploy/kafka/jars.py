@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from deploy.kafka.preflight import ToolMissingError, find_java, find_mvn
+from deploy.kafka.preflight import find_java, find_mvn
+from intelbus.errors import ToolMissingError
 
 KAFKA_VERSION = "4.1.1"
 SCALA_BINARY = "2.13"

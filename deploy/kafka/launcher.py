@@ -39,8 +39,8 @@ from types import TracebackType
 from typing import Self
 
 from deploy.kafka.jars import KAFKA_VERSION, ensure_jars
-from deploy.kafka.preflight import ToolMissingError, find_java
-from intelbus.errors import KafkaUnavailableError
+from deploy.kafka.preflight import find_java
+from intelbus.errors import KafkaStartError, KafkaUnavailableError, ToolMissingError
 from intelbus.log import get_logger
 from intelbus.transport.kafka import broker_ids
 from intelbus.transport.security import TransportSecurity
@@ -49,10 +49,6 @@ log = get_logger("deploy.kafka")
 
 STATE_FILE = "cluster.json"
 _PR_SET_PDEATHSIG = 1
-
-
-class KafkaStartError(KafkaUnavailableError):
-    """A local broker did not start or did not become ready. The message carries its log tail."""
 
 
 STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"

@@ -13,6 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# Standard library only (above), plus the error hierarchy, which imports nothing but enum.
+from intelbus.errors import ToolMissingError
+
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 JAVA_MIN_MAJOR = 17
 
@@ -21,10 +24,6 @@ INSTALL_HINT = (
     "or start a Docker engine (testcontainers is then used), "
     f"or point {BOOTSTRAP_ENV} at an existing Kafka cluster (host:port[,host:port])."
 )
-
-
-class ToolMissingError(RuntimeError):
-    """A tool needed to run Kafka locally is missing or broken. The message says how to fix it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.kafka.launcher import LocalKafka
-from deploy.kafka.preflight import BOOTSTRAP_ENV, ToolMissingError, check
-from intelbus.errors import KafkaUnavailableError
+from deploy.kafka.preflight import BOOTSTRAP_ENV, check
+from intelbus.errors import KafkaUnavailableError, ToolMissingError
 from intelbus.log import get_logger
 from intelbus.transport.kafka import broker_ids
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from intelbus.directory.model import AGENCY_ID_PATTERN
 from intelbus.errors import IntelbusError
+from intelbus.files import PRIVATE_MODE, atomic_write, read_private
 from intelbus.transport.security import SecurityMode, TlsFiles, TransportSecurity
 
 ORGANISATION = "intelbus"
@@ -161,10 +161,12 @@ class CertificateAuthority:
 
         Raises:
             CertError: missing, unreadable, or the key does not match the certificate.
+            InsecureFileError: group or others may access ``ca.key`` (a ConfigError).
         """
         try:
             cert = x509.load_pem_x509_certificate((folder / "ca.pem").read_bytes())
-            key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+            key_pem = read_private(folder / "ca.key", what="CA key file")
+            key = serialization.load_pem_private_key(key_pem, None)
         except (OSError, ValueError) as e:
             raise CertError(f"no usable CA in {folder}: {type(e).__name__}") from e
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
@@ -218,7 +220,7 @@ class CertificateAuthority:
         issued = self._issue(
             BROKER_PRINCIPAL, Kind.BROKER, names, now, validity, self.folder / "brokers"
         )
-        keystore = issued.key_file.read_bytes() + issued.cert_file.read_bytes()
+        keystore = read_private(issued.key_file) + issued.cert_file.read_bytes()
         _write_private(issued.key_file.with_name("broker.keystore.pem"), keystore)
         return issued
 
@@ -343,16 +345,10 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    # Created 0600 from the first byte (never written wider, then narrowed), replaced atomically.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
+    # Created 0600 from the first byte (never written wider, then narrowed) under a unique name,
+    # never through a link, and renamed over ``path``.
+    atomic_write(path, data, mode=PRIVATE_MODE)
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write(path, data, mode=0o644)

@@ -6,7 +6,8 @@ finding, and exits non-zero when integrity findings exist. ``audit digest`` prin
 the order-independent digest two parties use to check they saw the same records.
 
 Exit codes: 0 clean (warnings allowed), 1 integrity findings (or digests differ), 2 a bad option
-or file, 3 the broker could not be reached, 130 interrupted (resume with the same checkpoint).
+or file, 3 the environment refused (the broker could not be reached, the directory has expired, or the
+topic is not LogAppendTime), 130 interrupted (resume with the same checkpoint).
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ from consumers.audit.report import render
 from consumers.audit.run import AuditResult, StartAt, StartKind, audit
 from consumers.audit.source import KafkaSource
 from intelbus.directory import store as dstore
-from intelbus.errors import ConfigError, IntelbusError, KafkaUnavailableError
+from intelbus.directory.follow import DirectoryFollower, Freshness, freshness
+from intelbus.directory.trust import DirectoryHistory
+from intelbus.errors import (
+    ConfigError,
+    DirectoryExpired,
+    IntelbusError,
+    KafkaUnavailableError,
+    TopicMisconfigured,
+)
 from intelbus.identity import AgencyIdentity
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
@@ -162,6 +171,23 @@ def replay(
     ),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Verify threads."),
     batch_size: int = typer.Option(2000, "--batch-size", min=1, max=100_000),
+    directory_topic: str | None = typer.Option(
+        None,
+        "--directory-topic",
+        help="The directory topic to read newer versions from (default: PREFIX.directory).",
+    ),
+    allow_create_time: bool = typer.Option(
+        False,
+        "--allow-create-time",
+        help="Audit a topic that is not LogAppendTime; records without a broker time whose key "
+        "was ever revoked, retired or removed are then findings (no_broker_time).",
+    ),
+    allow_expired_directory: bool = typer.Option(
+        False,
+        "--allow-expired-directory",
+        help="Audit even though the newest directory version has expired (a bus that no longer "
+        "issues versions); revocations made after it cannot be known.",
+    ),
 ) -> None:
     """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
     try:
@@ -172,21 +198,26 @@ def replay(
         if key_file is not None:
             secret = os.environ.get(passphrase_env) if passphrase_env else None
             identity = AgencyIdentity.load(key_file, passphrase=secret.encode() if secret else None)
-        allowed = None
-        if agreement is not None:
-            a = SharingAgreement.load(agreement)
-            allowed = frozenset((*a.member_forces, *a.auditors))
         config = AuditConfig(
             environment=env,
             max_skew=timedelta(seconds=max_skew),
             heartbeat_interval=(
                 timedelta(seconds=heartbeat_interval) if heartbeat_interval else None
             ),
-            allowed_recipients=allowed,
+            agreement=SharingAgreement.load(agreement) if agreement is not None else None,
         )
         judged_at = parse_time(as_of)
-        source = KafkaSource(_bootstrap(bootstrap_servers), topic)
-    except KafkaUnavailableError as e:
+        bootstrap = _bootstrap(bootstrap_servers)
+        _follow_directory(
+            history,
+            bootstrap,
+            directory_topic or f"{topic.rpartition('.')[0] or 'intelbus'}.directory",
+            directory,
+            allow_expired=allow_expired_directory,
+        )
+        source = KafkaSource(bootstrap, topic)
+        _require_log_append_time(source, allow=allow_create_time)
+    except (KafkaUnavailableError, DirectoryExpired, TopicMisconfigured) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_BROKER) from None
     except (IntelbusError, ValueError) as e:
@@ -235,6 +266,59 @@ def replay(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+def _require_log_append_time(source: KafkaSource, *, allow: bool) -> None:
+    """Refuse (or, allowed, warn about) a topic whose broker clock does not witness arrivals.
+
+    Raises:
+        TopicMisconfigured: not LogAppendTime and not allowed (the source is closed).
+    """
+    kind = source.timestamp_type()
+    if kind == "LogAppendTime":
+        return
+    message = (
+        f"{source.topic} uses message.timestamp.type={kind}, not LogAppendTime: the broker's "
+        "clock does not witness when its records arrived, so a leaked key could back-date them"
+    )
+    if not allow:
+        source.close()
+        raise TopicMisconfigured(message + " (or pass --allow-create-time)")
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _follow_directory(
+    history: DirectoryHistory,
+    bootstrap: str,
+    topic: str,
+    folder: Path,
+    *,
+    allow_expired: bool,
+) -> None:
+    """Bring the directory up to date from its topic, and refuse an expired one.
+
+    Raises:
+        DirectoryExpired: the newest version has expired (unless allowed).
+        KafkaUnavailableError: the cluster cannot be reached.
+    """
+    follower = DirectoryFollower(history, bootstrap_servers=bootstrap, topic=topic, folder=folder)
+    try:
+        follower.catch_up()
+    finally:
+        follower.close()
+    if follower.missing:
+        err.print(
+            f"[yellow]warning:[/] directory topic {topic} does not exist; judging with the "
+            "folder's versions only",
+            highlight=False,
+        )
+    for problem in follower.problems[:5]:
+        err.print(f"[yellow]warning:[/] directory topic: {problem}", highlight=False)
+    health = freshness(history, datetime.now(UTC))
+    if health.state is Freshness.EXPIRED:
+        if not allow_expired:
+            raise DirectoryExpired(health.describe() + " (or pass --allow-expired-directory)")
+        err.print(f"[yellow]warning:[/] {health.describe()}", highlight=False)
+
+
 def _with_progress(
     run_audit: Callable[[Callable[[int, int], None]], AuditResult], topic: str
 ) -> AuditResult:
@@ -267,7 +351,8 @@ def _digest_values(
     """(where from, digest, record count) of each report, and of a fresh replay of ``topic``.
 
     Raises:
-        ConfigError, KafkaUnavailableError, OSError, ValueError, KeyError, TypeError.
+        ConfigError, DirectoryExpired, KafkaUnavailableError, OSError, ValueError, KeyError,
+        TypeError.
     """
     values: list[tuple[str, str, int]] = []
     for path in reports:
@@ -280,7 +365,17 @@ def _digest_values(
         if directory is None:
             raise ConfigError("--topic needs --directory")
         history = dstore.load_folder(directory)
-        source = KafkaSource(_bootstrap(bootstrap), topic)
+        servers = _bootstrap(bootstrap)
+        # Judged with the same directory as `audit replay` (authentic and other records are
+        # different digest items), so both commands give the same digest for the same topic.
+        _follow_directory(
+            history,
+            servers,
+            f"{topic.rpartition('.')[0] or 'intelbus'}.directory",
+            directory,
+            allow_expired=False,
+        )
+        source = KafkaSource(servers, topic)
         try:
             result = audit(
                 source=source, history=history, config=AuditConfig(environment=history.environment)
@@ -312,7 +407,7 @@ def digest(
     """Print a topic's order-independent digest, and compare it with another party's."""
     try:
         values = _digest_values(reports, topic, directory, bootstrap_servers)
-    except KafkaUnavailableError as e:
+    except (KafkaUnavailableError, DirectoryExpired) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_BROKER) from None
     except (IntelbusError, OSError, ValueError, KeyError, TypeError) as e:

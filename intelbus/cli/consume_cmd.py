@@ -1,11 +1,15 @@
-"""``intelbus consume --agency ID --config FILE``: an agency's consumer, until stopped or idle."""
+"""``intelbus consume --agency ID --config FILE``: an agency's consumer, until stopped or idle.
+
+Exit codes: 0 stopped or idle; 2 an unusable configuration (key, directory, policy, store);
+3 the environment refused (an expired directory, a bus topic that is not LogAppendTime, a broker
+or store that failed).
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -13,59 +17,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from consumers.agency import AgencyConsumer, Stats
+from consumers.agency import Stats, build_consumer
 from consumers.config import ConsumerConfig
-from consumers.pipeline import Pipeline
-from intelbus.chain import ChainState
-from intelbus.directory import store as dstore
-from intelbus.errors import IntelbusError
-from intelbus.identity import AgencyIdentity
-from intelbus.policy.rules import SharingPolicy
-from intelbus.serde.registry import SchemaRegistry
-from intelbus.store import open_store
-from intelbus.transport.topics import topic_name
+from intelbus.errors import DirectoryError, InfraError, IntelbusError
 
 console = Console()
 err = Console(stderr=True)
-
-
-def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> AgencyConsumer:
-    """An agency consumer wired from its config (keys, directory, policy, store, broker).
-
-    Raises:
-        IntelbusError: any part of the configuration is unusable.
-    """
-    identity = AgencyIdentity.load(config.key_file, passphrase=passphrase)
-    if identity.agency_id != config.agency:
-        raise IntelbusError(
-            f"the key file is {identity.agency_id}'s, the config is for {config.agency}"
-        )
-    history = dstore.load_folder(config.directory)
-    policy = SharingPolicy.load(config.policy)
-    registry = SchemaRegistry.load()
-
-    def factory(
-        producer_of: Callable[[str], str | None], chain: dict[tuple[str, str], ChainState]
-    ) -> Pipeline:
-        return Pipeline(
-            identity=identity,
-            directory=history,
-            registry=registry,
-            policy=policy,
-            environment=config.environment,
-            chain=chain,
-            producer_of=producer_of,
-        )
-
-    return AgencyConsumer(
-        pipeline_factory=factory,
-        store=open_store(config.store),
-        bootstrap_servers=config.bootstrap(),
-        security=config.transport_security(),
-        group_id=config.group,
-        topics=[topic_name(f, prefix=config.topic_prefix) for f in config.families],
-        batch_size=config.batch_size,
-    )
 
 
 def stats_table(title: str, stats: Stats) -> Table:
@@ -128,6 +85,11 @@ def consume(
             stats = consumer.run(until_idle=until_idle)
     except KeyboardInterrupt:
         stats = consumer.stats
+    except (DirectoryError, InfraError) as e:
+        # An expired directory, a misconfigured topic, an unreachable broker or store: one line,
+        # nothing committed past what was judged.
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(3) from None
     finally:
         consumer.store.close()
     console.print(stats_table(f"{agency}: done", stats))

@@ -6,7 +6,8 @@
 3. Write CST's sharing agreement and each force's sharing policy (all TOML, in the workspace).
 4. CST publishes a deterministic synthetic feed of sightings and incidents, a correction, a
    retraction and a heartbeat. Records nobody may receive are refused, not published.
-5. A hostile party appends a tampered copy, a replay, a forgery and garbage to the topics.
+5. A hostile party appends a tampered copy, a replay, a copy on another partition, a forgery and
+   garbage to the topics.
 6. Each force's consumer verifies, decrypts, applies its own policy and stores into SQLite.
 7. A summary table per agency: received, stored, redacted, withheld, quarantined and why.
 """
@@ -25,24 +26,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consumers.agency import Stats
+from consumers.agency import Stats, build_consumer
 from consumers.config import ConsumerConfig
 from deploy.kafka.provider import provide_kafka
-from intelbus.cli.consume_cmd import build_consumer
-from intelbus.cli.publish_cmd import build_publisher
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import DirectoryHistory, sign
-from intelbus.envelope import RecordKind, seal
-from intelbus.errors import KafkaUnavailableError
+from intelbus.envelope import parse, seal
+from intelbus.errors import KafkaUnavailableError, NoRecipients
 from intelbus.identity import AgencyIdentity
-from intelbus.policy.agreement import NoRecipients
+from intelbus.kinds import Family, RecordKind
 from intelbus.records import Correction, Retraction, Sighting
 from intelbus.samples import feed
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, bus_topics, topic_name
+from intelbus.transport.topics import bus_topics, topic_name
 from producers.config import ProducerConfig
+from producers.publisher import build_publisher
 
 # Wide enough for the summary table when the output is a pipe or a CI log (rich assumes 80).
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -80,7 +80,7 @@ action = "store"
 id = "incidents-elsewhere-redacted"
 kinds = ["incident", "correction", "retraction"]
 action = "redact"
-redact = ["victim_details", "reporter_ref", "replacement.victim_details", "replacement.reporter_ref"]
+redact = ["victim_details", "reporter_ref"]
 """,
     "herts-police": """agency = "herts-police"
 own_force_areas = ["HERTFORDSHIRE"]
@@ -174,8 +174,11 @@ def _named(record: Sighting | object) -> list[str]:
 
 
 def _hostile(bootstrap: str, prefix: str, sample: bytes, ids: dict[str, AgencyIdentity]) -> int:
-    """Append a tampered copy, a replay, a forgery and garbage to the sightings topic."""
+    """Append a tampered copy, a replay, a copy on another partition, a forgery and garbage to the
+    sightings topic; the ones that claim to be CST's go to CST's partition, as an attacker would."""
     topic = topic_name(Family.SIGHTINGS, prefix=prefix)
+    header = parse(sample).header
+    home = header.partition if header.partition is not None else 0
     tampered = bytearray(sample)
     tampered[-80] ^= 0x01
     impostor = AgencyIdentity.generate("cst")
@@ -189,14 +192,22 @@ def _hostile(bootstrap: str, prefix: str, sample: bytes, ids: dict[str, AgencyId
         schema_fingerprint=bytes(32),
         payload=b"forged",
         recipients=[ids["met-police"].public],
+        partition=home,
     ).data
     producer = transport.make_producer(bootstrap)
     try:
-        for value in (bytes(tampered), sample, forged, b"\x00not an envelope"):
-            transport.send_and_wait(producer, topic, value, key=b"cst")
+        elsewhere = (home + 1) % transport.partition_count(producer, topic)
+        for value, partition in (
+            (bytes(tampered), home),
+            (sample, home),
+            (sample, elsewhere),
+            (forged, home),
+            (b"\x00not an envelope", home),
+        ):
+            transport.send_and_wait(producer, topic, value, key=b"cst", partition=partition)
     finally:
         producer.close()
-    return 4
+    return 5
 
 
 def demo(
@@ -241,7 +252,8 @@ def demo(
             first = _first_value(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
             hostile = _hostile(bootstrap, prefix, first, ids) if first else 0
             console.print(
-                f"a hostile party appended {hostile} bad records (tampered, replayed, forged, garbage)"
+                f"a hostile party appended {hostile} bad records (tampered, replayed, copied to another "
+                "partition, forged, garbage)"
             )
             results = _consume_all(workspace, bootstrap, prefix)
     except KafkaUnavailableError as e:

@@ -23,13 +23,8 @@ from deploy.tls.certs import (
     check_agency_id,
 )
 from intelbus.directory import store as dstore
-from intelbus.errors import IntelbusError, KafkaUnavailableError
-from intelbus.transport.security import (
-    NotAuthorized,
-    SecurityMode,
-    TlsFiles,
-    TransportSecurity,
-)
+from intelbus.errors import IntelbusError, KafkaUnavailableError, NotAuthorized
+from intelbus.transport.security import SecurityMode, TlsFiles, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
 
 app = typer.Typer(

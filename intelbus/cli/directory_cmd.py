@@ -19,11 +19,14 @@ from rich.table import Table
 
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
-from intelbus.directory.model import DirectoryError, Role, SignedDirectory
+from intelbus.directory.follow import DirectoryFollower, DirectoryHealth, Freshness, freshness
+from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import DirectoryHistory, sign
-from intelbus.errors import IntelbusError
+from intelbus.errors import DirectoryError, IntelbusError
+from intelbus.files import atomic_write
 from intelbus.identity import AgencyIdentity, PublicIdentity
-from intelbus.transport.topics import Family, topic_name
+from intelbus.kinds import Family
+from intelbus.transport.topics import topic_name
 
 keys_app = typer.Typer(
     help="Agency key pairs (Ed25519 signing + X25519 encryption).", no_args_is_help=True
@@ -103,7 +106,7 @@ def keys_new(
         identity.save(private, passphrase=_passphrase(passphrase_env))
     except FileExistsError:
         raise _fail(f"{private} exists; refusing to overwrite a private key") from None
-    public.write_text(identity.public.to_json())
+    atomic_write(public, identity.public.to_json().encode(), mode=0o644)
     console.print(f"key id {identity.public.key_id.hex()} for {agency}")
     console.print(f"private key: {private} (mode 0600)  public key: {public}")
 
@@ -244,6 +247,18 @@ def remove_agency(
     _write_draft(folder, doc)
 
 
+@app.command("renew")
+def renew(folder: Path = Folder, validity_days: int = Validity) -> None:
+    """Draft N+1 that changes nothing but its issue and expiry times: the routine that keeps the
+    directory from expiring (every role refuses an expired one)."""
+    body = _latest(folder).latest
+    try:
+        doc = edit.renew(body, now=_now(), validity=timedelta(days=validity_days))
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
 @app.command("sign")
 def sign_draft(
     folder: Path = Folder,
@@ -286,7 +301,7 @@ def publish(
     if bootstrap:
         history = _latest(folder)
         try:
-            on_topic = dstore.published_versions(bootstrap, topic)
+            on_topic = dstore.published_versions(bootstrap, topic, history)
             new = [d for d in history.versions if d.signed.version not in on_topic]
             dstore.publish_to_topic(bootstrap, topic, new)
         except IntelbusError as e:
@@ -323,6 +338,52 @@ def verify(
         f"directory OK: {len(history.versions)} version(s) verified, newest v{latest.version} "
         f"({latest.environment}), expires {latest.expires.isoformat()}"
     )
+
+
+@app.command("refresh")
+def refresh(
+    folder: Path = Folder,
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+    ),
+    topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
+) -> None:
+    """Read the directory topic and add every newer version that verifies to the folder.
+
+    The way out of an expired directory for a consumer, publisher or auditor: their folder gains
+    the versions the admins published since. Exit 0 fresh, 1 still expired (no newer version
+    has been published: ask the directory admins), 3 the broker could not be read.
+    """
+    if not bootstrap:
+        raise _fail("--bootstrap (or KAFKA_BOOTSTRAP_SERVERS) is required")
+    history = _latest(folder)
+    follower = DirectoryFollower(history, bootstrap_servers=bootstrap, topic=topic, folder=folder)
+    try:
+        new = follower.catch_up()
+    except IntelbusError as e:
+        raise _fail(str(e), code=3) from None
+    finally:
+        follower.close()
+    for problem in follower.problems:
+        err.print(f"refused a document on {topic}: {problem}", highlight=False)
+    if follower.missing:
+        err.print(f"the directory topic {topic} does not exist", highlight=False)
+    console.print(f"{len(new)} new version(s) added; newest v{history.latest.version}")
+    _report_health(freshness(history, _now()))
+
+
+@app.command("status")
+def status(folder: Path = Folder) -> None:
+    """How the folder's newest version stands: fresh, expiring (a quarter of its validity left:
+    publish the next one), or expired (frozen: every role refuses to act). Exit 1 when expired,
+    for monitoring."""
+    _report_health(freshness(_latest(folder), _now()))
+
+
+def _report_health(health: DirectoryHealth) -> None:
+    console.print(health.describe(), highlight=False)
+    if health.state is Freshness.EXPIRED:
+        raise typer.Exit(1)
 
 
 @app.command("show")

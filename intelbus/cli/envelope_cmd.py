@@ -18,11 +18,12 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from intelbus.directory import store as dstore
-from intelbus.envelope import RecordKind, open_record, parse, seal, verify
+from intelbus.envelope import open_record, parse, seal, verify
 from intelbus.envelope.verify import VerifiedRecord
 from intelbus.errors import IntelbusError
 from intelbus.identity import AgencyIdentity, KeyResolver, PublicIdentity, StaticKeyRing
-from intelbus.records import KIND_TYPES, RECORD_TYPES
+from intelbus.kinds import RecordKind
+from intelbus.records import KIND_TYPES, RECORD_TYPES, Correction, Retraction
 from intelbus.serde.registry import SchemaRegistry
 
 app = typer.Typer(help="Seal, inspect, verify and open sealed record files.", no_args_is_help=True)
@@ -64,6 +65,9 @@ def _header_dict(h: Any) -> dict[str, Any]:  # noqa: ANN401 - an EnvelopeHeader
         "prev_digest": h.prev_digest.hex(),
         "schema_fingerprint": h.schema_fingerprint.hex(),
         "created_at": h.created_at.isoformat(),
+        "format_version": h.format_version,
+        "partition": h.partition,
+        "target_record_id": None if h.target_record_id is None else str(h.target_record_id),
         "recipients": [{"agency_id": r.agency_id, "key_id": r.key_id.hex()} for r in h.recipients],
     }
 
@@ -91,14 +95,25 @@ def _verified(
     data = file.read_bytes()
     header = parse(data).header
     try:
+        # Offline: no broker witnessed this file, so the key is judged at the signed creation
+        # time (a consumer judges it at the broker's append time).
         return verify(
             data,
             _resolver(keys, directory),
             expected_environment=environment or header.environment,
             expected_topic=topic or header.topic,
+            witnessed_at=None,
         )
     except IntelbusError as e:
         raise _fail(f"{file}: {e}") from None
+
+
+def _target(model: object) -> uuid.UUID | None:
+    if isinstance(model, Correction):
+        return uuid.UUID(model.corrects_record_id)
+    if isinstance(model, Retraction):
+        return uuid.UUID(model.retracts_record_id)
+    return None
 
 
 @app.command("seal")
@@ -112,6 +127,9 @@ def seal_cmd(
     environment: str = typer.Option("local", "--environment"),
     topic: str = typer.Option(..., "--topic"),
     sequence: int = typer.Option(0, "--sequence", min=0),
+    partition: int = typer.Option(
+        0, "--partition", min=0, help="The Kafka partition the record is bound to."
+    ),
     prev_digest: str = typer.Option(
         "00" * 32, "--prev-digest", help="Hex digest of the previous record."
     ),
@@ -137,6 +155,8 @@ def seal_cmd(
             schema_fingerprint=fingerprint,
             payload=payload,
             recipients=[PublicIdentity.from_json(p.read_text()) for p in recipient],
+            partition=partition,
+            target_record_id=_target(model),
             record_id=uuid.UUID(model.record_id),
         )
     except ValidationError as e:

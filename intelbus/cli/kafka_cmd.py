@@ -12,8 +12,7 @@ from rich.table import Table
 
 from deploy.kafka.jars import KAFKA_VERSION, ensure_jars
 from deploy.kafka.launcher import STATE_FILE, LocalKafka
-from deploy.kafka.preflight import ToolMissingError
-from intelbus.errors import KafkaUnavailableError
+from intelbus.errors import KafkaUnavailableError, ToolMissingError
 from intelbus.transport.kafka import broker_ids
 
 app = typer.Typer(

@@ -19,40 +19,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from intelbus.directory import store as dstore
-from intelbus.errors import IntelbusError
-from intelbus.identity import AgencyIdentity
-from intelbus.policy.agreement import NoRecipients, SharingAgreement
+from intelbus.errors import IntelbusError, NoRecipients, PublishError
+from intelbus.kinds import Family
 from intelbus.records import KIND_TYPES
-from intelbus.serde.registry import SchemaRegistry
-from intelbus.transport.topics import Family
 from producers.config import ProducerConfig
 from producers.inputs import detect_format, read_items
-from producers.publisher import Publisher, PublishError
-from producers.state import ProducerState
+from producers.publisher import build_publisher
 
 console = Console()
 err = Console(stderr=True)
-
-
-def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> Publisher:
-    """A publisher wired from a producer config (keys, directory, agreement, state, broker).
-
-    Raises:
-        IntelbusError: any part of the configuration is unusable.
-    """
-    history = dstore.load_folder(config.directory)
-    return Publisher(
-        identity=AgencyIdentity.load(config.key_file, passphrase=passphrase),
-        directory=history,
-        agreement=SharingAgreement.load(config.agreement),
-        registry=SchemaRegistry.load(),
-        state=ProducerState(config.state_file),
-        bootstrap_servers=config.bootstrap(),
-        security=config.transport_security(),
-        environment=config.environment,
-        topic_prefix=config.topic_prefix,
-    )
 
 
 def publish(  # noqa: PLR0912 - one branch per outcome, each printed

@@ -29,7 +29,7 @@ from consumers.config import ConsumerConfig
 from consumers.liveness import DEFAULT_TOLERANCE, assess
 from intelbus.errors import IntelbusError
 from intelbus.store import Store, StoredRecordView, open_store
-from intelbus.store.export import record_dict, write_csv, write_jsonl, write_stix
+from intelbus.store.export import record_dict, write_csv, write_export_file, write_jsonl, write_stix
 
 app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
 console = Console()
@@ -135,7 +135,7 @@ def _flags(v: StoredRecordView) -> str:
     if v.retracted:
         flags.append("retracted")
     if v.superseded:
-        flags.append("superseded")
+        flags.append(v.status)
     if v.version > 1:
         flags.append(f"v{v.version}")
     if v.redacted_fields:
@@ -157,7 +157,7 @@ def _table(title: str, views: list[StoredRecordView]) -> Table:
             v.kind,
             v.record_id,
             v.producer_id,
-            v.tlp,
+            v.tlp or "",
             v.force_area or "",
             _flags(v),
         )
@@ -202,19 +202,36 @@ def show(
     record_id: str = typer.Argument(..., help="The record id."),
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    producer: str | None = typer.Option(
+        None, "--producer", help="Only this producer's record (ids are unique per producer)."
+    ),
 ) -> None:
-    """One stored record as JSON: provenance, the policy decision, payload and amendment history."""
+    """One stored record as JSON: provenance, status, the policy decision, payload and versions.
+
+    A record is identified by its producer and its id: when producers used the same id, every
+    one is shown (a JSON array), or only that producer's with --producer.
+    """
     with _opened(store, config) as s:
         try:
-            view = s.get(record_id)
-            producer = None if view is not None else s.producer_of(record_id)
+            views = [
+                v for v in s.get_all(record_id) if producer is None or v.producer_id == producer
+            ]
         except IntelbusError as e:
             raise _fail(str(e)) from None
-    if view is None:
-        if producer is not None:
-            raise _fail(f"{record_id} arrived from {producer} but was withheld: only a receipt", 1)
+    if not views:
         raise _fail(f"no record {record_id} in this store", 1)
-    sys.stdout.write(json.dumps(record_dict(view), ensure_ascii=False, indent=2, sort_keys=True))
+    held = [v for v in views if v.payload is not None]
+    for v in views:
+        if v.payload is None:
+            err.print(
+                f"{record_id} from {v.producer_id}: its current version is {v.status} here, "
+                "no content is held",
+                highlight=False,
+            )
+    if not held:
+        raise typer.Exit(1)
+    shown: object = record_dict(held[0]) if len(held) == 1 else [record_dict(v) for v in held]
+    sys.stdout.write(json.dumps(shown, ensure_ascii=False, indent=2, sort_keys=True))
     sys.stdout.write("\n")
 
 
@@ -247,7 +264,10 @@ def export(
     area: str | None = typer.Option(None, "--area", help="Police force area."),
     tlp: str | None = typer.Option(None, "--tlp", help="e.g. TLP:GREEN."),
 ) -> None:
-    """Export stored records (streamed, any size) as JSON Lines, CSV or a STIX 2.1 bundle."""
+    """Export stored records (streamed, any size) as JSON Lines, CSV or a STIX 2.1 bundle.
+
+    A file given with --out is created with mode 0600 (chmod it to share it).
+    """
     keep = record_filter(
         kind=kind,
         since=parse_time(since, "--since"),
@@ -257,25 +277,21 @@ def export(
     )
     with _opened(store, config) as s:
         views = (v for v in s.iter_records() if keep(v))
-        # A file is written beside the target and renamed, so a failed export leaves no half file.
-        tmp = out.with_name(out.name + ".partial")
         try:
             if str(out) == "-":
                 n = _write(fmt, views, sys.stdout)
             else:
-                with tmp.open("w", encoding="utf-8", newline="") as fh:
-                    n = _write(fmt, views, fh)
-                tmp.replace(out)
+                # Created 0600 under a unique name beside the target, never through a link, and
+                # renamed over it: a failed export leaves no half file (see write_export_file).
+                n = write_export_file(out, lambda fh: _write(fmt, views, fh))
         except BrokenPipeError:
             # The reader went away (`... | head`): not an error of ours. Point stdout at devnull
             # so the interpreter's final flush does not complain again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
         except IntelbusError as e:
-            tmp.unlink(missing_ok=True)
             raise _fail(str(e)) from None
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise _fail(f"cannot write {out}: {e.strerror}") from None
     err.print(f"exported {n} record(s) as {fmt.value}" + ("" if str(out) == "-" else f" to {out}"))
 
@@ -294,14 +310,18 @@ def quarantine(
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     limit: int = typer.Option(100, "--limit", min=0),
 ) -> None:
-    """Quarantined Kafka records: where they were, the reason code and message (not their bytes)."""
+    """Quarantined Kafka records: where they were, the reason code and message (not their bytes).
+
+    Each row keeps the first 4 KiB of the record, its size and its BLAKE2b-256 digest; the whole
+    record stays on Kafka at the offset shown (read it from there to examine it in full).
+    """
     with _opened(store, config) as s:
         try:
             entries = s.quarantine_entries(limit=limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
     table = Table(title="quarantine")
-    for col in ("topic", "partition", "offset", "reason", "bytes", "record id", "message"):
+    for col in ("topic", "partition", "offset", "reason", "bytes", "kept", "record id", "message"):
         table.add_column(col)
     for q in entries:
         table.add_row(
@@ -309,12 +329,17 @@ def quarantine(
             str(q.partition),
             str(q.offset),
             q.reason,
-            str(len(q.raw)),
+            str(q.raw_size),
+            "prefix" if q.truncated else "all",
             q.record_id or "",
             q.message,
         )
     console.print(table)
-    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    console.print(
+        f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}; a row keeps the first 4 KiB "
+        "of its record with the record's size and digest, and the whole record stays on Kafka at "
+        "its offset"
+    )
 
 
 @app.command()

@@ -15,12 +15,12 @@ from intelbus.directory.model import (
     Agency,
     AgencyKey,
     DirectoryBody,
-    InvalidDirectory,
     Revocation,
     Role,
     SignedDirectory,
     admin_key_id,
 )
+from intelbus.errors import InvalidDirectory
 from intelbus.identity import PublicIdentity
 
 DEFAULT_VALIDITY = timedelta(days=365)

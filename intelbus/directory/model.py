@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from intelbus import _nacl
-from intelbus.errors import IntelbusError
+from intelbus.errors import InvalidDirectory
 from intelbus.identity import PublicIdentity, derive_key_id
 
 DIRECTORY_TYPE = "intelbus.directory"
@@ -34,26 +34,6 @@ SPEC_VERSION = 1
 SIGNING_PREFIX = b"intelbus/directory/v1\x00"
 MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
 AGENCY_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
-
-
-class DirectoryError(IntelbusError):
-    """A directory version is invalid or may not be trusted."""
-
-
-class InvalidDirectory(DirectoryError):
-    """The document does not parse, or breaks a structural rule (ids, keys, threshold, times)."""
-
-
-class ThresholdNotMet(DirectoryError):
-    """Fewer distinct admin keys than the threshold signed this version."""
-
-
-class BadVersion(DirectoryError):
-    """The version is not exactly the next one (rollback, replay or a skipped version)."""
-
-
-class DirectoryExpired(DirectoryError):
-    """The newest trusted directory has expired; nothing may be verified against it."""
 
 
 class Role(enum.StrEnum):

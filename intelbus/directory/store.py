@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from intelbus.directory.model import DirectoryError, InvalidDirectory, SignedDirectory
+from intelbus.directory.model import SignedDirectory
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.errors import DirectoryError, InvalidDirectory
+from intelbus.files import atomic_write
 from intelbus.log import get_logger
 from intelbus.transport import kafka as transport
 
@@ -41,10 +43,12 @@ def load_file(path: Path) -> SignedDirectory:
 
 
 def write_file(path: Path, doc: SignedDirectory) -> None:
-    """Write a document atomically (write, then rename)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(doc.to_bytes() + b"\n")
-    tmp.replace(path)
+    """Write a document atomically: a uniquely named file beside ``path``, then a rename.
+
+    Directory documents are public, so the file is 0644; it is never written through a symbolic
+    link (a link at ``path`` is replaced, not followed).
+    """
+    atomic_write(path, doc.to_bytes() + b"\n", mode=0o644)
 
 
 def folder_versions(folder: Path) -> list[int]:
@@ -88,9 +92,19 @@ def publish_to_topic(bootstrap_servers: str, topic: str, docs: list[SignedDirect
         producer.close()
 
 
-def published_versions(bootstrap_servers: str, topic: str) -> set[int]:
-    """Version numbers already on the directory topic (to publish each version once)."""
-    return {doc.signed.version for doc in _read_topic(bootstrap_servers, topic)}
+def published_versions(bootstrap_servers: str, topic: str, history: DirectoryHistory) -> set[int]:
+    """Which of ``history``'s (verified) versions are on the directory topic, exactly as trusted.
+
+    A document on the topic counts only if it is byte for byte the version ``history`` holds
+    (its body and every signature): a forged "v7", or the genuine v7 stripped of a signature,
+    put on the topic first must not stop the genuine v7 from being published.
+    """
+    ours = {doc.signed.version: doc.to_bytes() for doc in history.versions}
+    return {
+        doc.signed.version
+        for doc in _read_topic(bootstrap_servers, topic)
+        if ours.get(doc.signed.version) == doc.to_bytes()
+    }
 
 
 def _read_topic(bootstrap_servers: str, topic: str) -> list[SignedDirectory]:

@@ -26,18 +26,24 @@ from intelbus import _nacl
 from intelbus.directory.model import (
     AdminKey,
     AgencyKey,
-    BadVersion,
     DirectoryBody,
-    DirectoryExpired,
-    InvalidDirectory,
+    Revocation,
     Role,
     Signature,
     SignedDirectory,
-    ThresholdNotMet,
     admin_key_id,
     signing_message,
 )
-from intelbus.errors import BadSignature, KeyNotValid, KeyRevoked, UnknownKey
+from intelbus.errors import (
+    BadSignature,
+    BadVersion,
+    DirectoryExpired,
+    InvalidDirectory,
+    KeyNotValid,
+    KeyRevoked,
+    ThresholdNotMet,
+    UnknownKey,
+)
 from intelbus.identity import PublicIdentity
 
 
@@ -193,22 +199,28 @@ class DirectoryHistory:
         at: datetime,
         witnessed_at: datetime | None = None,
     ) -> KeyStatus:
-        """Judge a producer's key for a record created at ``at`` and seen by the broker at ``witnessed_at``.
+        """Judge a producer's key for a record the broker appended at ``witnessed_at``.
 
-        The version in force and the validity window are judged at ``at`` (the signed creation
-        time). Revocation and compromise are judged at the later of ``at`` and ``witnessed_at``:
-        a leaked key can back-date what it signs, not the broker's append time.
+        Everything is judged at the broker's append time: the directory version in force, the
+        agency's publishing rights and removal, the key's validity window, its revocation and the
+        start of a compromise. A producer's own clock (``at``, the signed creation time) is
+        attacker-controlled once a key leaks, so it decides nothing when a broker witnessed the
+        record; it is used only offline (``witnessed_at`` None: a file checked by hand).
+        Revocations are read from the newest version: they are learned after the fact.
 
         Raises:
-            UnknownKey: no version in force at ``at`` lists the key.
+            UnknownKey: no version in force then lists the key.
             KeyNotValid: the key belongs to another agency, or the agency may not publish to
-                ``topic`` then, or ``at`` is outside the key's validity window.
-            KeyRevoked: the key was revoked, or presumed leaked, at or before ``at``.
+                ``topic`` then (no producer role, not its topic, removed), or the time is outside
+                the key's validity window.
+            KeyRevoked: the key was revoked, or presumed leaked, at or before that time.
         """
         kid = key_id.hex()
-        body = self.in_force_at(at)
+        judged = at if witnessed_at is None else witnessed_at
+        when = judged.isoformat()
+        body = self.in_force_at(judged)
         if body is None:
-            raise UnknownKey(f"no directory version was in force at {at.isoformat()}")
+            raise UnknownKey(f"no directory version was in force at {when}")
         found = body.find_key(kid)
         if found is None:
             raise UnknownKey(f"key {kid} is not in directory v{body.version}")
@@ -219,17 +231,15 @@ class DirectoryHistory:
             raise KeyNotValid(f"agency {producer_id} has no producer role in v{body.version}")
         if topic not in agency.publish_topics:
             raise KeyNotValid(f"agency {producer_id} may not publish to {topic} in v{body.version}")
-        if agency.removed_at is not None and agency.removed_at <= at:
+        if agency.removed_at is not None and agency.removed_at <= judged:
             raise KeyNotValid(
-                f"agency {producer_id} was removed at {agency.removed_at.isoformat()}"
+                f"agency {producer_id} was removed at {agency.removed_at.isoformat()}, "
+                f"before {when}"
             )
-        if at < key.not_before or (key.not_after is not None and at >= key.not_after):
-            raise KeyNotValid(f"key {kid} is outside its validity window at {at.isoformat()}")
-        # Revocations come from the newest version: they are learned after the fact.
-        newest = self.latest.find_key(kid)
-        revocation = newest[1].revocation if newest is not None else key.revocation
+        if judged < key.not_before or (key.not_after is not None and judged >= key.not_after):
+            raise KeyNotValid(f"key {kid} is outside its validity window at {when}")
+        revocation = self.revocation(kid) or key.revocation
         compromised_since = None
-        judged = at if witnessed_at is None else max(at, witnessed_at)
         if revocation is not None:
             if revocation.revoked_at <= judged:
                 raise KeyRevoked(f"key {kid} was revoked at {revocation.revoked_at.isoformat()}")
@@ -243,6 +253,32 @@ class DirectoryHistory:
         return KeyStatus(
             self._identity(agency.agency_id, key), agency.agency_id, body.version, compromised_since
         )
+
+    def blemish(self, key_id_hex: str, now: datetime) -> str | None:
+        """Why a record of this key could have been back-dated to escape a cutoff, or None.
+
+        Without the broker's append time, a record's signed creation time is all there is, and a
+        leaked key can write any time. That only matters if the newest version draws a line the
+        key's records must fall before: a revocation, a compromise, a retirement (``not_after``)
+        or its agency's removal that has come by ``now``. A key with none of these is as good at
+        any time, so its records do not need a witness.
+        """
+        found = self.latest.find_key(key_id_hex)
+        if found is None:
+            return "is not in the newest directory version"
+        agency, key = found
+        if key.revocation is not None:
+            return "was revoked"
+        if key.not_after is not None and key.not_after <= now:
+            return "was retired"
+        if agency.removed_at is not None and agency.removed_at <= now:
+            return "belongs to a removed agency"
+        return None
+
+    def revocation(self, key_id_hex: str) -> Revocation | None:
+        """The key's revocation as the newest version states it (None: not revoked)."""
+        newest = self.latest.find_key(key_id_hex)
+        return newest[1].revocation if newest is not None else None
 
     def resolve_signing_key(
         self,

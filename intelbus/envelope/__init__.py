@@ -16,10 +16,10 @@ from intelbus.envelope.wire import (
     MAX_RECORD_BYTES,
     EnvelopeHeader,
     RecipientEntry,
-    RecordKind,
     SealedRecord,
     parse,
 )
+from intelbus.kinds import RecordKind
 
 __all__ = [
     "MAX_RECIPIENTS",

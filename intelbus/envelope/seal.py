@@ -24,16 +24,18 @@ from intelbus import _nacl
 from intelbus.envelope.datakey import DataKey, DataKeyCache, new_data_key, recipient_set
 from intelbus.envelope.verify import record_digest
 from intelbus.envelope.wire import (
-    AEAD_PREFIX,
-    SIGN_PREFIX,
+    FORMAT_V1,
+    FORMAT_VERSION,
     EnvelopeHeader,
-    RecordKind,
+    aead_prefix,
     encode_body,
     encode_header,
     from_micros,
+    sign_prefix,
     to_micros,
 )
 from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.kinds import RecordKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +62,19 @@ def seal(
     schema_fingerprint: bytes,
     payload: bytes,
     recipients: Sequence[PublicIdentity],
+    partition: int | None,
+    target_record_id: uuid.UUID | None = None,
     record_id: uuid.UUID | None = None,
     datakeys: DataKeyCache | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> Sealed:
     """Seal ``payload`` for ``recipients`` and sign it as ``identity``.
 
-    ``record_id`` defaults to a random UUID; ``datakeys`` enables the bounded data-key reuse
-    window (without it every record gets a fresh data key).
+    ``partition`` is the Kafka partition the record will be sent to, bound into the signature
+    (format v2); ``target_record_id`` the record a correction or retraction amends. ``record_id``
+    defaults to a random UUID; ``datakeys`` enables the bounded data-key reuse window (without it
+    every record gets a fresh data key). ``format_version`` 1 writes the legacy layout (no
+    partition, no target): only tests and vectors need it.
 
     Raises:
         ValueError: a field is out of its bounds (id charset or length, no recipients, an agency
@@ -88,6 +96,9 @@ def seal(
         data_key=data_key,
         nonce=_nacl.random_bytes(_nacl.AEAD_NONCE_BYTES),
         now=datetime.now(UTC),
+        partition=partition,
+        target_record_id=target_record_id,
+        format_version=format_version,
     )
 
 
@@ -106,6 +117,9 @@ def _seal_from_parts(
     data_key: DataKey,
     nonce: bytes,
     now: datetime,
+    partition: int | None = None,
+    target_record_id: uuid.UUID | None = None,
+    format_version: int = FORMAT_VERSION,
 ) -> Sealed:
     """:func:`seal` with every random or time-dependent input given (test vectors only).
 
@@ -130,11 +144,16 @@ def _seal_from_parts(
         producer_id=identity.agency_id,
         schema_fingerprint=schema_fingerprint,
         recipients=data_key.wraps,
+        format_version=format_version,
+        partition=None if format_version == FORMAT_V1 else partition,
+        target_record_id=None if format_version == FORMAT_V1 else target_record_id,
     )
     header_bytes = encode_header(header)  # sealing step 2; checks every cap parse() enforces
     # Sealing step 3: the AD binds the whole header, so this ciphertext opens under no other header.
-    ciphertext = _nacl.aead_encrypt(data_key.key, nonce, payload, AEAD_PREFIX + header_bytes)
+    ciphertext = _nacl.aead_encrypt(
+        data_key.key, nonce, payload, aead_prefix(format_version) + header_bytes
+    )
     signed = encode_body(header_bytes, nonce, ciphertext)
     # Sealing step 4: the signature covers every byte before it.
-    signature = identity.sign(SIGN_PREFIX + signed)
-    return Sealed(signed + signature, record_digest(signed), header)
+    signature = identity.sign(sign_prefix(format_version) + signed)
+    return Sealed(signed + signature, record_digest(signed, format_version), header)

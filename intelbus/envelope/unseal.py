@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 from intelbus import _nacl
 from intelbus.envelope.verify import VerifiedRecord
-from intelbus.envelope.wire import AEAD_PREFIX
+from intelbus.envelope.wire import aead_prefix
 from intelbus.errors import DecryptionFailed, NotARecipient
 from intelbus.identity import AgencyIdentity
 
@@ -87,7 +87,7 @@ def open_record(
             data_key,
             record.sealed.nonce,
             record.sealed.ciphertext,
-            AEAD_PREFIX + record.sealed.header_bytes,
+            aead_prefix(h.format_version) + record.sealed.header_bytes,
         )
     except (DecryptionFailed, ValueError, TypeError):
         raise DecryptionFailed(f"record {h.record_id} does not open") from None

@@ -5,12 +5,14 @@ Anyone can run this, an auditor without read rights included. The steps, in this
 1. Size cap, before any other work (:data:`~intelbus.envelope.wire.MAX_RECORD_BYTES`).
 2. Parse the layout with bounded code; refuse truncation, trailing bytes, unknown versions and
    non-canonical recipient lists (sorted, no agency twice).
-3. Resolve the signing key by key id, for the claimed producer, topic and time (and the broker's
-   append time when known): unknown, not valid for that producer/role/topic/time, or revoked.
+3. Resolve the signing key by key id, for the claimed producer and topic, at the broker's append
+   time (the signed creation time only offline, where no broker witnessed the record): unknown,
+   not valid for that producer/role/topic/time, or revoked.
 4. Check the resolved key is the one asked for, and belongs to the claimed producer.
 5. Verify the Ed25519 signature over the domain prefix and every byte before the signature.
-6. Bindings: the signed environment and topic must be the ones the record was read from.
-7. Compute the record digest (BLAKE2b-256 of the signed bytes).
+6. Bindings: the signed environment, topic and (format v2) partition must be the ones the record
+   was read from.
+7. Compute the record digest (BLAKE2b-256 of the signed bytes, personalised per format version).
 
 Bindings are checked after the signature on purpose: a :class:`~intelbus.errors.BindingMismatch`
 then always means "a genuine record, in the wrong place" (a copy), never random damage.
@@ -29,25 +31,27 @@ from datetime import datetime
 from intelbus import _nacl
 from intelbus.envelope.wire import (
     DIGEST_BYTES,
-    DIGEST_PERSON,
-    SIGN_PREFIX,
+    FORMAT_V1,
     EnvelopeHeader,
     RecipientEntry,
-    RecordKind,
     SealedRecord,
+    digest_person,
     parse,
+    sign_prefix,
 )
 from intelbus.errors import BindingMismatch, UnknownKey
 from intelbus.identity import KeyResolver, PublicIdentity
+from intelbus.kinds import RecordKind
 
 
-def record_digest(signed_bytes: bytes) -> bytes:
+def record_digest(signed_bytes: bytes, version: int = FORMAT_V1) -> bytes:
     """The 32-byte record digest: the next record's ``prev_digest``, and what auditors list.
 
-    BLAKE2b-256, personalised, over every byte before the signature. Ed25519 signatures are
-    deterministic and libsodium refuses malleated ones, so one signed body has one valid record.
+    BLAKE2b-256, personalised per format version, over every byte before the signature. Ed25519
+    signatures are deterministic and libsodium refuses malleated ones, so one signed body has one
+    valid record.
     """
-    return _nacl.blake2b(signed_bytes, digest_size=DIGEST_BYTES, person=DIGEST_PERSON)
+    return _nacl.blake2b(signed_bytes, digest_size=DIGEST_BYTES, person=digest_person(version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,20 @@ class VerifiedRecord:
         return self.sealed.header.prev_digest
 
     @property
+    def format_version(self) -> int:
+        return self.sealed.header.format_version
+
+    @property
+    def partition(self) -> int | None:
+        """The partition the producer bound the record to (format v2), else None."""
+        return self.sealed.header.partition
+
+    @property
+    def target_record_id(self) -> uuid.UUID | None:
+        """The record a v2 correction or retraction amends, else None."""
+        return self.sealed.header.target_record_id
+
+    @property
     def schema_fingerprint(self) -> bytes:
         return self.sealed.header.schema_fingerprint
 
@@ -122,12 +140,18 @@ def verify(
     *,
     expected_environment: str,
     expected_topic: str,
-    witnessed_at: datetime | None = None,
+    expected_partition: int | None = None,
+    witnessed_at: datetime | None,
 ) -> VerifiedRecord:
     """Verify an envelope (docs/envelope.md steps 1-7, as numbered in this module's docstring).
 
-    ``witnessed_at`` is the broker's append time when the record came from Kafka: the resolver
-    judges revocations at it as well as at the signed creation time (a leaked key cannot back-date).
+    ``witnessed_at`` is the broker's append time of a record read from Kafka: the key is judged at
+    it, so a leaked or retired key cannot back-date what it signs. Pass None only offline (a file
+    checked by hand), where the signed creation time is all there is; consumers and auditors
+    refuse a bus record without a broker time before calling this.
+
+    ``expected_partition`` is the partition the record was read from: a v2 record bound to another
+    partition is a copy in the wrong place. None skips the check (a record not read from Kafka).
 
     Raises:
         OversizeEnvelope, MalformedEnvelope, UnsupportedVersion: steps 1-2.
@@ -151,7 +175,9 @@ def verify(
             f"the record claims producer {h.producer_id}"
         )
     # Step 5: the signature over the domain prefix and every byte before it.
-    _nacl.verify_signature(signer.sign_public, SIGN_PREFIX + sealed.signed_bytes, sealed.signature)
+    _nacl.verify_signature(
+        signer.sign_public, sign_prefix(h.format_version) + sealed.signed_bytes, sealed.signature
+    )
     # Step 6: the signed context must be where the record was read (cross-topic/environment copy).
     if h.environment != expected_environment:
         raise BindingMismatch(
@@ -161,5 +187,11 @@ def verify(
         raise BindingMismatch(
             f"record {rid} is bound to topic {h.topic}, read from {expected_topic}"
         )
+    # Kafka orders records within a partition only: a stream's chain means nothing elsewhere, so
+    # a genuine record copied to another partition is refused here.
+    if h.partition is not None and expected_partition not in (None, h.partition):
+        raise BindingMismatch(
+            f"record {rid} is bound to partition {h.partition}, read from {expected_partition}"
+        )
     # Step 7.
-    return VerifiedRecord(sealed, signer, record_digest(sealed.signed_bytes))
+    return VerifiedRecord(sealed, signer, record_digest(sealed.signed_bytes, h.format_version))

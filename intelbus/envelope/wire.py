@@ -1,14 +1,22 @@
 """The envelope's byte layout, and the only code that reads unverified bytes.
 
-Layout v1 (docs/envelope.md, "Byte layout", has the table with offsets). Integers are big-endian::
+Two layouts share one reader (docs/envelope.md, "Byte layout", has the tables). Integers are
+big-endian::
 
-    fixed      magic "IBUS" | version u8 | suite u8 | kind u8 | flags u8 | created_us i64 |
-               sequence u64 | record_id 16 | key_id 16 | prev_digest 32          (88 bytes)
+    fixed v1   magic "IBUS" | version u8 = 1 | suite u8 | kind u8 | flags u8 | created_us i64 |
+               sequence u64 | record_id 16 | key_id 16 | prev_digest 32                (88 bytes)
+    fixed v2   the same fields with version = 2, then | partition u32 | target_record_id 16
+                                                                                      (108 bytes)
     ids        environment, topic, producer_id, schema_fingerprint: u8 length + bytes each
     recipients count u8, then per recipient: agency u8 length + bytes | recipient key id 16 |
                wrapped data key 80
     payload    nonce 24 | ciphertext length u32 | ciphertext (payload + 16-byte tag)
     signature  64
+
+Version 2 binds each record to the Kafka partition its producer chose for the stream (Kafka
+orders records within a partition only, so a stream's chain is only meaningful there) and names
+the record a correction or retraction amends (so an auditor who cannot decrypt can still tell a
+foreign amendment). Version 1 records stay readable and verifiable for ever.
 
 Everything before the signature is signed (the "signed bytes"); everything before the nonce (the
 "header") is the AEAD's associated data. Parsing is bounded: every length is checked against a
@@ -19,7 +27,6 @@ the bytes it reads: the parsed record is *unverified* until
 
 from __future__ import annotations
 
-import enum
 import re
 import struct
 import uuid
@@ -27,9 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from intelbus.errors import MalformedEnvelope, OversizeEnvelope, UnsupportedVersion
+from intelbus.kinds import RecordKind
 
 MAGIC = b"IBUS"
-FORMAT_VERSION = 1
+FORMAT_V1 = 1
+FORMAT_V2 = 2
+FORMAT_VERSION = FORMAT_V2  # what producers write; both are read
+SUPPORTED_VERSIONS = (FORMAT_V1, FORMAT_V2)
 SUITE_ED25519_X25519_XCHACHA20 = 1  # Ed25519, X25519 sealed box, XChaCha20-Poly1305, BLAKE2b
 
 # Hard caps (docs/envelope.md, "Size caps"). MAX_RECORD_BYTES is checked before any other work.
@@ -39,6 +50,7 @@ MAX_ID_BYTES = 64  # environment, producer id, recipient agency id
 MAX_TOPIC_BYTES = 249  # Kafka's own limit on topic names
 MAX_FINGERPRINT_BYTES = 32
 MAX_SEQUENCE = 2**63 - 1  # stores keep it in a signed 64-bit integer (SQLite INTEGER, Kafka long)
+MAX_PARTITION = 2**31 - 1  # Kafka partitions are signed 32-bit ids
 
 KEY_ID_BYTES = 16
 DIGEST_BYTES = 32
@@ -49,7 +61,10 @@ SIGNATURE_BYTES = 64
 CT_LEN_BYTES = 4
 
 _FIXED = struct.Struct(">4sBBBBqQ16s16s32s")
-FIXED_BYTES = _FIXED.size  # 88
+FIXED_BYTES = _FIXED.size  # 88: the v1 fixed part, and the common prefix of v2's
+_V2_EXTRA = struct.Struct(">I16s")
+FIXED_BYTES_V2 = FIXED_BYTES + _V2_EXTRA.size  # 108
+NO_TARGET = bytes(16)  # v2 target_record_id of a record that amends nothing
 _CT_LEN = struct.Struct(">I")
 
 # Domain separation (docs/envelope.md, "What is signed"): a signature or an AEAD tag made for an
@@ -57,20 +72,33 @@ _CT_LEN = struct.Struct(">I")
 SIGN_PREFIX = b"intelbus/envelope/v1/signature\x00"
 AEAD_PREFIX = b"intelbus/envelope/v1/payload\x00"
 DIGEST_PERSON = b"ibus-record-v1"  # BLAKE2b personalisation of the record digest
+SIGN_PREFIX_V2 = b"intelbus/envelope/v2/signature\x00"
+AEAD_PREFIX_V2 = b"intelbus/envelope/v2/payload\x00"
+DIGEST_PERSON_V2 = b"ibus-record-v2"
+_PREFIXES = {
+    FORMAT_V1: (SIGN_PREFIX, AEAD_PREFIX, DIGEST_PERSON),
+    FORMAT_V2: (SIGN_PREFIX_V2, AEAD_PREFIX_V2, DIGEST_PERSON_V2),
+}
+
+
+def sign_prefix(version: int) -> bytes:
+    """The signature's domain prefix for a format version."""
+    return _PREFIXES[version][0]
+
+
+def aead_prefix(version: int) -> bytes:
+    """The AEAD associated data's domain prefix for a format version."""
+    return _PREFIXES[version][1]
+
+
+def digest_person(version: int) -> bytes:
+    """The BLAKE2b personalisation of a format version's record digest."""
+    return _PREFIXES[version][2]
+
+
 # Ids are Kafka-topic-safe ASCII: no spaces, no control or look-alike characters in logs.
 _ID_BYTES_RE = re.compile(rb"[A-Za-z0-9._-]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class RecordKind(enum.IntEnum):
-    """What the payload is. Signed, so a sighting cannot be passed off as a retraction."""
-
-    SIGHTING = 1
-    INCIDENT = 2
-    CORRECTION = 3
-    RETRACTION = 4
-    HEARTBEAT = 5
-    WITHHELD = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +125,12 @@ class EnvelopeHeader:
     producer_id: str
     schema_fingerprint: bytes
     recipients: tuple[RecipientEntry, ...]
+    #: The envelope format version the record was written in (1 or 2).
+    format_version: int = FORMAT_VERSION
+    #: v2: the Kafka partition its producer bound the record to; None in v1 (not bound).
+    partition: int | None = None
+    #: v2: the record a correction or retraction amends (None when it amends nothing, and in v1).
+    target_record_id: uuid.UUID | None = None
 
     @property
     def recipient_ids(self) -> tuple[str, ...]:
@@ -170,10 +204,12 @@ def encode_header(h: EnvelopeHeader) -> bytes:
     ids = [r.agency_id for r in h.recipients]
     if ids != sorted(set(ids)):
         raise ValueError("recipients must be sorted by agency id and unique")
+    if h.format_version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"format version must be one of {SUPPORTED_VERSIONS}")
     out = bytearray(
         _FIXED.pack(
             MAGIC,
-            FORMAT_VERSION,
+            h.format_version,
             SUITE_ED25519_X25519_XCHACHA20,
             int(h.kind),
             0,
@@ -184,6 +220,7 @@ def encode_header(h: EnvelopeHeader) -> bytes:
             h.prev_digest,
         )
     )
+    out += _version_extra(h)
     _put_short(out, _check_id(h.environment, "environment", MAX_ID_BYTES))
     _put_short(out, _check_id(h.topic, "topic", MAX_TOPIC_BYTES))
     _put_short(out, _check_id(h.producer_id, "producer id", MAX_ID_BYTES))
@@ -196,6 +233,20 @@ def encode_header(h: EnvelopeHeader) -> bytes:
         out += r.key_id
         out += r.wrapped_key
     return bytes(out)
+
+
+def _version_extra(h: EnvelopeHeader) -> bytes:
+    """The fixed fields a format version adds after the common 88 bytes (none in v1)."""
+    if h.format_version != FORMAT_V2:
+        if h.partition is not None or h.target_record_id is not None:
+            raise ValueError("a v1 record binds no partition and names no target")
+        return b""
+    if h.partition is None or not 0 <= h.partition <= MAX_PARTITION:
+        raise ValueError(f"a v2 record needs a partition in 0..{MAX_PARTITION}")
+    target = NO_TARGET if h.target_record_id is None else h.target_record_id.bytes
+    if target == NO_TARGET and h.target_record_id is not None:
+        raise ValueError("the nil UUID cannot be a target record id")
+    return _V2_EXTRA.pack(h.partition, target)
 
 
 def encode_body(header_bytes: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
@@ -264,18 +315,32 @@ class _UnverifiedReader:
         return raw.decode("ascii")
 
 
-def _unverified_fixed(
-    r: _UnverifiedReader,
-) -> tuple[RecordKind, datetime, int, bytes, bytes, bytes]:
-    """The fixed 88-byte part: version first, so a future layout is refused as unsupported."""
+@dataclass(frozen=True, slots=True)
+class _Fixed:
+    version: int
+    kind: RecordKind
+    created: datetime
+    sequence: int
+    record_id: bytes
+    key_id: bytes
+    prev: bytes
+    partition: int | None
+    target: uuid.UUID | None
+
+
+def _unverified_fixed(r: _UnverifiedReader) -> _Fixed:
+    """The fixed part (88 bytes in v1, 108 in v2): magic and version first, so a future layout
+    is refused as unsupported before its length is assumed."""
+    head = r.take(6, "fixed header")
+    if head[:4] != MAGIC:
+        raise MalformedEnvelope("not an intelbus envelope (bad magic)")
+    if head[4] not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersion(f"envelope format version {head[4]} is not supported")
+    r.pos -= 6
     fixed = r.take(FIXED_BYTES, "fixed header")
-    magic, version, suite, kind, flags, created_us, sequence, rid, key_id, prev = _FIXED.unpack(
+    _magic, version, suite, kind, flags, created_us, sequence, rid, key_id, prev = _FIXED.unpack(
         fixed
     )
-    if magic != MAGIC:
-        raise MalformedEnvelope("not an intelbus envelope (bad magic)")
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersion(f"envelope format version {version} is not supported")
     if suite != SUITE_ED25519_X25519_XCHACHA20:
         raise UnsupportedVersion(f"envelope suite {suite} is not supported")
     if flags != 0:
@@ -290,7 +355,15 @@ def _unverified_fixed(
         created = from_micros(created_us)
     except OverflowError as e:  # beyond year 9999
         raise MalformedEnvelope("creation time out of range") from e
-    return record_kind, created, sequence, rid, key_id, prev
+    partition: int | None = None
+    target: uuid.UUID | None = None
+    if version == FORMAT_V2:
+        partition, raw_target = _V2_EXTRA.unpack(r.take(_V2_EXTRA.size, "fixed header"))
+        if partition > MAX_PARTITION:
+            raise MalformedEnvelope(f"partition {partition} out of range")
+        if raw_target != NO_TARGET:
+            target = uuid.UUID(bytes=raw_target)
+    return _Fixed(version, record_kind, created, sequence, rid, key_id, prev, partition, target)
 
 
 def _unverified_recipients(r: _UnverifiedReader) -> tuple[RecipientEntry, ...]:
@@ -328,7 +401,7 @@ def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
         raise OversizeEnvelope(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
     # Step 2: the layout, by bounded reads.
     r = _UnverifiedReader(data)
-    kind, created, sequence, rid, key_id, prev = _unverified_fixed(r)
+    f = _unverified_fixed(r)
     environment = r.ident("environment", MAX_ID_BYTES)
     topic = r.ident("topic", MAX_TOPIC_BYTES)
     producer = r.ident("producer id", MAX_ID_BYTES)
@@ -350,17 +423,20 @@ def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
     signed_end = r.pos
     signature = r.take(SIGNATURE_BYTES, "signature")
     header = EnvelopeHeader(
-        kind=kind,
-        created_at=created,
-        sequence=sequence,
-        record_id=uuid.UUID(bytes=rid),
-        key_id=key_id,
-        prev_digest=prev,
+        kind=f.kind,
+        created_at=f.created,
+        sequence=f.sequence,
+        record_id=uuid.UUID(bytes=f.record_id),
+        key_id=f.key_id,
+        prev_digest=f.prev,
         environment=environment,
         topic=topic,
         producer_id=producer,
         schema_fingerprint=fingerprint,
         recipients=recipients,
+        format_version=f.version,
+        partition=f.partition,
+        target_record_id=f.target,
     )
     return SealedRecord(
         header=header,

@@ -33,15 +33,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from intelbus.errors import ConfigError, IntelbusError
+from intelbus.errors import ConfigError, NoRecipients
 from intelbus.policy.facts import RecordFacts, Tlp
 from intelbus.tomlfile import read_toml
 
 AgencyId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
-
-
-class NoRecipients(IntelbusError):
-    """The agreement gives this record no recipients (or an unknown one): it is not published."""
 
 
 class SharingAgreement(BaseModel):
@@ -119,6 +115,22 @@ class SharingAgreement(BaseModel):
             if unknown:
                 raise NoRecipients(f"recipients not in the directory: {', '.join(unknown)}")
         return tuple(sorted(chosen))
+
+    def addressable(self) -> frozenset[str]:
+        """Every agency the agreement's lists can address without naming it for a record: member
+        forces, AMBER partners, the forces of its force areas and its auditors."""
+        return frozenset(
+            {*self.member_forces, *self.amber_partners, *self.force_areas, *self.auditors}
+        )
+
+    def recipient_problem(self, agency_id: str) -> str | None:
+        """Why a record of this producer may not have been addressed to ``agency_id`` (None: it
+        may). Judged without the record's contents, so only membership of the agreement's lists
+        is checked; a recipient named for one record (AMBER+STRICT, RED) outside them is reported.
+        """
+        if agency_id in self.addressable():
+            return None
+        return f"recipient {agency_id} is outside {self.producer}'s sharing agreement"
 
     def _accepts(self, agency: str, conditions: tuple[str, ...]) -> bool:
         accepted = set(self.accepts_conditions.get(agency, ()))

@@ -37,7 +37,10 @@ CLASSIFICATION_ORDER = {c: i for i, c in enumerate(Classification)}
 class RecordFacts:
     """What a sharing decision may depend on. No free text, no personal data."""
 
-    kind: str  # "sighting" | "incident" | "correction" | "retraction"
+    # "sighting" | "incident". A correction is judged as the new version of the record it
+    # corrects (that record's kind); a retraction always applies and is not judged. So
+    # "correction" and "retraction" in a policy's ``kinds`` have no effect (policy.rules).
+    kind: str
     tlp: Tlp
     classification: Classification
     handling_code: str  # "P" | "C"

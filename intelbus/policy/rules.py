@@ -17,7 +17,7 @@ The policy is a TOML file, validated at load time (unknown keys and unknown valu
     id = "incidents-redacted"
     kinds = ["incident"]
     action = "redact"
-    redact = ["victim", "reporter_ref"]
+    redact = ["victim_details", "reporter_ref", "place.address_or_area"]
 
     [[rules]]
     id = "everything-else"
@@ -28,12 +28,34 @@ Matchers (all optional; a rule matches when every given matcher matches): ``kind
 handling-code-C record is in ``accepted_conditions``), ``source_evaluation``, ``assessment``,
 ``force_area``, ``max_age_days`` (by the time the record describes). Actions: ``store``,
 ``redact`` (with ``redact`` field paths), ``withhold`` (keep a receipt only), ``quarantine``.
+A list matcher given empty (``tlp = []``) would match nothing, and is refused.
+
+**Kinds.** A policy judges sightings and incidents. A correction is not judged as a kind of its
+own: it produces a new version of the record it corrects, and that version is judged exactly as a
+new record of its kind (sighting or incident). A retraction always applies. So ``correction`` and
+``retraction`` in ``kinds`` have no effect: they are still accepted beside ``sighting`` or
+``incident`` (older policy files keep loading), but a rule whose ``kinds`` lists only them would
+match nothing and is refused.
+
+**Redaction paths.** Each ``redact`` entry is a dotted path naming a field at any depth, through
+nested records and lists of records; a path through a list applies to every element
+(``vehicles.registration`` redacts each vehicle's registration, ``persons`` the whole list). At
+load every path is checked against the record models (which mirror the Avro schemas) of the kinds
+the rule can match, its ``kinds`` or both sighting and incident without one. Refused: a path that
+is a field of none of those kinds, and a path that would remove a label the bus needs to apply
+sharing rules and handling (:data:`LABEL_PATHS`: ``record_id``, ``grading`` and anything under
+it, ``place.force_area``, ``observed_at``, ``occurred_at``, or a record holding one, such as
+``place``), because the stored labels and later policy decisions depend on them. A field that is
+empty in a particular record is skipped when that record is redacted.
 
 When no rule matches, the record is withheld under the rule id ``default-deny``: a record that
 cannot be classified is not shared. A policy with no rules withholds everything.
 
 A handling-code-C record whose conditions this agency has not accepted is never stored, whatever
 the rules say: that check runs before the rules (``decide.decide``).
+
+Every refusal above is a :class:`~intelbus.errors.ConfigError` at load time, naming the rule, the
+field and why, never a rule that silently does nothing.
 """
 
 from __future__ import annotations
@@ -44,15 +66,28 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal, Protocol, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from intelbus.errors import ConfigError
 from intelbus.policy.facts import CLASSIFICATION_ORDER, Classification, RecordFacts, Tlp
+from intelbus.records import KIND_TYPES
 from intelbus.tomlfile import read_toml
 
 DEFAULT_RULE_ID = "default-deny"
+
+#: The record kinds a policy judges (what :attr:`RecordFacts.kind` may be).
+JUDGED_KINDS: tuple[str, ...] = ("sighting", "incident")
+#: Fields the bus reads as labels to apply sharing rules and handling; never redactable, nor is a
+#: record holding one (``place``).
+LABEL_PATHS: tuple[str, ...] = (
+    "record_id",
+    "grading",
+    "place.force_area",
+    "observed_at",
+    "occurred_at",
+)
 
 
 class Action(enum.StrEnum):
@@ -141,6 +176,7 @@ class RuleSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: _Name
     action: Action
+    # "correction" and "retraction" are accepted beside a judged kind, with no effect (see above).
     kinds: tuple[Literal["sighting", "incident", "correction", "retraction"], ...] | None = None
     tlp: tuple[Tlp, ...] | None = None
     classification_max: Classification | None = None
@@ -201,7 +237,12 @@ class SharingPolicy:
 
     @classmethod
     def from_spec(cls, spec: PolicySpec) -> SharingPolicy:
-        """Compile a validated spec."""
+        """Compile a validated spec.
+
+        Raises:
+            ConfigError: a rule cannot be applied (see :func:`policy_problems`).
+        """
+        _refuse(policy_problems(spec), f"of {spec.agency}")
         own = frozenset(spec.own_force_areas)
         rules = tuple(
             Rule(
@@ -225,15 +266,135 @@ class SharingPolicy:
         """
         raw = read_toml(path, "sharing policy")
         try:
-            return cls.from_spec(PolicySpec.model_validate(raw))
+            spec = PolicySpec.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"invalid sharing policy {path}: {e}") from e
+        _refuse(policy_problems(spec), str(path))
+        return cls.from_spec(spec)
+
+
+def field_paths(model: type[BaseModel]) -> frozenset[str]:
+    """Every dotted path naming a field of ``model``, at any depth.
+
+    Walks nested records, lists (tuples) of records and each branch of a union: ``place``,
+    ``place.force_area``, ``vehicles``, ``vehicles.registration``. A path through a list names
+    that field of every element, as :func:`intelbus.policy.redact.redact` applies it.
+    """
+    found: set[str] = set()
+    pending: list[tuple[str, type[BaseModel], tuple[type[BaseModel], ...]]] = [
+        ("", model, (model,))
+    ]
+    while pending:
+        prefix, current, outer = pending.pop()
+        for name, info in current.model_fields.items():
+            path = prefix + name
+            found.add(path)
+            for inner in _models_in(info.annotation):
+                if inner not in outer:  # a record that holds itself is walked once
+                    pending.append((path + ".", inner, (*outer, inner)))
+    return frozenset(found)
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The record models an annotation holds: itself, or inside Annotated, unions, tuples."""
+    if get_origin(annotation) is None and isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, BaseModel) else []
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+#: The valid redaction paths of each judged kind, from its record model.
+KIND_FIELD_PATHS: dict[str, frozenset[str]] = {k: field_paths(KIND_TYPES[k]) for k in JUDGED_KINDS}
+
+
+def policy_problems(spec: PolicySpec) -> tuple[str, ...]:
+    """Why each rule of a (structurally valid) spec could not be applied, one line each.
+
+    A list matcher given empty matches nothing; so does ``kinds`` listing only amendment kinds;
+    a redact path must name a field of a kind the rule can match, and not a label the bus needs.
+    """
+    return tuple(problem for rule in spec.rules for problem in _rule_problems(rule))
+
+
+def _rule_problems(rule: RuleSpec) -> list[str]:
+    problems: list[str] = []
+    for name in ("kinds", "tlp", "source_evaluation", "assessment", "force_area"):
+        if getattr(rule, name) == ():
+            problems.append(
+                f"rule {rule.id}: {name} is empty, so the rule would match nothing "
+                f"(leave {name} out to match any)"
+            )
+    kinds = JUDGED_KINDS
+    if rule.kinds:
+        kinds = tuple(k for k in JUDGED_KINDS if k in rule.kinds)
+        if not kinds:
+            problems.append(
+                f"rule {rule.id}: kinds {json.dumps(list(rule.kinds))} lists only amendment "
+                "kinds, so the rule would match nothing: a correction is judged as the new "
+                "version of the sighting or incident it corrects, and a retraction always "
+                'applies (list "sighting" and/or "incident")'
+            )
+            return problems
+    problems.extend(
+        f"rule {rule.id}: {problem}"
+        for path in rule.redact
+        if (problem := _redact_path_problem(path, kinds)) is not None
+    )
+    return problems
+
+
+def _redact_path_problem(path: str, kinds: tuple[str, ...]) -> str | None:
+    valid = frozenset().union(*(KIND_FIELD_PATHS[k] for k in kinds))
+    of = " or ".join(kinds)
+    inner = path.removeprefix("replacement.")
+    if path != inner and _redact_path_problem(inner, kinds) is None:
+        # The old way to reach into a correction: its new version is now redacted as a record.
+        return (
+            f"redact path {path!r} is not a field of {of}: a correction is judged and redacted "
+            f"as the new version of the record it corrects: redact {inner!r}, which covers it"
+        )
+    if path not in valid:
+        return f"redact path {path!r} is not a field of {of} ({_near(path, valid)})"
+    for label in LABEL_PATHS:
+        if path == label:
+            relation = "it is a label"
+        elif path.startswith(label + "."):
+            relation = f"it is part of {label}, a label"
+        elif label.startswith(path + "."):
+            relation = f"it holds {label}, a label"
+        else:
+            continue
+        return (
+            f"redact path {path!r} cannot be redacted: {relation} the bus needs to apply "
+            "sharing rules and handling (the stored labels and later policy decisions depend "
+            "on it)"
+        )
+    return None
+
+
+def _near(path: str, valid: frozenset[str]) -> str:
+    """The fields beside an unknown path: those under its longest valid prefix."""
+    parts = path.split(".")
+    prefix = ""
+    for i in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:i]) in valid:
+            prefix = ".".join(parts[:i])
+            break
+    beside = sorted(p for p in valid if p.rpartition(".")[0] == prefix)
+    if not beside:
+        return f"{prefix} has no fields under it"
+    return f"fields{' of ' + prefix if prefix else ''}: {', '.join(beside)}"
+
+
+def _refuse(problems: tuple[str, ...], where: str) -> None:
+    if problems:
+        raise ConfigError(f"invalid sharing policy {where}: {'; '.join(problems)}")
 
 
 def _matchers(rule: RuleSpec, own: frozenset[str], accepted: frozenset[str]) -> list[Matcher]:
     found: list[Matcher] = []
     if rule.kinds is not None:
-        found.append(FieldIn("kind", frozenset(rule.kinds)))
+        # Amendment kinds have no effect (module docstring): only the judged kinds are matched.
+        found.append(FieldIn("kind", frozenset(k for k in rule.kinds if k in JUDGED_KINDS)))
     if rule.tlp is not None:
         found.append(FieldIn("tlp", frozenset(t.value for t in rule.tlp)))
     if rule.classification_max is not None:

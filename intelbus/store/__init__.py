@@ -1,4 +1,4 @@
-"""The consumer-side store: records an agency may hold, receipts, quarantine, chain marks, offsets.
+"""The consumer-side store: records and their versions, amendments, quarantine, stream heads, offsets.
 
 :func:`open_store` picks the backend from a path or URL:
 
@@ -10,32 +10,22 @@
 
 from __future__ import annotations
 
+from intelbus.errors import StoreError
 from intelbus.store.base import (
-    Amendment,
-    Batch,
-    ChainState,
-    FeedBeat,
     HistoryEntry,
     QuarantineEntry,
     Store,
-    StoredRecord,
     StoredRecordView,
-    StoreError,
-    WithheldReceipt,
+    Withdrawal,
 )
 
 __all__ = [
-    "Amendment",
-    "Batch",
-    "ChainState",
-    "FeedBeat",
     "HistoryEntry",
     "QuarantineEntry",
     "Store",
     "StoreError",
-    "StoredRecord",
     "StoredRecordView",
-    "WithheldReceipt",
+    "Withdrawal",
     "open_store",
 ]
 

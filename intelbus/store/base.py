@@ -1,199 +1,84 @@
-"""The consumer-side store: what goes in, what comes out, and the one commit algorithm.
+"""The consumer-side store: it persists what the judge decided, and reads back what analysts see.
 
 This module owns
 
-* the frozen values a consumer hands to the store (:class:`StoredRecord`, :class:`WithheldReceipt`,
-  :class:`QuarantineEntry`, :class:`Amendment`, :class:`ChainState`, :class:`FeedBeat`, gathered
-  in a :class:`Batch`), and the views it reads back (:class:`StoredRecordView`,
-  :class:`HistoryEntry`; :meth:`Store.feeds` reads back :class:`FeedBeat` too);
-* the :class:`Store` protocol every backend implements;
+* the :class:`Store` protocol every backend implements, and the views it reads back
+  (:class:`StoredRecordView`, :class:`HistoryEntry`, :class:`QuarantineEntry`);
 * :class:`SqlStore`, the backend-neutral commit and query logic over a DB-API connection, so that
   SQLite (:mod:`intelbus.store.sqlite`) and PostgreSQL (:mod:`intelbus.store.postgres`) behave the
   same way; the backends supply the schema, the connection, value encodings and the few statements
   whose SQL differs.
 
+It makes no trust decision. The values it writes are the judge's (:mod:`intelbus.trust.model`:
+a :class:`~intelbus.trust.model.Batch` of new records, versions, amendments, quarantine rows,
+stream heads, heartbeats and offsets); the one derivation it performs, a record's current state
+from its versions, is the judge package's pure :func:`~intelbus.trust.versions.fold`.
+
 The contract (SECURITY.md, "Durability settings"):
 
-* :meth:`Store.commit` writes everything of a batch (records, receipts, quarantine rows, amendments,
-  chain states and the next offsets) in **one** transaction, durable when it returns. If anything
-  fails, nothing of the batch is kept and :class:`StoreError` is raised.
-* It is idempotent, because delivery is at least once: a record id, receipt or amendment id already
-  stored is left unchanged; a quarantine row at an already-quarantined (topic, partition, offset)
-  is left unchanged; offsets and chain high-water marks only move forward.
-
-Amendments. A correction replaces the stored payload; a retraction marks the record withdrawn and
-keeps its payload. Both add one to the record's ``version`` and write a history row holding the
-payload as it was before. A correction whose new content this agency's policy withholds
-(``new_payload is None``) keeps the old payload but marks the record ``superseded``. An amendment
-whose target is not (yet) stored is kept **pending** and applied, in arrival order, when the
-target arrives in a later batch; a target that was withheld never arrives, so its amendments stay
-pending (they are counted in :meth:`Store.summary`). A pending amendment whose target turns out
-to belong to another producer is refused (status ``refused``), never applied; so is one whose
-target arrives later in the same batch (from another partition, so the pipeline could not know
-its producer yet). An amendment of a record stored by an earlier batch by another producer makes
-:meth:`Store.commit` raise: the pipeline must have quarantined it (``foreign_target``).
-
-Feeds. The newest heartbeat seen from each producer on each topic (broker append time, promised
-interval), kept so a frozen feed can be noticed across consumer restarts (consumers/liveness.py).
+* :meth:`Store.judge_and_commit` opens one transaction, takes its locks, reads the
+  :class:`~intelbus.trust.model.Snapshot` the batch is judged against, lets the caller judge, and
+  writes the batch with the next offsets, durable when it returns. The state a decision was made
+  against is the state it is committed over, even with several consumer instances on one
+  PostgreSQL store. If anything fails, nothing of the batch is kept and :class:`StoreError` is
+  raised.
+* Identity is (producer, record id): two producers' records with one id are two records.
+* Every version of a record is kept (``record_versions``); the ``records`` row is their fold.
+  :meth:`Store.withdraw` marks what a compromised key signed after a time as withdrawn and
+  re-folds: kept as evidence, out of lists, searches and exports.
+* A quarantine row keeps a bounded prefix of the refused bytes, their size and BLAKE2b-256 digest
+  (the whole record stays on Kafka, at the offset the row names).
+* Offsets only move forward; a stream head moves forward or fills a gap, and moves back only when
+  a withdrawal rolls it back to the last record that stands.
 """
 
 from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-from intelbus.errors import InfraError
+from intelbus.chain import ChainState, StreamKey
+from intelbus.errors import StoreError
+from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.log import get_logger
+from intelbus.trust.model import (
+    AmendmentStatus,
+    Batch,
+    Change,
+    FeedBeat,
+    HeldAmendment,
+    HeldRecord,
+    Labels,
+    NewAmendment,
+    NewRecord,
+    NewVersion,
+    Outcome,
+    PendingAmendment,
+    RecordStatus,
+    Snapshot,
+    SnapshotKeys,
+    VersionDecision,
+    VersionSource,
+)
+from intelbus.trust.versions import VersionRow, fold
 
 log = get_logger("intelbus.store")
 
-SCHEMA_VERSION = 2  # 2: the feeds table
+#: A DB-API cursor (sqlite3's or psycopg's); the drivers' types differ, the calls used do not.
+Cursor: TypeAlias = Any
+
+SCHEMA_VERSION = 3  # 2: the feeds table; 3: versions, (producer, record id), streams per partition
 DIGEST_SIZE = 32
 #: Rows per page when :meth:`Store.iter_records` streams an export.
 EXPORT_PAGE = 500
-
-RecordKind = Literal["sighting", "incident"]
-StoreAction = Literal["store", "redact"]
-AmendmentKind = Literal["correction", "retraction"]
-
-
-class StoreError(InfraError):
-    """The store could not commit or read. Nothing of a failed batch was kept; retry the batch."""
-
-
-def _aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.utcoffset() is None:
-        raise StoreError(f"{name} must be a timezone-aware datetime")
-
-
-# --- What goes in. ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRecord:
-    """A record this agency may hold: the decoded (possibly redacted) payload and where it came from."""
-
-    record_id: str
-    topic: str
-    partition: int
-    offset: int
-    producer_id: str
-    kind: RecordKind | str
-    sequence: int
-    digest: bytes
-    created_at: datetime  # claimed by the producer
-    appended_at: datetime  # the broker's LogAppendTime
-    policy_hash: str
-    rule_id: str
-    action: StoreAction | str
-    redacted_fields: tuple[str, ...]
-    tlp: str
-    classification: str
-    force_area: str | None
-    occurred_at: datetime | None  # when the sighting was observed / the incident occurred
-    payload: dict[str, object]
-
-    def __post_init__(self) -> None:
-        if len(self.digest) != DIGEST_SIZE:
-            raise StoreError(f"record {self.record_id}: digest is {len(self.digest)} bytes")
-        if self.kind not in {"sighting", "incident"}:
-            raise StoreError(f"record {self.record_id}: unknown kind")
-        if self.action not in {"store", "redact"}:
-            raise StoreError(f"record {self.record_id}: unknown action")
-        _aware("created_at", self.created_at)
-        _aware("appended_at", self.appended_at)
-        _aware("occurred_at", self.occurred_at)
-
-
-@dataclass(frozen=True, slots=True)
-class WithheldReceipt:
-    """Proof that a record arrived and was withheld by policy (or not addressed to this agency)."""
-
-    record_id: str
-    topic: str
-    partition: int
-    offset: int
-    producer_id: str
-    digest: bytes
-    rule_id: str
-    policy_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineEntry:
-    """A rejected Kafka record, kept byte for byte with its stable reason code."""
-
-    topic: str
-    partition: int
-    offset: int
-    raw: bytes
-    reason: str
-    message: str
-    record_id: str | None
-    producer_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Amendment:
-    """A correction (``new_payload`` set, or None when withheld by policy) or a retraction."""
-
-    kind: AmendmentKind | str
-    amendment_record_id: str
-    target_record_id: str
-    producer_id: str
-    at: datetime
-    reason: str
-    new_payload: dict[str, object] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in {"correction", "retraction"}:
-            raise StoreError(f"amendment {self.amendment_record_id}: unknown kind")
-        _aware("at", self.at)
-
-
-@dataclass(frozen=True, slots=True)
-class ChainState:
-    """The high-water mark of one producer's hash chain on one stream (topic)."""
-
-    producer_id: str
-    stream: str
-    last_sequence: int
-    last_digest: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class FeedBeat:
-    """A heartbeat seen: ``producer_id`` was alive at ``at`` on ``topic`` and promised another
-    within ``interval_ms``. ``at`` is the broker's append time where known."""
-
-    producer_id: str
-    topic: str
-    at: datetime
-    interval_ms: int
-
-    def __post_init__(self) -> None:
-        _aware("at", self.at)
-        if self.interval_ms <= 0:
-            raise StoreError(f"heartbeat of {self.producer_id}: interval must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Everything one poll produced; committed in one transaction together with the offsets."""
-
-    group_id: str
-    records: Sequence[StoredRecord] = ()
-    withheld: Sequence[WithheldReceipt] = ()
-    quarantined: Sequence[QuarantineEntry] = ()
-    amendments: Sequence[Amendment] = ()
-    chain: Sequence[ChainState] = ()
-    beats: Sequence[FeedBeat] = ()
-    #: (topic, partition) -> the next offset to read.
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+#: Ids per ``IN (...)`` list (SQLite's historical limit on parameters is 999).
+_IN_CHUNK = 400
+#: Statuses an analyst's lists, searches and exports show (with content held).
+VISIBLE = (RecordStatus.LIVE.value, RecordStatus.RETRACTED.value)
 
 
 # --- What comes out. ----------------------------------------------------------------------------------
@@ -201,19 +86,26 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """The payload a record had before one amendment was applied."""
+    """One earlier version of a record: what it held and how it came about."""
 
-    version: int  # the version the payload had
-    payload: dict[str, object]
+    version: int
+    change: str  # original | correction | retraction
+    payload: dict[str, object] | None
     amendment_record_id: str
-    kind: str
+    outcome: str
     at: datetime
     reason: str
+    withdrawn: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The amendment kind that made this version (the original's is ``original``)."""
+        return self.change
 
 
 @dataclass(frozen=True, slots=True)
 class StoredRecordView:
-    """A stored record as an analyst sees it: current payload, version, retraction and history."""
+    """A record as an analyst sees it: current payload (None when not held), status, history."""
 
     record_id: str
     topic: str
@@ -229,51 +121,127 @@ class StoredRecordView:
     rule_id: str
     action: str
     redacted_fields: tuple[str, ...]
-    tlp: str
-    classification: str
+    tlp: str | None
+    classification: str | None
     force_area: str | None
     occurred_at: datetime | None
-    payload: dict[str, object]
+    payload: dict[str, object] | None
     version: int
-    retracted: bool
-    superseded: bool
+    status: str
+    key_id: bytes | None = None
     history: tuple[HistoryEntry, ...] = ()
+
+    @property
+    def retracted(self) -> bool:
+        return self.status == RecordStatus.RETRACTED.value
+
+    @property
+    def superseded(self) -> bool:
+        """A later version of it is not for this agency (withheld or quarantined by policy)."""
+        return self.version > 1 and self.status in (
+            RecordStatus.WITHHELD.value,
+            RecordStatus.QUARANTINED.value,
+        )
+
+    @property
+    def visible(self) -> bool:
+        """Shown in lists, searches and exports: content held, live or retracted."""
+        return self.payload is not None and self.status in VISIBLE
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """A refused Kafka record: a bounded prefix of its bytes, their size and digest, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    raw_prefix: bytes
+    raw_size: int
+    raw_digest: bytes
+    reason: str
+    message: str
+    record_id: str | None
+    producer_id: str | None
+    authentic: bool = False
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes kept (a prefix when :attr:`truncated`)."""
+        return self.raw_prefix
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.raw_prefix) < self.raw_size
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """What withdrawing one key's records since a time changed."""
+
+    key_id: str
+    since: datetime
+    versions: int
+    amendments: int
+    records: int
+    streams: int
+    already_done: bool = False
 
 
 @runtime_checkable
 class Store(Protocol):
     """An agency's durable store. See the module docstring for the contract."""
 
+    def judge_and_commit(self, keys: SnapshotKeys, decide: Callable[[Snapshot], Batch]) -> Batch:
+        """Read the snapshot for ``keys``, judge with ``decide``, write its batch: one transaction."""
+        ...
+
     def commit(self, batch: Batch) -> None:
-        """Write the whole batch in one transaction (idempotent); durable when it returns."""
+        """Write an already judged batch in one transaction (idempotent); durable when it returns."""
+        ...
+
+    def snapshot(self, keys: SnapshotKeys) -> Snapshot:
+        """The trusted state for ``keys`` as committed now (read-only)."""
+        ...
+
+    def withdraw(self, key_id: str, since: datetime) -> Withdrawal:
+        """Withdraw what ``key_id`` signed that the broker appended at or after ``since``."""
+        ...
+
+    def rejudged(self) -> list[tuple[str, datetime]]:
+        """Every (key id, since) withdrawal already applied."""
+        ...
+
+    def meta(self, key: str) -> str | None:
+        """A value kept with a batch, or None."""
         ...
 
     def load_offsets(self, group_id: str, topic: str) -> dict[int, int]:
         """partition -> next offset to read, for this consumer group and topic."""
         ...
 
-    def load_chain(self) -> dict[tuple[str, str], ChainState]:
-        """(producer_id, stream) -> the stored chain high-water mark."""
+    def load_chain(self) -> dict[StreamKey, ChainState]:
+        """Every stream head."""
         ...
 
-    def get(self, record_id: str) -> StoredRecordView | None:
-        """The stored record with its history, or None (never stored, or only a withheld receipt)."""
+    def get(self, record_id: str, producer_id: str | None = None) -> StoredRecordView | None:
+        """The record with this id (of ``producer_id``, or the first producer holding one)."""
+        ...
+
+    def get_all(self, record_id: str) -> list[StoredRecordView]:
+        """Every producer's record with this id, with history, whatever its status."""
         ...
 
     def feeds(self) -> list[FeedBeat]:
         """The newest heartbeat of each (producer, topic) ever seen, by producer then topic."""
         ...
 
-    def producer_of(self, record_id: str) -> str | None:
-        """The producer of a stored record **or** a withheld receipt, else None."""
-        ...
-
     def count_by_action(self) -> dict[str, int]:
-        """action ("store", "redact") -> number of stored records."""
+        """action ("store", "redact") -> number of live or retracted records with content."""
         ...
 
     def summary(self) -> dict[str, int]:
-        """Counts: stored, redacted, withheld, retracted, amendments, ``quarantined:<reason>``."""
+        """Counts by status and amendment status, and ``quarantined:<reason>``."""
         ...
 
     def list_records(
@@ -286,11 +254,11 @@ class Store(Protocol):
         tlp: str | None = None,
         limit: int = 100,
     ) -> list[StoredRecordView]:
-        """Stored records, newest event first, filtered; times compare to occurred_at else created_at."""
+        """Visible records, newest event first, filtered; times compare to occurred_at else created_at."""
         ...
 
     def search(self, text: str, limit: int = 100) -> list[StoredRecordView]:
-        """Stored records whose payload JSON contains ``text`` (case-insensitive substring)."""
+        """Visible records whose current payload JSON contains ``text`` (case-insensitive)."""
         ...
 
     def quarantine_entries(self, limit: int = 100) -> list[QuarantineEntry]:
@@ -298,7 +266,7 @@ class Store(Protocol):
         ...
 
     def iter_records(self) -> Iterator[StoredRecordView]:
-        """Every stored record with its history, by (topic, partition, offset), for export."""
+        """Every visible record with its history, by (topic, partition, offset), for export."""
         ...
 
     def close(self) -> None:
@@ -306,72 +274,83 @@ class Store(Protocol):
         ...
 
 
-# --- The shared SQL implementation. -------------------------------------------------------------------
+# --- SQL shared by both backends. ---------------------------------------------------------------------
+# Statements use "?" placeholders; the PostgreSQL backend rewrites them to "%s". Column names avoid
+# "partition"/"offset", keywords in one or both dialects.
 
-# Statements are written once with "?" placeholders; the PostgreSQL backend rewrites them to "%s".
-# Every SELECT of records lists its columns in the order _view() reads them.
-# Column names avoid "partition"/"offset", which are keywords in one or both dialects.
-
-_INSERT_RECORD = """
-INSERT INTO records (record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence,
+RECORD_COLUMNS = """record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence,
     digest, created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp,
-    classification, force_area, occurred_at, event_at, payload, version, retracted, superseded,
-    stored_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
-ON CONFLICT (record_id) DO NOTHING
-RETURNING record_id
+    classification, force_area, occurred_at, payload, version, status, key_id"""
+
+_INSERT_RECORDS = """
+INSERT INTO records (producer_id, record_id, kind, topic, kafka_partition, kafka_offset, sequence,
+    digest, key_id, created_at, appended_at, status, version, content_version, policy_hash,
+    rule_id, action, redacted_fields, tlp, classification, force_area, occurred_at, event_at,
+    payload, stored_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (producer_id, record_id) DO NOTHING
 """
 
-_INSERT_WITHHELD = """
-INSERT INTO withheld (record_id, topic, kafka_partition, kafka_offset, producer_id, digest, rule_id,
-    policy_hash, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (record_id) DO NOTHING
+_INSERT_VERSION = """
+INSERT INTO record_versions (producer_id, record_id, version, change, source_record_id, key_id,
+    sequence, digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at,
+    reason, outcome, rule_id, policy_hash, redacted_fields, tlp, classification, force_area,
+    occurred_at, payload, withdrawn, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (producer_id, record_id, version) DO NOTHING
 """
 
-_INSERT_QUARANTINE = """
-INSERT INTO quarantine (topic, kafka_partition, kafka_offset, raw, reason, message, record_id,
-    producer_id, quarantined_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING
+# A never-amended record's first version, copied from its row (see _materialise_originals).
+_MATERIALISE_ORIGINALS = """
+INSERT INTO record_versions (producer_id, record_id, version, change, source_record_id, key_id,
+    sequence, digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at,
+    reason, outcome, rule_id, policy_hash, redacted_fields, tlp, classification, force_area,
+    occurred_at, payload, withdrawn, recorded_at)
+SELECT producer_id, record_id, 1, 'original', record_id, key_id, sequence, digest, topic,
+    kafka_partition, kafka_offset, created_at, appended_at, NULL, '', action, rule_id,
+    policy_hash, redacted_fields, tlp, classification, force_area, occurred_at, payload,
+    ?, stored_at
+FROM records r
+WHERE version = 1 AND {where}
+  AND NOT EXISTS (SELECT 1 FROM record_versions v
+                  WHERE v.producer_id = r.producer_id AND v.record_id = r.record_id)
+"""
+
+_VERSION_OF_SOURCE = """
+SELECT version FROM record_versions
+WHERE producer_id = ? AND record_id = ? AND source_record_id = ?
 """
 
 _INSERT_AMENDMENT = """
-INSERT INTO amendments (amendment_record_id, kind, target_record_id, producer_id, at, reason,
-    new_payload, status, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)
-ON CONFLICT (amendment_record_id) DO NOTHING
-RETURNING amendment_record_id
+INSERT INTO amendments (producer_id, amendment_record_id, kind, target_record_id, status, key_id,
+    sequence, digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at,
+    reason, replacement_kind, outcome, rule_id, policy_hash, redacted_fields, tlp,
+    classification, force_area, occurred_at, payload, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (producer_id, amendment_record_id) DO NOTHING
 """
 
-_PENDING_FOR = """
-SELECT amendment_record_id, kind, target_record_id, producer_id, at, reason, new_payload
-FROM amendments WHERE target_record_id = ? AND status = 'pending' ORDER BY arrival
+_SET_AMENDMENT_STATUS = """
+UPDATE amendments SET status = ?, applied_at = ?
+WHERE producer_id = ? AND amendment_record_id = ? AND status = 'pending'
 """
 
-_SET_AMENDMENT_STATUS = (
-    "UPDATE amendments SET status = ?, applied_at = ? WHERE amendment_record_id = ?"
-)
-
-_CURRENT = "SELECT producer_id, payload, version FROM records WHERE record_id = ?"
-
-_INSERT_HISTORY = """
-INSERT INTO record_history (record_id, version, payload, amendment_record_id, kind, at, reason,
-    applied_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (record_id, version) DO NOTHING
+_INSERT_QUARANTINE = """
+INSERT INTO quarantine (topic, kafka_partition, kafka_offset, raw_prefix, raw_size, raw_digest,
+    reason, message, record_id, producer_id, authentic, quarantined_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING
 """
 
-_CORRECT = "UPDATE records SET payload = ?, version = version + 1 WHERE record_id = ?"
-_SUPERSEDE = "UPDATE records SET superseded = ?, version = version + 1 WHERE record_id = ?"
-_RETRACT = "UPDATE records SET retracted = ?, version = version + 1 WHERE record_id = ?"
-
-# A chain high-water mark never moves backwards, whatever order concurrent members commit in.
+# Forward, or filling a gap at the same head; never back (a withdrawal rolls back explicitly).
 _UPSERT_CHAIN = """
-INSERT INTO chain (producer_id, stream, last_sequence, last_digest) VALUES (?, ?, ?, ?)
-ON CONFLICT (producer_id, stream) DO UPDATE
-SET last_sequence = excluded.last_sequence, last_digest = excluded.last_digest
-WHERE excluded.last_sequence > chain.last_sequence
+INSERT INTO chain (producer_id, topic, kafka_partition, epoch, last_sequence, last_digest, gaps,
+    updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (producer_id, topic, kafka_partition, epoch) DO UPDATE
+SET last_sequence = excluded.last_sequence, last_digest = excluded.last_digest,
+    gaps = excluded.gaps, updated_at = excluded.updated_at
+WHERE excluded.last_sequence >= chain.last_sequence
 """
 
 _UPSERT_FEED = """
@@ -381,66 +360,101 @@ SET last_heartbeat_at = excluded.last_heartbeat_at, interval_ms = excluded.inter
 WHERE excluded.last_heartbeat_at > feeds.last_heartbeat_at
 """
 
-_LOAD_FEEDS = "SELECT producer_id, topic, last_heartbeat_at, interval_ms FROM feeds ORDER BY producer_id, topic"
+_UPSERT_META = """
+INSERT INTO meta (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
 
+_HEAD = """
+SELECT last_sequence, last_digest, gaps FROM chain
+WHERE producer_id = ? AND topic = ? AND kafka_partition = ? AND epoch = ?
+"""
+_LOAD_CHAIN = """
+SELECT producer_id, topic, kafka_partition, epoch, last_sequence, last_digest, gaps FROM chain
+ORDER BY producer_id, topic, kafka_partition, epoch
+"""
+_LOAD_FEEDS = (
+    "SELECT producer_id, topic, last_heartbeat_at, interval_ms FROM feeds "
+    "ORDER BY producer_id, topic"
+)
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
     "ORDER BY kafka_partition"
 )
-_LOAD_CHAIN = "SELECT producer_id, stream, last_sequence, last_digest FROM chain"
-_GET = """
-SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence, digest,
-    created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp, classification,
-    force_area, occurred_at, payload, version, retracted, superseded
-FROM records WHERE record_id = ?
+
+_VERSIONS_OF = """
+SELECT version, change, outcome, rule_id, policy_hash, redacted_fields, tlp, classification,
+    force_area, occurred_at, payload, withdrawn
+FROM record_versions WHERE producer_id = ? AND record_id = ? ORDER BY version
+"""
+_CREATED_OF = "SELECT created_at FROM records WHERE producer_id = ? AND record_id = ?"
+_UPDATE_CURRENT = """
+UPDATE records SET status = ?, version = ?, content_version = ?, policy_hash = ?, rule_id = ?,
+    action = ?, redacted_fields = ?, tlp = ?, classification = ?, force_area = ?, occurred_at = ?,
+    event_at = ?, payload = ?, updated_at = ?
+WHERE producer_id = ? AND record_id = ?
 """
 _HISTORY = """
-SELECT version, payload, amendment_record_id, kind, at, reason FROM record_history
-WHERE record_id = ? ORDER BY version
+SELECT version, change, payload, source_record_id, outcome, amended_at, appended_at, reason,
+    withdrawn
+FROM record_versions WHERE producer_id = ? AND record_id = ? ORDER BY version
 """
-_PRODUCER_OF = """
-SELECT producer_id FROM records WHERE record_id = ?
-UNION ALL SELECT producer_id FROM withheld WHERE record_id = ?
-"""
-_COUNT_BY_ACTION = "SELECT action, COUNT(*) FROM records GROUP BY action ORDER BY action"
-_COUNT_WITHHELD = "SELECT COUNT(*) FROM withheld"
-_COUNT_RETRACTED = "SELECT COUNT(*) FROM records WHERE retracted = ?"
+
+_COUNT_STATUS = (
+    "SELECT status, action, payload IS NOT NULL, COUNT(*) FROM records "
+    "GROUP BY status, action, payload IS NOT NULL"
+)
 _COUNT_QUARANTINE = "SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason"
 _COUNT_AMENDMENTS = "SELECT status, COUNT(*) FROM amendments GROUP BY status ORDER BY status"
+VISIBLE_SQL = "status IN ('live', 'retracted') AND payload IS NOT NULL"
 # Each filter is "(<flag: not filtering> OR <condition>)" so the statement is one constant.
-_LIST = """
-SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence, digest,
-    created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp, classification,
-    force_area, occurred_at, payload, version, retracted, superseded
+_LIST = f"""
+SELECT {RECORD_COLUMNS}
 FROM records
-WHERE (? OR kind = ?) AND (? OR event_at >= ?) AND (? OR event_at < ?)
+WHERE {VISIBLE_SQL} AND (? OR kind = ?) AND (? OR event_at >= ?) AND (? OR event_at < ?)
   AND (? OR force_area = ?) AND (? OR tlp = ?)
-ORDER BY event_at DESC, record_id LIMIT ?
+ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 _QUARANTINE = """
-SELECT topic, kafka_partition, kafka_offset, raw, reason, message, record_id, producer_id
+SELECT topic, kafka_partition, kafka_offset, raw_prefix, raw_size, raw_digest, reason, message,
+    record_id, producer_id, authentic
 FROM quarantine ORDER BY topic, kafka_partition, kafka_offset LIMIT ?
 """
-_EXPORT_PAGE = """
-SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence, digest,
-    created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp, classification,
-    force_area, occurred_at, payload, version, retracted, superseded
+_EXPORT_PAGE = f"""
+SELECT {RECORD_COLUMNS}
 FROM records
-WHERE (topic, kafka_partition, kafka_offset, record_id) > (?, ?, ?, ?)
-ORDER BY topic, kafka_partition, kafka_offset, record_id LIMIT ?
+WHERE {VISIBLE_SQL} AND (topic, kafka_partition, kafka_offset, record_id, producer_id)
+    > (?, ?, ?, ?, ?)
+ORDER BY topic, kafka_partition, kafka_offset, record_id, producer_id LIMIT ?
 """
+_GET = f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ? ORDER BY producer_id"
+
+_REJUDGED = "SELECT 1 FROM rejudged WHERE key_id = ? AND since = ?"
+_INSERT_REJUDGED = """
+INSERT INTO rejudged (key_id, since, versions, amendments, records, streams, applied_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
 
 
 class SqlStore(abc.ABC):
     """The commit algorithm and queries, shared by the SQLite and PostgreSQL backends.
 
-    Subclasses provide the connection (``_conn``), value encodings, the transaction brackets and the
+    Subclasses provide the connection, value encodings, the transaction brackets and the
     statements whose SQL differs between the dialects.
     """
 
     #: Upsert of (group_id, topic, kafka_partition, next_offset) that keeps the larger offset.
     _UPSERT_OFFSET: str
-    #: Stored records whose payload contains the parameter (lower-cased), newest first, then LIMIT.
+    #: Visible records whose payload contains the parameter (lower-cased), newest first, LIMIT.
     _SEARCH: str
 
     _closed = False
@@ -474,16 +488,16 @@ class SqlStore(abc.ABC):
     @abc.abstractmethod
     def _close_connection(self) -> None: ...
 
-    def _lock_ids(self, cur: Any, ids: Iterable[str]) -> None:  # noqa: ANN401 - DB-API cursor
-        """Serialise concurrent writers touching the same record ids (no-op where writers already are)."""
-        del cur, ids
+    def _lock(self, cur: Cursor, keys: Iterable[str]) -> None:
+        """Serialise concurrent writers touching the same keys (no-op where writers already are)."""
+        del cur, keys
 
     @abc.abstractmethod
     def _now(self) -> datetime: ...
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _exec(self, cur: Any, statement: str, params: Sequence[object] = ()) -> Any:  # noqa: ANN401
+    def _exec(self, cur: Cursor, statement: str, params: Sequence[object] = ()) -> Any:  # noqa: ANN401
         cur.execute(self._sql(statement), tuple(params))
         return cur
 
@@ -517,84 +531,201 @@ class SqlStore(abc.ABC):
             raise StoreError("value contains U+0000, which the store cannot hold")
         return text
 
-    # -- the commit ---------------------------------------------------------------------------------
+    def _opt_json(self, value: object | None) -> object | None:
+        return None if value is None else self._enc_json(value)
 
-    def commit(self, batch: Batch) -> None:
-        """See :meth:`Store.commit`."""
+    # -- the transaction ----------------------------------------------------------------------------
+
+    def judge_and_commit(self, keys: SnapshotKeys, decide: Callable[[Snapshot], Batch]) -> Batch:
+        """See :meth:`Store.judge_and_commit`."""
         self._check_open()
-        self._transaction(lambda cur: self._write(cur, batch))
+        out: list[Batch] = []
+
+        def work(cur: Cursor) -> None:
+            out.clear()  # a retried transaction judges again, against the state it then reads
+            self._lock(cur, _lock_keys(keys.record_ids, keys.streams))
+            batch = decide(self._snapshot(cur, keys))
+            self._lock(cur, _batch_lock_keys(batch))
+            self._write(cur, batch)
+            out.append(batch)
+
+        self._transaction(work)
+        batch = out[0]
         log.debug(
             "store.committed",
             group=batch.group_id,
             records=len(batch.records),
-            withheld=len(batch.withheld),
-            quarantined=len(batch.quarantined),
+            versions=len(batch.versions),
             amendments=len(batch.amendments),
+            quarantined=len(batch.quarantined),
         )
+        return batch
 
-    def _write(self, cur: Any, batch: Batch) -> None:  # noqa: ANN401 - DB-API cursor
-        now = self._enc_time(self._now())
-        # Every write below takes its locks in one global order (ids, then sorted keys), so two
-        # members of one consumer group committing overlapping batches cannot deadlock.
-        self._lock_ids(
-            cur,
-            [r.record_id for r in batch.records]
-            + [w.record_id for w in batch.withheld]
-            + [a.target_record_id for a in batch.amendments]
-            + [a.amendment_record_id for a in batch.amendments],
-        )
-        new_ids: list[str] = []
-        for r in sorted(batch.records, key=lambda r: r.record_id):
-            if not isinstance(r.payload, dict):
-                raise StoreError(f"record {r.record_id}: payload must be a JSON object")
-            event_at = r.occurred_at if r.occurred_at is not None else r.created_at
+    def commit(self, batch: Batch) -> None:
+        """See :meth:`Store.commit`."""
+        self._check_open()
+
+        def work(cur: Cursor) -> None:
+            self._lock(cur, _batch_lock_keys(batch))
+            self._write(cur, batch)
+
+        self._transaction(work)
+
+    def snapshot(self, keys: SnapshotKeys) -> Snapshot:
+        """See :meth:`Store.snapshot`."""
+        self._check_open()
+        out: list[Snapshot] = []
+        cur = self._cursor()
+        try:
+            out.append(self._snapshot(cur, keys))
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"store query failed: {type(e).__name__}") from e
+        finally:
+            cur.close()
+        return out[0]
+
+    # -- reading the snapshot -----------------------------------------------------------------------
+
+    def _snapshot(self, cur: Cursor, keys: SnapshotKeys) -> Snapshot:
+        heads: dict[StreamKey, ChainState] = {}
+        for key in sorted(keys.streams):
             row = self._exec(
-                cur,
-                _INSERT_RECORD,
-                (
-                    r.record_id,
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.producer_id,
-                    r.kind,
-                    r.sequence,
-                    bytes(r.digest),
-                    self._enc_time(r.created_at),
-                    self._enc_time(r.appended_at),
-                    r.policy_hash,
-                    r.rule_id,
-                    r.action,
-                    self._enc_json(list(r.redacted_fields)),
-                    r.tlp,
-                    r.classification,
-                    r.force_area,
-                    self._enc_time(r.occurred_at),
-                    self._enc_time(event_at),
-                    self._enc_json(r.payload),
-                    False,
-                    False,
-                    now,
-                ),
+                cur, _HEAD, (key.producer_id, key.topic, key.partition, key.epoch)
             ).fetchone()
             if row is not None:
-                new_ids.append(r.record_id)
-        for w in sorted(batch.withheld, key=lambda w: w.record_id):
-            self._exec(
+                heads[key] = ChainState(
+                    key, int(row[0]), bytes(row[1]), _gaps(self._dec_json(row[2]))
+                )
+        records: dict[tuple[str, str], HeldRecord] = {}
+        amendments: dict[tuple[str, str], HeldAmendment] = {}
+        pending: dict[tuple[str, str], list[PendingAmendment]] = {}
+        ids = sorted(keys.record_ids)
+        for part in _chunks(ids):
+            marks = _placeholders(len(part))
+            for row in self._exec(
                 cur,
-                _INSERT_WITHHELD,
-                (
-                    w.record_id,
-                    w.topic,
-                    w.partition,
-                    w.offset,
-                    w.producer_id,
-                    bytes(w.digest),
-                    w.rule_id,
-                    w.policy_hash,
-                    now,
-                ),
+                "SELECT producer_id, record_id, kind, topic, digest, status, version FROM records "
+                f"WHERE record_id IN ({marks})",
+                part,
+            ).fetchall():
+                producer, rid = str(row[0]), str(row[1])
+                records[(producer, rid)] = HeldRecord(
+                    producer,
+                    rid,
+                    KIND_BY_LABEL[str(row[2])],
+                    str(row[3]),
+                    bytes(row[4]),
+                    RecordStatus(str(row[5])),
+                    int(row[6]),
+                )
+            for row in self._exec(
+                cur,
+                "SELECT producer_id, amendment_record_id, digest, status FROM amendments "
+                f"WHERE amendment_record_id IN ({marks})",
+                part,
+            ).fetchall():
+                producer, rid = str(row[0]), str(row[1])
+                # An amendment migrated from schema 2 has no known digest (NULL).
+                digest = b"" if row[2] is None else bytes(row[2])
+                amendments[(producer, rid)] = HeldAmendment(
+                    producer, rid, digest, AmendmentStatus(str(row[3]))
+                )
+            for row in self._exec(
+                cur,
+                f"SELECT {_PENDING_COLUMNS} FROM amendments "
+                f"WHERE status = 'pending' AND target_record_id IN ({marks}) ORDER BY arrival",
+                part,
+            ).fetchall():
+                p = self._pending_from_row(row)
+                pending.setdefault((p.producer_id, p.target_record_id), []).append(p)
+        return Snapshot(
+            heads=heads,
+            records=records,
+            amendments=amendments,
+            pending={k: tuple(v) for k, v in pending.items()},
+        )
+
+    def _pending_from_row(self, row: Sequence[Any]) -> PendingAmendment:
+        (
+            producer,
+            rid,
+            kind,
+            target,
+            key_id,
+            sequence,
+            digest,
+            topic,
+            partition,
+            offset,
+            created_at,
+            appended_at,
+            amended_at,
+            reason,
+            replacement_kind,
+        ) = row[:15]
+        # Amendments migrated from schema 2 lack where and by which key they came: "unknown".
+        source = VersionSource(
+            record_id=str(rid),
+            key_id=b"" if key_id is None else bytes(key_id),
+            sequence=-1 if sequence is None else int(sequence),
+            digest=b"" if digest is None else bytes(digest),
+            topic="" if topic is None else str(topic),
+            partition=-1 if partition is None else int(partition),
+            offset=-1 if offset is None else int(offset),
+            created_at=self._dec_time(created_at),
+            appended_at=self._dec_time(appended_at),
+            reason=str(reason),
+            amended_at=None if amended_at is None else self._dec_time(amended_at),
+        )
+        return PendingAmendment(
+            producer_id=str(producer),
+            record_id=str(rid),
+            target_record_id=str(target),
+            kind=KIND_BY_LABEL[str(kind)],
+            replacement_kind=None if replacement_kind is None else KIND_BY_LABEL[replacement_kind],
+            topic=source.topic,
+            decision=self._decision_from(row[15:]),
+            source=source,
+        )
+
+    def _decision_from(self, row: Sequence[Any]) -> VersionDecision:
+        """outcome, rule_id, policy_hash, redacted_fields, tlp, classification, force_area,
+        occurred_at, payload."""
+        outcome, rule_id, policy_hash, redacted, tlp, classification, force_area, occ, payload = row
+        labels = None
+        if tlp is not None and classification is not None:
+            labels = Labels(
+                str(tlp),
+                str(classification),
+                None if force_area is None else str(force_area),
+                None if occ is None else self._dec_time(occ),
             )
+        return VersionDecision(
+            outcome=Outcome(str(outcome)),
+            rule_id=str(rule_id),
+            policy_hash=str(policy_hash),
+            payload=None if payload is None else self._dec_json(payload),
+            redacted_fields=tuple(self._dec_json(redacted)),
+            labels=labels,
+        )
+
+    # -- writing a batch ----------------------------------------------------------------------------
+
+    def _write(self, cur: Cursor, batch: Batch) -> None:
+        now = self._enc_time(self._now())
+        touched: dict[tuple[str, str], None] = {}
+        self._insert_records(cur, batch.records, now)
+        for a in batch.amendments:
+            self._insert_amendment(cur, a, now)
+        for v in batch.versions:
+            if self._insert_version(cur, v, now):
+                touched[(v.producer_id, v.record_id)] = None
+        for producer, rid, status in batch.applied:
+            self._exec(cur, _SET_AMENDMENT_STATUS, (status, now, producer, rid))
+        for key in touched:
+            self._refold(cur, *key, now)
         for q in sorted(batch.quarantined, key=lambda q: (q.topic, q.partition, q.offset)):
             self._exec(
                 cur,
@@ -603,49 +734,243 @@ class SqlStore(abc.ABC):
                     q.topic,
                     q.partition,
                     q.offset,
-                    bytes(q.raw),
+                    bytes(q.raw_prefix),
+                    q.raw_size,
+                    bytes(q.raw_digest),
                     q.reason,
                     q.message,
                     q.record_id,
                     q.producer_id,
+                    q.authentic,
                     now,
                 ),
             )
-        # Amendments of records that just arrived (and were pending) apply first, in arrival
-        # order; then this batch's amendments, in batch order (a correction before a retraction).
-        for record_id in new_ids:
-            for row in self._exec(cur, _PENDING_FOR, (record_id,)).fetchall():
-                self._apply(cur, self._amendment_from_row(row), now, strict=False)
-        # A target that arrives in this same batch, after its amendment, was unknown when the
-        # pipeline judged the amendment: like a pending one, a foreign amendment of it is refused.
-        # Raising would fail the batch on every retry: one hostile record would stop the consumer.
-        arrived = set(new_ids)
-        for a in batch.amendments:
-            inserted = self._exec(
+        for c in sorted(batch.chain, key=lambda c: c.stream):
+            s = c.stream
+            self._exec(
                 cur,
-                _INSERT_AMENDMENT,
+                _UPSERT_CHAIN,
                 (
-                    a.amendment_record_id,
-                    a.kind,
-                    a.target_record_id,
-                    a.producer_id,
-                    self._enc_time(a.at),
-                    a.reason,
-                    None if a.new_payload is None else self._enc_json(a.new_payload),
+                    s.producer_id,
+                    s.topic,
+                    s.partition,
+                    s.epoch,
+                    c.last_sequence,
+                    bytes(c.last_digest),
+                    self._enc_json([list(g) for g in c.gaps]),
                     now,
                 ),
-            ).fetchone()
-            if inserted is not None:  # else: already applied (or pending) from an earlier delivery
-                self._apply(cur, a, now, strict=a.target_record_id not in arrived)
-        for c in sorted(batch.chain, key=lambda c: (c.producer_id, c.stream)):
-            self._exec(
-                cur, _UPSERT_CHAIN, (c.producer_id, c.stream, c.last_sequence, bytes(c.last_digest))
             )
         self._write_beats(cur, batch.beats)
+        for meta_key, value in sorted(batch.meta.items()):
+            self._exec(cur, _UPSERT_META, (meta_key, value))
         for (topic, partition), next_offset in sorted(batch.offsets.items()):
             self._exec(cur, self._UPSERT_OFFSET, (batch.group_id, topic, partition, next_offset))
 
-    def _write_beats(self, cur: Any, beats: Sequence[FeedBeat]) -> None:  # noqa: ANN401 - cursor
+    def _decision_params(self, d: VersionDecision) -> tuple[object, ...]:
+        labels = d.labels
+        return (
+            d.outcome.value,
+            d.rule_id,
+            d.policy_hash,
+            self._enc_json(list(d.redacted_fields)),
+            None if labels is None else labels.tlp,
+            None if labels is None else labels.classification,
+            None if labels is None else labels.force_area,
+            self._enc_time(None if labels is None else labels.occurred_at),
+            self._opt_json(d.payload),
+        )
+
+    def _source_params(self, s: VersionSource) -> tuple[object, ...]:
+        known = s.sequence >= 0  # else a legacy source (schema 2): where it came from is unknown
+        return (
+            bytes(s.key_id) if s.key_id else None,
+            s.sequence if known else None,
+            bytes(s.digest) if s.digest else None,
+            s.topic or None,
+            s.partition if known else None,
+            s.offset if known else None,
+            self._enc_time(s.created_at),
+            self._enc_time(s.appended_at),
+            self._enc_time(s.amended_at),
+            s.reason,
+        )
+
+    def _insert_records(self, cur: Cursor, records: Sequence[NewRecord], now: object) -> None:
+        """New records, one ``executemany`` for the whole batch.
+
+        A record's first version lives in its ``records`` row until a second version (or a
+        withdrawal) needs it in ``record_versions`` (:meth:`_materialise_originals`): most
+        records are never amended, and a row less per record is a third of the write. A record
+        already held (another member committed it first, or the batch is delivered again) is
+        left as it is.
+        """
+        record_rows: list[tuple[object, ...]] = []
+        for r in records:
+            if r.kind not in (RecordKind.SIGHTING, RecordKind.INCIDENT):
+                raise StoreError(f"record {r.record_id}: {r.kind.label} is not a content kind")
+            if len(r.source.digest) != DIGEST_SIZE:
+                raise StoreError(f"record {r.record_id}: digest is {len(r.source.digest)} bytes")
+            d = r.decision
+            if d.payload is not None and not isinstance(d.payload, dict):
+                raise StoreError(f"record {r.record_id}: payload must be a JSON object")
+            s = r.source
+            labels = d.labels
+            occurred = labels.occurred_at if labels is not None else None
+            tlp = None if labels is None else labels.tlp
+            classification = None if labels is None else labels.classification
+            area = None if labels is None else labels.force_area
+            created = self._enc_time(s.created_at)
+            appended = self._enc_time(s.appended_at)
+            occurred_enc = self._enc_time(occurred)
+            event_enc = occurred_enc if occurred is not None else created
+            redacted = self._enc_json(list(d.redacted_fields))
+            payload = self._opt_json(d.payload)
+            digest, key_id = bytes(s.digest), bytes(s.key_id) if s.key_id else None
+            status = fold([VersionRow(1, Change.ORIGINAL, d)]).status
+            record_rows.append(
+                (
+                    r.producer_id,
+                    r.record_id,
+                    r.kind.label,
+                    s.topic,
+                    s.partition,
+                    s.offset,
+                    s.sequence,
+                    digest,
+                    key_id,
+                    created,
+                    appended,
+                    status.value,
+                    d.policy_hash,
+                    d.rule_id,
+                    d.outcome.value,
+                    redacted,
+                    tlp,
+                    classification,
+                    area,
+                    occurred_enc,
+                    event_enc,
+                    payload,
+                    now,
+                    now,
+                )
+            )
+        if record_rows:
+            cur.executemany(self._sql(_INSERT_RECORDS), record_rows)
+
+    def _insert_version(self, cur: Cursor, v: NewVersion, now: object) -> bool:
+        """Append a version (its number is the store's: the next after the newest). False if the
+        same amendment already made a version of this record (a redelivery)."""
+        key = (v.producer_id, v.record_id)
+        if self._exec(cur, _VERSION_OF_SOURCE, (*key, v.source.record_id)).fetchone() is not None:
+            return False
+        self._materialise_originals(cur, "producer_id = ? AND record_id = ?", key)
+        row = self._exec(
+            cur,
+            "SELECT max(version) FROM record_versions WHERE producer_id = ? AND record_id = ?",
+            key,
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise StoreError(f"record {v.record_id} of {v.producer_id} is not held: cannot amend")
+        self._exec(
+            cur,
+            _INSERT_VERSION,
+            (
+                *key,
+                int(row[0]) + 1,
+                v.change.value,
+                v.source.record_id,
+                *self._source_params(v.source),
+                *self._decision_params(v.decision),
+                False,
+                now,
+            ),
+        )
+        return True
+
+    def _materialise_originals(self, cur: Cursor, where: str, params: Sequence[object]) -> None:
+        """Write the first version of the records matching ``where`` (over ``records``) into
+        ``record_versions``, for those that have none there yet: from their row, which holds it
+        until a record is first amended or withdrawn."""
+        self._exec(cur, _MATERIALISE_ORIGINALS.format(where=where), (False, *params))
+
+    def _insert_amendment(self, cur: Cursor, a: NewAmendment, now: object) -> None:
+        p = a.pending
+        decision = p.decision if p is not None else None
+        params: tuple[object, ...]
+        if decision is not None:
+            params = self._decision_params(decision)
+        else:
+            params = (
+                Outcome.RETRACT.value if a.kind is RecordKind.RETRACTION else "none",
+                "",
+                "",
+                self._enc_json([]),
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
+        self._exec(
+            cur,
+            _INSERT_AMENDMENT,
+            (
+                a.producer_id,
+                a.record_id,
+                a.kind.label,
+                a.target_record_id,
+                a.status.value,
+                *self._source_params(a.source),
+                None if p is None or p.replacement_kind is None else p.replacement_kind.label,
+                *params,
+                now,
+            ),
+        )
+
+    def _refold(self, cur: Cursor, producer: str, rid: str, now: object) -> None:
+        """Recompute a record's current row from its versions."""
+        rows = self._exec(cur, _VERSIONS_OF, (producer, rid)).fetchall()
+        versions = [
+            VersionRow(
+                int(r[0]),
+                Change(str(r[1])),
+                self._decision_from(r[2:11]),
+                bool(r[11]),
+            )
+            for r in rows
+        ]
+        current = fold(versions)
+        d = current.decision
+        labels = d.labels
+        created = self._exec(cur, _CREATED_OF, (producer, rid)).fetchone()
+        occurred = labels.occurred_at if labels is not None else None
+        event_at = occurred if occurred is not None else self._dec_time(created[0])
+        self._exec(
+            cur,
+            _UPDATE_CURRENT,
+            (
+                current.status.value,
+                current.version,
+                current.content_version,
+                d.policy_hash,
+                d.rule_id,
+                d.outcome.value,
+                self._enc_json(list(d.redacted_fields)),
+                None if labels is None else labels.tlp,
+                None if labels is None else labels.classification,
+                None if labels is None else labels.force_area,
+                self._enc_time(occurred),
+                self._enc_time(event_at),
+                self._opt_json(d.payload),
+                now,
+                producer,
+                rid,
+            ),
+        )
+
+    def _write_beats(self, cur: Cursor, beats: Sequence[FeedBeat]) -> None:
         newest: dict[tuple[str, str], FeedBeat] = {}
         for b in beats:
             seen = newest.get((b.producer_id, b.topic))
@@ -654,58 +979,120 @@ class SqlStore(abc.ABC):
         for (producer_id, topic), b in sorted(newest.items()):
             self._exec(cur, _UPSERT_FEED, (producer_id, topic, self._enc_time(b.at), b.interval_ms))
 
-    def _amendment_from_row(self, row: Sequence[Any]) -> Amendment:
-        return Amendment(
-            kind=row[1],
-            amendment_record_id=row[0],
-            target_record_id=row[2],
-            producer_id=row[3],
-            at=self._dec_time(row[4]),
-            reason=row[5],
-            new_payload=None if row[6] is None else self._dec_json(row[6]),
-        )
+    # -- re-judging what a compromised key signed ---------------------------------------------------
 
-    def _apply(self, cur: Any, a: Amendment, now: object, *, strict: bool) -> None:  # noqa: ANN401
-        """Apply one amendment already recorded as pending; leave it pending if its target is absent."""
-        current = self._exec(cur, _CURRENT, (a.target_record_id,)).fetchone()
-        if current is None:
-            return  # stays pending until the target arrives (it never will if it was withheld)
-        producer_id, payload, version = current
-        if producer_id != a.producer_id:
-            if strict:
-                # The pipeline quarantines these (foreign_target); reaching here is a bug upstream.
-                raise StoreError(
-                    f"amendment {a.amendment_record_id} by {a.producer_id} targets "
-                    f"{a.target_record_id} of another producer"
-                )
-            self._exec(cur, _SET_AMENDMENT_STATUS, ("refused", now, a.amendment_record_id))
-            log.warning(
-                "store.amendment_refused",
-                amendment=a.amendment_record_id,
-                target=a.target_record_id,
+    def withdraw(self, key_id: str, since: datetime) -> Withdrawal:
+        """See :meth:`Store.withdraw`. Idempotent: a second call for the same key and time is a
+        no-op reported as ``already_done``."""
+        self._check_open()
+        out: list[Withdrawal] = []
+        kid = bytes.fromhex(key_id)
+
+        def work(cur: Cursor) -> None:
+            out.clear()
+            self._lock(cur, [f"withdraw:{key_id}"])
+            t = self._enc_time(since)
+            if self._exec(cur, _REJUDGED, (key_id, t)).fetchone() is not None:
+                out.append(Withdrawal(key_id, since, 0, 0, 0, 0, already_done=True))
+                return
+            now = self._enc_time(self._now())
+            self._materialise_originals(cur, "key_id = ? AND appended_at >= ?", (kid, t))
+            affected = self._exec(
+                cur,
+                "SELECT DISTINCT producer_id, record_id FROM record_versions "
+                "WHERE key_id = ? AND appended_at >= ? AND withdrawn = ?",
+                (kid, t, False),
+            ).fetchall()
+            versions = self._exec(
+                cur,
+                "UPDATE record_versions SET withdrawn = ? "
+                "WHERE key_id = ? AND appended_at >= ? AND withdrawn = ?",
+                (True, kid, t, False),
+            ).rowcount
+            amendments = self._exec(
+                cur,
+                "UPDATE amendments SET status = 'withdrawn', applied_at = ? "
+                "WHERE key_id = ? AND appended_at >= ? AND status <> 'withdrawn'",
+                (now, kid, t),
+            ).rowcount
+            for producer, rid in affected:
+                self._refold(cur, str(producer), str(rid), now)
+            streams = self._roll_back_streams(cur, key_id, kid, t, now)
+            self._exec(
+                cur,
+                _INSERT_REJUDGED,
+                (key_id, t, versions, amendments, len(affected), streams, now),
             )
-            return
-        self._exec(
+            out.append(Withdrawal(key_id, since, versions, amendments, len(affected), streams))
+
+        self._transaction(work)
+        w = out[0]
+        if not w.already_done:
+            log.warning(
+                "store.withdrawn",
+                key_id=key_id,
+                since=since.isoformat(),
+                versions=w.versions,
+                amendments=w.amendments,
+                records=w.records,
+            )
+        return w
+
+    def _roll_back_streams(
+        self,
+        cur: Cursor,
+        key_id: str,
+        kid: bytes,
+        t: object,
+        now: object,
+    ) -> int:
+        """Each stream of this key goes back to its last record the broker appended before ``t``."""
+        rows = self._exec(
             cur,
-            _INSERT_HISTORY,
-            (
-                a.target_record_id,
-                version,
-                self._enc_json(self._dec_json(payload)),
-                a.amendment_record_id,
-                a.kind,
-                self._enc_time(a.at),
-                a.reason,
-                now,
-            ),
-        )
-        if a.kind == "retraction":
-            self._exec(cur, _RETRACT, (True, a.target_record_id))
-        elif a.new_payload is None:
-            self._exec(cur, _SUPERSEDE, (True, a.target_record_id))
-        else:
-            self._exec(cur, _CORRECT, (self._enc_json(a.new_payload), a.target_record_id))
-        self._exec(cur, _SET_AMENDMENT_STATUS, ("applied", now, a.amendment_record_id))
+            "SELECT producer_id, topic, kafka_partition FROM chain WHERE epoch = ?",
+            (key_id,),
+        ).fetchall()
+        for producer, topic, partition in rows:
+            good = self._exec(
+                cur,
+                "SELECT sequence, digest FROM ("
+                " SELECT sequence, digest FROM records WHERE key_id = ? AND topic = ?"
+                "  AND kafka_partition = ? AND appended_at < ?"
+                " UNION ALL SELECT sequence, digest FROM record_versions WHERE key_id = ?"
+                "  AND topic = ? AND kafka_partition = ? AND appended_at < ?"
+                " UNION ALL SELECT sequence, digest FROM amendments WHERE key_id = ? AND topic = ?"
+                "  AND kafka_partition = ? AND appended_at < ?"
+                ") AS kept ORDER BY sequence DESC LIMIT 1",
+                (kid, topic, partition, t) * 3,
+            ).fetchone()
+            where = (producer, topic, partition, key_id)
+            if good is None:
+                self._exec(
+                    cur,
+                    "DELETE FROM chain WHERE producer_id = ? AND topic = ? "
+                    "AND kafka_partition = ? AND epoch = ?",
+                    where,
+                )
+            else:
+                self._exec(
+                    cur,
+                    "UPDATE chain SET last_sequence = ?, last_digest = ?, gaps = ?, updated_at = ? "
+                    "WHERE producer_id = ? AND topic = ? AND kafka_partition = ? AND epoch = ?",
+                    (int(good[0]), bytes(good[1]), self._enc_json([]), now, *where),
+                )
+        return len(rows)
+
+    def meta(self, key: str) -> str | None:
+        """A value kept with a batch (:attr:`~intelbus.trust.model.Batch.meta`), or None."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def rejudged(self) -> list[tuple[str, datetime]]:
+        """Every (key id, since) withdrawal already applied to this store."""
+        return [
+            (str(k), self._dec_time(s))
+            for k, s in self._query("SELECT key_id, since FROM rejudged ORDER BY key_id, since")
+        ]
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -720,78 +1107,124 @@ class SqlStore(abc.ABC):
             for p, t, at, interval in self._query(_LOAD_FEEDS)
         ]
 
-    def load_chain(self) -> dict[tuple[str, str], ChainState]:
+    def load_chain(self) -> dict[StreamKey, ChainState]:
         """See :meth:`Store.load_chain`."""
-        return {
-            (p, s): ChainState(p, s, int(seq), bytes(d))
-            for p, s, seq, d in self._query(_LOAD_CHAIN)
-        }
+        out: dict[StreamKey, ChainState] = {}
+        for p, t, part, epoch, seq, d, gaps in self._query(_LOAD_CHAIN):
+            key = StreamKey(str(p), str(t), int(part), str(epoch))
+            out[key] = ChainState(key, int(seq), bytes(d), _gaps(self._dec_json(gaps)))
+        return out
 
     def _view(self, row: Sequence[Any], history: tuple[HistoryEntry, ...]) -> StoredRecordView:
         return StoredRecordView(
-            record_id=row[0],
-            topic=row[1],
+            record_id=str(row[0]),
+            topic=str(row[1]),
             partition=int(row[2]),
             offset=int(row[3]),
-            producer_id=row[4],
-            kind=row[5],
+            producer_id=str(row[4]),
+            kind=str(row[5]),
             sequence=int(row[6]),
             digest=bytes(row[7]),
             created_at=self._dec_time(row[8]),
             appended_at=self._dec_time(row[9]),
-            policy_hash=row[10],
-            rule_id=row[11],
-            action=row[12],
+            policy_hash=str(row[10]),
+            rule_id=str(row[11]),
+            action=str(row[12]),
             redacted_fields=tuple(self._dec_json(row[13])),
-            tlp=row[14],
-            classification=row[15],
-            force_area=row[16],
+            tlp=None if row[14] is None else str(row[14]),
+            classification=None if row[15] is None else str(row[15]),
+            force_area=None if row[16] is None else str(row[16]),
             occurred_at=None if row[17] is None else self._dec_time(row[17]),
-            payload=self._dec_json(row[18]),
+            payload=None if row[18] is None else self._dec_json(row[18]),
             version=int(row[19]),
-            retracted=bool(row[20]),
-            superseded=bool(row[21]),
+            status=str(row[20]),
+            key_id=None if row[21] is None else bytes(row[21]),
             history=history,
         )
 
-    def _history(self, record_id: str) -> tuple[HistoryEntry, ...]:
-        return tuple(
-            HistoryEntry(int(v), self._dec_json(p), aid, k, self._dec_time(at), reason)
-            for v, p, aid, k, at, reason in self._query(_HISTORY, (record_id,))
-        )
+    def _history(self, producer: str, record_id: str) -> tuple[HistoryEntry, ...]:
+        """Every version of the record, oldest first (the current one included)."""
+        out = []
+        for (
+            v,
+            change,
+            payload,
+            source,
+            outcome,
+            amended,
+            appended,
+            reason,
+            withdrawn,
+        ) in self._query(_HISTORY, (producer, record_id)):
+            at = amended if amended is not None else appended
+            out.append(
+                HistoryEntry(
+                    version=int(v),
+                    change=str(change),
+                    payload=None if payload is None else self._dec_json(payload),
+                    amendment_record_id=str(source),
+                    outcome=str(outcome),
+                    at=self._dec_time(at),
+                    reason=str(reason),
+                    withdrawn=bool(withdrawn),
+                )
+            )
+        return tuple(out)
 
-    def _views(self, rows: list[tuple[Any, ...]]) -> list[StoredRecordView]:
-        # Only amended records (version > 1) have history; skip the query for the rest.
-        return [self._view(r, self._history(r[0]) if int(r[19]) > 1 else ()) for r in rows]
+    def _views(
+        self, rows: list[tuple[Any, ...]], *, history: bool = True
+    ) -> list[StoredRecordView]:
+        # Only amended records (version > 1) have a history worth a query.
+        return [
+            self._view(r, self._history(r[4], r[0]) if history and int(r[19]) > 1 else ())
+            for r in rows
+        ]
 
-    def get(self, record_id: str) -> StoredRecordView | None:
+    def get(self, record_id: str, producer_id: str | None = None) -> StoredRecordView | None:
         """See :meth:`Store.get`."""
-        rows = self._query(_GET, (record_id,))
-        return self._views(rows)[0] if rows else None
+        found = [
+            v
+            for v in self.get_all(record_id)
+            if producer_id is None or v.producer_id == producer_id
+        ]
+        return found[0] if found else None
 
-    def producer_of(self, record_id: str) -> str | None:
-        """See :meth:`Store.producer_of`."""
-        rows = self._query(_PRODUCER_OF, (record_id, record_id))
-        return str(rows[0][0]) if rows else None
+    def get_all(self, record_id: str) -> list[StoredRecordView]:
+        """See :meth:`Store.get_all`."""
+        return self._views(self._query(_GET, (record_id,)))
 
     def count_by_action(self) -> dict[str, int]:
         """See :meth:`Store.count_by_action`."""
         counts = {"store": 0, "redact": 0}
-        counts.update({str(a): int(n) for a, n in self._query(_COUNT_BY_ACTION)})
+        for status, action, held, n in self._query(_COUNT_STATUS):
+            if held and str(status) in VISIBLE and str(action) in counts:
+                counts[str(action)] += int(n)
         return counts
 
     def summary(self) -> dict[str, int]:
         """See :meth:`Store.summary`. Quarantine counts are ``quarantined:<reason>`` keys only."""
-        by_action = self.count_by_action()
         result = {
-            "stored": by_action["store"],
-            "redacted": by_action["redact"],
-            "withheld": int(self._query(_COUNT_WITHHELD)[0][0]),
-            "retracted": int(self._query(_COUNT_RETRACTED, (True,))[0][0]),
+            "stored": 0,
+            "redacted": 0,
+            "withheld": 0,
+            "retracted": 0,
+            "policy_quarantined": 0,
+            "withdrawn": 0,
         }
+        by_status = {
+            RecordStatus.RETRACTED.value: "retracted",
+            RecordStatus.WITHHELD.value: "withheld",
+            RecordStatus.QUARANTINED.value: "policy_quarantined",
+            RecordStatus.WITHDRAWN.value: "withdrawn",
+        }
+        for status, action, _held, n in self._query(_COUNT_STATUS):
+            if str(status) == RecordStatus.LIVE.value:
+                result["redacted" if str(action) == "redact" else "stored"] += int(n)
+            elif str(status) in by_status:
+                result[by_status[str(status)]] += int(n)
         amendments = {str(s): int(n) for s, n in self._query(_COUNT_AMENDMENTS)}
-        for status in ("applied", "pending", "refused"):
-            result[f"amendments_{status}"] = amendments.get(status, 0)
+        for status in AmendmentStatus:
+            result[f"amendments_{status.value}"] = amendments.get(status.value, 0)
         for reason, n in self._query(_COUNT_QUARANTINE):
             result[f"quarantined:{reason}"] = int(n)
         return result
@@ -831,20 +1264,34 @@ class SqlStore(abc.ABC):
     def quarantine_entries(self, limit: int = 100) -> list[QuarantineEntry]:
         """See :meth:`Store.quarantine_entries`."""
         return [
-            QuarantineEntry(t, int(p), int(o), bytes(raw), reason, msg, rid, pid)
-            for t, p, o, raw, reason, msg, rid, pid in self._query(_QUARANTINE, (max(0, limit),))
+            QuarantineEntry(
+                str(t),
+                int(p),
+                int(o),
+                bytes(raw),
+                int(size),
+                bytes(digest),
+                str(reason),
+                str(msg),
+                None if rid is None else str(rid),
+                None if pid is None else str(pid),
+                bool(authentic),
+            )
+            for t, p, o, raw, size, digest, reason, msg, rid, pid, authentic in self._query(
+                _QUARANTINE, (max(0, limit),)
+            )
         ]
 
     def iter_records(self) -> Iterator[StoredRecordView]:
         """See :meth:`Store.iter_records`. Pages by key, so no cursor stays open between pages."""
-        key: tuple[str, int, int, str] = ("", -1, -1, "")
+        key: tuple[str, int, int, str, str] = ("", -1, -1, "", "")
         while True:
             rows = self._query(_EXPORT_PAGE, (*key, EXPORT_PAGE))
             yield from self._views(rows)
             if len(rows) < EXPORT_PAGE:
                 return
             last = rows[-1]
-            key = (last[1], int(last[2]), int(last[3]), last[0])
+            key = (last[1], int(last[2]), int(last[3]), last[0], last[4])
 
     def close(self) -> None:
         """See :meth:`Store.close`."""
@@ -857,3 +1304,35 @@ class SqlStore(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_PENDING_COLUMNS = """producer_id, amendment_record_id, kind, target_record_id, key_id, sequence,
+    digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at, reason,
+    replacement_kind, outcome, rule_id, policy_hash, redacted_fields, tlp, classification,
+    force_area, occurred_at, payload"""
+
+
+def _gaps(value: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple((int(a), int(b)) for a, b in value)
+
+
+def _aware(name: str, value: datetime | None) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise StoreError(f"{name} must be a timezone-aware datetime")
+
+
+def _lock_keys(record_ids: Iterable[str], streams: Iterable[StreamKey]) -> list[str]:
+    """Lock names for record ids and streams (the PostgreSQL backend hashes them)."""
+    return [f"id:{r}" for r in record_ids] + [
+        f"stream:{s.producer_id}/{s.topic}/{s.partition}/{s.epoch}" for s in streams
+    ]
+
+
+def _batch_lock_keys(batch: Batch) -> list[str]:
+    ids = [r.record_id for r in batch.records]
+    ids += [v.record_id for v in batch.versions]
+    ids += [a.record_id for a in batch.amendments]
+    ids += [a.target_record_id for a in batch.amendments if a.target_record_id is not None]
+    return _lock_keys(ids, [c.stream for c in batch.chain])

@@ -8,17 +8,37 @@ What an export carries is exactly what the store holds: redacted fields stay ``"
 the stored policy hash and rule id travel with each row, so whoever receives the file can tell
 under which policy each record was admitted. Exports never contain quarantined bytes or
 withheld records (the store has only receipts for those).
+
+CSV is written for spreadsheets, which must never run what a producer wrote:
+
+* one record is exactly one CSV row, whatever its text holds: line breaks inside a cell are
+  written as LF (a CRLF or a lone CR becomes LF) and every cell is quoted. (The csv module
+  quotes a field only for the delimiter, the quote character and the characters of the line
+  terminator; with an LF terminator a lone CR went out unquoted and any CSV reader ended the row
+  there.) Quoting every cell also keeps a reader that splits on ``;`` or a tab, as some
+  locales do, from cutting a cell in two and starting a new one with ``=``;
+* no line of a cell can start a formula: a line whose first character, after any whitespace
+  (spaces, tabs, line breaks, no-break spaces) or zero-width characters, is ``=``, ``+``, ``-``,
+  ``@`` (or their full-width forms), or that starts with a tab, gets a leading apostrophe.
+  Every line is checked, not only the first: tools that split a cell's lines, or skip leading
+  blanks, would otherwise find ``=cmd`` on a line of its own.
+
+:func:`write_export_file` writes an export to disk: created 0600, never through a link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, Final
 
+from intelbus.files import PRIVATE_MODE, atomic_writer
 from intelbus.store.base import StoredRecordView
 
 #: Columns of the CSV export, in order. Nested payload fields are flattened with dots.
@@ -49,8 +69,12 @@ CSV_COLUMNS: Final = (
     "offset",
 )
 
-# Cells that a spreadsheet would run as a formula (CSV injection) get a leading apostrophe.
-_FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+# A line of a cell that a spreadsheet could run as a formula (CSV injection) gets a leading
+# apostrophe: its first character after blanks is one of these (with the full-width forms some
+# locales also accept), or it starts with a tab.
+_FORMULA_STARTS: Final = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+# Characters that are not str.isspace() but that a spreadsheet may skip or not show.
+_INVISIBLE: Final = frozenset("\u200b\u200c\u200d\u2060\ufeff")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -79,6 +103,8 @@ def record_dict(view: StoredRecordView, *, history: bool = True) -> dict[str, An
         "action": view.action,
         "redacted_fields": list(view.redacted_fields),
         "version": view.version,
+        "status": view.status,
+        "key_id": None if view.key_id is None else view.key_id.hex(),
         "retracted": view.retracted,
         "superseded": view.superseded,
         "payload": view.payload,
@@ -89,6 +115,8 @@ def record_dict(view: StoredRecordView, *, history: bool = True) -> dict[str, An
                 "version": h.version,
                 "amendment_record_id": h.amendment_record_id,
                 "kind": h.kind,
+                "outcome": h.outcome,
+                "withdrawn": h.withdrawn,
                 "at": _iso(h.at),
                 "reason": h.reason,
                 "payload": h.payload,
@@ -115,7 +143,7 @@ def _place(payload: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _summary(view: StoredRecordView) -> str:
     """A short human description: the behaviours of a sighting or the category of an incident."""
-    p = view.payload
+    p = view.payload or {}
     if view.kind == "sighting":
         behaviours = p.get("behaviours")
         if isinstance(behaviours, list):
@@ -138,14 +166,27 @@ def _cell(value: object) -> str:
         text = ";".join(str(v) for v in value)
     else:
         text = str(value)
-    if text.startswith(_FORMULA_PREFIXES):
-        text = "'" + text
-    return text
+    return _neutralise(text)
+
+
+def _first_visible(line: str) -> str:
+    """The first character of ``line`` that is neither whitespace nor invisible ("" if none)."""
+    return next((c for c in line if not (c.isspace() or c in _INVISIBLE)), "")
+
+
+def _neutralise(text: str) -> str:
+    """``text`` as a safe CSV cell: line breaks as LF, and no line that could start a formula."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # splitlines also breaks on VT, FF, NEL, U+2028...: a tool might treat those as new lines too.
+    return "".join(
+        "'" + line if line.startswith("\t") or _first_visible(line) in _FORMULA_STARTS else line
+        for line in text.splitlines(keepends=True)
+    )
 
 
 def csv_row(view: StoredRecordView) -> dict[str, str]:
     """One CSV row (see :data:`CSV_COLUMNS`); the full payload is in the JSON Lines export."""
-    place = _place(view.payload)
+    place = _place(view.payload or {})
     values: dict[str, object] = {
         "record_id": view.record_id,
         "kind": view.kind,
@@ -176,13 +217,42 @@ def csv_row(view: StoredRecordView) -> dict[str, str]:
 
 
 def write_csv(views: Iterable[StoredRecordView], out: IO[str]) -> int:
-    """A header and one row per record. Returns the number of records written."""
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    """A header and one row per record, every cell quoted. Returns the number of records written.
+
+    ``out`` should be opened with ``newline=""`` (as :func:`write_export_file` does), so the LFs
+    inside cells are written as they are.
+    """
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     n = 0
     for view in views:
         writer.writerow(csv_row(view))
         n += 1
+    return n
+
+
+def write_export_file(path: Path, write: Callable[[IO[str]], int]) -> int:
+    """Write an export to ``path`` with ``write`` (e.g. ``lambda fh: write_csv(views, fh)``).
+
+    Returns what ``write`` returns (the number of records). The file is created 0600 (an export
+    holds shared intelligence: who else may read it is for its owner to decide, not the umask)
+    under a unique name beside ``path``, without following links, then renamed over ``path``
+    (see :func:`intelbus.files.atomic_writer`): a failed export leaves no half file, and a
+    symbolic link planted at ``path`` is replaced, never written through. Text is UTF-8 with
+    ``newline=""``.
+
+    Raises:
+        OSError: the file cannot be created, written or renamed.
+    """
+    with atomic_writer(path, mode=PRIVATE_MODE) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        try:
+            n = write(text)
+            text.flush()
+        finally:
+            # Hand the file back (unclosed) to atomic_writer, which syncs, renames or removes it.
+            with contextlib.suppress(OSError, ValueError):
+                text.detach()
     return n
 
 
@@ -241,7 +311,7 @@ def stix_bundle(views: Iterable[StoredRecordView], *, exported_at: datetime) -> 
                 "identity_class": "organization",
             },
         )
-        behaviours = view.payload.get("behaviours")
+        behaviours = (view.payload or {}).get("behaviours")
         kinds = [str(b) for b in behaviours] if isinstance(behaviours, list) else ["unspecified"]
         pattern_ref = _stix_id("attack-pattern", *sorted(kinds))
         objects.setdefault(
@@ -272,7 +342,7 @@ def stix_bundle(views: Iterable[StoredRecordView], *, exported_at: datetime) -> 
                 },
             )
             where.append(location_ref)
-        place = _place(view.payload)
+        place = _place(view.payload or {})
         seen = view.occurred_at or view.created_at
         sighting: dict[str, Any] = {
             "type": "sighting",
@@ -293,7 +363,7 @@ def stix_bundle(views: Iterable[StoredRecordView], *, exported_at: datetime) -> 
         }
         if where:
             sighting["where_sighted_refs"] = where
-        marking = _TLP_MARKINGS.get(view.tlp)
+        marking = _TLP_MARKINGS.get(view.tlp or "")
         if marking is not None:
             sighting["object_marking_refs"] = [marking]
         objects[sighting["id"]] = sighting

@@ -28,8 +28,10 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
+from intelbus.errors import StoreError
 from intelbus.log import get_logger
-from intelbus.store.base import SCHEMA_VERSION, SqlStore, StoreError
+from intelbus.store.base import RECORD_COLUMNS, SCHEMA_VERSION, VISIBLE_SQL, SqlStore
+from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
 
 log = get_logger("intelbus.store.postgres")
 
@@ -39,99 +41,160 @@ LOCK_NAMESPACE = 0x49425553
 SCHEMA_LOCK_NAMESPACE = LOCK_NAMESPACE + 1
 COMMIT_ATTEMPTS = 3
 
-_SCHEMA = """
+_CORE = """
 CREATE TABLE schema_version (version integer NOT NULL);
 
+CREATE TABLE meta (
+    key   text COLLATE "C" PRIMARY KEY,
+    value text NOT NULL
+);
+
 CREATE TABLE records (
-    record_id       text COLLATE "C" PRIMARY KEY,
+    producer_id     text COLLATE "C" NOT NULL,
+    record_id       text COLLATE "C" NOT NULL,
+    kind            text NOT NULL CHECK (kind IN ('sighting', 'incident')),
     topic           text COLLATE "C" NOT NULL,
     kafka_partition integer NOT NULL,
     kafka_offset    bigint NOT NULL,
-    producer_id     text COLLATE "C" NOT NULL,
-    kind            text NOT NULL CHECK (kind IN ('sighting', 'incident')),
     sequence        bigint NOT NULL,
     digest          bytea NOT NULL CHECK (octet_length(digest) = 32),
+    key_id          bytea,
     created_at      timestamptz NOT NULL,
     appended_at     timestamptz NOT NULL,
+    status          text NOT NULL
+        CHECK (status IN ('live', 'retracted', 'withheld', 'quarantined', 'withdrawn')),
+    version         integer NOT NULL,
+    content_version integer NOT NULL,
     policy_hash     text NOT NULL,
     rule_id         text NOT NULL,
-    action          text NOT NULL CHECK (action IN ('store', 'redact')),
+    action          text NOT NULL CHECK (action IN ('store', 'redact', 'withhold', 'quarantine')),
     redacted_fields jsonb NOT NULL,
-    tlp             text NOT NULL,
-    classification  text NOT NULL,
+    tlp             text,
+    classification  text,
     force_area      text,
     occurred_at     timestamptz,
     event_at        timestamptz NOT NULL,
-    payload         jsonb NOT NULL,
-    version         integer NOT NULL DEFAULT 1,
-    retracted       boolean NOT NULL DEFAULT false,
-    superseded      boolean NOT NULL DEFAULT false,
-    stored_at       timestamptz NOT NULL
+    payload         jsonb,
+    stored_at       timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    -- record_id first: the judge's snapshot looks records up by id, whoever produced them.
+    PRIMARY KEY (record_id, producer_id),
+    CHECK ((payload IS NULL) = (action IN ('withhold', 'quarantine')))
 );
 CREATE INDEX records_event_at ON records (event_at);
 CREATE INDEX records_position ON records (topic, kafka_partition, kafka_offset);
 CREATE INDEX records_force_area ON records (force_area, event_at);
 
-CREATE TABLE record_history (
-    record_id           text COLLATE "C" NOT NULL REFERENCES records (record_id),
-    version             integer NOT NULL,
-    payload             jsonb NOT NULL,
-    amendment_record_id text COLLATE "C" NOT NULL,
-    kind                text NOT NULL,
-    at                  timestamptz NOT NULL,
-    reason              text NOT NULL,
-    applied_at          timestamptz NOT NULL,
-    PRIMARY KEY (record_id, version)
+CREATE TABLE record_versions (
+    producer_id      text COLLATE "C" NOT NULL,
+    record_id        text COLLATE "C" NOT NULL,
+    version          integer NOT NULL,
+    change           text NOT NULL CHECK (change IN ('original', 'correction', 'retraction')),
+    source_record_id text COLLATE "C" NOT NULL,
+    key_id           bytea,
+    sequence         bigint,
+    digest           bytea,
+    topic            text COLLATE "C",
+    kafka_partition  integer,
+    kafka_offset     bigint,
+    created_at       timestamptz,
+    appended_at      timestamptz,
+    amended_at       timestamptz,
+    reason           text NOT NULL,
+    outcome          text NOT NULL
+        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract')),
+    rule_id          text NOT NULL,
+    policy_hash      text NOT NULL,
+    redacted_fields  jsonb NOT NULL,
+    tlp              text,
+    classification   text,
+    force_area       text,
+    occurred_at      timestamptz,
+    payload          jsonb,
+    withdrawn        boolean NOT NULL DEFAULT false,
+    recorded_at      timestamptz NOT NULL,
+    PRIMARY KEY (producer_id, record_id, version),
+    FOREIGN KEY (producer_id, record_id) REFERENCES records (producer_id, record_id)
 );
+CREATE INDEX record_versions_key ON record_versions (key_id, appended_at);
 
-CREATE TABLE withheld (
-    record_id       text COLLATE "C" PRIMARY KEY,
-    topic           text COLLATE "C" NOT NULL,
-    kafka_partition integer NOT NULL,
-    kafka_offset    bigint NOT NULL,
-    producer_id     text COLLATE "C" NOT NULL,
-    digest          bytea NOT NULL,
-    rule_id         text NOT NULL,
-    policy_hash     text NOT NULL,
-    received_at     timestamptz NOT NULL
+CREATE TABLE amendments (
+    arrival             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    producer_id         text COLLATE "C" NOT NULL,
+    amendment_record_id text COLLATE "C" NOT NULL,
+    kind                text NOT NULL CHECK (kind IN ('correction', 'retraction')),
+    target_record_id    text COLLATE "C",
+    status              text NOT NULL CHECK (status IN
+        ('pending', 'applied', 'unreadable', 'refused', 'withdrawn')),
+    key_id              bytea,
+    sequence            bigint,
+    digest              bytea,
+    topic               text COLLATE "C",
+    kafka_partition     integer,
+    kafka_offset        bigint,
+    created_at          timestamptz,
+    appended_at         timestamptz,
+    amended_at          timestamptz,
+    reason              text NOT NULL,
+    replacement_kind    text,
+    outcome             text NOT NULL,
+    rule_id             text NOT NULL,
+    policy_hash         text NOT NULL,
+    redacted_fields     jsonb NOT NULL,
+    tlp                 text,
+    classification      text,
+    force_area          text,
+    occurred_at         timestamptz,
+    payload             jsonb,
+    received_at         timestamptz NOT NULL,
+    applied_at          timestamptz,
+    UNIQUE (producer_id, amendment_record_id)
 );
+CREATE INDEX amendments_by_id ON amendments (amendment_record_id);
+CREATE INDEX amendments_pending ON amendments (target_record_id, status);
+CREATE INDEX amendments_key ON amendments (key_id, appended_at);
 
 CREATE TABLE quarantine (
     topic           text COLLATE "C" NOT NULL,
     kafka_partition integer NOT NULL,
     kafka_offset    bigint NOT NULL,
-    raw             bytea NOT NULL,
+    raw_prefix      bytea NOT NULL,
+    raw_size        integer NOT NULL,
+    raw_digest      bytea NOT NULL,
     reason          text NOT NULL,
     message         text NOT NULL,
     record_id       text COLLATE "C",
     producer_id     text COLLATE "C",
+    authentic       boolean NOT NULL,
     quarantined_at  timestamptz NOT NULL,
     PRIMARY KEY (topic, kafka_partition, kafka_offset)
 );
 
-CREATE TABLE amendments (
-    arrival             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    amendment_record_id text COLLATE "C" NOT NULL UNIQUE,
-    kind                text NOT NULL CHECK (kind IN ('correction', 'retraction')),
-    target_record_id    text COLLATE "C" NOT NULL,
-    producer_id         text COLLATE "C" NOT NULL,
-    at                  timestamptz NOT NULL,
-    reason              text NOT NULL,
-    new_payload         jsonb,
-    status              text NOT NULL CHECK (status IN ('pending', 'applied', 'refused')),
-    received_at         timestamptz NOT NULL,
-    applied_at          timestamptz
-);
-CREATE INDEX amendments_pending ON amendments (target_record_id, status);
-
 CREATE TABLE chain (
-    producer_id   text COLLATE "C" NOT NULL,
-    stream        text COLLATE "C" NOT NULL,
-    last_sequence bigint NOT NULL,
-    last_digest   bytea NOT NULL,
-    PRIMARY KEY (producer_id, stream)
+    producer_id     text COLLATE "C" NOT NULL,
+    topic           text COLLATE "C" NOT NULL,
+    kafka_partition integer NOT NULL,
+    epoch           text COLLATE "C" NOT NULL,
+    last_sequence   bigint NOT NULL,
+    last_digest     bytea NOT NULL,
+    gaps            jsonb NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    PRIMARY KEY (producer_id, topic, kafka_partition, epoch)
 );
 
+CREATE TABLE rejudged (
+    key_id     text COLLATE "C" NOT NULL,
+    since      timestamptz NOT NULL,
+    versions   integer NOT NULL,
+    amendments integer NOT NULL,
+    records    integer NOT NULL,
+    streams    integer NOT NULL,
+    applied_at timestamptz NOT NULL,
+    PRIMARY KEY (key_id, since)
+);
+"""
+
+_OFFSETS = """
 CREATE TABLE offsets (
     group_id        text COLLATE "C" NOT NULL,
     topic           text COLLATE "C" NOT NULL,
@@ -141,8 +204,8 @@ CREATE TABLE offsets (
 );
 """
 
-# Version 2 added the feeds table; a version 1 store gets just this.
-_SCHEMA_V2 = """
+# Version 2 added the feeds table.
+_FEEDS = """
 CREATE TABLE feeds (
     producer_id       text COLLATE "C" NOT NULL,
     topic             text COLLATE "C" NOT NULL,
@@ -151,6 +214,8 @@ CREATE TABLE feeds (
     PRIMARY KEY (producer_id, topic)
 );
 """
+#: Where an upgrade moves the tables it replaces while it copies them (then drops it).
+_LEGACY_SCHEMA = "intelbus_legacy"
 
 
 def _lock_key(record_id: str) -> int:
@@ -166,11 +231,10 @@ INSERT INTO offsets (group_id, topic, kafka_partition, next_offset) VALUES (%s, 
 ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE
 SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
 """
-    _SEARCH = """
-SELECT record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence, digest,
-    created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp, classification,
-    force_area, occurred_at, payload, version, retracted, superseded
-FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, record_id LIMIT %s
+    _SEARCH = f"""
+SELECT {RECORD_COLUMNS} FROM records
+WHERE {VISIBLE_SQL} AND strpos(lower(payload::text), ?) > 0
+ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 
     def __init__(self, url: str) -> None:
@@ -194,32 +258,46 @@ FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, 
             cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SCHEMA_LOCK_NAMESPACE,))
             cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
             row = cur.fetchone()
+            version = 0
             if row is not None and row[0]:
                 cur.execute("SELECT max(version) FROM schema_version")
                 found = cur.fetchone()
                 version = int(found[0]) if found is not None and found[0] is not None else 0
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"store schema version {version} is newer than this intelbus "
-                        f"({SCHEMA_VERSION})"
-                    )
-                if version == SCHEMA_VERSION:
-                    return
-                if version != 1:
-                    raise StoreError(
-                        f"store schema version {version} is not one this intelbus made"
-                    )
-                steps = [_SCHEMA_V2]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store schema version {version} is newer than this intelbus ({SCHEMA_VERSION})"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0:
+                _run(cur, _CORE + _OFFSETS + _FEEDS)
+            elif version in (1, 2):
+                self._upgrade(cur, version)
             else:
-                steps = [_SCHEMA, _SCHEMA_V2]
-            for script in steps:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        cur.execute(statement.encode())
+                raise StoreError(f"store schema version {version} is not one this intelbus made")
             cur.execute("DELETE FROM schema_version")
             cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+            cur.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
         self._transaction(work)
+
+    def _upgrade(self, cur: psycopg.Cursor[Any], version: int) -> None:
+        """Schema 1 or 2 to 3 (intelbus/store/migrate.py), inside the opening transaction.
+
+        The replaced tables move to a schema of their own (with their indexes, constraints and
+        identity sequences, whose names would collide), are copied, and the schema is dropped.
+        """
+        cur.execute(f"CREATE SCHEMA {_LEGACY_SCHEMA}")
+        for table in (*LEGACY_TABLES, "schema_version"):
+            cur.execute(f"ALTER TABLE {table} SET SCHEMA {_LEGACY_SCHEMA}".encode())
+        _run(cur, _CORE + (_FEEDS if version == 1 else ""))
+        counts = copy_legacy(self, cur, lambda t: f"{_LEGACY_SCHEMA}.{t}")
+        cur.execute(f"DROP SCHEMA {_LEGACY_SCHEMA} CASCADE")
+        log.info("store.migrated", from_version=version, to_version=SCHEMA_VERSION, **counts)
 
     def _cursor(self) -> psycopg.Cursor[Any]:
         return self._conn.cursor()
@@ -243,7 +321,7 @@ FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, 
             else:
                 return
 
-    def _lock_ids(self, cur: psycopg.Cursor[Any], ids: Iterable[str]) -> None:
+    def _lock(self, cur: psycopg.Cursor[Any], ids: Iterable[str]) -> None:
         keys = sorted({_lock_key(i) for i in ids})
         if keys:
             cur.executemany(
@@ -272,6 +350,12 @@ FROM records WHERE strpos(lower(payload::text), %s) > 0 ORDER BY event_at DESC, 
 
     def _close_connection(self) -> None:
         self._conn.close()
+
+
+def _run(cur: psycopg.Cursor[Any], script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            cur.execute(statement.encode())
 
 
 def _placeholders(statement: str) -> str:

@@ -30,6 +30,7 @@ from kafka.admin import (
     ACLResourcePatternType,
     ConfigResource,
     ConfigResourceType,
+    NewPartitions,
     ResourcePattern,
     ResourcePatternFilter,
     ResourceType,
@@ -45,7 +46,7 @@ from kafka.errors import (
     TransactionalIdAuthorizationFailedError,
 )
 
-from intelbus.errors import KafkaUnavailableError
+from intelbus.errors import KafkaUnavailableError, NotAuthorized, SendFailed, TopicMissing
 from intelbus.log import get_logger
 from intelbus.transport.security import (
     AclBinding,
@@ -55,7 +56,6 @@ from intelbus.transport.security import (
     AclResource,
     ClusterNotAuthorized,
     GroupNotAuthorized,
-    NotAuthorized,
     TopicNotAuthorized,
     TransactionalIdNotAuthorized,
     TransportSecurity,
@@ -147,10 +147,10 @@ def _missing_topic(consumer: Any, topic: str) -> KafkaUnavailableError:
         finally:
             client.close()
     except KafkaError:
-        return KafkaUnavailableError(f"topic {topic} does not exist")
+        return TopicMissing(f"topic {topic} does not exist")
     if any(d.get("error_code") == TopicAuthorizationFailedError.errno for d in described):
         return TopicNotAuthorized(f"topic {topic}: not authorized (or it does not exist)")
-    return KafkaUnavailableError(f"topic {topic} does not exist")
+    return TopicMissing(f"topic {topic} does not exist")
 
 
 def _raise_typed(error: KafkaError, what: str) -> NoReturn:
@@ -351,6 +351,12 @@ def topic_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
         )
     entries = _find_topic_entries(result, topic)
+    if not entries:
+        # The broker answers an unauthorised DescribeConfigs with an error and no entries (a
+        # topic always has its full config, defaults included, for one who may read it).
+        raise TopicNotAuthorized(
+            f"reading {topic}'s configs: not authorized (no DESCRIBE_CONFIGS ACL)"
+        )
     return {k: ("" if v.get("value") is None else str(v["value"])) for k, v in entries.items()}
 
 
@@ -535,14 +541,6 @@ def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[
                 remaining.discard(tp)
 
 
-class SendFailed(KafkaUnavailableError):
-    """A send was not acknowledged. ``indeterminate`` when it may still have been written."""
-
-    def __init__(self, message: str, *, indeterminate: bool) -> None:
-        super().__init__(message)
-        self.indeterminate = indeterminate
-
-
 class SendNotAuthorized(SendFailed, NotAuthorized):
     """The broker's authorizer refused the send: nothing was written, and a retry would not help.
 
@@ -562,16 +560,22 @@ def send_and_wait(
     value: bytes,
     *,
     key: bytes | None,
+    partition: int | None = None,
     timeout_s: float = 60.0,
 ) -> tuple[int, int]:
     """Send one record and wait for the broker's acknowledgement (acks=all); return (partition, offset).
+
+    ``partition`` sends to that partition (a producer's stream is bound to one); None lets the
+    partitioner choose from ``key``.
 
     Raises:
         SendFailed: not acknowledged. ``indeterminate`` is True for timeouts and lost connections,
             where the record may have been written anyway: resend the *same* bytes, never reseal.
     """
     try:
-        meta = producer.send(topic, value=value, key=key).get(timeout=timeout_s)
+        meta = producer.send(topic, value=value, key=key, partition=partition).get(
+            timeout=timeout_s
+        )
     except KafkaError as e:
         if not_authorized(e, "send") is not None:
             raise SendNotAuthorized(f"send to {topic}: not authorized", denied=e) from e
@@ -589,12 +593,14 @@ def _delivery_timeout_s(producer: Any) -> float:
 
 def send_many(
     producer: Any,
-    items: Sequence[tuple[str, bytes]],
+    items: Sequence[tuple[str, bytes, int | None]],
     *,
     key: bytes | None,
     timeout_s: float | None = None,
 ) -> list[tuple[int, int] | SendFailed]:
     """Send records without waiting between them, then wait for every acknowledgement.
+
+    Each item is ``(topic, value, partition)``; a partition of None lets the partitioner choose.
 
     Returns, in order, ``(partition, offset)`` for each acknowledged record or the
     :class:`SendFailed` that says why it was not (``indeterminate`` as in :func:`send_and_wait`).
@@ -608,14 +614,14 @@ def send_many(
     if timeout_s is None:
         timeout_s = _delivery_timeout_s(producer) + 5.0
     futures: list[Any] = []
-    for topic, value in items:
+    for topic, value, partition in items:
         try:
-            futures.append(producer.send(topic, value=value, key=key))
+            futures.append(producer.send(topic, value=value, key=key, partition=partition))
         except KafkaError as e:
             futures.append(e)
     deadline = time.monotonic() + timeout_s
     results: list[tuple[int, int] | SendFailed] = []
-    for (topic, _), future in zip(items, futures, strict=True):
+    for (topic, _, _), future in zip(items, futures, strict=True):
         try:
             if isinstance(future, KafkaError):
                 raise future
@@ -781,3 +787,107 @@ def assign_at(consumer: Any, topic: str, partition: int, offset: int) -> None:
 def position(consumer: Any, topic: str, partition: int) -> int:
     """The offset of the next record the consumer will fetch from one assigned partition."""
     return int(consumer.position(TopicPartition(topic, partition)))
+
+
+def read_partition(
+    consumer: Any,
+    topic: str,
+    partition: int,
+    start: int,
+    *,
+    timeout_s: float = 30.0,
+) -> tuple[list[Message], int]:
+    """The records of one partition from ``start`` up to its end offset as seen now, without a
+    group; returns them and the next offset to read (``start`` when there was nothing new).
+
+    Raises:
+        KafkaUnavailableError: the topic or partition does not exist, or the end was not reached
+            in time.
+    """
+    bounds = partition_bounds(consumer, topic)
+    if partition not in bounds:
+        raise KafkaUnavailableError(f"{topic} has no partition {partition}")
+    begin, end = bounds[partition]
+    start = max(start, begin)
+    if start >= end:
+        return [], start
+    assign_at(consumer, topic, partition, start)
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while position(consumer, topic, partition) < end:
+        if time.monotonic() > deadline:
+            raise KafkaUnavailableError(
+                f"could not read {topic}[{partition}] to offset {end} within {timeout_s:.0f}s"
+            )
+        out.extend(m for m in poll(consumer, timeout_ms=200, max_records=500) if m.offset < end)
+    return out, end
+
+
+def timestamp_types(
+    bootstrap_servers: str, topics: Iterable[str], *, security: TransportSecurity | None = None
+) -> dict[str, str]:
+    """topic -> its ``message.timestamp.type`` (``LogAppendTime`` or ``CreateTime``).
+
+    Raises:
+        KafkaUnavailableError: a topic does not exist or the cluster cannot be reached.
+    """
+    return {
+        t: topic_configs(bootstrap_servers, t, security=security).get("message.timestamp.type", "")
+        for t in topics
+    }
+
+
+def partition_count(producer: Any, topic: str) -> int:
+    """How many partitions ``topic`` has now, as the producer's metadata says.
+
+    Raises:
+        KafkaUnavailableError: the topic does not exist or its metadata did not arrive.
+    """
+    try:
+        partitions = producer.partitions_for(topic)
+    except KafkaError as e:
+        raise KafkaUnavailableError(f"no metadata for {topic}: {type(e).__name__}") from e
+    if not partitions:
+        raise TopicMissing(f"topic {topic} does not exist (create it first)")
+    return len(partitions)
+
+
+def alter_topic_configs(
+    bootstrap_servers: str,
+    topic: str,
+    changes: Mapping[str, str],
+    *,
+    security: TransportSecurity | None = None,
+) -> None:
+    """Set some of a topic's configs, leaving the others as they are (incremental alter).
+
+    Raises:
+        KafkaUnavailableError: refused or unreachable.
+    """
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict(changes))],
+                incremental=True,
+            )
+        except KafkaError as e:
+            _raise_typed(e, f"altering {topic}'s configs")
+
+
+def add_partitions(
+    bootstrap_servers: str,
+    topic: str,
+    total: int,
+    *,
+    security: TransportSecurity | None = None,
+) -> None:
+    """Grow ``topic`` to ``total`` partitions (Kafka never removes partitions).
+
+    Raises:
+        KafkaUnavailableError: refused or unreachable.
+    """
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=total)})
+        except KafkaError as e:
+            _raise_typed(e, f"adding partitions to {topic}")

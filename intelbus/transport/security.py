@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from intelbus.errors import ConfigError, KafkaUnavailableError
+from intelbus.errors import (
+    ConfigError,
+    NotAuthorized,
+)
+from intelbus.files import check_private
 
 ENV_SECURITY = "INTELBUS_SECURITY"
 ENV_CA = "INTELBUS_TLS_CA"
@@ -58,19 +61,6 @@ class TlsConfig(BaseModel):
 
 
 # --- Typed errors raised at the transport boundary. --------------------------------------------------
-
-
-class TransportSecurityError(KafkaUnavailableError):
-    """The brokers refused this client for a security reason (authorization, TLS)."""
-
-
-class NotAuthorized(TransportSecurityError):
-    """The broker's authorizer denied the request: this principal lacks the ACL for it.
-
-    Not retriable: asking again with the same certificate gets the same answer.
-    """
-
-    resource_type: str = "unknown"
 
 
 class TopicNotAuthorized(NotAuthorized):
@@ -122,11 +112,8 @@ class TlsFiles:
                 raise ConfigError(f"TLS {label} file {path} does not exist")
         if not self.key_file.is_file():
             raise ConfigError(f"TLS key file {self.key_file} does not exist")
-        mode = stat.S_IMODE(self.key_file.stat().st_mode)
-        if mode & 0o077:
-            raise ConfigError(
-                f"TLS key file {self.key_file} is readable by others (mode {mode:o}); chmod 600 it"
-            )
+        # The one private-key check of the project (intelbus/files.py), as for agency keys.
+        check_private(self.key_file, what="TLS key file")
 
 
 @dataclass(frozen=True, slots=True)

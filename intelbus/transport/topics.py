@@ -7,20 +7,11 @@ back-dated by a compromised key still shows when it really reached the bus.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-
-class Family(enum.StrEnum):
-    """Record families; each has its own topic."""
-
-    SIGHTINGS = "sightings"
-    INCIDENTS = "incidents"
-    DIRECTORY = "directory"
-    HEARTBEATS = "heartbeats"
-
+from intelbus.kinds import Family
 
 DEFAULT_PREFIX = "intelbus"
 

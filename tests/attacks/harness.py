@@ -4,8 +4,8 @@ Every case feeds hostile records to a :class:`tests.simulator.SimulatedConsumer`
 and the real SQLite store) and asserts three things, as python-tuf does for each attack:
 
 1. the exact reason code of the typed error (``Rejected.reason``);
-2. the quarantine row the store now holds: the raw bytes, byte for byte, at its offset, with that
-   reason;
+2. the quarantine row the store now holds at its offset, with that reason: a bounded prefix of
+   the raw bytes (byte for byte), their size and digest;
 3. trusted state unchanged: stored rows, receipts, amendments and chain high-water marks are
    exactly as before, and the offsets moved only past the hostile records (the consumer commits
    past what it quarantined, so a poison record is read once, not for ever).
@@ -15,17 +15,20 @@ Each case also appends a line to the report card's input (:mod:`tests.attacks.re
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
-from consumers.pipeline import RawRecord, Rejected
+from consumers.pipeline import RawRecord
 from intelbus.envelope.verify import record_digest
 from intelbus.envelope.wire import parse
 from intelbus.errors import ReasonCode
 from intelbus.records import Sighting
 from intelbus.samples import feed
-from tests.attacks.report import attack_result
+from intelbus.trust.judge import QUARANTINE_PREFIX_BYTES, stream_key
+from intelbus.trust.model import Effect
+from tests.attacks.report import attack_result, genuine_result
 from tests.simulator import SIGHTINGS, BusSimulator, SimulatedConsumer, TrustedState
 
 
@@ -45,13 +48,13 @@ def inject(
     value: bytes,
     *,
     topic: str = SIGHTINGS,
+    partition: int | None = None,
     appended_at: datetime | None = None,
 ) -> RawRecord:
-    """Append hostile bytes to the simulated topic (as anyone with write access could)."""
-    offset = sum(1 for r in sim.log if r.topic == topic)
-    raw = RawRecord(topic, 0, offset, value, appended_at or datetime.now(UTC))
-    sim.log.append(raw)
-    return raw
+    """Append hostile bytes to the simulated topic (as anyone with write access could), on CST's
+    partition unless another is given."""
+    where = sim.partition_of("cst") if partition is None else partition
+    return sim.append(topic, value, partition=where, appended_at=appended_at)
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,13 @@ def _expected_chain(
     for raw in authentic:
         sealed = parse(raw.value)
         h = sealed.header
-        chain[(h.producer_id, h.topic)] = (
+        k = stream_key(h, raw.partition)
+        label = f"{k.topic}/{k.partition}/{k.epoch}"
+        chain[(h.producer_id, label)] = (
             h.producer_id,
-            h.topic,
+            label,
             h.sequence,
-            record_digest(sealed.signed_bytes),
+            record_digest(sealed.signed_bytes, h.format_version),
         )
     return tuple(sorted(chain.values()))
 
@@ -108,7 +113,7 @@ def attack(
     before = consumer.trusted_state()
     results = consumer.deliver(raws)
     after = consumer.trusted_state()
-    reasons = tuple(r.reason if isinstance(r, Rejected) else None for r in results)
+    reasons = tuple(v.reason for v in results)
     chain = _expected_chain(before, raws if authentic else [])
     unchanged = (
         (after.records, after.summary) == (before.records, before.summary)
@@ -126,7 +131,12 @@ def attack(
     for raw, reason in zip(raws, reasons, strict=True):
         row = rows.get((raw.topic, raw.partition, raw.offset))
         assert row is not None, f"{case}: no quarantine row at offset {raw.offset}"
-        assert (bytes(row.raw), row.reason) == (raw.value, str(reason))
+        assert (row.raw_prefix, row.raw_size, row.reason) == (
+            raw.value[:QUARANTINE_PREFIX_BYTES],
+            len(raw.value),
+            str(reason),
+        )
+        assert row.raw_digest == hashlib.blake2b(raw.value, digest_size=32).digest()
     assert (after.records, after.summary) == (before.records, before.summary), f"{case}: rows"
     assert after.chain == chain, f"{case}: chain high-water marks moved"
     assert after.offsets == _advanced(before, raws), f"{case}: offsets not just past the batch"
@@ -166,3 +176,31 @@ def _report(
             reason=str(observed) if observed is not None else "none",
             trusted_state_unchanged=unchanged,
         )
+
+
+def genuine_flows(
+    consumer: SimulatedConsumer,
+    sim: BusSimulator,
+    *,
+    case: str,
+    count: int = 3,
+    publisher: str = "cst",
+) -> list[str]:
+    """After an attack, CST's next genuine records must still be kept, every one of them: publish
+    ``count`` fresh sightings through the real publisher, deliver them, assert each is stored.
+    Returns their record ids. Reported as the "genuine records lost to an attack" figure."""
+    pub = sim.publisher(publisher)
+    start = len(sim.log)
+    ids = [pub.publish(sighting(seed=900 + i)).record_id for i in range(count)]
+    verdicts = consumer.deliver(sim.log[start:])
+    kept = sum(1 for v in verdicts if v.accepted and v.effect is Effect.STORED)
+    genuine_result(case=case, source="simulated", published=count, kept=kept)
+    lost = [
+        (v.record_id, v.reason) for v in verdicts if not (v.accepted and v.effect is Effect.STORED)
+    ]
+    assert not lost, f"{case}: genuine records lost after the attack: {lost}"
+    for rid in ids:
+        view = consumer.stored(rid, publisher)
+        assert view is not None, f"{case}: {rid} not live"
+        assert view.status == "live", f"{case}: {rid} not live"
+    return ids

@@ -7,6 +7,8 @@ JSON line to it (JSON Lines, one object per line; the report-card builder reads 
   "outcome": "rejected"|"accepted", "reason", "trusted_state_unchanged"}``
 * fuzz: ``{"suite": "fuzz", "target", "examples", "typed_errors", "crashes"}``, where a crash is
   an exception outside the typed hierarchy (:class:`~intelbus.errors.IntelbusError`).
+* genuine: ``{"suite": "genuine", "case", "source", "published", "kept"}``: after an attack, how
+  many of CST's genuine records published next were kept; ``published - kept`` were lost to it.
 
 Unset, every call is a no-op. Lines are appended with one ``write`` on a file opened in append
 mode, so parallel writers (pytest-xdist workers) do not interleave within a line.
@@ -17,11 +19,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 REPORT_ENV = "INTELBUS_ATTACK_REPORT"
+T = TypeVar("T")
 
 
 def _append(line: dict[str, object]) -> None:
@@ -57,6 +60,55 @@ def attack_result(
     )
 
 
+#: The longest exception description a :class:`FuzzRun` keeps (type name and a cut-down repr).
+CRASH_TEXT_MAX = 160
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``TypeName: repr`` of an exception, the repr cut to keep the text short.
+
+    The repr is cut so a report or an assertion message carries little of the input that caused
+    the exception: Hypothesis prints the (shrunk) input itself when a test fails.
+    """
+    text = f"{type(exc).__name__}: {exc!r}"
+    return text if len(text) <= CRASH_TEXT_MAX else text[: CRASH_TEXT_MAX - 3] + "..."
+
+
+@dataclass(frozen=True)
+class FuzzRun(Generic[T]):
+    """What one :meth:`FuzzTally.run` call saw. It has no truth value: inspect its fields.
+
+    * ``returned``: ``fn`` returned (``value`` is what it returned);
+    * ``typed_error``: ``fn`` raised one of the typed exceptions (``error`` is it);
+    * ``crash``: ``fn`` raised anything else; ``crash`` describes it (:func:`describe_exception`)
+      and ``error`` is it. Assert on it: ``assert r.crash is None, r.crash``.
+    """
+
+    returned: bool
+    value: T | None = None
+    error: Exception | None = field(default=None, repr=False, compare=False)
+    crash: str | None = None
+
+    @property
+    def typed_error(self) -> bool:
+        return self.error is not None and self.crash is None
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a FuzzRun has no truth value: check .crash (and .returned) explicitly, "
+            "e.g. `assert r.crash is None, r.crash`"
+        )
+
+
+def genuine_result(
+    *, case: str, source: Literal["simulated", "broker"], published: int, kept: int
+) -> None:
+    """Record how CST's genuine feed fared after an attack (a no-op unless the env is set)."""
+    _append(
+        {"suite": "genuine", "case": case, "source": source, "published": published, "kept": kept}
+    )
+
+
 @dataclass
 class FuzzTally:
     """Counts for one fuzz target: examples run, typed errors seen, crashes (untyped errors)."""
@@ -66,22 +118,23 @@ class FuzzTally:
     typed_errors: int = 0
     crashes: int = 0
 
-    def run(self, fn: Callable[[], object], typed: tuple[type[BaseException], ...]) -> bool:
-        """Call ``fn``: True if it returned, False on a typed error; an untyped one is re-raised.
+    def run(self, fn: Callable[[], T], typed: tuple[type[Exception], ...]) -> FuzzRun[T]:
+        """Call ``fn`` once and count the outcome; never raises what ``fn`` raised.
 
-        A crash is counted before it propagates, so the test (and Hypothesis's shrinking) still
-        sees it and fails.
+        An exception outside ``typed`` is a crash: counted and described in the result, not
+        re-raised. The caller must assert on it (``assert r.crash is None, r.crash``) so the crash
+        fails the test through that assertion (and Hypothesis shrinks on the AssertionError).
         """
         self.examples += 1
         try:
-            fn()
-        except typed:
+            value = fn()
+        except typed as e:
             self.typed_errors += 1
-            return False
-        except Exception:
+            return FuzzRun(returned=False, error=e)
+        except Exception as e:  # noqa: BLE001 - a crash is recorded, and the caller asserts on it
             self.crashes += 1
-            raise
-        return True
+            return FuzzRun(returned=False, error=e, crash=describe_exception(e))
+        return FuzzRun(returned=True, value=value)
 
     def write(self) -> None:
         """Append this target's line (a no-op unless ``INTELBUS_ATTACK_REPORT`` is set)."""

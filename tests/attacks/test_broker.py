@@ -4,12 +4,15 @@ One federation (the demo's, from tests/integration/test_end_to_end.py, plus a se
 ``rogue`` and a producer ``leaky`` whose key is revoked) on the session broker. Genuine records and
 hostile ones are appended to the real topics, then Herts's consumer runs until idle. Asserted:
 
-* the consumer run returns (0 crashes from hostile input) and commits past every bad record:
-  the store's offsets and the group's Kafka offsets both reach the log end;
+* the consumer run returns (0 crashes from hostile input: an exception from it is recorded and
+  fails its own test, it does not vanish in the fixture) and commits past every bad record: the
+  store's offsets and the group's Kafka offsets both reach the log end;
 * each hostile record has its quarantine row, at the offset the broker gave it, with the exact
   reason code, and its raw bytes (the compression bomb's 32 MiB value aside, checked by size);
 * trusted state: exactly the genuine records are stored, nothing amended, CST's chain ends at its
-  last genuine record with no gap.
+  last genuine record with no gap;
+* the auditor, replaying the same topic, flags every hostile record at the same offset with the
+  consumer's reason code, and exits 1.
 
 Compression bomb: a gzip batch whose one record inflates to 32 MiB (about 32 KiB on the wire).
 The bus's topics store batches uncompressed (``compression.type=uncompressed``), so the broker
@@ -21,32 +24,35 @@ decodes in the consumer, for topics made before that setting: see the last test.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from consumers.agency import Stats
 from intelbus.cli import demo_cmd
-from intelbus.cli.publish_cmd import build_publisher
+from intelbus.cli.main import app
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import sign
-from intelbus.envelope import RecordKind, seal
+from intelbus.envelope import seal
 from intelbus.envelope.verify import record_digest
-from intelbus.envelope.wire import SIGN_PREFIX, encode_body, encode_header, parse
-from intelbus.errors import ReasonCode
+from intelbus.envelope.wire import SIGN_PREFIX_V2, encode_body, encode_header, parse
+from intelbus.errors import ReasonCode, SendFailed
 from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family, RecordKind
 from intelbus.records import Retraction
 from intelbus.store import open_store
 from intelbus.transport import kafka as transport
-from intelbus.transport.kafka import SendFailed
-from intelbus.transport.topics import Family, TopicSpec, topic_name
+from intelbus.transport.topics import TopicSpec, topic_name
 from producers.config import ProducerConfig
-from tests.attacks.report import attack_result
+from producers.publisher import build_publisher
+from tests.attacks.report import attack_result, genuine_result
 from tests.integration.test_end_to_end import Federation, _sighting
 
 pytestmark = pytest.mark.kafka
@@ -66,7 +72,7 @@ class Scenario:
     # case -> the broker's error for a send it refused (the record never reached the log)
     refused: dict[str, str] = field(default_factory=dict)
     stats: Stats | None = None
-    crashes: int = 0
+    crash: str | None = None  # the exception the consumer run raised, if any
 
 
 def _signed_by_admins(fed: Federation, doc: SignedDirectory) -> SignedDirectory:
@@ -147,12 +153,20 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
         bootstrap, compression_type="gzip", max_request_size=2 * BOMB_BYTES
     )
 
+    cst_partition = parse(value_a).header.partition
+    assert cst_partition is not None
+
     def send(
-        case: str, value: bytes, reason: ReasonCode, topic: str = sightings, key: bytes = b"cst"
+        case: str,
+        value: bytes,
+        reason: ReasonCode,
+        topic: str = sightings,
+        partition: int | None = None,
     ) -> None:
-        # Keyed like the producer it claims to be: the same partition as that producer's stream.
-        partition, offset = transport.send_and_wait(raw, topic, value, key=key)
-        s.hostile[case] = (topic, partition, offset, value)
+        # On the partition of the stream it claims to continue (CST's), as an attacker would.
+        where = cst_partition if partition is None else partition
+        _, offset = transport.send_and_wait(raw, topic, value, key=b"cst", partition=where)
+        s.hostile[case] = (topic, where, offset, value)
         s.expected[case] = reason
 
     try:
@@ -168,6 +182,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
         )
         send("cross_topic_copy", value_a, R.BINDING_MISMATCH, topic=incidents)
         send("replay_new_offset", value_a, R.CHAIN_REPLAY)
+        send("replay_newest", value_b, R.CHAIN_DUPLICATE)
+        send(
+            "copy_other_partition",
+            value_b,
+            R.BINDING_MISMATCH,
+            partition=(cst_partition + 1) % len(transport.end_offsets(bootstrap, sightings)),
+        )
         common = {
             "environment": demo_cmd.ENVIRONMENT,
             "topic": sightings,
@@ -177,6 +198,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
             "schema_fingerprint": bytes(32),
             "payload": b"forged",
             "recipients": [herts_key],
+            "partition": cst_partition,
         }
         send("forged", seal(AgencyIdentity.generate("cst"), **common).data, R.UNKNOWN_KEY)  # type: ignore[arg-type]
         send("revoked_key", seal(extra["leaky"], **common).data, R.KEY_REVOKED)  # type: ignore[arg-type]
@@ -187,7 +209,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
             kind=RecordKind.SIGHTING,
             fingerprint=fp,
             payload=good[:37] + b"\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x01" * 8,
-            keys=[herts_key],
+            # The inspectorate too, so the auditor can see inside it as Herts does.
+            keys=[herts_key, publisher.directory.recipient_key("inspectorate", now)],
             record_id=uuid.uuid4(),
         )
         s.hostile["avro_bomb"] = (sightings, bomb.partition, bomb.offset, b"")
@@ -223,11 +246,17 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
                 key_id=rogue.key_id,
                 sequence=head.next_sequence,
                 prev_digest=head.last_digest,
+                partition=head.partition,
             )
         )
         body = encode_body(as_rogue, pa.nonce, pa.ciphertext)
-        send("forwarding", body + rogue.sign(SIGN_PREFIX + body), R.DECRYPTION_FAILED, key=b"rogue")
-        assert record_digest(body) != record_digest(pa.signed_bytes)
+        send(
+            "forwarding",
+            body + rogue.sign(SIGN_PREFIX_V2 + body),
+            R.DECRYPTION_FAILED,
+            partition=head.partition,
+        )
+        assert record_digest(body, 2) != record_digest(pa.signed_bytes, 2)
     finally:
         rogue_pub.close()
         raw.close()
@@ -237,9 +266,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
     s.genuine.append(last.record_id)
     try:
         s.stats = fed.consume("herts-police")
-    except Exception:
-        s.crashes += 1
-        raise
+    except Exception as e:  # noqa: BLE001 - recorded, and asserted by its own test
+        s.crash = f"{type(e).__name__}: {e}"
     return s
 
 
@@ -266,11 +294,13 @@ def _store_view(s: Scenario) -> dict[str, object]:
 def _trusted_state_held(s: Scenario, view: dict[str, object]) -> bool:
     chain = view["chain"]
     assert isinstance(chain, dict)
-    cst = chain.get(("cst", s.sightings))
+    cst = [c for k, c in chain.items() if (k.producer_id, k.topic) == ("cst", s.sightings)]
     return (
         view["ids"] == set(s.genuine)
         and view["retracted"] == []
-        and cst is not None
+        # One CST stream on the sightings topic (one partition, one key), with nothing missing.
+        and len(cst) == 1
+        and cst[0].gaps == ()
         and s.stats is not None
         and s.stats.gaps == 0
     )
@@ -298,11 +328,51 @@ def test_every_hostile_record_is_quarantined_with_its_reason(scenario: Scenario)
         assert row is not None, f"{case}: no quarantine row at {topic}/{partition}@{offset}"
         assert row.reason == s.expected[case].value, case
         if isinstance(value, int):
-            assert len(row.raw) == value
+            assert row.raw_size == value
         elif value:
-            assert bytes(row.raw) == value, case
+            assert (bytes(row.raw), row.raw_size) == (value[:4096], len(value)), case
     assert s.stats is not None
     assert s.stats.quarantined == {r.value: n for r, n in _count(s.expected).items()}
+
+
+def test_the_auditor_flags_every_hostile_record_with_the_consumer_s_reason(
+    scenario: Scenario,
+) -> None:
+    """The inspectorate replays the sightings topic with public keys only (and its own key):
+    every hostile record is a finding at the same offset with the same reason code as the
+    consumer's quarantine row, the genuine records none, and the audit exits 1."""
+    s = scenario
+    report = s.fed.root / "audit.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            "replay",
+            "--topic",
+            s.sightings,
+            "--directory",
+            str(s.fed.root / "directory"),
+            "--bootstrap-servers",
+            s.fed.bootstrap,
+            "--key-file",
+            str(s.fed.root / "keys" / "inspectorate.key"),
+            "--report",
+            str(report),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    findings = json.loads(report.read_text())["findings"]
+    found = {
+        (f["topic"], f["partition"], f["offset"]): f["reason"]
+        for f in findings
+        if f["severity"] == "integrity" or f["reason"] == "chain_duplicate"
+    }
+    for case, (topic, partition, offset, _) in sorted(s.hostile.items()):
+        if topic != s.sightings:
+            continue
+        assert found.get((topic, partition, offset)) == s.expected[case].value, case
+    hostile = {(t, p, o) for t, p, o, _ in s.hostile.values()}
+    assert set(found) <= hostile, sorted(set(found) - hostile)
 
 
 def test_the_compression_bomb_is_refused_by_the_broker(scenario: Scenario) -> None:
@@ -329,6 +399,7 @@ def _count(expected: dict[str, ReasonCode]) -> dict[ReasonCode, int]:
 def test_trusted_state_holds_exactly_the_genuine_records(scenario: Scenario) -> None:
     """Stored: exactly the three genuine records, none retracted, CST's chain with no gap."""
     s = scenario
+    assert s.crash is None, f"the consumer raised {s.crash}"
     view = _store_view(s)
     assert view["ids"] == set(s.genuine)
     assert view["retracted"] == []
@@ -336,7 +407,11 @@ def test_trusted_state_holds_exactly_the_genuine_records(scenario: Scenario) -> 
     assert isinstance(summary, dict)
     assert summary["amendments_applied"] == 0
     assert s.stats is not None
-    assert (s.stats.stored, s.stats.gaps) == (1, 0)  # the last genuine record, after the attacks
+    # The last genuine record, published after every attack: the only one this run could store.
+    genuine_result(
+        case="broker.after_every_attack", source="broker", published=1, kept=s.stats.stored
+    )
+    assert (s.stats.stored, s.stats.gaps) == (1, 0)
     assert _trusted_state_held(s, view)
 
 
@@ -345,7 +420,7 @@ def test_the_consumer_never_crashed_and_committed_past_every_bad_record(
 ) -> None:
     """0 crashes; the store's offsets and the group's Kafka offsets are at the log end."""
     s = scenario
-    assert s.crashes == 0
+    assert s.crash is None, f"the consumer raised {s.crash}"
     view = _store_view(s)
     offsets = view["offsets"]
     assert isinstance(offsets, dict)

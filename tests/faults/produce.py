@@ -23,11 +23,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from intelbus.cli.publish_cmd import build_publisher
-from intelbus.errors import IntelbusError
+from intelbus.errors import IntelbusError, PublishError
 from intelbus.transport import kafka as transport
 from producers.config import ProducerConfig
-from producers.publisher import Publisher, PublishError
+from producers.publisher import Publisher, build_publisher
 from tests.faults.history import HistoryWriter, SendEvent, Status
 from tests.faults.workspace import records
 

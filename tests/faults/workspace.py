@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from intelbus.cli import demo_cmd
+from intelbus.kinds import Family
 from intelbus.records import Sighting
 from intelbus.samples import feed
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, bus_topics, topic_name
+from intelbus.transport.topics import bus_topics, topic_name
 
 FORCE = "herts-police"
 _NAMESPACE = uuid.UUID("5a1e6f2c-3d4b-4c8e-9f00-000000000f17")

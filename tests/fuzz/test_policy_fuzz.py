@@ -1,18 +1,25 @@
 """Fuzzing the sharing-policy engine (Hypothesis; settings in profile.py).
 
-* ``policy.decide``: random valid policies and random record facts. ``decide`` never raises, and
-  agrees with an independent reading of the rules (first match wins, default deny, handling
-  conditions checked before any rule); a record whose conditions are not accepted is never kept.
+* ``policy.decide``: random policies and random record facts. A rule whose ``kinds`` lists only
+  amendment kinds is refused at load; otherwise ``decide`` never raises, and agrees with an
+  independent reading of the rules (first match wins, default deny, handling conditions checked
+  before any rule, ``correction``/``retraction`` in ``kinds`` have no effect); a record whose
+  conditions are not accepted is never kept.
+* ``policy.redact``: random JSON-like payloads (nested dicts and lists) and random dotted paths:
+  ``redact`` never raises, never changes its input, and agrees with an independent (recursive)
+  reading of the paths (a step through a list applies to every element).
 * ``policy.load_mutated``: the committed policy files, mutated byte by byte (and random bytes):
   loading gives a valid policy or :class:`~intelbus.errors.ConfigError`, nothing else.
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +27,7 @@ from intelbus.cli import demo_cmd
 from intelbus.errors import ConfigError
 from intelbus.policy.decide import CONDITIONS_RULE_ID, decide
 from intelbus.policy.facts import CLASSIFICATION_ORDER, Classification, RecordFacts, Tlp
+from intelbus.policy.redact import REDACTED, redact
 from intelbus.policy.rules import DEFAULT_RULE_ID, Action, PolicySpec, SharingPolicy
 from tests.attacks.report import FuzzTally
 from tests.fuzz.profile import FUZZ
@@ -27,6 +35,7 @@ from tests.fuzz.profile import FUZZ
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 AREAS = ["HERTFORDSHIRE", "METROPOLITAN", "GREATER_MANCHESTER", "KENT"]
 KINDS = ["sighting", "incident", "correction", "retraction"]
+JUDGED = {"sighting", "incident"}  # amendment kinds in a rule's kinds have no effect
 CONDITIONS = ["no-onward-disclosure", "no-publication", "police-only"]
 
 
@@ -59,7 +68,12 @@ _specs = st.builds(
             {
                 **r,
                 "id": f"r{i}",
-                **({"redact": ["victim_details"]} if r["action"] == "redact" else {}),
+                # Fields of both sighting and incident: valid whatever the rule's kinds.
+                **(
+                    {"redact": ["reporter_ref", "place.site_name"]}
+                    if r["action"] == "redact"
+                    else {}
+                ),
             }
             for i, r in enumerate(rules)
         ],
@@ -85,7 +99,7 @@ _facts = st.builds(
 def _matches(rule: dict[str, object], spec: dict[str, object], f: RecordFacts) -> bool:
     """The rules as the policy module's docstring states them, read independently."""
     own = set(spec["own_force_areas"])  # type: ignore[call-overload]
-    if "kinds" in rule and f.kind not in rule["kinds"]:  # type: ignore[operator]
+    if "kinds" in rule and f.kind not in JUDGED & set(rule["kinds"]):  # type: ignore[call-overload]
         return False
     if "tlp" in rule and f.tlp.value not in rule["tlp"]:  # type: ignore[operator]
         return False
@@ -129,16 +143,22 @@ def test_decide_agrees_with_the_rules_read_independently() -> None:
     @FUZZ
     @given(spec=_specs, facts=_facts)
     def run(spec: dict[str, object], facts: RecordFacts) -> None:
+        rules = spec["rules"]
+        assert isinstance(rules, list)
+        amendments_only = [r["id"] for r in rules if "kinds" in r and not JUDGED & set(r["kinds"])]
+        if amendments_only:  # it would match nothing: refused, naming the rule
+            with pytest.raises(ConfigError, match=f"rule {amendments_only[0]}: kinds "):
+                SharingPolicy.from_spec(PolicySpec.model_validate(spec))
+            return
         policy = SharingPolicy.from_spec(PolicySpec.model_validate(spec))
-        got: list[object] = []
-        tally.run(lambda: got.append(decide(policy, facts, NOW)), ())
-        decision = decide(policy, facts, NOW)
+        r = tally.run(lambda: decide(policy, facts, NOW), ())
+        assert r.crash is None, f"decide raised: {r.crash}"
+        decision = r.value
+        assert decision is not None
         accepted = set(spec["accepted_conditions"])  # type: ignore[call-overload]
         if facts.handling_code == "C" and not set(facts.conditions) <= accepted:
             assert (decision.action, decision.rule_id) == (Action.WITHHOLD, CONDITIONS_RULE_ID)
             return
-        rules = spec["rules"]
-        assert isinstance(rules, list)
         first = next((r for r in rules if _matches(r, spec, facts)), None)
         if first is None:
             assert (decision.action, decision.rule_id) == (Action.WITHHOLD, DEFAULT_RULE_ID)
@@ -173,9 +193,66 @@ def test_mutated_policy_files_load_or_fail_typed() -> None:
                 i = at % (len(data) + 1)
                 data[i : i + len(replacement) or i + 1] = replacement
             path.write_bytes(bytes(data))
-            tally.run(lambda: SharingPolicy.load(path), (ConfigError,))
+            r = tally.run(lambda: SharingPolicy.load(path), (ConfigError,))
+            assert r.crash is None, f"untyped exception: {r.crash}"
 
         try:
             run()
         finally:
             tally.write()
+    # Both outcomes were exercised: only refusals (or only loads) would prove half the claim.
+    assert 0 < tally.typed_errors < tally.examples, tally
+
+
+KEYS = ["a", "b", "c"]
+_json = st.recursive(
+    st.none() | st.integers(-3, 3) | st.sampled_from(["x", REDACTED]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)
+    ),
+    max_leaves=24,
+)
+_payloads = st.dictionaries(st.sampled_from(KEYS), _json, max_size=3)
+_paths = st.lists(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3).map(".".join), max_size=4)
+
+
+def _redacted(node: object, parts: list[str]) -> tuple[object, bool]:
+    """``node`` with the path ``parts`` redacted, and whether a value was replaced (read from the
+    redact module's docstring: a step through a list applies to every element; null is left)."""
+    if isinstance(node, list):
+        results = [_redacted(element, parts) for element in node]
+        return [r for r, _ in results], any(changed for _, changed in results)
+    if not isinstance(node, dict) or node.get(parts[0]) is None:
+        return node, False
+    if len(parts) == 1:
+        return {**node, parts[0]: REDACTED}, True
+    inner, changed = _redacted(node[parts[0]], parts[1:])
+    return {**node, parts[0]: inner}, changed
+
+
+def test_redact_agrees_with_the_paths_read_independently() -> None:
+    """Every value each path reaches, through any lists, is replaced; nothing else; input intact."""
+    tally = FuzzTally("policy.redact")
+
+    @FUZZ
+    @given(payload=_payloads, paths=_paths)
+    def run(payload: dict[str, object], paths: list[str]) -> None:
+        before = copy.deepcopy(payload)
+        r = tally.run(lambda: redact(payload, paths), ())
+        assert r.crash is None, f"redact raised: {r.crash}"
+        assert r.value is not None
+        out, done = r.value
+        assert payload == before
+        expected: object = before
+        expected_done = []
+        for path in paths:
+            expected, changed = _redacted(expected, path.split("."))
+            if changed:
+                expected_done.append(path)
+        assert out == expected
+        assert done == tuple(expected_done)
+
+    try:
+        run()
+    finally:
+        tally.write()

@@ -69,4 +69,12 @@ def test_fresh_consumer_with_only_the_pinned_version_reaches_the_newest(bootstra
     assert history.versions[2] == v3
     assert len(problems) == 1
     assert "ThresholdNotMet" in problems[0]
-    assert dstore.published_versions(bootstrap, topic) == {1, 2, 3, 4}
+    # Only documents that are exactly the trusted versions count as published: the forged v3
+    # does not, so a publisher would still publish the genuine one if it were missing.
+    assert dstore.published_versions(bootstrap, topic, history) == {1, 2, 3, 4}
+    missing_v3 = f"it-directory-{uuid.uuid4().hex[:8]}"
+    transport.create_topics(
+        bootstrap, [TopicSpec(missing_v3, 1, 1, audit_topic_config(min_insync_replicas=1))]
+    )
+    dstore.publish_to_topic(bootstrap, missing_v3, [v1, v2, forged_v3, v4])
+    assert dstore.published_versions(bootstrap, missing_v3, history) == {1, 2, 4}

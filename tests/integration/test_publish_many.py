@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from consumers.agency import build_consumer
 from consumers.config import ConsumerConfig
-from intelbus.cli.consume_cmd import build_consumer
-from intelbus.cli.publish_cmd import build_publisher
 from intelbus.envelope import wire
-from intelbus.policy.agreement import NoRecipients
+from intelbus.errors import NoRecipients
+from intelbus.kinds import Family
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, topic_name
+from intelbus.transport.topics import topic_name
 from producers.config import ProducerConfig
+from producers.publisher import build_publisher
 from tests.integration.test_end_to_end import Federation, _sighting
 
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 
+from intelbus.kinds import Family
 from intelbus.records import Incident
 from intelbus.samples import feed
 from intelbus.store import open_store
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import Family, topic_name
+from intelbus.transport.topics import topic_name
 from tests.integration.conftest import fresh_postgres_database
 from tests.integration.test_end_to_end import Federation, _sighting
 

@@ -21,16 +21,16 @@ from deploy.kafka.launcher import BrokerTls, LocalKafka
 from deploy.tls.certs import PRINCIPAL_MAPPING_RULES, CertificateAuthority, IssuedCert
 from intelbus.cli.main import app
 from intelbus.directory.model import DirectoryBody, Role
-from intelbus.errors import KafkaUnavailableError
+from intelbus.errors import KafkaUnavailableError, NotAuthorized
+from intelbus.kinds import Family
 from intelbus.transport import kafka as transport
 from intelbus.transport.security import (
     GroupNotAuthorized,
-    NotAuthorized,
     TlsFiles,
     TopicNotAuthorized,
     TransportSecurity,
 )
-from intelbus.transport.topics import Family, TopicSpec, bus_topics, topic_name
+from intelbus.transport.topics import TopicSpec, bus_topics, topic_name
 from tests.unit.test_acls import NOW, federation_body, with_roles
 
 NODES = 3
@@ -202,7 +202,7 @@ def test_auditor_cannot_write_anywhere(secured: Secured) -> None:
         secured.bootstrap, security=secured.sec("inspectorate"), **PRODUCER_LIMITS
     )
     try:
-        results = transport.send_many(producer, [(t, b"opaque") for t in topics], key=None)
+        results = transport.send_many(producer, [(t, b"opaque", None) for t in topics], key=None)
     finally:
         producer.close(timeout=5)
     assert all(isinstance(r, NotAuthorized) for r in results), results
@@ -237,6 +237,20 @@ def test_police_reads_with_its_own_group_and_auditor_reads_everything(secured: S
             assert transport.partition_bounds(auditor, t) == {0: (0, secured.ends(t)[0])}
     finally:
         auditor.close()
+
+
+def test_consumers_and_auditors_may_check_the_timestamp_type_their_acls_allow(
+    secured: Secured,
+) -> None:
+    """Consumers and auditors refuse to start on a topic that is not LogAppendTime, so their
+    ACLs must let them read that setting (and nothing more): the force for the topics it reads,
+    the auditor for any; CST, a producer only, may not."""
+    topics = [secured.topic(Family.SIGHTINGS), secured.topic(Family.HEARTBEATS)]
+    for who in ("herts-police", "inspectorate"):
+        types = transport.timestamp_types(secured.bootstrap, topics, security=secured.sec(who))
+        assert types == dict.fromkeys(topics, "LogAppendTime"), who
+    with pytest.raises(NotAuthorized):
+        transport.timestamp_types(secured.bootstrap, topics, security=secured.sec("cst"))
 
 
 def _poll_a_while(consumer: object) -> None:

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka.acls import AclDerivationError, desired_acls, plan
+from deploy.kafka.acls import desired_acls, plan
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Agency, DirectoryBody, Role, SignedDirectory
 from intelbus.directory.trust import sign
+from intelbus.errors import AclDerivationError
 from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
 from intelbus.transport.security import AclBinding, AclOperation, AclPattern, AclResource
-from intelbus.transport.topics import Family, topic_name
+from intelbus.transport.topics import topic_name
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -117,12 +119,16 @@ def test_producer_writes_and_describes_only_its_own_topics() -> None:
 
 
 def test_consumer_reads_every_published_topic_and_only_its_own_group() -> None:
-    """A force reads all producers' topics plus the directory, with one LITERAL group of its own."""
+    """A force reads all producers' topics (and may check their timestamp type) plus the
+    directory, with one LITERAL group of its own."""
     acls = desired_acls(federation_body(P), prefix=P, now=NOW)
     expected = {
         ("read", "topic", SIGHTINGS),
         ("read", "topic", HEARTBEATS),
         ("read", "topic", OTHER),
+        ("describe_configs", "topic", SIGHTINGS),
+        ("describe_configs", "topic", HEARTBEATS),
+        ("describe_configs", "topic", OTHER),
         ("read", "topic", DIRECTORY),
         ("read", "group", f"{P}.herts-police"),
     }
@@ -132,9 +138,14 @@ def test_consumer_reads_every_published_topic_and_only_its_own_group() -> None:
 
 
 def test_auditor_reads_everything_and_writes_nothing() -> None:
-    """The auditor gets READ on the topic wildcard and no other operation at all."""
+    """The auditor gets READ (and DESCRIBE_CONFIGS, to check the timestamp type) on the topic
+    wildcard and no other operation at all."""
     acls = desired_acls(federation_body(P), prefix=P, now=NOW)
-    assert {("read", "topic", "*"), ("read", "topic", DIRECTORY)} == of(acls, "inspectorate")
+    assert {
+        ("read", "topic", "*"),
+        ("describe_configs", "topic", "*"),
+        ("read", "topic", DIRECTORY),
+    } == of(acls, "inspectorate")
 
 
 def test_nobody_but_producers_and_admins_may_write() -> None:
@@ -192,5 +203,8 @@ def test_granting_a_role_adds_only_its_bindings() -> None:
         ("read", "topic", SIGHTINGS),
         ("read", "topic", HEARTBEATS),
         ("read", "topic", OTHER),
+        ("describe_configs", "topic", SIGHTINGS),
+        ("describe_configs", "topic", HEARTBEATS),
+        ("describe_configs", "topic", OTHER),
         ("read", "group", f"{P}.cst"),
     }

@@ -15,20 +15,18 @@ import pytest
 
 from intelbus import _nacl
 from intelbus.directory import edit
-from intelbus.directory.model import (
-    AdminKey,
+from intelbus.directory.model import AdminKey, DirectoryBody, Role, Signature, SignedDirectory
+from intelbus.directory.trust import DirectoryHistory, sign
+from intelbus.errors import (
     BadVersion,
-    DirectoryBody,
     DirectoryExpired,
     InvalidDirectory,
-    Role,
-    Signature,
-    SignedDirectory,
+    KeyNotValid,
+    KeyRevoked,
     ThresholdNotMet,
+    UnknownKey,
 )
-from intelbus.directory.trust import DirectoryHistory, sign
-from intelbus.errors import KeyNotValid, KeyRevoked, UnknownKey
-from intelbus.identity import AgencyIdentity
+from intelbus.identity import AgencyIdentity, derive_key_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SIGHTINGS = "intelbus.sightings"
@@ -343,18 +341,34 @@ def test_a_removed_agency_is_refused_after_removal() -> None:
         history.resolve_signing_key(CST.public.key_id, "cst", SIGHTINGS, gone + timedelta(days=1))
 
 
+def _with_cst_keys(raw: bytes, sign_public: bytes, enc_public: bytes) -> bytes:
+    """``raw`` with CST's public keys replaced, and its key id recomputed to match them.
+
+    Only the keys themselves are then wrong: a stale key id would be refused on its own.
+    """
+    old = CST.public
+    for value in (old.sign_public, old.enc_public, old.key_id):
+        assert raw.count(value.hex().encode()) == 1
+    return (
+        raw.replace(old.sign_public.hex().encode(), sign_public.hex().encode())
+        .replace(old.enc_public.hex().encode(), enc_public.hex().encode())
+        .replace(old.key_id.hex().encode(), derive_key_id(sign_public, enc_public).hex().encode())
+    )
+
+
 def test_invalid_public_keys_are_refused_when_added() -> None:
     """The identity point (a small-order Ed25519 key) cannot be registered."""
     _, v2 = _with_cst()
     raw = v2.to_bytes()
-    identity_point = (b"\x01" + b"\x00" * 31).hex().encode()
-    tampered = raw.replace(CST.public.sign_public.hex().encode(), identity_point)
-    with pytest.raises(InvalidDirectory):
-        SignedDirectory.from_bytes(tampered)
-    small_order_x25519 = (b"\x00" * 32).hex().encode()
-    tampered = raw.replace(CST.public.enc_public.hex().encode(), small_order_x25519)
-    with pytest.raises(InvalidDirectory):
-        SignedDirectory.from_bytes(tampered)
+    other = AgencyIdentity.generate("cst").public
+    # The same edit with good keys is accepted: the refusals below are about the keys.
+    SignedDirectory.from_bytes(_with_cst_keys(raw, other.sign_public, other.enc_public))
+    identity_point = b"\x01" + b"\x00" * 31
+    with pytest.raises(InvalidDirectory, match=r"invalid Ed25519 public key"):
+        SignedDirectory.from_bytes(_with_cst_keys(raw, identity_point, CST.public.enc_public))
+    small_order_x25519 = b"\x00" * 32
+    with pytest.raises(InvalidDirectory, match=r"invalid X25519 public key \(small order\)"):
+        SignedDirectory.from_bytes(_with_cst_keys(raw, CST.public.sign_public, small_order_x25519))
 
 
 def test_documents_round_trip_byte_for_byte() -> None:

@@ -19,8 +19,8 @@ from intelbus.envelope import (
     MAX_RECIPIENTS,
     MAX_RECORD_BYTES,
     DataKeyCache,
-    RecordKind,
     Sealed,
+    VerifiedRecord,
     open_record,
     parse,
     seal,
@@ -29,11 +29,17 @@ from intelbus.envelope import (
 from intelbus.envelope.datakey import new_data_key, wrap_data_key
 from intelbus.envelope.seal import _seal_from_parts
 from intelbus.envelope.wire import (
-    AEAD_PREFIX,
-    SIGN_PREFIX,
+    FIXED_BYTES,
+    FIXED_BYTES_V2,
+    FORMAT_V1,
+    FORMAT_V2,
+    MAX_PARTITION,
+    NO_TARGET,
     EnvelopeHeader,
+    aead_prefix,
     encode_body,
     encode_header,
+    sign_prefix,
 )
 from intelbus.errors import (
     BadSignature,
@@ -49,10 +55,12 @@ from intelbus.errors import (
     UnknownKey,
 )
 from intelbus.identity import AgencyIdentity, PublicIdentity, StaticKeyRing
+from intelbus.kinds import RecordKind
 
 ENV = "test"
 TOPIC = "intelbus.sightings"
 FP = bytes.fromhex("0123456789abcdef")
+PARTITION = 2  # the partition the test records are bound to (format v2)
 FAST = {"opslimit": argon2id.OPSLIMIT_MIN, "memlimit": argon2id.MEMLIMIT_MIN}
 
 
@@ -79,28 +87,60 @@ def _seal(
     prev: bytes = bytes(32),
     topic: str = TOPIC,
     datakeys: DataKeyCache | None = None,
+    partition: int | None = PARTITION,
+    kind: RecordKind = RecordKind.SIGHTING,
+    target: uuid.UUID | None = None,
+    format_version: int = FORMAT_V2,
 ) -> Sealed:
     return seal(
         signer,
         environment=ENV,
         topic=topic,
-        kind=RecordKind.SIGHTING,
+        kind=kind,
         sequence=sequence,
         prev_digest=prev,
         schema_fingerprint=FP,
         payload=payload,
         recipients=[r.public for r in (recipients or [MET])],
         datakeys=datakeys,
+        partition=partition,
+        target_record_id=target,
+        format_version=format_version,
     )
 
 
-def _verify(data: bytes, ring: StaticKeyRing = RING, *, topic: str = TOPIC, env: str = ENV):
-    return verify(data, ring, expected_environment=env, expected_topic=topic)
+def _verify(
+    data: bytes,
+    ring: StaticKeyRing = RING,
+    *,
+    topic: str = TOPIC,
+    env: str = ENV,
+    partition: int | None = PARTITION,
+) -> VerifiedRecord:
+    """Verify as a reader of ``topic``'s ``partition`` (offline: a static ring has no times)."""
+    return verify(
+        data,
+        ring,
+        expected_environment=env,
+        expected_topic=topic,
+        expected_partition=partition,
+        witnessed_at=None,
+    )
 
 
-def _resign(signer: AgencyIdentity, header: EnvelopeHeader, nonce: bytes, ct: bytes) -> bytes:
+def _resign(
+    signer: AgencyIdentity,
+    header: EnvelopeHeader,
+    nonce: bytes,
+    ct: bytes,
+    *,
+    prefix_version: int | None = None,
+) -> bytes:
+    """Assemble and sign a record as a holder of ``signer``'s key would (with the header's own
+    format version's prefix unless ``prefix_version`` names another)."""
     body = encode_body(encode_header(header), nonce, ct)
-    return body + signer.sign(SIGN_PREFIX + body)
+    version = header.format_version if prefix_version is None else prefix_version
+    return body + signer.sign(sign_prefix(version) + body)
 
 
 # --- Round trips ------------------------------------------------------------------------------------
@@ -139,10 +179,12 @@ def test_digest_chains_records() -> None:
 # --- Arbitrary data: every bit flip, every truncation, trailing bytes ------------------------------------
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_every_single_bit_flip_is_rejected_with_a_typed_error(n: int) -> None:
+@pytest.mark.parametrize(
+    ("n", "version"), [(1, FORMAT_V2), (3, FORMAT_V2), (1, FORMAT_V1)], ids=["1-v2", "3-v2", "1-v1"]
+)
+def test_every_single_bit_flip_is_rejected_with_a_typed_error(n: int, version: int) -> None:
     """No single-bit change anywhere in a record verifies, and every rejection is an EnvelopeError."""
-    data = _seal(b"drone overhead", [MET, HERTS, GMP][:n]).data
+    data = _seal(b"drone overhead", [MET, HERTS, GMP][:n], format_version=version).data
     reasons = set()
     for i in range(len(data) * 8):
         flipped = bytearray(data)
@@ -201,6 +243,7 @@ def test_seal_refuses_too_many_recipients() -> None:
             schema_fingerprint=FP,
             payload=b"x",
             recipients=many,
+            partition=0,
         )
 
 
@@ -220,6 +263,7 @@ def test_seal_refuses_bad_ids(field: str, value: str) -> None:
             schema_fingerprint=FP,
             payload=b"x",
             recipients=[MET.public],
+            partition=0,
             **kwargs,
         )
 
@@ -259,7 +303,7 @@ def test_forwarding_resigned_with_the_forwarders_key_is_refused() -> None:
     original = parse(_seal(b"report").data).header
     header = replace(original, key_id=MET.key_id, recipients=dk.wraps)
     nonce = _nacl.random_bytes(24)
-    ct = _nacl.aead_encrypt(dk.key, nonce, payload, AEAD_PREFIX + encode_header(header))
+    ct = _nacl.aead_encrypt(dk.key, nonce, payload, aead_prefix(2) + encode_header(header))
     forged = _resign(MET, header, nonce, ct)
     with pytest.raises(KeyNotValid):
         _verify(forged)
@@ -271,7 +315,14 @@ def test_forwarding_resigned_with_the_forwarders_key_is_refused() -> None:
             return MET.public
 
     with pytest.raises(BindingMismatch):
-        verify(forged, CarelessResolver(), expected_environment=ENV, expected_topic=TOPIC)
+        verify(
+            forged,
+            CarelessResolver(),
+            expected_environment=ENV,
+            expected_topic=TOPIC,
+            expected_partition=PARTITION,
+            witnessed_at=None,
+        )
 
 
 def test_forwarded_record_not_listing_the_agency_cannot_be_opened_by_it() -> None:
@@ -355,6 +406,170 @@ def test_cross_environment_copy_is_binding_mismatch() -> None:
         _verify(_seal().data, env="prod")
 
 
+# --- Partition and target bindings (format v2) ------------------------------------------------------
+
+PARTITION_AT = FIXED_BYTES  # v2: partition u32 after the 88 bytes v1 also has
+TARGET_AT = FIXED_BYTES + 4  # then the 16-byte target record id
+
+
+def _with(data: bytes, at: int, value: bytes) -> bytes:
+    return data[:at] + value + data[at + len(value) :]
+
+
+def test_a_v2_record_is_bound_to_its_partition() -> None:
+    """Read from the partition it was sealed for, it verifies; read from any other, it is a
+    BindingMismatch (a genuine copy in the wrong place). None (not read from Kafka) skips it."""
+    data = _seal(partition=PARTITION).data
+    v = _verify(data)
+    assert (v.format_version, v.partition) == (FORMAT_V2, PARTITION)
+    assert data[PARTITION_AT:TARGET_AT] == PARTITION.to_bytes(4, "big")
+    for elsewhere in (0, PARTITION + 1, MAX_PARTITION):
+        with pytest.raises(BindingMismatch, match=f"partition {PARTITION}, read from {elsewhere}"):
+            _verify(data, partition=elsewhere)
+    assert _verify(data, partition=None).partition == PARTITION
+
+
+def test_a_tampered_partition_is_a_bad_signature_not_a_binding_mismatch() -> None:
+    """The partition is signed and checked after the signature: moving a record's claimed
+    partition to where it is read fails the signature, and so does any other change to it."""
+    data = _seal(partition=PARTITION).data
+    moved = _with(data, PARTITION_AT, (PARTITION + 1).to_bytes(4, "big"))
+    with pytest.raises(BadSignature):
+        _verify(moved, partition=PARTITION + 1)
+    with pytest.raises(BadSignature):
+        _verify(moved, partition=PARTITION)
+    # Both wrong: the signature is checked first, so the answer is BadSignature, never a
+    # BindingMismatch that would mean "genuine".
+    with pytest.raises(BadSignature):
+        _verify(moved, partition=7)
+
+
+def test_partition_zero_is_bound_too() -> None:
+    """Partition 0 is a real binding (its field is four zero bytes, not "none")."""
+    data = _seal(partition=0).data
+    assert _verify(data, partition=0).partition == 0
+    with pytest.raises(BindingMismatch, match="partition"):
+        _verify(data, partition=1)
+
+
+@pytest.mark.parametrize("partition", [None, -1, MAX_PARTITION + 1, 2**32])
+def test_seal_refuses_a_v2_record_without_a_valid_partition(partition: int | None) -> None:
+    """A v2 record needs a partition in 0..2^31-1 (Kafka partitions are signed 32-bit)."""
+    with pytest.raises(ValueError, match="partition"):
+        _seal(partition=partition)
+
+
+def test_a_partition_beyond_kafkas_range_is_malformed() -> None:
+    """Refused by the parser, before any key or signature work."""
+    data = _with(_seal().data, PARTITION_AT, (MAX_PARTITION + 1).to_bytes(4, "big"))
+    with pytest.raises(MalformedEnvelope, match="partition"):
+        _verify(data)
+    assert _verify(_seal(partition=MAX_PARTITION).data, partition=MAX_PARTITION).partition == (
+        MAX_PARTITION
+    )
+
+
+def test_an_amendments_target_is_signed() -> None:
+    """A retraction's target record id is bound: changing, removing or adding one breaks the
+    signature. A record that amends nothing carries no target."""
+    target = uuid.UUID("6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b")
+    other = uuid.UUID("11111111-2222-4333-8444-555555555555")
+    retraction = _seal(kind=RecordKind.RETRACTION, target=target).data
+    v = _verify(retraction)
+    assert (v.kind, v.target_record_id) == (RecordKind.RETRACTION, target)
+    assert retraction[TARGET_AT : TARGET_AT + 16] == target.bytes
+    with pytest.raises(BadSignature):
+        _verify(_with(retraction, TARGET_AT, other.bytes))
+    with pytest.raises(BadSignature):
+        _verify(_with(retraction, TARGET_AT, NO_TARGET))
+    plain = _seal().data
+    assert _verify(plain).target_record_id is None
+    assert plain[TARGET_AT : TARGET_AT + 16] == NO_TARGET
+    with pytest.raises(BadSignature):
+        _verify(_with(plain, TARGET_AT, target.bytes))
+
+
+def test_the_nil_uuid_cannot_be_a_target() -> None:
+    """Zeros mean "no target" on the wire, so the nil UUID cannot be named as one."""
+    with pytest.raises(ValueError, match="nil UUID"):
+        _seal(kind=RecordKind.CORRECTION, target=uuid.UUID(int=0))
+
+
+# --- Format v1 and the version boundary ---------------------------------------------------------------
+
+
+def test_v1_records_still_verify_and_carry_no_partition() -> None:
+    """A legacy v1 record verifies from any partition and has neither partition nor target; its
+    digest uses the v1 personalisation, its fixed part is 88 bytes."""
+    sealed = _seal(format_version=FORMAT_V1, partition=None)
+    data = sealed.data
+    assert data[4] == FORMAT_V1
+    assert data[FIXED_BYTES] == len(ENV)  # the environment's length follows the 88 bytes
+    for read_from in (0, PARTITION, 9, None):
+        v = _verify(data, partition=read_from)
+        assert (v.format_version, v.partition, v.target_record_id) == (FORMAT_V1, None, None)
+    assert v.digest == sealed.digest
+    assert v.digest == _nacl.blake2b(data[:-64], digest_size=32, person=b"ibus-record-v1")
+    assert open_record(v, MET) == b"person photographing the entrance"
+
+
+def test_v1_and_v2_digests_are_personalised_per_version() -> None:
+    """A v2 record's digest is BLAKE2b-256 with person "ibus-record-v2", not v1's."""
+    sealed = _seal()
+    body = sealed.data[:-64]
+    assert sealed.digest == _nacl.blake2b(body, digest_size=32, person=b"ibus-record-v2")
+    assert sealed.digest != _nacl.blake2b(body, digest_size=32, person=b"ibus-record-v1")
+    assert sealed.data[FIXED_BYTES_V2] == len(ENV)  # the ids follow the 108-byte fixed part
+
+
+@pytest.mark.parametrize(
+    ("body_version", "prefix_version"), [(FORMAT_V2, FORMAT_V1), (FORMAT_V1, FORMAT_V2)]
+)
+def test_a_body_signed_with_the_other_versions_prefix_is_a_bad_signature(
+    body_version: int, prefix_version: int
+) -> None:
+    """Domain separation between versions: the producer's own key, signing one version's body
+    with the other's prefix, makes nothing that verifies."""
+    p = parse(_seal(format_version=body_version, partition=PARTITION).data)
+    control = _verify(_resign(CST, p.header, p.nonce, p.ciphertext))  # its own prefix verifies
+    assert control.format_version == body_version
+    with pytest.raises(BadSignature):
+        _verify(_resign(CST, p.header, p.nonce, p.ciphertext, prefix_version=prefix_version))
+
+
+def test_a_payload_encrypted_under_the_other_versions_prefix_does_not_open() -> None:
+    """The AEAD's associated data is prefixed per version too: a v2 header over a ciphertext made
+    with v1's prefix verifies (the producer signed it) but never opens."""
+    recipient_dk = new_data_key([MET.public])
+    p = parse(_seal().data)
+    header = replace(p.header, recipients=recipient_dk.wraps)
+    ad = encode_header(header)
+    nonce = _nacl.random_bytes(24)
+    good = _nacl.aead_encrypt(recipient_dk.key, nonce, b"x", aead_prefix(FORMAT_V2) + ad)
+    assert open_record(_verify(_resign(CST, header, nonce, good)), MET) == b"x"
+    wrong = _nacl.aead_encrypt(recipient_dk.key, nonce, b"x", aead_prefix(FORMAT_V1) + ad)
+    with pytest.raises(DecryptionFailed):
+        open_record(_verify(_resign(CST, header, nonce, wrong)), MET)
+
+
+def test_a_record_reframed_as_the_other_version_is_a_bad_signature() -> None:
+    """A v1 record given version byte 2 and a partition (a well-formed v2 layout), or a v2 record
+    given version byte 1 without its partition and target: the signature binds the version."""
+    v1 = _seal(format_version=FORMAT_V1, partition=None).data
+    as_v2 = (
+        v1[:4] + bytes([FORMAT_V2]) + v1[5:FIXED_BYTES]
+        + PARTITION.to_bytes(4, "big") + NO_TARGET + v1[FIXED_BYTES:]
+    )  # fmt: skip
+    assert parse(as_v2).header.partition == PARTITION  # it parses: only the signature refuses it
+    with pytest.raises(BadSignature):
+        _verify(as_v2)
+    v2 = _seal().data
+    as_v1 = v2[:4] + bytes([FORMAT_V1]) + v2[5:FIXED_BYTES] + v2[FIXED_BYTES_V2:]
+    assert parse(as_v1).header.format_version == FORMAT_V1
+    with pytest.raises(BadSignature):
+        _verify(as_v1)
+
+
 def test_resolver_refusals_propagate_and_see_the_claimed_context() -> None:
     """The resolver is asked with the key id, producer, topic, creation time and witness time."""
     calls = []
@@ -372,6 +587,7 @@ def test_resolver_refusals_propagate_and_see_the_claimed_context() -> None:
             Revoking(),
             expected_environment=ENV,
             expected_topic=TOPIC,
+            expected_partition=PARTITION,
             witnessed_at=seen,
         )
     assert calls == [(CST.key_id, "cst", TOPIC, sealed.header.created_at, seen)]
@@ -411,6 +627,16 @@ def _wraps(data: bytes) -> tuple[bytes, ...]:
     return tuple(r.wrapped_key for r in parse(data).header.recipients)
 
 
+def _data_key(data: bytes, reader: AgencyIdentity) -> bytes:
+    """The data key of a record, unwrapped by one of its recipients.
+
+    Wraps are sealed boxes with a fresh ephemeral key each, so two wraps of one data key differ:
+    comparing wraps cannot show that two records do *not* share a data key; comparing keys can.
+    """
+    (entry,) = (r for r in parse(data).header.recipients if r.agency_id == reader.agency_id)
+    return _nacl.seal_open(reader._enc_secret, reader.enc_public, entry.wrapped_key)
+
+
 def test_data_key_reused_up_to_max_uses() -> None:
     """max_uses records share one data key (same wraps); the next gets a new one. Nonces differ."""
     cache = DataKeyCache(max_uses=3, max_age=timedelta(hours=1), clock=FakeClock())
@@ -418,7 +644,7 @@ def test_data_key_reused_up_to_max_uses() -> None:
         _seal(f"r{i}".encode(), [MET, HERTS], sequence=i, datakeys=cache).data for i in range(4)
     ]
     assert len({_wraps(r) for r in records[:3]}) == 1
-    assert _wraps(records[3]) != _wraps(records[0])
+    assert _data_key(records[3], MET) != _data_key(records[0], MET)
     assert len({parse(r).nonce for r in records}) == 4
     assert cache.keys_made == 2
     for r in records:
@@ -434,9 +660,10 @@ def test_data_key_expires_after_max_age() -> None:
     assert _wraps(_seal(datakeys=cache).data) == _wraps(first)
     clock.now += timedelta(seconds=1)
     second = _seal(datakeys=cache).data
-    assert _wraps(second) != _wraps(first)
+    assert _data_key(second, MET) != _data_key(first, MET)
     clock.now -= timedelta(minutes=1)
-    assert _wraps(_seal(datakeys=cache).data) != _wraps(second)
+    third = _seal(datakeys=cache).data
+    assert _data_key(third, MET) not in {_data_key(first, MET), _data_key(second, MET)}
     assert cache.keys_made == 3
 
 
@@ -445,9 +672,10 @@ def test_data_key_is_per_recipient_set() -> None:
     cache = DataKeyCache(clock=FakeClock())
     a = _seal(recipients=[MET], datakeys=cache).data
     b = _seal(recipients=[MET, HERTS], datakeys=cache).data
-    c = _seal(recipients=[_ident("met-police", 1)], datakeys=cache).data
-    assert parse(a).header.recipients[0].wrapped_key != parse(b).header.recipients[1].wrapped_key
-    assert _wraps(a) != _wraps(c)
+    met_rotated = _ident("met-police", 1)
+    c = _seal(recipients=[met_rotated], datakeys=cache).data
+    keys = {_data_key(a, MET), _data_key(b, MET), _data_key(b, HERTS), _data_key(c, met_rotated)}
+    assert len(keys) == 3  # b's two wraps hold one key; a, b and c each have their own
     assert cache.keys_made == 3
 
 

@@ -1,84 +1,199 @@
-"""The committed envelope test vectors (tests/vectors/envelope_v1.json) stay true.
+"""The committed envelope test vectors (tests/vectors/envelope_v1.json and envelope_v2.json) stay true.
 
-* Regenerating them from the fixed seeds gives the committed file byte for byte: the wire format
-  has not drifted.
-* Every positive vector verifies with public keys only and opens for each of its recipients.
+* Regenerating them from the fixed seeds gives the committed files byte for byte: the wire format
+  has not drifted, and format v1 (records already on topics) is still written and read as it was.
+* Every positive vector verifies with public keys only, gives its digest, and opens for each of
+  its recipients; its signature and digest are the documented constructions (literal prefixes).
 * Every negative vector fails with exactly its reason code, at its stage.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from typing import Any
 
 import pytest
+from nacl.exceptions import BadSignatureError
 from nacl.public import PrivateKey, SealedBox
+from nacl.signing import VerifyKey
 
 from intelbus.envelope import open_record, parse, verify
 from intelbus.errors import EnvelopeError
 from intelbus.identity import StaticKeyRing
-from tests.vectors.generate_envelope_vectors import OUT, identities, render
+from tests.vectors.generate_envelope_vectors import OUTS, PARTITION, identities, render
 
-DOC: dict[str, Any] = json.loads(OUT.read_text())
+DOCS: dict[int, dict[str, Any]] = {v: json.loads(path.read_text()) for v, path in OUTS.items()}
 IDS = identities()
+VERSIONS = sorted(DOCS)
+
+# The documented domain prefixes (docs/envelope.md, "What is signed"), spelled out here rather
+# than imported, so a drift of the constants in wire.py fails these tests.
+SIGN_PREFIXES = {
+    1: b"intelbus/envelope/v1/signature\x00",
+    2: b"intelbus/envelope/v2/signature\x00",
+}
+AEAD_PREFIXES = {1: b"intelbus/envelope/v1/payload\x00", 2: b"intelbus/envelope/v2/payload\x00"}
+DIGEST_PERSONS = {1: b"ibus-record-v1", 2: b"ibus-record-v2"}
+
+# envelope_v1.json was written when format 2 did not exist: its ``unsupported_version`` vector
+# is r1 with version byte 2. The file must not change (it proves old records still verify), and
+# since format v2 that byte is read as v2: the v2 reader takes v1's ids as partition and target
+# and fails on the lengths that follow. The record is still refused, with the reason below.
+# envelope_v2.json carries the successors: ``unsupported_version`` (byte 3) and
+# ``v1_record_with_version_byte_2`` / ``v1_record_reframed_as_v2``.
+SUPERSEDED = {(1, "unsupported_version"): "oversize"}
 
 
-def test_vectors_regenerate_identically() -> None:
+def _cases(kind: str) -> list[Any]:
+    """(version, vector) for every vector of ``kind`` in every file, named ``v<version>-<name>``."""
+    return [
+        pytest.param(v, vector, id=f"v{v}-{vector['name']}")
+        for v in VERSIONS
+        for vector in DOCS[v][kind]
+    ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_vectors_regenerate_identically(version: int) -> None:
     """The generator, run now, reproduces the committed file exactly."""
-    assert render() == OUT.read_text()
+    assert render(version) == OUTS[version].read_text()
 
 
-def test_identities_match_their_seeds() -> None:
+def test_both_format_versions_have_a_file() -> None:
+    """A vector file silently lost would make the tests below check nothing."""
+    assert VERSIONS == [1, 2]
+    for version, doc in DOCS.items():
+        assert doc["format"] == f"intelbus-envelope-vectors-v{version}"
+        assert doc["positive"]
+        assert doc["negative"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_identities_match_their_seeds(version: int) -> None:
     """Public keys and key ids in the file are those derived from the listed seeds."""
-    for name, entry in DOC["identities"].items():
+    assert DOCS[version]["identities"]
+    for name, entry in DOCS[version]["identities"].items():
         ident = IDS[name]
         assert entry["sign_public"] == ident.public.sign_public.hex()
         assert entry["enc_public"] == ident.public.enc_public.hex()
         assert entry["key_id"] == ident.key_id.hex()
 
 
-@pytest.mark.parametrize("vector", DOC["positive"], ids=lambda v: v["name"])
-def test_positive_vector(vector: dict[str, Any]) -> None:
-    """Verifies with the producer's public key; each recipient opens the expected payload."""
+@pytest.mark.parametrize("version", VERSIONS)
+def test_constants_are_the_documented_ones(version: int) -> None:
+    """The prefixes and fixed-part size each file states are those of docs/envelope.md."""
+    constants = DOCS[version]["constants"]
+    assert bytes.fromhex(constants["sign_prefix"]) == SIGN_PREFIXES[version]
+    assert bytes.fromhex(constants["aead_prefix"]) == AEAD_PREFIXES[version]
+    assert constants["fixed_header_bytes"] == {1: 88, 2: 108}[version]
+    if version == 2:
+        assert bytes.fromhex(constants["digest_person"]) == DIGEST_PERSONS[2]
+        assert constants["partition"] == PARTITION
+
+
+@pytest.mark.parametrize(("version", "vector"), _cases("positive"))
+def test_positive_vector(version: int, vector: dict[str, Any]) -> None:
+    """Verifies with the producer's public key, gives its digest; each recipient opens it."""
     record = bytes.fromhex(vector["expected_record"])
     ring = StaticKeyRing([IDS["cst"].public])
+    # A v1 record binds no partition: read from any partition, it verifies.
+    read_from = vector["partition"] if version == 2 else 7
     verified = verify(
-        record, ring, expected_environment=vector["environment"], expected_topic=vector["topic"]
+        record,
+        ring,
+        expected_environment=vector["environment"],
+        expected_topic=vector["topic"],
+        expected_partition=read_from,
+        witnessed_at=None,
     )
     assert verified.digest.hex() == vector["expected_digest"]
+    assert verified.format_version == version
     assert verified.sequence == vector["sequence"]
+    assert int(verified.kind) == vector["kind"]
     assert verified.prev_digest.hex() == vector["prev_digest"]
     assert str(verified.record_id) == vector["record_id"]
     assert verified.created_at.isoformat() == vector["created_at"]
     assert list(verified.recipient_ids) == sorted(vector["recipients"])
+    if version == 1:
+        assert (verified.partition, verified.target_record_id) == (None, None)
+    else:
+        assert verified.partition == vector["partition"] == PARTITION
+        target = verified.target_record_id
+        assert (None if target is None else str(target)) == vector["target_record_id"]
     for name in vector["recipients"]:
         assert open_record(verified, IDS[name]).hex() == vector["payload"]
 
 
-@pytest.mark.parametrize("vector", DOC["positive"], ids=lambda v: v["name"])
-def test_wraps_open_with_libsodium_sealed_box(vector: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("version", "vector"), _cases("positive"))
+def test_positive_vector_is_the_documented_construction(
+    version: int, vector: dict[str, Any]
+) -> None:
+    """Signature: Ed25519 over the version's literal prefix and the signed bytes, and over no
+    other version's prefix. Digest: BLAKE2b-256 with the version's personalisation."""
+    record = bytes.fromhex(vector["expected_record"])
+    body, signature = record[:-64], record[-64:]
+    key = VerifyKey(IDS["cst"].public.sign_public)
+    key.verify(SIGN_PREFIXES[version] + body, signature)
+    for other, prefix in SIGN_PREFIXES.items():
+        if other != version:
+            with pytest.raises(BadSignatureError):
+                key.verify(prefix + body, signature)
+    digest = hashlib.blake2b(body, digest_size=32, person=DIGEST_PERSONS[version]).hexdigest()
+    assert digest == vector["expected_digest"]
+    assert record[4] == version
+
+
+@pytest.mark.parametrize(("version", "vector"), _cases("positive"))
+def test_wraps_open_with_libsodium_sealed_box(version: int, vector: dict[str, Any]) -> None:
     """Our deterministic sealed box is libsodium's: ``SealedBox.decrypt`` opens every wrap."""
     entries = parse(bytes.fromhex(vector["expected_record"])).header.recipients
+    assert len(entries) == len(vector["recipients"])
     for entry in entries:
         name = next(n for n in vector["recipients"] if IDS[n].agency_id == entry.agency_id)
-        secret = bytes.fromhex(DOC["identities"][name]["enc_secret"])
+        secret = bytes.fromhex(DOCS[version]["identities"][name]["enc_secret"])
         assert SealedBox(PrivateKey(secret)).decrypt(entry.wrapped_key).hex() == vector["data_key"]
 
 
-def test_chain_links_in_vectors() -> None:
-    """r1 starts the chain (zero prev_digest); r2 and r3 chain to the previous digest."""
-    r1, r2, r3 = DOC["positive"]
-    assert r1["prev_digest"] == "00" * 32
-    assert r2["prev_digest"] == r1["expected_digest"]
-    assert r3["prev_digest"] == r2["expected_digest"]
+@pytest.mark.parametrize("version", VERSIONS)
+def test_chain_links_in_vectors(version: int) -> None:
+    """r1 starts the chain (zero prev_digest); each later record chains to the one before."""
+    positives = DOCS[version]["positive"]
+    assert [p["name"] for p in positives] == ["r1", "r2", "r3", "r4"][: len(positives)]
+    assert positives[0]["prev_digest"] == "00" * 32
+    assert [p["sequence"] for p in positives] == list(range(len(positives)))
+    for before, after in itertools.pairwise(positives):
+        assert after["prev_digest"] == before["expected_digest"]
 
 
-@pytest.mark.parametrize("vector", DOC["negative"], ids=lambda v: v["name"])
-def test_negative_vector(vector: dict[str, Any]) -> None:
+def test_v2_retraction_vector_names_r1_as_its_target() -> None:
+    """r4 (a retraction) binds r1's record id; r1..r3 amend nothing."""
+    r1, r2, r3, r4 = DOCS[2]["positive"]
+    assert r4["kind"] == 4
+    assert r4["target_record_id"] == r1["record_id"]
+    assert [r["target_record_id"] for r in (r1, r2, r3)] == [None, None, None]
+
+
+def test_v1_and_v2_vectors_share_no_record_nonce_or_data_key() -> None:
+    """Each file draws its own random inputs: no (data key, nonce) pair is used twice."""
+    for field in ("record_id", "nonce", "data_key", "expected_record"):
+        v1 = {p[field] for p in DOCS[1]["positive"]}
+        v2 = {p[field] for p in DOCS[2]["positive"]}
+        assert not v1 & v2, field
+
+
+@pytest.mark.parametrize(("version", "vector"), _cases("negative"))
+def test_negative_vector(version: int, vector: dict[str, Any]) -> None:
     """Each tampering case fails with its reason code, at its stage (verify or open)."""
     record = bytes.fromhex(vector["record"])
     ring = StaticKeyRing([IDS[n].public for n in vector["keyring"]])
-    context = {"expected_environment": vector["environment"], "expected_topic": vector["topic"]}
+    context = {
+        "expected_environment": vector["environment"],
+        "expected_topic": vector["topic"],
+        "expected_partition": vector.get("partition"),
+        "witnessed_at": None,
+    }
     if vector["stage"] == "verify":
         with pytest.raises(EnvelopeError) as info:
             verify(record, ring, **context)
@@ -86,24 +201,65 @@ def test_negative_vector(vector: dict[str, Any]) -> None:
         verified = verify(record, ring, **context)
         with pytest.raises(EnvelopeError) as info:
             open_record(verified, IDS[vector["opener"]])
-    assert info.value.reason.value == vector["expected_reason"]
+    expected = SUPERSEDED.get((version, vector["name"]), vector["expected_reason"])
+    assert info.value.reason.value == expected
+
+
+def test_superseded_expectations_still_name_committed_vectors() -> None:
+    """Every overridden expectation names a vector that exists, with the reason it used to have."""
+    for (version, name), _now in SUPERSEDED.items():
+        vector = next(v for v in DOCS[version]["negative"] if v["name"] == name)
+        assert vector["expected_reason"] == "unsupported_version"
+        assert bytes.fromhex(vector["record"])[4] == 2
+
+
+V1_ATTACKS = {
+    "signature_bit_flip",
+    "sequence_bit_flip",
+    "truncated_last_byte",
+    "trailing_byte",
+    "unsupported_version",
+    "wrong_topic_context",
+    "unknown_key",
+    "splice_header_ciphertext",
+    "splice_key_wrap",
+    "forward_added_wrap",
+    "forward_resigned_known_key",
+    "forward_not_listed",
+    "auditor_not_a_recipient",
+    "resigned_header_other_ciphertext",
+}
+V2_ATTACKS = {
+    "wrong_partition_context",
+    "partition_changed",
+    "partition_out_of_range",
+    "target_id_changed",
+    "target_id_removed",
+    "target_id_added",
+    "v2_body_signed_with_v1_prefix",
+    "v1_body_signed_with_v2_prefix",
+    "v2_payload_under_v1_aead_prefix",
+    "v1_record_with_version_byte_2",
+    "v1_record_reframed_as_v2",
+    "v2_record_reframed_as_v1",
+}
 
 
 def test_negative_vectors_cover_every_attack() -> None:
-    """The file keeps one vector per named attack (a vector silently dropped would fail here)."""
-    names = {v["name"] for v in DOC["negative"]}
-    assert {
-        "signature_bit_flip",
-        "sequence_bit_flip",
-        "truncated_last_byte",
-        "trailing_byte",
-        "wrong_topic_context",
-        "unknown_key",
-        "splice_header_ciphertext",
-        "splice_key_wrap",
-        "forward_added_wrap",
-        "forward_resigned_known_key",
-        "forward_not_listed",
-        "auditor_not_a_recipient",
-        "resigned_header_other_ciphertext",
-    } <= names
+    """Each file keeps one vector per named attack (a vector silently dropped would fail here);
+    v2 has every v1 case, in format v2, and its own."""
+    v1 = {v["name"] for v in DOCS[1]["negative"]}
+    v2 = {v["name"] for v in DOCS[2]["negative"]}
+    assert v1 >= V1_ATTACKS
+    assert v1 <= v2
+    assert v2 >= V2_ATTACKS
+    same_cases = [v for v in DOCS[2]["negative"] if v["name"] in v1 - {"unsupported_version"}]
+    assert all(bytes.fromhex(v["record"])[4] == 2 for v in same_cases)  # v2 records, not v1's
+
+
+def test_v2_partition_cases_are_read_where_they_claim() -> None:
+    """partition_changed is read from the partition it was changed to: only the signature can
+    refuse it (a BindingMismatch there would mean the binding, not the signature, caught it)."""
+    (changed,) = (v for v in DOCS[2]["negative"] if v["name"] == "partition_changed")
+    record = bytes.fromhex(changed["record"])
+    assert int.from_bytes(record[88:92], "big") == changed["partition"] == PARTITION + 1

@@ -75,6 +75,9 @@ def test_directory_workflow_needs_the_threshold(
 ) -> None:
     """init, sign, publish (refused below threshold), add-agency, rotate, revoke, verify, show."""
     monkeypatch.chdir(tmp_path)
+    # A unit test: `directory publish` only accepts the draft here; with a broker configured in the
+    # environment it would also append to that broker's directory topic.
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     runner = CliRunner()
 
     def run(*args: str) -> str:

@@ -11,8 +11,9 @@ import structlog
 
 from consumers import liveness
 from consumers.liveness import LivenessWatch, assess
-from intelbus.store import Batch, FeedBeat, StoreError
+from intelbus.errors import StoreError
 from intelbus.store.sqlite import SqliteStore
+from intelbus.trust.model import Batch, FeedBeat
 
 T0 = datetime(2026, 11, 30, 18, 0, tzinfo=UTC)
 

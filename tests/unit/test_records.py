@@ -306,7 +306,8 @@ def test_models_are_strict_outside_enums_times_and_lists(change: dict[str, Any],
 def test_numbers_are_strict_too() -> None:
     """A heartbeat's counters are integers, not numeric strings."""
     good = {"producer_id": "cst", "sent_at": "2026-10-01T09:30:00Z", "interval_ms": 30000}
-    assert Heartbeat.model_validate({**good, "streams": [{"stream": "s", "last_sequence": 3}]})
+    beat = Heartbeat.model_validate({**good, "streams": [{"stream": "s", "last_sequence": 3}]})
+    assert (beat.interval_ms, beat.streams[0].last_sequence) == (30000, 3)
     with pytest.raises(ValidationError, match="last_sequence"):
         Heartbeat.model_validate({**good, "streams": [{"stream": "s", "last_sequence": "3"}]})
     with pytest.raises(ValidationError, match="interval_ms"):

@@ -104,7 +104,7 @@ def test_two_schemas_with_one_fingerprint_are_refused() -> None:
     }
     assert fingerprint(a) == fingerprint(b)
     registry.register("a.R", 1, a)
-    with pytest.raises(SchemaDefinitionError):
+    with pytest.raises(SchemaDefinitionError, match=r"has the fingerprint of a\.R v1"):
         registry.register("a.R2", 1, b)
 
 

@@ -10,94 +10,181 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
+import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from intelbus import samples
 from intelbus.cli.main import app
+from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.records import Sighting
-from intelbus.store import (
-    Amendment,
-    Batch,
-    FeedBeat,
-    QuarantineEntry,
-    StoredRecord,
-    WithheldReceipt,
-    open_store,
-)
+from intelbus.store import open_store
 from intelbus.store.export import CSV_COLUMNS, stix_bundle
+from intelbus.trust.model import (
+    AmendmentStatus,
+    Batch,
+    Change,
+    FeedBeat,
+    Labels,
+    NewAmendment,
+    NewRecord,
+    NewVersion,
+    Outcome,
+    Quarantined,
+    VersionDecision,
+    VersionSource,
+)
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 TOPIC = "intelbus.sightings"
+INCIDENTS = "intelbus.incidents"
+POLICY = "a" * 64
+KEY = bytes(range(16))
+WITHHELD_ID = "00000000-0000-4000-8000-000000000001"
+RETRACTION_ID = "00000000-0000-4000-8000-000000000002"
 
 
-def _stored(n: int, model: samples.Sighting | samples.Incident) -> StoredRecord:
-    facts = model.facts()
-    payload = json.loads(model.model_dump_json())
-    return StoredRecord(
-        record_id=str(model.record_id),
-        topic=TOPIC if isinstance(model, Sighting) else "intelbus.incidents",
+@dataclass(frozen=True)
+class Row:
+    """A record as the judge decided to store it, with the fields the tests compare."""
+
+    new: NewRecord
+
+    @property
+    def record_id(self) -> str:
+        return self.new.record_id
+
+    @property
+    def kind(self) -> str:
+        return self.new.kind.label
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        assert self.new.decision.payload is not None
+        return self.new.decision.payload
+
+    @property
+    def digest(self) -> bytes:
+        return self.new.source.digest
+
+    @property
+    def policy_hash(self) -> str:
+        return self.new.decision.policy_hash
+
+    @property
+    def force_area(self) -> str | None:
+        assert self.new.decision.labels is not None
+        return self.new.decision.labels.force_area
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        assert self.new.decision.labels is not None
+        return self.new.decision.labels.occurred_at
+
+
+def _source(n: int, record_id: str, topic: str, **kw: Any) -> VersionSource:
+    return VersionSource(
+        record_id=record_id,
+        key_id=KEY,
+        sequence=n,
+        digest=hashlib.sha256(record_id.encode()).digest(),
+        topic=topic,
         partition=0,
         offset=n,
-        producer_id="cst",
-        kind=model.KIND,
-        sequence=n,
-        digest=hashlib.sha256(str(model.record_id).encode()).digest(),
         created_at=T0 + timedelta(minutes=n),
         appended_at=T0 + timedelta(minutes=n, seconds=1),
-        policy_hash="a" * 64,
-        rule_id="all",
-        action="store",
-        redacted_fields=(),
-        tlp=facts.tlp.value,
-        classification=facts.classification.value,
-        force_area=facts.force_area,
-        occurred_at=facts.occurred_at,
-        payload=payload,
+        **kw,
     )
 
 
+def _stored(
+    n: int,
+    model: samples.Sighting | samples.Incident,
+    payload: dict[str, Any] | None = None,
+    *,
+    producer: str = "cst",
+    outcome: Outcome = Outcome.STORE,
+) -> NewRecord:
+    """The record a consumer whose policy stores everything would have committed."""
+    facts = model.facts()
+    body = payload if payload is not None else json.loads(model.model_dump_json())
+    labels = Labels(
+        facts.tlp.value, facts.classification.value, facts.force_area, facts.occurred_at
+    )
+    held = outcome in (Outcome.STORE, Outcome.REDACT)
+    decision = VersionDecision(outcome, "all", POLICY, body if held else None, (), labels)
+    topic = TOPIC if isinstance(model, Sighting) else INCIDENTS
+    rid = str(model.record_id)
+    return NewRecord(producer, rid, KIND_BY_LABEL[model.KIND], _source(n, rid, topic), decision)
+
+
 @pytest.fixture
-def filled(tmp_path: Path) -> tuple[Path, list[StoredRecord]]:
+def filled(tmp_path: Path) -> tuple[Path, list[Row]]:
+    """A store with the sample feed, a withheld record, a quarantined one and a retraction of
+    the first sighting."""
     path = tmp_path / "herts.sqlite"
     feed = samples.feed(seed=11, sightings=8, incidents=6)
-    rows = [_stored(i, m) for i, m in enumerate(feed)]
+    rows = [Row(_stored(i, m)) for i, m in enumerate(feed)]
     first_sighting = next(r for r in rows if r.kind == "sighting")
+    withheld = NewRecord(
+        "cst",
+        WITHHELD_ID,
+        RecordKind.SIGHTING,
+        _source(99, WITHHELD_ID, TOPIC),
+        VersionDecision(Outcome.WITHHOLD, "red-withheld", POLICY),
+    )
+    retraction = _source(
+        101,
+        RETRACTION_ID,
+        TOPIC,
+        reason="entered in error",
+        amended_at=T0 + timedelta(hours=5),
+    )
+    raw = b"\x00garbage"
     store = open_store(str(path))
     try:
         store.commit(
             Batch(
                 group_id="herts",
-                records=rows,
-                withheld=[
-                    WithheldReceipt(
-                        "00000000-0000-4000-8000-000000000001",
+                records=[*(r.new for r in rows), withheld],
+                quarantined=[
+                    Quarantined(
                         TOPIC,
                         0,
-                        99,
-                        "cst",
-                        b"\x01" * 32,
-                        "red-withheld",
-                        "a" * 64,
-                    )
-                ],
-                quarantined=[
-                    QuarantineEntry(
-                        TOPIC, 0, 100, b"\x00garbage", "malformed", "truncated", None, None
+                        100,
+                        raw,
+                        len(raw),
+                        hashlib.blake2b(raw, digest_size=32).digest(),
+                        "malformed",
+                        "truncated",
+                        None,
+                        None,
                     )
                 ],
                 amendments=[
-                    Amendment(
-                        "retraction",
-                        "00000000-0000-4000-8000-000000000002",
-                        first_sighting.record_id,
+                    NewAmendment(
                         "cst",
-                        T0 + timedelta(hours=5),
-                        "entered in error",
+                        RETRACTION_ID,
+                        RecordKind.RETRACTION,
+                        first_sighting.record_id,
+                        AmendmentStatus.APPLIED,
+                        retraction,
+                    )
+                ],
+                versions=[
+                    NewVersion(
+                        "cst",
+                        first_sighting.record_id,
+                        Change.RETRACTION,
+                        retraction,
+                        VersionDecision(Outcome.RETRACT, "retraction", POLICY),
                     )
                 ],
             )
@@ -107,11 +194,21 @@ def filled(tmp_path: Path) -> tuple[Path, list[StoredRecord]]:
     return path, rows
 
 
+def _store_with(path: Path, *records: NewRecord) -> Path:
+    s = open_store(str(path))
+    try:
+        s.commit(Batch(group_id="g", records=records))
+    finally:
+        s.close()
+    return path
+
+
 runner = CliRunner()
 
 
 def _run(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
+    # A wide terminal, so that no table cell is cut short whatever columns a table has.
+    result = runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -153,21 +250,69 @@ def test_show_prints_the_record_with_its_history(filled) -> None:
     shown = json.loads(_run("store", "show", retracted.record_id, "--store", str(path)))
     assert shown["retracted"] is True
     assert shown["version"] == 2
-    assert shown["history"][0]["reason"] == "entered in error"
+    assert [(h["version"], h["kind"]) for h in shown["history"]] == [
+        (1, "original"),
+        (2, "retraction"),
+    ]
+    assert shown["history"][1]["reason"] == "entered in error"
+    assert shown["history"][1]["amendment_record_id"] == RETRACTION_ID
+    assert shown["history"][0]["payload"] == retracted.payload
     assert shown["payload"] == retracted.payload
     assert shown["digest"] == retracted.digest.hex()
 
 
 def test_show_tells_withheld_from_unknown(filled) -> None:
     path, _ = filled
-    withheld = runner.invoke(
-        app, ["store", "show", "00000000-0000-4000-8000-000000000001", "--store", str(path)]
-    )
+    withheld = runner.invoke(app, ["store", "show", WITHHELD_ID, "--store", str(path)])
     assert withheld.exit_code == 1
     assert "withheld" in withheld.output
+    assert "no content is held" in withheld.output
+    assert withheld.stdout == ""  # reported, not shown
     unknown = runner.invoke(app, ["store", "show", "nope", "--store", str(path)])
     assert unknown.exit_code == 1
     assert "no record nope" in unknown.output
+
+
+def test_show_prints_every_producers_record_with_that_id(tmp_path: Path) -> None:
+    """A record is (producer, id): with several producers' records under one id, ``show`` prints
+    them all as a JSON array, by producer; --producer picks one."""
+    model = samples.feed(seed=5, sightings=1, incidents=0)[0]
+    rid = str(model.record_id)
+    theirs = json.loads(model.model_dump_json())
+    theirs["description"] = "gmp's own account"
+    path = _store_with(
+        tmp_path / "s.sqlite", _stored(0, model), _stored(1, model, theirs, producer="gmp")
+    )
+    shown = json.loads(_run("store", "show", rid, "--store", str(path)))
+    assert isinstance(shown, list)
+    assert [(r["producer_id"], r["record_id"]) for r in shown] == [("cst", rid), ("gmp", rid)]
+    assert shown[1]["payload"]["description"] == "gmp's own account"
+    one = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "gmp"))
+    assert isinstance(one, dict)
+    assert (one["producer_id"], one["payload"]) == ("gmp", theirs)
+    nobody = runner.invoke(app, ["store", "show", rid, "--store", str(path), "--producer", "x"])
+    assert nobody.exit_code == 1
+    assert f"no record {rid}" in nobody.output
+
+
+def test_show_reports_a_producers_record_held_without_content(tmp_path: Path) -> None:
+    """--producer naming a record whose current version is withheld: reported, no JSON."""
+    model = samples.feed(seed=5, sightings=1, incidents=0)[0]
+    rid = str(model.record_id)
+    path = _store_with(
+        tmp_path / "s.sqlite",
+        _stored(0, model),
+        _stored(1, model, producer="mallory", outcome=Outcome.WITHHOLD),
+    )
+    result = runner.invoke(
+        app, ["store", "show", rid, "--store", str(path), "--producer", "mallory"]
+    )
+    assert result.exit_code == 1
+    assert "mallory" in result.output
+    assert "withheld" in result.output
+    assert result.stdout == ""
+    cst = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "cst"))
+    assert cst["producer_id"] == "cst"
 
 
 def test_a_missing_store_is_refused_not_created(tmp_path: Path) -> None:
@@ -199,6 +344,8 @@ def test_export_jsonl_has_every_record_once(filled, tmp_path: Path) -> None:
         assert by_id[r.record_id]["payload"] == r.payload
         assert by_id[r.record_id]["policy_hash"] == r.policy_hash
     assert not (tmp_path / "export.jsonl.partial").exists()
+    # No temporary file is left beside the export.
+    assert [p.name for p in tmp_path.iterdir() if "export" in p.name] == ["export.jsonl"]
 
 
 def test_export_csv_filters_and_neutralises_formulas(filled, tmp_path: Path) -> None:
@@ -211,27 +358,51 @@ def test_export_csv_filters_and_neutralises_formulas(filled, tmp_path: Path) -> 
     )
 
     # A value an attacker controls that a spreadsheet would evaluate.
-    evil = tmp_path / "evil.sqlite"
-    s = open_store(str(evil))
-    try:
-        bad = _stored(0, samples.feed(seed=3, sightings=1, incidents=0)[0])
-        payload = dict(bad.payload)
-        payload["place"] = {**payload["place"], "address_or_area": '=HYPERLINK("http://x")'}  # type: ignore[dict-item]
-        s.commit(
-            Batch(
-                group_id="g",
-                records=[
-                    StoredRecord(
-                        **{**{f: getattr(bad, f) for f in bad.__slots__}, "payload": payload}
-                    )
-                ],
-            )
-        )
-    finally:
-        s.close()
+    model = samples.feed(seed=3, sightings=1, incidents=0)[0]
+    payload = json.loads(model.model_dump_json())
+    payload["place"] = {**payload["place"], "address_or_area": '=HYPERLINK("http://x")'}
+    evil = _store_with(tmp_path / "evil.sqlite", _stored(0, model, payload))
     out = _run("store", "export", "--store", str(evil), "--format", "csv")
     (row,) = csv.DictReader(io.StringIO(out))
     assert row["address_or_area"].startswith("'=")
+
+
+def test_export_csv_keeps_a_record_with_line_breaks_on_one_row(tmp_path: Path) -> None:
+    """A lone CR, LF or CRLF in a value stays inside its cell, and a formula on a later line of
+    the cell is neutralised too."""
+    address = 'a\rb\nc\r\n=HYPERLINK("http://x")\r @SUM(1)'
+    model = samples.feed(seed=3, sightings=1, incidents=0)[0]
+    payload = json.loads(model.model_dump_json())
+    payload["place"] = {**payload["place"], "address_or_area": address}
+    evil = _store_with(tmp_path / "evil.sqlite", _stored(0, model, payload))
+    out = tmp_path / "evil.csv"
+    _run("store", "export", "--store", str(evil), "--format", "csv", "--out", str(out))
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 2  # the header and the one record
+    assert len(rows[1]) == len(CSV_COLUMNS)
+    cell = rows[1][CSV_COLUMNS.index("address_or_area")]
+    assert cell == "a\nb\nc\n'=HYPERLINK(\"http://x\")\n' @SUM(1)"
+
+
+def test_export_file_is_0600_and_never_written_through_a_link(filled, tmp_path: Path) -> None:
+    """Another local user cannot read the export, nor make it overwrite a file of theirs choosing."""
+    path, rows = filled
+    victim = tmp_path / "victim"
+    victim.write_text("the analyst's own file\n")
+    out = tmp_path / "export.csv"
+    out.symlink_to(victim)
+    (tmp_path / "export.csv.partial").symlink_to(victim)  # the fixed temporary name used before
+    old = os.umask(0)  # so a mode taken from the umask would show as 0666
+    try:
+        _run("store", "export", "--store", str(path), "--format", "csv", "--out", str(out))
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "the analyst's own file\n"
+    assert not out.is_symlink()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    with out.open(newline="", encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
 
 
 def test_export_stix_bundle_is_well_formed(filled, tmp_path: Path) -> None:
@@ -244,6 +415,8 @@ def test_export_stix_bundle_is_well_formed(filled, tmp_path: Path) -> None:
     sightings = [o for o in objects.values() if o["type"] == "sighting"]
     live = [r for r in rows if r.kind == "sighting"][1:]  # the first one was retracted
     assert sorted(s["x_intelbus_record_id"] for s in sightings) == sorted(r.record_id for r in live)
+    # Every sample sighting has a force area, so each has a location (and the loop below checks it).
+    assert all(s.get("where_sighted_refs") for s in sightings)
     for s in sightings:
         assert s["spec_version"] == "2.1"
         assert objects[s["sighting_of_ref"]]["type"] == "attack-pattern"
@@ -271,8 +444,10 @@ def test_quarantine_and_summary(filled) -> None:
     assert "malformed" in out
     assert "1 entry" in out
     out = _run("store", "summary", "--store", str(path))
-    assert re.search(rf"stored\s*│\s*{len(rows)}\b", out)
+    assert re.search(rf"stored\s*│\s*{len(rows) - 1}\b", out)  # one was retracted
+    assert re.search(r"retracted\s*│\s*1\b", out)
     assert re.search(r"withheld\s*│\s*1\b", out)
+    assert re.search(r"amendments_applied\s*│\s*1\b", out)
     assert re.search(r"quarantined:malformed\s*│\s*1\b", out)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from intelbus import _nacl
-from intelbus.envelope import DataKeyCache, RecordKind, open_record, seal, verify
+from intelbus.envelope import DataKeyCache, open_record, seal, verify
 from intelbus.envelope.unseal import UnwrapCache
 from intelbus.errors import DecryptionFailed
 from intelbus.identity import AgencyIdentity, StaticKeyRing
+from intelbus.kinds import RecordKind
 
 ENV, TOPIC = "test", "intelbus.sightings"
 
@@ -38,8 +39,18 @@ def _records(producer: AgencyIdentity, reader: AgencyIdentity, n: int, datakeys:
             payload=f"payload {i}".encode(),
             recipients=[reader.public],
             datakeys=datakeys,
+            partition=0,
         )
-        out.append(verify(sealed.data, ring, expected_environment=ENV, expected_topic=TOPIC))
+        out.append(
+            verify(
+                sealed.data,
+                ring,
+                expected_environment=ENV,
+                expected_topic=TOPIC,
+                expected_partition=0,
+                witnessed_at=None,
+            )
+        )
     return out
 
 

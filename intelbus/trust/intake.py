@@ -1,0 +1,112 @@
+"""Intake: from the bytes Kafka handed over to a :class:`~intelbus.trust.model.Prepared` record.
+
+1. Size cap, before any parsing.
+2. Envelope verification (docs/envelope.md steps 1-7) against the directory history, at the
+   broker's append time, bound to the environment, topic and partition it was read from.
+3. Broker time: bus topics use LogAppendTime, and consumers and auditors refuse to start on one
+   that does not. A record that still arrives without a broker time (an operator changed the
+   topic while they ran) is judged at its signed creation time only if that time cannot matter:
+   its key has no revocation, retirement or removal in the newest directory. Otherwise a leaked
+   key could back-date it past the cutoff: ``no_broker_time``.
+4. For a recipient: open and decode with the schema registry (the pydantic models validate again).
+
+No I/O and no shared mutable state beyond the unwrap cache, so auditors run this in worker
+threads. Every failure is a typed :class:`~intelbus.errors.RecordError` kept in the result,
+never raised: the judge decides what it means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.unseal import UnwrapCache, open_record
+from intelbus.envelope.verify import verify
+from intelbus.envelope.wire import MAX_RECORD_BYTES, parse
+from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError
+from intelbus.identity import AgencyIdentity, KeyResolver
+from intelbus.serde.registry import SchemaRegistry
+from intelbus.trust.model import Claim, Position, Prepared
+
+
+class Intake:
+    """Prepares records for one reader: its environment, directory, and (if it reads) its key."""
+
+    def __init__(
+        self,
+        *,
+        resolver: KeyResolver,
+        environment: str,
+        identity: AgencyIdentity | None = None,
+        registry: SchemaRegistry | None = None,
+        directory: DirectoryHistory | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if identity is not None and registry is None:
+            raise ValueError("reading contents needs the schema registry")
+        self.resolver = resolver
+        # For records without a broker time; without it, every such record is refused.
+        self.directory = directory
+        self.clock = clock
+        self.environment = environment
+        self.identity = identity
+        self.registry = registry
+        self._unwrap = UnwrapCache(identity) if identity is not None else None
+
+    def prepare(self, position: Position, value: bytes) -> Prepared:
+        """Steps 1-4 (module docstring). Never raises for bad input."""
+        try:
+            if len(value) > MAX_RECORD_BYTES:
+                raise OversizeEnvelope(f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+            if position.appended_at is None:
+                # Before verifying at the signed time: a key with a cutoff is refused whatever
+                # that time says (the claimed key id suffices to refuse).
+                self._untimed(position, parse(value).header.key_id)
+            verified = verify(
+                value,
+                self.resolver,
+                expected_environment=self.environment,
+                expected_topic=position.topic,
+                expected_partition=position.partition,
+                witnessed_at=position.appended_at,
+            )
+        except RecordError as e:
+            return Prepared(position, value, error=e, claim=claim_of(value))
+        identity = self.identity
+        if identity is None or identity.agency_id not in verified.recipient_ids:
+            return Prepared(position, value, verified)
+        assert self.registry is not None  # noqa: S101 - checked in __init__
+        try:
+            payload = open_record(verified, identity, self._unwrap)
+            model = self.registry.decode_model(verified.schema_fingerprint, payload)
+        except RecordError as e:
+            return Prepared(position, value, verified, addressed=True, content_error=e)
+        return Prepared(position, value, verified, addressed=True, content=model)
+
+    def _untimed(self, position: Position, key_id: bytes) -> None:
+        """Step 3 for a record the broker did not time.
+
+        Raises:
+            NoBrokerTime: its key has a cutoff a back-dated creation time could escape.
+        """
+        where = f"{position.topic}[{position.partition}]@{position.offset}"
+        problem = (
+            "cannot be checked (no directory given)"
+            if self.directory is None
+            else self.directory.blemish(key_id.hex(), self.clock())
+        )
+        if problem is not None:
+            raise NoBrokerTime(
+                f"{where} carries no broker append time and its key {key_id.hex()} {problem}: "
+                "its signed creation time cannot be trusted"
+            )
+
+
+def claim_of(value: bytes) -> Claim:
+    """Record id, producer and sequence as *claimed* by bytes that did not verify (for reports)."""
+    try:
+        h = parse(value).header
+    except RecordError:
+        return Claim()
+    return Claim(str(h.record_id), h.producer_id, h.sequence)

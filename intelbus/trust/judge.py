@@ -1,0 +1,668 @@
+"""The one judge: a verified record and a snapshot of trusted state in, a verdict out. No I/O.
+
+Consumers and auditors both call :class:`Judge`; a store only persists what it decided
+(:class:`~intelbus.trust.model.Batch`), and the CLI only renders it. The checks, in order (each
+refusal is a typed :class:`~intelbus.errors.RecordError` with its stable reason code):
+
+1. **Intake** (:mod:`intelbus.trust.intake`, before the judge): size, broker time, envelope
+   verification (key valid for this producer, role and topic at the broker's append time,
+   signature, environment, topic and partition), and for a recipient, opening and decoding.
+2. **Family**: a record's kind must belong on the topic it was read from (a sighting on a
+   sightings topic, a heartbeat on a heartbeats topic): ``binding_mismatch``.
+3. **Chain** (:mod:`intelbus.chain`): the record's place in its producer stream (producer, topic,
+   partition, key epoch): ``chain_replay``, ``chain_fork``, ``chain_jump``, ``chain_duplicate``;
+   gaps are accepted and reported, late records fill them. An authentic record in its place
+   moves its stream even if a later check refuses it: the chain describes what the producer
+   signed, not what this agency may keep.
+4. **Identity**: a record is identified by (producer, record id). The same id again from the same
+   producer is a copy at a new position (``chain_replay``) or a reuse (``record_id_reused``); another
+   producer's use of an id never touches this producer's record.
+5. **Contents** (when read): the decoded schema matches the signed kind, the payload carries the
+   signed record id, an amendment's payload names the target its header names.
+6. **Amendments**: a correction or retraction amends its own producer's record with that id. A
+   target only another producer holds is ``foreign_target``; a correction may not change its
+   record's kind or family (``kind_changed``); a target not held yet waits (pending) and is
+   applied when it arrives.
+7. **Policy** (consumers only): every version of a record (the original, and each correction's
+   replacement) is judged exactly as a new record would be: stored, redacted, withheld or
+   quarantined, with its own labels. A retraction only removes information, so it always
+   applies, whatever its grading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from intelbus.chain import (
+    DEFAULT_MAX_GAP,
+    LEGACY_EPOCH,
+    ChainState,
+    Step,
+    StreamKey,
+    advance,
+)
+from intelbus.envelope.verify import VerifiedRecord
+from intelbus.envelope.wire import EnvelopeHeader
+from intelbus.errors import (
+    BindingMismatch,
+    ChainError,
+    ChainReplay,
+    ForeignTarget,
+    KindChanged,
+    PolicyQuarantine,
+    RecordError,
+    RecordIdReused,
+    SchemaViolation,
+)
+from intelbus.kinds import FAMILY_CONTENT, Family, RecordKind, family_of_topic, kind_belongs_on
+from intelbus.policy.decide import decide
+from intelbus.policy.facts import RecordFacts
+from intelbus.policy.redact import redact
+from intelbus.policy.rules import Action, SharingPolicy
+from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighting
+from intelbus.trust.model import (
+    AUDIT_RULE,
+    NOT_ADDRESSED_RULE,
+    AmendmentStatus,
+    Batch,
+    Change,
+    Content,
+    Effect,
+    FeedBeat,
+    HeldAmendment,
+    HeldRecord,
+    Labels,
+    NewAmendment,
+    NewRecord,
+    NewVersion,
+    Outcome,
+    PendingAmendment,
+    Prepared,
+    Quarantined,
+    RecordStatus,
+    Snapshot,
+    SnapshotKeys,
+    Verdict,
+    VersionDecision,
+    VersionSource,
+)
+
+#: How much of a refused record's bytes a quarantine row keeps (the whole record stays on Kafka).
+QUARANTINE_PREFIX_BYTES = 4096
+
+_MODEL_OF_KIND: dict[RecordKind, type[Content]] = {
+    RecordKind.SIGHTING: Sighting,
+    RecordKind.INCIDENT: Incident,
+    RecordKind.CORRECTION: Correction,
+    RecordKind.RETRACTION: Retraction,
+    RecordKind.HEARTBEAT: Heartbeat,
+}
+_KIND_OF_MODEL: dict[type[Content], RecordKind] = {m: k for k, m in _MODEL_OF_KIND.items()}
+_STATUS_OF_OUTCOME = {
+    Outcome.STORE: RecordStatus.LIVE,
+    Outcome.REDACT: RecordStatus.LIVE,
+    Outcome.WITHHOLD: RecordStatus.WITHHELD,
+    Outcome.QUARANTINE: RecordStatus.QUARANTINED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Who judges: an agency with its sharing policy, or an auditor (``policy`` None), who keeps
+    no content and judges integrity only."""
+
+    agency_id: str | None
+    policy: SharingPolicy | None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    max_gap: int = DEFAULT_MAX_GAP
+
+    def __post_init__(self) -> None:
+        if self.policy is not None and self.policy.agency != self.agency_id:
+            raise ValueError(f"policy is for {self.policy.agency}, reader is {self.agency_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class LateRefusal:
+    """A waiting amendment refused when its target arrived (foreign, or of another kind)."""
+
+    producer_id: str
+    source: VersionSource
+    refusal: RecordError
+
+
+def stream_key(header: EnvelopeHeader, read_partition: int) -> StreamKey:
+    """The stream a verified record belongs to (intelbus/chain.py)."""
+    if header.partition is None:  # format v1: chained per partition read, one legacy epoch
+        return StreamKey(header.producer_id, header.topic, read_partition, LEGACY_EPOCH)
+    return StreamKey(header.producer_id, header.topic, header.partition, header.key_id.hex())
+
+
+def keys_for(prepared: Sequence[Prepared]) -> SnapshotKeys:
+    """What judging these records will look up (a store reads exactly this into a snapshot)."""
+    streams: set[StreamKey] = set()
+    ids: set[str] = set()
+    for p in prepared:
+        v = p.verified
+        if v is None:
+            continue
+        key = stream_key(v.header, p.position.partition)
+        streams.add(key)
+        if key.legacy:
+            streams.add(key.topic_wide())
+        ids.add(str(v.record_id))
+        if v.target_record_id is not None:
+            ids.add(str(v.target_record_id))
+        target = _payload_target(p.content)
+        if target is not None:
+            ids.add(target)
+    return SnapshotKeys(frozenset(streams), frozenset(ids))
+
+
+def quarantine_entry(
+    prepared: Prepared,
+    error: RecordError,
+    *,
+    authentic: bool,
+    record_id: str | None,
+    producer_id: str | None,
+) -> Quarantined:
+    """A quarantine row: a bounded prefix of the bytes, their digest and size, and the reason."""
+    pos = prepared.position
+    raw = prepared.raw
+    return Quarantined(
+        topic=pos.topic,
+        partition=pos.partition,
+        offset=pos.offset,
+        raw_prefix=raw[:QUARANTINE_PREFIX_BYTES],
+        raw_size=len(raw),
+        raw_digest=hashlib.blake2b(raw, digest_size=32).digest(),
+        reason=error.reason.value,
+        message=str(error),
+        record_id=record_id,
+        producer_id=producer_id,
+        authentic=authentic,
+    )
+
+
+class Judge:
+    """Judges records in order against a snapshot, remembering what it accepted (no I/O).
+
+    One instance per batch: records judged earlier in the batch are visible to later ones (a
+    record and its retraction in one poll). :meth:`batch` gathers what to persist.
+    """
+
+    def __init__(self, reader: Reader, snapshot: Snapshot) -> None:
+        self.reader = reader
+        self._snapshot = snapshot
+        self._heads: dict[StreamKey, ChainState] = dict(snapshot.heads)
+        self._moved: dict[StreamKey, ChainState] = {}
+        self._records: dict[tuple[str, str], HeldRecord] = dict(snapshot.records)
+        self._amendments: dict[tuple[str, str], HeldAmendment] = dict(snapshot.amendments)
+        # Waiting amendments by target record id, then by their producer (so a record that
+        # arrives finds its own and other producers' in one lookup, however many wait).
+        self._pending: dict[str, dict[str, list[PendingAmendment]]] = {}
+        self._load_pending(snapshot)
+        self._new_records: list[NewRecord] = []
+        self._new_versions: list[NewVersion] = []
+        self._new_amendments: list[NewAmendment] = []
+        self._applied: list[tuple[str, str, str]] = []
+        self._quarantined: list[Quarantined] = []
+        self._beats: list[FeedBeat] = []
+        #: Amendments accepted as pending earlier and refused now that their target arrived:
+        #: the reader reports them at the amendment's own position (read them, then clear).
+        self.late_refusals: list[LateRefusal] = []
+
+    def load(self, snapshot: Snapshot) -> None:
+        """Add trusted state read for keys this judge has not looked up yet.
+
+        An auditor judges many batches with one judge between two commits of its ledger; before
+        each batch it loads the keys that batch needs and the judge has not seen. State the judge
+        already holds (loaded before, or decided since) wins: it is newer than the ledger.
+        """
+        for key, head in snapshot.heads.items():
+            self._heads.setdefault(key, head)
+        for rkey, held in snapshot.records.items():
+            self._records.setdefault(rkey, held)
+        for akey, amendment in snapshot.amendments.items():
+            self._amendments.setdefault(akey, amendment)
+        self._load_pending(snapshot)
+
+    def _load_pending(self, snapshot: Snapshot) -> None:
+        for (producer, target), pending in snapshot.pending.items():
+            by_producer = self._pending.setdefault(target, {})
+            by_producer[producer] = [*pending, *by_producer.get(producer, [])]
+
+    # -- the verdict ----------------------------------------------------------------------------------
+
+    def judge(self, p: Prepared) -> Verdict:
+        """Decide one record (module docstring). Never raises for bad input."""
+        v = p.verified
+        if v is None:
+            error = p.error if p.error is not None else SchemaViolation("no verdict from intake")
+            c = p.claim
+            self._quarantine(p, error, False, c.record_id, c.producer_id)
+            return Verdict(p.position, error, None, False, c.record_id, c.producer_id, c.sequence)
+        h = v.header
+        rid = str(h.record_id)
+        producer = h.producer_id
+        family = family_of_topic(p.position.topic)
+        refusal: RecordError | None = None
+        if not kind_belongs_on(h.kind, family):
+            refusal = BindingMismatch(
+                f"record {rid}: a {h.kind.label} does not belong on {p.position.topic}"
+            )
+        elif h.format_version >= 2 and (h.target_record_id is not None) != h.kind.is_amendment:
+            # Format 2 names an amendment's target in what anyone can read (auditors, agencies not
+            # addressed): an amendment that hides it, or another record that names one, is refused.
+            what = "names no target" if h.kind.is_amendment else "names a target"
+            refusal = BindingMismatch(f"record {rid}: a {h.kind.label} that {what}")
+        if refusal is not None:
+            self._quarantine(p, refusal, True, rid, producer)
+            return Verdict(p.position, refusal, None, True, rid, producer, h.sequence)
+        key = stream_key(h, p.position.partition)
+        head_key, state = self._head(key)
+        try:
+            step = advance(
+                state,
+                sequence=h.sequence,
+                prev_digest=h.prev_digest,
+                digest=v.digest,
+                max_gap=self.reader.max_gap,
+            )
+        except ChainError as e:
+            self._quarantine(p, e, True, rid, producer)
+            return Verdict(p.position, e, None, True, rid, producer, h.sequence, stream=key)
+        self._heads[head_key] = step.state
+        self._moved[head_key] = step.state
+        effect: Effect | None = None
+        try:
+            effect, refusal = self._admit(p, v, family)
+        except RecordError as e:
+            refusal = e
+        if refusal is not None:
+            self._quarantine(p, refusal, True, rid, producer)
+        return Verdict(
+            p.position,
+            refusal,
+            effect,
+            True,
+            rid,
+            producer,
+            h.sequence,
+            stream=head_key,
+            chain=step.state,
+            gap=step.gap,
+            evicted_gaps=step.evicted,
+            filled=step.step is Step.FILL,
+        )
+
+    def _quarantine(
+        self,
+        p: Prepared,
+        error: RecordError,
+        authentic: bool,
+        record_id: str | None,
+        producer_id: str | None,
+    ) -> None:
+        self._quarantined.append(
+            quarantine_entry(
+                p, error, authentic=authentic, record_id=record_id, producer_id=producer_id
+            )
+        )
+
+    def _head(self, key: StreamKey) -> tuple[StreamKey, ChainState]:
+        """The stream's head; a v1 stream falls back to a legacy topic-wide head if a store made
+        before partitions were bound holds one (it then keeps advancing that head)."""
+        found = self._heads.get(key)
+        if found is not None:
+            return key, found
+        if key.legacy:
+            wide = key.topic_wide()
+            legacy = self._heads.get(wide)
+            if legacy is not None:
+                return wide, legacy
+        return key, ChainState.empty(key)
+
+    # -- what an authentic record in its place does ---------------------------------------------------
+
+    def _admit(
+        self, p: Prepared, v: VerifiedRecord, family: Family | None
+    ) -> tuple[Effect, RecordError | None]:
+        h = v.header
+        rid = str(h.record_id)
+        producer = h.producer_id
+        content = self._content(p, h)
+        if h.kind is RecordKind.HEARTBEAT:
+            if isinstance(content, Heartbeat):
+                if content.producer_id != producer:
+                    # Signed by one producer, speaking for another: it must not keep that feed alive.
+                    raise SchemaViolation(f"heartbeat {rid} by {producer} names another producer")
+                # Freshness is the broker's clock's to say: a heartbeat it did not time says nothing.
+                if p.position.appended_at is not None:
+                    self._beats.append(
+                        FeedBeat(
+                            producer, p.position.topic, p.position.appended_at, content.interval_ms
+                        )
+                    )
+            return Effect.HEARTBEAT, None
+        self._check_identity(producer, rid, v.digest)
+        source = self._source(p, v, content)
+        if h.kind.is_content:
+            return self._new_record(p, h.kind, content, source)
+        assert family is not None  # noqa: S101 - kind_belongs_on() refused amendments elsewhere
+        return self._amendment(p, v, family, content, source)
+
+    def _content(self, p: Prepared, h: EnvelopeHeader) -> Content | None:
+        """The decoded contents when this reader could open them, checked against the header."""
+        if p.content_error is not None:
+            raise p.content_error
+        model = p.content
+        if model is None:
+            return None
+        rid = str(h.record_id)
+        if _KIND_OF_MODEL.get(type(model)) is not h.kind:
+            raise SchemaViolation(
+                f"record {rid}: header kind {h.kind.label} but schema {type(model).__name__}"
+            )
+        if not isinstance(model, Heartbeat) and model.record_id != rid:
+            raise SchemaViolation(f"record {rid}: payload carries another record id")
+        target = _payload_target(model)
+        if h.target_record_id is not None and target != str(h.target_record_id):
+            raise SchemaViolation(
+                f"record {rid}: the payload amends {target}, the signed header {h.target_record_id}"
+            )
+        return model
+
+    def _check_identity(self, producer: str, rid: str, digest: bytes) -> None:
+        held = self._records.get((producer, rid))
+        prior = held.digest if held is not None else None
+        if prior is None:
+            amendment = self._amendments.get((producer, rid))
+            prior = amendment.digest if amendment is not None else None
+        if prior is None:
+            return
+        if prior == digest:
+            raise ChainReplay(
+                f"record {rid} of {producer} is already held: delivered again at a new position"
+            )
+        raise RecordIdReused(f"{producer} used record id {rid} again for a different record")
+
+    def _source(self, p: Prepared, v: VerifiedRecord, content: Content | None) -> VersionSource:
+        reason = ""
+        amended_at = None
+        if isinstance(content, Correction):
+            reason, amended_at = content.reason, content.corrected_at
+        elif isinstance(content, Retraction):
+            reason, amended_at = content.reason, content.retracted_at
+        pos = p.position
+        return VersionSource(
+            record_id=str(v.record_id),
+            key_id=v.key_id,
+            sequence=v.sequence,
+            digest=v.digest,
+            topic=pos.topic,
+            partition=pos.partition,
+            offset=pos.offset,
+            created_at=v.created_at,
+            # Without a broker time (intake let it through: its key has no cutoff yet), the time
+            # it was judged stands in: later than its real arrival, so a later withdrawal of the
+            # key errs on the side of withdrawing it, never of keeping a back-dated forgery.
+            appended_at=pos.appended_at or self.reader.clock(),
+            reason=reason,
+            amended_at=amended_at,
+        )
+
+    def _new_record(
+        self, p: Prepared, kind: RecordKind, content: Content | None, source: VersionSource
+    ) -> tuple[Effect, RecordError | None]:
+        producer = p.verified.producer_id if p.verified is not None else ""
+        rid = source.record_id
+        model = content if isinstance(content, (Sighting, Incident)) else None
+        decision = self._decide(model, addressed=p.addressed)
+        self._new_records.append(NewRecord(producer, rid, kind, source, decision))
+        held = HeldRecord(
+            producer,
+            rid,
+            kind,
+            source.topic,
+            source.digest,
+            _STATUS_OF_OUTCOME.get(decision.outcome, RecordStatus.WITHHELD),
+            1,
+        )
+        self._records[(producer, rid)] = held
+        waiting = self._pending.pop(rid, {})
+        for pending in waiting.pop(producer, []):
+            held = self._apply_pending(pending, held)
+        for others in waiting.values():
+            # Amendments another producer registered for this id before it arrived: they can
+            # never be that producer's own record now, so they are refused (foreign), not left
+            # waiting.
+            for pending in others:
+                self._settle(
+                    pending,
+                    AmendmentStatus.REFUSED,
+                    ForeignTarget(
+                        f"record {pending.record_id} by {pending.producer_id} amends {rid}, "
+                        f"published by {producer}"
+                    ),
+                )
+        if decision.outcome is Outcome.QUARANTINE:
+            return Effect.WITHHELD, PolicyQuarantine(
+                f"record {rid} quarantined by policy rule {decision.rule_id}"
+            )
+        return _effect_of(decision), None
+
+    def _amendment(
+        self,
+        p: Prepared,
+        v: VerifiedRecord,
+        family: Family,
+        content: Content | None,
+        source: VersionSource,
+    ) -> tuple[Effect, RecordError | None]:
+        producer = v.producer_id
+        rid = source.record_id
+        kind = v.kind
+        target_id = str(v.target_record_id) if v.target_record_id is not None else None
+        if target_id is None:
+            target_id = _payload_target(content)
+        if target_id is None:
+            # Format v1, not addressed to this reader: the target is inside the ciphertext.
+            self._register_amendment(producer, rid, source, AmendmentStatus.UNREADABLE)
+            self._new_amendments.append(
+                NewAmendment(producer, rid, kind, None, AmendmentStatus.UNREADABLE, source)
+            )
+            return Effect.NOT_ADDRESSED, None
+        family_kind = FAMILY_CONTENT[family]
+        replacement_kind = _replacement_kind(content)
+        if replacement_kind is not None and replacement_kind is not family_kind:
+            raise KindChanged(
+                f"correction {rid} on {source.topic} replaces its record with a "
+                f"{replacement_kind.label}"
+            )
+        target = self._records.get((producer, target_id))
+        if target is None:
+            others = sorted(
+                p_ for (p_, r), _held in self._records.items() if r == target_id and p_ != producer
+            )
+            if others:
+                raise ForeignTarget(
+                    f"record {rid} by {producer} amends {target_id}, published by {others[0]}"
+                )
+        elif target.kind is not family_kind:
+            raise KindChanged(
+                f"{kind.label} {rid} on {source.topic} amends {target_id}, a {target.kind.label}"
+            )
+        decision = self._amendment_decision(kind, content, addressed=p.addressed)
+        if target is None:
+            pending = PendingAmendment(
+                producer, rid, target_id, kind, replacement_kind, source.topic, decision, source
+            )
+            self._pending.setdefault(target_id, {}).setdefault(producer, []).append(pending)
+            self._register_amendment(producer, rid, source, AmendmentStatus.PENDING)
+            self._new_amendments.append(
+                NewAmendment(
+                    producer, rid, kind, target_id, AmendmentStatus.PENDING, source, pending
+                )
+            )
+        else:
+            self._register_amendment(producer, rid, source, AmendmentStatus.APPLIED)
+            self._new_amendments.append(
+                NewAmendment(producer, rid, kind, target_id, AmendmentStatus.APPLIED, source)
+            )
+            self._version(target, kind, source, decision)
+        if decision.outcome is Outcome.QUARANTINE:
+            return Effect.AMENDED, PolicyQuarantine(
+                f"correction {rid}: the corrected record is quarantined by policy rule "
+                f"{decision.rule_id}"
+            )
+        return Effect.AMENDED, None
+
+    def _register_amendment(
+        self, producer: str, rid: str, source: VersionSource, status: AmendmentStatus
+    ) -> None:
+        self._amendments[(producer, rid)] = HeldAmendment(producer, rid, source.digest, status)
+
+    def _apply_pending(self, pending: PendingAmendment, target: HeldRecord) -> HeldRecord:
+        """A waiting amendment meets its target: applied, unless it would change the kind."""
+        family = family_of_topic(pending.topic)
+        family_kind = FAMILY_CONTENT.get(family) if family is not None else None
+        # A pending amendment migrated from schema 2 has no known topic: only its kind is checked.
+        wrong = (pending.topic != "" and target.kind is not family_kind) or (
+            pending.replacement_kind is not None and pending.replacement_kind is not target.kind
+        )
+        if wrong:
+            # Registered pending when its target was unknown; now known, it would change the
+            # record's kind. It stays registered (evidence) and is never applied.
+            self._settle(
+                pending,
+                AmendmentStatus.REFUSED,
+                KindChanged(
+                    f"{pending.kind.label} {pending.record_id} on {pending.topic} amends "
+                    f"{target.record_id}, a {target.kind.label}"
+                ),
+            )
+            return target
+        self._settle(pending, AmendmentStatus.APPLIED)
+        return self._version(target, pending.kind, pending.source, pending.decision)
+
+    def _settle(
+        self, pending: PendingAmendment, status: AmendmentStatus, why: RecordError | None = None
+    ) -> None:
+        key = (pending.producer_id, pending.record_id)
+        self._amendments[key] = HeldAmendment(*key, pending.source.digest, status)
+        self._applied.append((*key, status.value))
+        if why is not None:
+            self.late_refusals.append(LateRefusal(pending.producer_id, pending.source, why))
+
+    def _version(
+        self,
+        target: HeldRecord,
+        kind: RecordKind,
+        source: VersionSource,
+        decision: VersionDecision,
+    ) -> HeldRecord:
+        change = Change.RETRACTION if kind is RecordKind.RETRACTION else Change.CORRECTION
+        self._new_versions.append(
+            NewVersion(target.producer_id, target.record_id, change, source, decision)
+        )
+        if target.status is RecordStatus.RETRACTED or decision.outcome is Outcome.RETRACT:
+            status = RecordStatus.RETRACTED
+        else:
+            status = _STATUS_OF_OUTCOME.get(decision.outcome, RecordStatus.WITHHELD)
+        updated = replace(target, status=status, version=target.version + 1)
+        self._records[(target.producer_id, target.record_id)] = updated
+        return updated
+
+    # -- sharing decisions ------------------------------------------------------------------------------
+
+    def _decide(self, model: Sighting | Incident | None, *, addressed: bool) -> VersionDecision:
+        """A version judged exactly as a new record: policy, redaction and labels."""
+        policy = self.reader.policy
+        facts = model.facts() if model is not None else None
+        labels = _labels(facts) if facts is not None else None
+        if policy is None:
+            return VersionDecision(Outcome.WITHHOLD, AUDIT_RULE, "", labels=labels)
+        if facts is None or model is None or not addressed:
+            return VersionDecision(Outcome.WITHHOLD, NOT_ADDRESSED_RULE, policy.policy_hash)
+        d = decide(policy, facts, self.reader.clock())
+        if d.action is Action.QUARANTINE:
+            return VersionDecision(Outcome.QUARANTINE, d.rule_id, d.policy_hash, labels=labels)
+        if d.action is Action.WITHHOLD:
+            return VersionDecision(Outcome.WITHHOLD, d.rule_id, d.policy_hash, labels=labels)
+        payload: dict[str, Any] = model.model_dump(mode="json")
+        redacted: tuple[str, ...] = ()
+        if d.action is Action.REDACT:
+            payload, redacted = redact(payload, d.redact)
+        outcome = Outcome.REDACT if d.action is Action.REDACT else Outcome.STORE
+        return VersionDecision(outcome, d.rule_id, d.policy_hash, payload, redacted, labels)
+
+    def _amendment_decision(
+        self, kind: RecordKind, content: Content | None, *, addressed: bool
+    ) -> VersionDecision:
+        policy_hash = self.reader.policy.policy_hash if self.reader.policy is not None else ""
+        if kind is RecordKind.RETRACTION:
+            # A retraction only removes information: it applies whatever its grading says.
+            return VersionDecision(Outcome.RETRACT, "retraction", policy_hash)
+        replacement = content.replacement if isinstance(content, Correction) else None
+        return self._decide(replacement, addressed=addressed and replacement is not None)
+
+    # -- what to persist -------------------------------------------------------------------------------
+
+    def batch(
+        self,
+        group_id: str,
+        offsets: dict[tuple[str, int], int],
+        meta: dict[str, str] | None = None,
+    ) -> Batch:
+        """Everything judged so far, for one store transaction with ``offsets`` (and ``meta``)."""
+        return Batch(
+            group_id=group_id,
+            records=tuple(self._new_records),
+            versions=tuple(self._new_versions),
+            amendments=tuple(self._new_amendments),
+            applied=tuple(self._applied),
+            quarantined=tuple(self._quarantined),
+            chain=tuple(self._moved.values()),
+            beats=tuple(self._beats),
+            offsets=dict(offsets),
+            meta=dict(meta or {}),
+        )
+
+
+def _effect_of(decision: VersionDecision) -> Effect:
+    if decision.outcome is Outcome.REDACT:
+        return Effect.REDACTED
+    if decision.outcome is Outcome.STORE:
+        return Effect.STORED
+    if decision.rule_id == NOT_ADDRESSED_RULE:
+        return Effect.NOT_ADDRESSED
+    if decision.rule_id == AUDIT_RULE:
+        return Effect.REGISTERED
+    return Effect.WITHHELD
+
+
+def _labels(facts: RecordFacts) -> Labels:
+    return Labels(facts.tlp.value, facts.classification.value, facts.force_area, facts.occurred_at)
+
+
+def _payload_target(content: Content | None) -> str | None:
+    if isinstance(content, Correction):
+        return content.corrects_record_id
+    if isinstance(content, Retraction):
+        return content.retracts_record_id
+    return None
+
+
+def _replacement_kind(content: Content | None) -> RecordKind | None:
+    if isinstance(content, Correction):
+        return (
+            RecordKind.SIGHTING
+            if isinstance(content.replacement, Sighting)
+            else (RecordKind.INCIDENT)
+        )
+    return None
