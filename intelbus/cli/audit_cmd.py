@@ -46,9 +46,11 @@ from intelbus.errors import (
     TopicMisconfigured,
 )
 from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.serde.registry import SchemaRegistry
+from intelbus.transport.topics import topic_beside
 
 app = typer.Typer(help="Auditor replay: verify a topic's history with public keys only.")
 console = Console()
@@ -211,7 +213,7 @@ def replay(
         _follow_directory(
             history,
             bootstrap,
-            directory_topic or f"{topic.rpartition('.')[0] or 'intelbus'}.directory",
+            directory_topic or topic_beside(topic, Family.DIRECTORY),
             directory,
             allow_expired=allow_expired_directory,
         )
@@ -371,7 +373,7 @@ def _digest_values(
         _follow_directory(
             history,
             servers,
-            f"{topic.rpartition('.')[0] or 'intelbus'}.directory",
+            topic_beside(topic, Family.DIRECTORY),
             directory,
             allow_expired=False,
         )

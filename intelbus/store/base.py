@@ -58,6 +58,7 @@ from intelbus.trust.model import (
     NewVersion,
     Outcome,
     PendingAmendment,
+    Quarantined,
     RecordStatus,
     Snapshot,
     SnapshotKeys,
@@ -149,30 +150,8 @@ class StoredRecordView:
         return self.payload is not None and self.status in VISIBLE
 
 
-@dataclass(frozen=True, slots=True)
-class QuarantineEntry:
-    """A refused Kafka record: a bounded prefix of its bytes, their size and digest, and why."""
-
-    topic: str
-    partition: int
-    offset: int
-    raw_prefix: bytes
-    raw_size: int
-    raw_digest: bytes
-    reason: str
-    message: str
-    record_id: str | None
-    producer_id: str | None
-    authentic: bool = False
-
-    @property
-    def raw(self) -> bytes:
-        """The bytes kept (a prefix when :attr:`truncated`)."""
-        return self.raw_prefix
-
-    @property
-    def truncated(self) -> bool:
-        return len(self.raw_prefix) < self.raw_size
+#: A quarantine row as a store returns it: the judge's own record of the refusal.
+QuarantineEntry = Quarantined
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,11 @@ def topic_name(family: Family, *, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}.{family.value}"
 
 
+def topic_beside(topic: str, family: Family) -> str:
+    """The topic of ``family`` on the same bus as ``topic`` (``x.sightings`` -> ``x.directory``)."""
+    return topic_name(family, prefix=topic.rpartition(".")[0] or DEFAULT_PREFIX)
+
+
 def audit_topic_config(*, min_insync_replicas: int) -> Mapping[str, str]:
     """Settings for a topic auditors replay: keep forever, broker append time, no unclean election."""
     return MappingProxyType(

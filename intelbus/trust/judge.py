@@ -67,6 +67,7 @@ from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighti
 from intelbus.trust.model import (
     AUDIT_RULE,
     NOT_ADDRESSED_RULE,
+    STATUS_OF_OUTCOME,
     AmendmentStatus,
     Batch,
     Change,
@@ -102,12 +103,6 @@ _MODEL_OF_KIND: dict[RecordKind, type[Content]] = {
     RecordKind.HEARTBEAT: Heartbeat,
 }
 _KIND_OF_MODEL: dict[type[Content], RecordKind] = {m: k for k, m in _MODEL_OF_KIND.items()}
-_STATUS_OF_OUTCOME = {
-    Outcome.STORE: RecordStatus.LIVE,
-    Outcome.REDACT: RecordStatus.LIVE,
-    Outcome.WITHHOLD: RecordStatus.WITHHELD,
-    Outcome.QUARANTINE: RecordStatus.QUARANTINED,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +196,11 @@ class Judge:
         self._heads: dict[StreamKey, ChainState] = dict(snapshot.heads)
         self._moved: dict[StreamKey, ChainState] = {}
         self._records: dict[tuple[str, str], HeldRecord] = dict(snapshot.records)
+        # Who holds each record id: an amendment whose producer does not hold its target looks
+        # here for another producer's (an auditor's judge holds many records: no scan).
+        self._holders: dict[str, set[str]] = {}
+        for producer, rid in self._records:
+            self._holders.setdefault(rid, set()).add(producer)
         self._amendments: dict[tuple[str, str], HeldAmendment] = dict(snapshot.amendments)
         # Waiting amendments by target record id, then by their producer (so a record that
         # arrives finds its own and other producers' in one lookup, however many wait).
@@ -227,6 +227,7 @@ class Judge:
             self._heads.setdefault(key, head)
         for rkey, held in snapshot.records.items():
             self._records.setdefault(rkey, held)
+            self._holders.setdefault(rkey[1], set()).add(rkey[0])
         for akey, amendment in snapshot.amendments.items():
             self._amendments.setdefault(akey, amendment)
         self._load_pending(snapshot)
@@ -430,10 +431,11 @@ class Judge:
             kind,
             source.topic,
             source.digest,
-            _STATUS_OF_OUTCOME.get(decision.outcome, RecordStatus.WITHHELD),
+            STATUS_OF_OUTCOME[decision.outcome],
             1,
         )
         self._records[(producer, rid)] = held
+        self._holders.setdefault(rid, set()).add(producer)
         waiting = self._pending.pop(rid, {})
         for pending in waiting.pop(producer, []):
             held = self._apply_pending(pending, held)
@@ -486,12 +488,10 @@ class Judge:
             )
         target = self._records.get((producer, target_id))
         if target is None:
-            others = sorted(
-                p_ for (p_, r), _held in self._records.items() if r == target_id and p_ != producer
-            )
+            others = self._holders.get(target_id, set()) - {producer}
             if others:
                 raise ForeignTarget(
-                    f"record {rid} by {producer} amends {target_id}, published by {others[0]}"
+                    f"record {rid} by {producer} amends {target_id}, published by {min(others)}"
                 )
         elif target.kind is not family_kind:
             raise KindChanged(
@@ -573,7 +573,7 @@ class Judge:
         if target.status is RecordStatus.RETRACTED or decision.outcome is Outcome.RETRACT:
             status = RecordStatus.RETRACTED
         else:
-            status = _STATUS_OF_OUTCOME.get(decision.outcome, RecordStatus.WITHHELD)
+            status = STATUS_OF_OUTCOME[decision.outcome]
         updated = replace(target, status=status, version=target.version + 1)
         self._records[(target.producer_id, target.record_id)] = updated
         return updated

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from intelbus.chain import ChainState, StreamKey
@@ -127,6 +128,18 @@ class Outcome(enum.StrEnum):
     WITHHOLD = "withhold"
     QUARANTINE = "quarantine"
     RETRACT = "retract"
+
+
+#: The status a version's outcome gives its record when that version is current.
+STATUS_OF_OUTCOME: Mapping[Outcome, RecordStatus] = MappingProxyType(
+    {
+        Outcome.STORE: RecordStatus.LIVE,
+        Outcome.REDACT: RecordStatus.LIVE,
+        Outcome.WITHHOLD: RecordStatus.WITHHELD,
+        Outcome.QUARANTINE: RecordStatus.QUARANTINED,
+        Outcome.RETRACT: RecordStatus.RETRACTED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +319,15 @@ class Quarantined:
     record_id: str | None
     producer_id: str | None
     authentic: bool = False
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes kept (a prefix when :attr:`truncated`)."""
+        return self.raw_prefix
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.raw_prefix) < self.raw_size
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from intelbus.trust.model import Change, Outcome, RecordStatus, VersionDecision
-
-_STATUS = {
-    Outcome.STORE: RecordStatus.LIVE,
-    Outcome.REDACT: RecordStatus.LIVE,
-    Outcome.WITHHOLD: RecordStatus.WITHHELD,
-    Outcome.QUARANTINE: RecordStatus.QUARANTINED,
-}
+from intelbus.trust.model import STATUS_OF_OUTCOME, Change, RecordStatus, VersionDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,5 +61,5 @@ def fold(versions: Iterable[VersionRow]) -> Current:
         evidence = content[-1]
         return Current(RecordStatus.WITHDRAWN, latest, evidence.decision, evidence.version)
     current = standing[-1]
-    status = RecordStatus.RETRACTED if retracted else _STATUS[current.decision.outcome]
+    status = RecordStatus.RETRACTED if retracted else STATUS_OF_OUTCOME[current.decision.outcome]
     return Current(status, latest, current.decision, current.version)
