@@ -45,6 +45,7 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailedError,
 )
+from kafka.protocol.metadata import MetadataRequest
 
 from intelbus.errors import KafkaUnavailableError, NotAuthorized, SendFailed, TopicMissing
 from intelbus.log import get_logger
@@ -339,7 +340,47 @@ def create_topics(
         except KafkaError as e:
             raise KafkaUnavailableError(f"creating topics failed: {type(e).__name__}: {e}") from e
         created.extend(todo)
+        _await_partitions(admin, list(todo))
     return created
+
+
+def _await_partitions(admin: Any, expected: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Wait until every broker's metadata shows every new topic with its partitions.
+
+    The controller acknowledges a creation before every broker has the metadata, and kafka-python's
+    ``wait_for_metadata`` asks one broker only: a describe sent to another broker a moment later
+    can answer with no partitions at all (seen in CI on a three-node cluster). A caller that
+    creates and then inspects, publishes or consumes must not race that, so each broker is asked.
+    """
+    names = list(expected)
+    request = MetadataRequest(
+        topics=[MetadataRequest.MetadataRequestTopic(name=n) for n in names],
+        allow_auto_topic_creation=False,
+    )
+    manager = admin._manager  # kafka-python 3.0: no public call sends to a chosen broker
+
+    async def ask(node_id: int) -> Any:
+        return await manager.send(request, node_id=node_id)
+
+    deadline = time.monotonic() + timeout_s
+    waiting = [int(b.node_id) for b in manager.cluster.brokers()]
+    while waiting:
+        node = waiting[0]
+        try:
+            topics = manager.run(ask, node).to_dict()["topics"]
+            seen = {str(t["name"]): len(t["partitions"]) for t in topics}
+        except KafkaError:
+            seen = {}
+        # Presence, not the count: a topic created concurrently by someone else may differ, and
+        # its settings are checked separately.
+        if all(seen.get(name, 0) > 0 for name in names):
+            waiting.pop(0)
+            continue
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailableError(
+                f"created topics did not reach broker {node}'s metadata within {timeout_s:.0f} s"
+            )
+        time.sleep(0.2)
 
 
 def topic_configs(

@@ -79,7 +79,9 @@ def test_three_node_cluster_keeps_acknowledged_records_when_a_broker_is_killed(
         transport.create_topics(
             bootstrap, [TopicSpec(topic, 3, 3, audit_topic_config(min_insync_replicas=2))]
         )
-        assert all(len(r) == 3 for r in transport.topic_partitions(bootstrap, topic).values())
+        replicas = transport.topic_partitions(bootstrap, topic)
+        assert len(replicas) == 3
+        assert all(len(r) == 3 for r in replicas.values())
         acked: list[bytes] = []
         producer = transport.make_producer(bootstrap)
         try:
