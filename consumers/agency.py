@@ -39,14 +39,22 @@ from typing import Any
 from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
 from consumers.pipeline import AgencyPipeline, RawRecord
+from consumers.policy_watch import PolicyWatch
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, require_fresh
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.errors import ConfigError, ReasonCode, StoreError, TopicMisconfigured
+from intelbus.errors import (
+    ConfigError,
+    KeyNotCurrent,
+    PolicyReloadFailed,
+    ReasonCode,
+    StoreError,
+    TopicMisconfigured,
+    UnknownKey,
+)
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family
 from intelbus.log import get_logger
-from intelbus.policy.rules import SharingPolicy
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.store import open_store
 from intelbus.store.base import Store
@@ -200,6 +208,7 @@ class AgencyConsumer:
         security: TransportSecurity | None = None,
         liveness: LivenessWatch | None = None,
         follower: DirectoryFollower | None = None,
+        policy_watch: PolicyWatch | None = None,
         directory_every_s: float = DIRECTORY_EVERY_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -212,6 +221,7 @@ class AgencyConsumer:
         self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
         self.bootstrap = bootstrap_servers
         self.follower = follower
+        self.policy_watch = policy_watch  # None: the policy is fixed for the run (tests)
         self.directory_every_s = directory_every_s
         self.clock = clock
         self.stats = Stats()
@@ -246,6 +256,47 @@ class AgencyConsumer:
                 "back-date records otherwise). Fix the topic config; nothing was consumed."
             )
 
+    def check_key(self) -> None:
+        """Refuse to go on unless this consumer's key is the directory's current key for its
+        agency: a rotated-out key, another agency's or one never listed would open nothing and
+        quarantine every record, moving the offsets past them all.
+
+        Raises:
+            KeyNotCurrent: it is not (nothing read from Kafka, nothing committed).
+        """
+        mine = self.pipeline.identity.public
+        directory = self.pipeline.directory
+        version = directory.latest.version
+        try:
+            current = directory.recipient_key(mine.agency_id, self.clock())
+        except UnknownKey as e:
+            raise KeyNotCurrent(
+                f"{mine.agency_id} has no current key in directory v{version} ({e}): "
+                "nothing was consumed"
+            ) from None
+        if (current.enc_public, current.sign_public) != (mine.enc_public, mine.sign_public):
+            raise KeyNotCurrent(
+                f"the key file holds key {mine.key_id.hex()}, but {mine.agency_id}'s current "
+                f"key in directory v{version} is {current.key_id.hex()}: records sealed to the "
+                "current key could not be opened; use the current key file (nothing was consumed)"
+            )
+
+    def reload_policy(self) -> None:
+        """Swap in the sharing policy if its file changed (once per poll loop, between batches).
+
+        Raises:
+            PolicyReloadFailed: the new file does not load; nothing more is judged.
+        """
+        if self.policy_watch is None:
+            return
+        policy = self.policy_watch.changed()
+        if policy is None:
+            return
+        try:
+            self.pipeline.swap_policy(policy)
+        except ValueError as e:  # another agency's: PolicyWatch refuses it already
+            raise PolicyReloadFailed(f"the new sharing policy cannot be used: {e}") from None
+
     def follow_directory(self, *, force: bool = False) -> int:
         """Read the directory topic (at most every ``directory_every_s`` unless ``force``), apply
         what new versions withdraw, and refuse an expired directory. Returns the new versions.
@@ -258,6 +309,8 @@ class AgencyConsumer:
             return 0
         self._next_directory = now_mono + self.directory_every_s
         new = self.follower.catch_up() if self.follower is not None else []
+        if new:
+            self.check_key()  # a new version may have rotated this agency's key away
         self.apply_withdrawals()
         health = require_fresh(self.pipeline.directory, self.clock())
         if health.state is Freshness.EXPIRING and not self._expiring_logged:
@@ -303,11 +356,16 @@ class AgencyConsumer:
         Raises:
             TopicMisconfigured: a bus topic is not LogAppendTime (nothing consumed).
             DirectoryExpired: the directory expired (nothing more consumed).
+            KeyNotCurrent: this consumer's key is not its agency's current one (nothing consumed).
+            StoreLocked: the store's writer lock was removed or replaced while running.
+            PolicyReloadFailed: the policy file changed into one that does not load.
             StoreError: the store failed repeatedly.
             KafkaUnavailableError: the broker could not be reached.
         """
         self.check_topics()
         self.follow_directory(force=True)
+        # Before joining the group: a consumer that could open nothing must not move offsets.
+        self.check_key()
         consumer = transport.make_consumer(
             self.bootstrap,
             security=self.security,
@@ -333,6 +391,10 @@ class AgencyConsumer:
         try:
             while not self.stop_event.is_set():
                 self.follow_directory()
+                # Once per poll loop, before the next batch is judged: still the one writer,
+                # and under the policy the file now holds.
+                self.store.check_writer()
+                self.reload_policy()
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
                 if len(messages) < self.batch_size and transport.has_assignment(consumer):
                     self.liveness.maybe_check(self.store)  # caught up: judge the feeds
@@ -457,12 +519,15 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
             f"the key file is {identity.agency_id}'s, the config is for {config.agency}"
         )
     history = dstore.load_folder(config.directory)
+    policy_watch = PolicyWatch(config.policy, config.agency)
     pipeline = AgencyPipeline(
         identity=identity,
         directory=history,
         registry=SchemaRegistry.load(),
-        policy=SharingPolicy.load(config.policy),
+        policy=policy_watch.policy,
         environment=config.environment,
+        # The heartbeats' vouched streams it will hold itself to: the topics it reads.
+        reads=frozenset(topic_name(f, prefix=config.topic_prefix) for f in config.families),
     )
     bootstrap = config.bootstrap()
     security = config.transport_security()
@@ -475,11 +540,14 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
     )
     return AgencyConsumer(
         pipeline=pipeline,
-        store=open_store(config.store),
+        # As its agency's writer: bound to the agency (another's is refused), and a SQLite
+        # store locked against a second writer for as long as it is open.
+        store=open_store(config.store, owner=config.agency),
         bootstrap_servers=bootstrap,
         security=security,
         group_id=config.group,
         topics=[topic_name(f, prefix=config.topic_prefix) for f in config.families],
         batch_size=config.batch_size,
         follower=follower,
+        policy_watch=policy_watch,
     )

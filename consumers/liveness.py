@@ -16,6 +16,15 @@ to an operator or a monitoring check (its exit status is 1 while a feed is stale
 A producer never heard from has no row, so it is not judged here: which producers *should* be
 heard is the directory's to say, and the auditor (consumers/audit) reports silences over a whole
 topic's history.
+
+**Liveness is not completeness.** A feed whose heartbeats flow while its records are withheld or
+deleted looks alive. So each heartbeat (schema version 2) vouches for where its producer's streams
+stood, named as the chain names them (topic, partition, key epoch, last sequence), and
+:func:`missing_records` compares the newest vouched heads with the chain the store holds: every
+sequence number vouched for and not held is missing, reported as ranges. A heartbeat younger than
+``settle`` is not yet held to it (the records it vouches for may be a poll behind it, on another
+partition). ``intelbus store feeds`` exits 1 while any range is missing; the consumer logs
+``consumer.records_missing`` when it is caught up.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from datetime import UTC, datetime, timedelta
 
 from intelbus.errors import StoreError
 from intelbus.log import get_logger
+from intelbus.records import MAX_INTERVAL_MS
 from intelbus.store.base import Store
+from intelbus.trust.completeness import DEFAULT_SETTLE, MissingRange, missing_records
 from intelbus.trust.model import FeedBeat
 
 log = get_logger("consumers.liveness")
@@ -64,7 +75,8 @@ def assess(
         raise ValueError("now must be timezone-aware")
     out: list[FeedHealth] = []
     for f in feeds:
-        interval = timedelta(milliseconds=f.interval_ms)
+        # Bounded again at the point of use: a row edited by hand must not overflow a timedelta.
+        interval = timedelta(milliseconds=min(max(f.interval_ms, 1), MAX_INTERVAL_MS))
         # A broker clock ahead of ours gives a negative age: that is "just now", not a failure.
         silent = max(now - f.at, timedelta(0))
         out.append(
@@ -85,6 +97,7 @@ class LivenessWatch:
         tolerance: float = DEFAULT_TOLERANCE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        settle: timedelta = DEFAULT_SETTLE,
     ) -> None:
         if tolerance < 1.0:
             raise ValueError(f"tolerance must be at least 1, got {tolerance}")
@@ -93,6 +106,10 @@ class LivenessWatch:
         self.clock = clock
         self.monotonic = monotonic
         self.stale: set[tuple[str, str]] = set()
+        self.settle = settle
+        #: The ranges found missing at the last check, and those already logged once.
+        self.missing: list[MissingRange] = []
+        self.reported: set[tuple[str, str, int, str, int, int]] = set()
         self._next_check = 0.0
 
     def maybe_check(self, store: Store) -> list[FeedHealth] | None:
@@ -111,7 +128,27 @@ class LivenessWatch:
         except StoreError as e:
             log.warning("liveness.check_failed", error=type(e).__name__)
             return None
-        health = assess(feeds, self.clock(), self.tolerance)
+        now = self.clock()
+        health = assess(feeds, now, self.tolerance)
+        try:
+            missing = missing_records(feeds, store.load_chain(), now, self.settle)
+        except StoreError as e:
+            log.warning("liveness.check_failed", error=type(e).__name__)
+            missing = []
+        for m in missing:
+            found = (m.producer_id, m.topic, m.partition, m.epoch, m.first, m.last)
+            if found not in self.reported:
+                self.reported.add(found)
+                log.warning(
+                    "consumer.records_missing",
+                    producer=m.producer_id,
+                    topic=m.topic,
+                    partition=m.partition,
+                    first=m.first,
+                    last=m.last,
+                    vouched_at=m.vouched_at.isoformat(),
+                )
+        self.missing = missing
         for h in health:
             key = (h.producer_id, h.topic)
             if h.stale and key not in self.stale:

@@ -15,6 +15,7 @@ Nothing here raises for bad input: every refusal is a verdict and a quarantine r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,6 +68,7 @@ class AgencyPipeline:
         environment: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_gap: int = DEFAULT_MAX_GAP,
+        reads: frozenset[str] | None = None,
     ) -> None:
         if policy.agency != identity.agency_id:
             raise ValueError(f"policy is for {policy.agency}, identity is {identity.agency_id}")
@@ -82,10 +84,22 @@ class AgencyPipeline:
             directory=directory,
             clock=clock,
         )
-        self.reader = Reader(identity.agency_id, policy, clock, max_gap)
+        self.reader = Reader(identity.agency_id, policy, clock, max_gap, reads=reads)
         #: Amendments the last judged batch refused once their target arrived (registered
         #: pending by an earlier batch): no quarantine row of their own, so reported here.
         self.late_refusals: list[LateRefusal] = []
+
+    def swap_policy(self, policy: SharingPolicy) -> None:
+        """Judge every later batch under ``policy`` (its hash on every later decision).
+
+        Called between batches only. The judge's :class:`Reader` is frozen, so a new one is made;
+        a batch already being judged keeps the reader it started with.
+
+        Raises:
+            ValueError: the policy is another agency's (nothing changes).
+        """
+        reader = dataclasses.replace(self.reader, policy=policy)  # checks the agency
+        self.policy, self.reader = policy, reader
 
     def prepare(self, raws: Sequence[RawRecord]) -> list[Prepared]:
         """Intake every record (no I/O)."""

@@ -66,9 +66,15 @@ class ReasonCode(enum.StrEnum):
     KIND_CHANGED = "kind_changed"
     # The receiving agency's sharing policy.
     POLICY_QUARANTINE = "policy_quarantine"
+    # Time (issue 20): a record or heartbeat that describes the future beyond the skew bound.
+    FUTURE_TIME = "future_time"
+    # A value no rule foresaw made the judge fail: refused, and logged as a defect to fix.
+    UNHANDLED_VALUE = "unhandled_value"
     # Findings an auditor makes over a whole topic rather than one record.
     CLOCK_SKEW = "clock_skew"
     HEARTBEAT_MISSING = "heartbeat_missing"
+    # Sequence numbers a producer's heartbeat vouched for and the reader does not hold (issue 20).
+    RECORDS_MISSING = "records_missing"
     RECIPIENT_NOT_ENTITLED = "recipient_not_entitled"
 
 
@@ -97,6 +103,12 @@ class InsecureFileError(UnsafeFile):
         super().__init__(message)
         self.path = path
         self.mode = mode
+
+
+class ReportInvalid(ConfigError):
+    """An audit report is malformed, of another format, or does not match its own digest (its
+    findings or summary were changed after it was written). The message names the report and
+    what is wrong, never its contents."""
 
 
 # --- Infrastructure. -------------------------------------------------------------------------------
@@ -149,6 +161,94 @@ class TopicMisconfigured(InfraError):
 
 class StoreError(InfraError):
     """The store could not commit or read. Nothing of a failed batch was kept; retry the batch."""
+
+
+# --- Whose is this: a consumer's own store, key and policy. -------------------------------------------
+
+
+class OwnershipError(IntelbusError):
+    """A consumer may not go on with what it was given: a store bound to another agency or held by
+    another writer, a key that is not the directory's current key for its agency, a sharing policy
+    changed into one that does not load. It refuses before joining its Kafka group (or stops before
+    judging another batch): nothing is read, judged, written or committed. One line, exit 3.
+
+    :attr:`code` is stable (logs, monitoring and tests match on it): never rename or reuse one.
+    """
+
+    code: str = "ownership"
+
+
+class StoreOwnerMismatch(OwnershipError):
+    """The store is bound to another agency (its owner is written when it is created)."""
+
+    code = "store_owner_mismatch"
+
+
+class StoreLocked(OwnershipError):
+    """Another writer holds the store's writer lock (a SQLite store has one writer), or the lock
+    this writer held was removed or replaced while it ran."""
+
+    code = "store_locked"
+
+
+class KeyNotCurrent(OwnershipError):
+    """The consumer's key is not the directory's current key for its agency (a rotated key,
+    another agency's key, a key the directory never listed)."""
+
+    code = "key_not_current"
+
+
+class PolicyReloadFailed(OwnershipError):
+    """The sharing policy file changed while the consumer ran and the new one does not load."""
+
+    code = "policy_reload_failed"
+
+
+# --- The auditor's own state. ------------------------------------------------------------------------
+
+
+class AuditStateError(IntelbusError):
+    """An auditor's checkpoint (or the findings file it accounts for) is not what this auditor
+    signed: unsigned, signed by another key, altered since, or unreadable. The replay refuses to
+    resume and starts nothing either (resuming would trust a hand-edited position or findings;
+    starting afresh silently would hide the tampering): nothing is read, written or truncated.
+    ``intelbus audit replay --restart`` discards the checkpoint and starts over. One line, exit 3.
+
+    :attr:`code` is stable (logs, monitoring and tests match on it): never rename or reuse one.
+    """
+
+    code: str = "audit_state"
+
+
+class CheckpointUnsigned(AuditStateError):
+    """The checkpoint carries no signature (an older format, or one written by hand)."""
+
+    code = "checkpoint_unsigned"
+
+
+class CheckpointForeignKey(AuditStateError):
+    """The checkpoint names another signing key than this auditor's."""
+
+    code = "checkpoint_foreign_key"
+
+
+class CheckpointForged(AuditStateError):
+    """The checkpoint's signature does not verify under this auditor's key for this topic: it was
+    altered after it was signed, or made for another topic or environment."""
+
+    code = "checkpoint_forged"
+
+
+class CheckpointUnreadable(AuditStateError):
+    """The checkpoint is not a signed checkpoint at all (truncated, not JSON, missing fields)."""
+
+    code = "checkpoint_unreadable"
+
+
+class FindingsAltered(AuditStateError):
+    """The findings file does not hold the findings the signed checkpoint accounts for."""
+
+    code = "findings_altered"
 
 
 # --- Trust anchors and publishing. ------------------------------------------------------------------
@@ -364,3 +464,20 @@ class PolicyQuarantine(Refused):
     """The receiving agency's sharing policy quarantines the record (or its new version)."""
 
     reason = ReasonCode.POLICY_QUARANTINE
+
+
+class FutureTime(Refused):
+    """A signed time (creation, observation, occurrence, amendment, heartbeat) lies further after
+    the broker's append time (or the reader's clock) than the stated skew bound."""
+
+    reason = ReasonCode.FUTURE_TIME
+
+
+class UnhandledValue(Refused):
+    """Judging the record raised an error outside the typed hierarchy: a value no bound caught.
+
+    The record is quarantined so that no signed record can stop a consumer; the error's type is
+    logged (never its message, which may quote contents) so the missing bound can be added.
+    """
+
+    reason = ReasonCode.UNHANDLED_VALUE

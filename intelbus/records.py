@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
@@ -44,6 +44,16 @@ MAX_CONDITIONS = 20
 MAX_BEHAVIOURS = 20
 MAX_PEOPLE_OR_VEHICLES = 50
 MAX_STREAMS = 10_000
+#: Bounds on what a signed record may say (issue 20: a validly signed record is still hostile
+#: input). Each keeps every later use of the value (a timedelta, a SQL integer, a datetime
+#: subtraction, a JSON column) inside what that use can represent, so a value a producer can sign
+#: is refused here, as a schema violation, rather than raising somewhere downstream.
+MIN_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+MIN_INTERVAL_MS = 1_000  # a heartbeat a second is already more than any feed needs
+MAX_INTERVAL_MS = 7 * 24 * 3600 * 1000  # a week: silence longer than that is not a promise
+MAX_SEQUENCE = 2**53  # far beyond any stream, and exact in every JSON and SQL integer
+MAX_PARTITION = 100_000
 
 _T = TypeVar("_T")
 # The one place strictness is relaxed: enums from their symbol, times from ISO text, tuples from
@@ -62,6 +72,20 @@ def _utc(value: datetime) -> datetime:
     offset = value.utcoffset()
     if value.tzinfo is None or offset is None or offset.total_seconds() != 0:
         raise ValueError("times must be timezone-aware and in UTC")
+    if not MIN_TIME <= value < MAX_TIME:
+        raise ValueError(f"times must lie in [{MIN_TIME.year}, {MAX_TIME.year})")
+    return value
+
+
+# C0 controls other than tab, newline and carriage return, DEL, and the UTF-16 surrogates: none
+# belongs in a report, U+0000 cannot be stored by PostgreSQL, and the rest can forge lines in a
+# terminal or a CSV export.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("text must not contain control characters")
     return value
 
 
@@ -81,9 +105,9 @@ UtcTime = Annotated[
     datetime, Strict(strict=False), BeforeValidator(_time_input), AfterValidator(_utc)
 ]
 RecordId = Annotated[str, Field(max_length=64), AfterValidator(_uuid_text)]
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-Short = Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]
-Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_printable)]
+Short = Annotated[str, Field(min_length=1, max_length=MAX_SHORT), AfterValidator(_printable)]
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL), AfterValidator(_printable)]
 Registration = Annotated[str, Field(max_length=20), AfterValidator(_registration)]
 
 _CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True, use_enum_values=False)
@@ -439,11 +463,23 @@ class Retraction(_Record):
 
 
 class StreamHead(BaseModel):
-    """A heartbeat's entry for one stream: the topic and the last sequence number sent on it."""
+    """A heartbeat's entry for one stream: the topic, and since schema version 2 the partition and
+    key epoch that name the stream exactly as the chain does, and the last sequence number sent.
+
+    A version 1 heartbeat decodes with ``partition`` -1 and ``epoch`` "": it says where a stream
+    stood but not which chain, so no reader can hold it to completeness.
+    """
 
     model_config = _CONFIG
     stream: Short
-    last_sequence: Annotated[int, Field(ge=-1)]
+    last_sequence: Annotated[int, Field(ge=-1, le=MAX_SEQUENCE)]
+    partition: Annotated[int, Field(ge=-1, le=MAX_PARTITION)] = -1
+    epoch: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
+
+    @property
+    def bound(self) -> bool:
+        """Whether this entry names one chain (schema version 2, a stream bound to a partition)."""
+        return self.partition >= 0 and self.epoch != ""
 
 
 class Heartbeat(BaseModel):
@@ -454,7 +490,7 @@ class Heartbeat(BaseModel):
     KIND: ClassVar[str] = "heartbeat"
     producer_id: Short
     sent_at: UtcTime
-    interval_ms: Annotated[int, Field(gt=0)]
+    interval_ms: Annotated[int, Field(ge=MIN_INTERVAL_MS, le=MAX_INTERVAL_MS)]
     streams: Lax[tuple[StreamHead, ...]] = Field(max_length=MAX_STREAMS)
 
     def to_avro_dict(self) -> dict[str, Any]:

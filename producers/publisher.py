@@ -480,7 +480,14 @@ class Publisher:
             sent_at=now,
             interval_ms=int(interval_s * 1000),
             streams=tuple(
-                StreamHead(stream=h.stream, last_sequence=h.last_sequence)
+                StreamHead(
+                    stream=h.stream,
+                    last_sequence=h.last_sequence,
+                    # A bound stream is named as the chain names it, so every reader can hold
+                    # the records it vouches for to completeness (issue 20).
+                    partition=h.partition if h.epoch != "v1" else -1,
+                    epoch=h.epoch if h.epoch != "v1" else "",
+                )
                 for h in self.state.heads()
                 if h.stream != topic
             ),

@@ -16,6 +16,9 @@ import pytest
 from deploy.kafka.provider import ProvidedKafka, provide_kafka
 from intelbus.errors import KafkaUnavailableError
 
+#: PostgreSQL store fixtures (``postgres_url``, ``store_url``) for every test folder.
+pytest_plugins = ["tests.pgfixtures"]
+
 OPT_OUT_ENV = "INTELBUS_SKIP_KAFKA_TESTS"
 
 

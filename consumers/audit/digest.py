@@ -29,12 +29,24 @@ topic, the count and the sum.
 
 What it does not do: it says *whether* two parties saw the same multiset, not *what* differs;
 the JSON report's findings and offsets say that.
+
+**The report's digest** (:func:`report_digest`) covers what the replay *found* as well as what it
+read: BLAKE2b-256 over a domain tag, the records digest above, the summary's facts (counts,
+verdict, per producer and partition; not what the auditor could decrypt, which depends on its
+key rather than on the topic) and every finding, each as canonical JSON with its length, in the
+report's order (a replay's order is deterministic), then their number. So two reports that agree
+on the records but disagree on a finding, a count or the verdict never share a digest, and a
+report whose findings were edited no longer matches the digest it states. The records digest
+alone is still what a force compares with (it can compute it from its store; it has no findings).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ACC_BITS = 4096
 ACC_BYTES = ACC_BITS // 8
@@ -43,6 +55,8 @@ _ITEM_AUTHENTIC = b"intelbus/audit/digest/v1/record\x00"
 _ITEM_RAW = b"intelbus/audit/digest/v1/raw\x00"
 _FINAL = b"intelbus/audit/digest/v1/final\x00"
 _RAW_PERSON = b"ibus-audit-raw"
+_REPORT = b"intelbus/audit/report-digest/v1\x00"
+_REPORT_PERSON = b"ibus-audit-rep"
 
 
 def _expand(data: bytes) -> int:
@@ -127,3 +141,33 @@ class TopicDigest:
         if "value" in data and data["value"] != out.hexdigest():
             raise ValueError("digest value does not match its state")
         return out
+
+
+def canonical(obj: object) -> bytes:
+    """The canonical JSON bytes of a report's part (sorted keys, no spaces, ASCII)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def report_digest(
+    records: str, facts: Mapping[str, Any], findings: Iterable[Mapping[str, Any]]
+) -> str:
+    """The report's digest: the records digest, the summary's facts and every finding, in order.
+
+    Raises:
+        ValueError: ``records`` is not a 64-hex-character digest.
+    """
+    records_bytes = bytes.fromhex(records)
+    if len(records_bytes) != 32:
+        raise ValueError("the records digest is 32 bytes")
+    h = hashlib.blake2b(digest_size=32, person=_REPORT_PERSON)
+    h.update(_REPORT + records_bytes)
+    part = canonical(dict(facts))
+    h.update(len(part).to_bytes(8, "big") + part)
+    n = 0
+    for finding in findings:
+        # Length-prefixed, so no run of findings can be re-cut into another run.
+        part = canonical(dict(finding))
+        h.update(len(part).to_bytes(8, "big") + part)
+        n += 1
+    h.update(n.to_bytes(8, "big"))
+    return h.hexdigest()

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from consumers.audit.findings import Finding, Severity, severity_of
 from consumers.audit.source import RecordSource
@@ -48,9 +48,10 @@ from intelbus.policy.agreement import SharingAgreement
 from intelbus.records import Heartbeat
 from intelbus.store.base import SqlStore
 from intelbus.transport.kafka import Message
+from intelbus.trust.completeness import missing_records
 from intelbus.trust.intake import Intake
 from intelbus.trust.judge import Judge, Reader, keys_for
-from intelbus.trust.model import Position, Prepared, Verdict
+from intelbus.trust.model import FeedBeat, Position, Prepared, Verdict
 
 _MAX_RECIPIENT_CACHE = 4096
 #: The consumer group name under which the ledger keeps nothing but its own bookkeeping.
@@ -236,7 +237,9 @@ class AuditJudge:
         if v.refusal is not None:
             self._find(pos, v.refusal.reason, str(v.refusal), record=ids, authentic=True)
         self._gaps(pos, v, ids)
-        if v.accepted and h.kind is RecordKind.HEARTBEAT:
+        # As for a consumer's feeds: only a heartbeat that moves its chain forward speaks for
+        # the feed; an old one appended again later fills its gap but breaks no silence.
+        if v.accepted and h.kind is RecordKind.HEARTBEAT and not v.filled:
             interval = p.content.interval_ms if isinstance(p.content, Heartbeat) else None
             self._heartbeat(pos, rv, ids, interval)
 
@@ -285,6 +288,32 @@ class AuditJudge:
         self.state.seen.add(label)
         if not open_gaps:
             del self.state.gaps[label]
+
+    def completeness(self, vouched: Sequence[FeedBeat]) -> int:
+        """After a whole replay: every sequence number the producers' heartbeats vouched for on
+        this topic that the topic no longer holds (withheld or deleted while heartbeats flowed)
+        is a ``records_missing`` finding. Returns how many records are missing.
+
+        Gaps inside a stream are the chain's findings (``chain_gap``); this reports what lies
+        beyond a stream's last record, or a whole stream the topic does not hold at all.
+        """
+        self.flush()  # the chain as judged so far, into the ledger it is read back from
+        chain = self.ledger.load_chain()
+        topic = self.state.topic
+        beats = [replace(b, heads=tuple(h for h in b.heads if h.topic == topic)) for b in vouched]
+        missing = 0
+        for m in missing_records(
+            beats, chain, datetime.max.replace(tzinfo=UTC), timedelta(0), include_gaps=False
+        ):
+            missing += m.count
+            self._find(
+                Position(topic, m.partition, -1, None),
+                ReasonCode.RECORDS_MISSING,
+                m.describe(),
+                record=(None, m.producer_id, m.first),
+                authentic=True,
+            )
+        return missing
 
     def _report_gap(self, stream: StreamKey, g: OpenGap) -> None:
         self._find(

@@ -1,15 +1,18 @@
 """One audit, start to finish: plan the offsets, resume or start, replay, checkpoint, report.
 
 This is what ``intelbus audit replay`` runs, and what the tests and the benchmark call.
+
+A checkpoint is signed with the auditor's key and verified before it is resumed
+(:mod:`consumers.audit.checkpoint`), so auditing with a checkpoint needs the key: without one, the
+replay refuses rather than write a checkpoint nobody can authenticate.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 from consumers.audit import checkpoint as cp
 from consumers.audit.keycache import CachedResolver
 from consumers.audit.replay import AuditConfig, AuditJudge, Replay, Verifier
-from consumers.audit.report import FindingSpool, summary, write_report
+from consumers.audit.report import FindingSpool, spooled, summary, write_report
 from consumers.audit.source import RecordSource
 from consumers.audit.state import AuditState
 from intelbus.directory.trust import DirectoryHistory
@@ -28,6 +31,7 @@ from intelbus.log import get_logger
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.store.sqlite import SqliteStore
 from intelbus.trust.intake import Intake
+from intelbus.trust.model import FeedBeat
 
 log = get_logger("consumers.audit")
 CHECKPOINT_EVERY = 20_000
@@ -86,7 +90,13 @@ class AuditResult:
 
     @property
     def digest(self) -> str:
+        """The report's digest: records, summary and findings."""
         return str(self.summary["digest"]["value"])
+
+    @property
+    def records_digest(self) -> str:
+        """The records' digest alone (order-independent; what a force computes from its store)."""
+        return str(self.summary["digest"]["records"])
 
 
 def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
@@ -98,6 +108,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     identity: AgencyIdentity | None = None,
     registry: SchemaRegistry | None = None,
     checkpoint: Path | None = None,
+    checkpoint_key: AgencyIdentity | None = None,
+    restart: bool = False,
     report: Path | None = None,
     workers: int | None = None,
     batch_size: int = 2000,
@@ -106,37 +118,46 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     checkpoint_every: int = CHECKPOINT_EVERY,
     progress: Callable[[int, int], None] | None = None,
     sample_size: int = 20,
+    vouched: Sequence[FeedBeat] | None = None,
 ) -> AuditResult:
     """Replay ``source``'s topic and judge every record.
 
     ``progress(done, total)`` is called after each batch. ``stop_after`` stops (with a checkpoint)
     after about that many records, for tests and for operators who audit in slices.
 
+    ``vouched`` are the producers' heartbeats' vouched stream heads, read from the heartbeats
+    topic before this replay began (:func:`consumers.audit.vouched.vouched_heads`): after a
+    complete replay from the beginning, every record they vouch for on this topic and the topic
+    does not hold is a ``records_missing`` finding. None: completeness is not checked.
+
+    ``checkpoint_key`` signs and verifies the checkpoint (default: ``identity``, the auditor's key,
+    which also opens what is addressed to it). ``restart`` discards an existing checkpoint, its
+    ledger and findings file, and starts afresh.
+
     Raises:
-        ConfigError: an unusable checkpoint.
+        ConfigError: a checkpoint without a key, or one made for another topic, environment or
+            directory version (or without its ledger or findings).
+        AuditStateError: a checkpoint (or its findings file) that this key did not sign as it is.
         KafkaUnavailableError: the broker failed or stalled.
     """
     topic = source.topic
     version = history.latest.version
     environment = config.environment
+    signer = checkpoint_key or identity
     resumed: cp.Checkpoint | None = None
     tmpdir = tempfile.TemporaryDirectory(prefix="intelbus-audit-")
-    if checkpoint is not None:
-        spool_path = checkpoint.with_name(checkpoint.name + ".findings.jsonl")
-        ledger_path = checkpoint.with_name(checkpoint.name + ".ledger")
-    else:
-        spool_path = Path(tmpdir.name) / "findings.jsonl"
-        ledger_path = Path(tmpdir.name) / "ledger.sqlite"
+    spool_path, ledger_path = _paths(checkpoint, Path(tmpdir.name), signer, restart=restart)
     if checkpoint is not None and checkpoint.exists():
-        cp.load(checkpoint, topic=topic, environment=environment, directory_version=version)
-        resumed = cp.require_for(
-            _resume_point(checkpoint, ledger_path),
-            source=str(ledger_path),
+        assert signer is not None  # noqa: S101 - refused above
+        resumed, spool = _resume(
+            checkpoint,
+            ledger_path,
+            spool_path,
+            signer,
             topic=topic,
             environment=environment,
             directory_version=version,
         )
-        _require_spool(spool_path, resumed.findings_bytes)
         config = AuditConfig(
             **{**_fields(config), "baseline_first_sight": resumed.baseline_first_sight}
         )
@@ -145,8 +166,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             ledger_path.unlink()  # a ledger without its checkpoint: never saved, start again
         if start.kind is not StartKind.BEGINNING:
             config = AuditConfig(**{**_fields(config), "baseline_first_sight": True})
+        spool = FindingSpool(spool_path)
     ledger = SqliteStore(ledger_path)
-    spool = FindingSpool(spool_path, resume_at=resumed.findings_bytes if resumed else None)
     state = resumed.audit_state() if resumed else AuditState.empty(topic)
     positions = resumed.positions if resumed else plan(source, start)
     judge = AuditJudge(
@@ -184,12 +205,23 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             positions={p: (a, b) for p, (a, b) in replay.positions.items()},
             state=state.to_json(),
             findings_bytes=spool.sync(),
+            findings_digest=spool.digest(),
             complete=complete,
         )
-        judge.flush({cp.LEDGER_KEY: json.dumps(point.to_json(), separators=(",", ":"))})
+        if signer is None:
+            judge.flush()  # no checkpoint: the ledger is a temporary file, never resumed
+            return
+        text = cp.signed(point, signer)
+        judge.flush({cp.LEDGER_KEY: text})
         if checkpoint is not None:
-            cp.save(checkpoint, point)
+            cp.save(checkpoint, text)
 
+    # From the beginning, in one run only: a replay that started later does not hold what came
+    # before its start, and a resumed one fixed its end offsets before these heartbeats were read
+    # (they could vouch for records appended after that end).
+    checks_completeness = (
+        vouched is not None and not config.baseline_first_sight and resumed is None
+    )
     total = replay.remaining
     done = 0
     since_saved = 0
@@ -213,6 +245,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             complete = replay.run(on_batch=on_batch, stop_after=stop_after)
             if complete:
                 judge.finish(as_of)
+                if checks_completeness:
+                    judge.completeness(vouched or ())
             save(complete=complete)
         elapsed = time.monotonic() - started
         summary_obj = summary(
@@ -221,6 +255,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             directory_version=version,
             complete=complete,
             decrypting=identity is not None,
+            findings=spooled(spool),
         )
         run = {
             "records_this_run": done,
@@ -228,6 +263,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             "records_per_second": round(done / elapsed, 1) if elapsed > 0 else None,
             "workers": replay.workers,
             "resumed": resumed is not None,
+            "completeness_checked": checks_completeness,
         }
         if report is not None:
             write_report(report, summary_obj, run, spool)
@@ -248,12 +284,88 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     return AuditResult(summary_obj, run, complete, sample)
 
 
-def _resume_point(checkpoint: Path, ledger_path: Path) -> cp.Checkpoint:
+def _paths(
+    checkpoint: Path | None, tmp: Path, signer: AgencyIdentity | None, *, restart: bool
+) -> tuple[Path, Path]:
+    """The findings spool and ledger paths: beside the checkpoint, or in ``tmp`` without one.
+
+    Raises:
+        ConfigError: a checkpoint without a key to sign it.
+    """
+    if checkpoint is None:
+        return tmp / "findings.jsonl", tmp / "ledger.sqlite"
+    if signer is None:
+        # An unsigned checkpoint could be edited to skip records or drop findings unnoticed.
+        raise ConfigError(
+            "a checkpoint is signed with the auditor's key and verified on resume: give the "
+            "auditor's key (--key-file), or audit without --checkpoint"
+        )
+    spool_path = checkpoint.with_name(checkpoint.name + ".findings.jsonl")
+    ledger_path = checkpoint.with_name(checkpoint.name + ".ledger")
+    if restart:
+        _discard(checkpoint, ledger_path, spool_path)
+    return spool_path, ledger_path
+
+
+def _resume(
+    checkpoint: Path,
+    ledger_path: Path,
+    spool_path: Path,
+    signer: AgencyIdentity,
+    *,
+    topic: str,
+    environment: str,
+    directory_version: int,
+) -> tuple[cp.Checkpoint, FindingSpool]:
+    """The verified checkpoint to resume from, and its findings spool cut back to it.
+
+    Everything is verified (the file, the ledger's copy, the findings the checkpoint signed)
+    before anything is cut, deleted or written, so a refused resume leaves every file as it was.
+
+    Raises:
+        AuditStateError: not signed by ``signer`` as it is, or findings edited since.
+        ConfigError: for another topic, environment or directory version; ledger or findings
+            missing.
+    """
+    cp.load(
+        checkpoint,
+        key=signer.public,
+        topic=topic,
+        environment=environment,
+        directory_version=directory_version,
+    )
+    resumed = cp.require_for(
+        _resume_point(checkpoint, ledger_path, signer),
+        source=str(ledger_path),
+        topic=topic,
+        environment=environment,
+        directory_version=directory_version,
+    )
+    _require_spool(spool_path, resumed.findings_bytes)
+    spool = FindingSpool(
+        spool_path, resume_at=resumed.findings_bytes, expect_digest=resumed.findings_digest
+    )
+    return resumed, spool
+
+
+def _discard(checkpoint: Path, ledger_path: Path, spool_path: Path) -> None:
+    """Start over: remove a checkpoint, its ledger (with SQLite's side files) and findings."""
+    for path in (
+        checkpoint,
+        spool_path,
+        *(Path(f"{ledger_path}{s}") for s in ("", "-wal", "-shm")),
+    ):
+        path.unlink(missing_ok=True)
+    log.info("audit.restarted", checkpoint=checkpoint.name)
+
+
+def _resume_point(checkpoint: Path, ledger_path: Path, key: AgencyIdentity) -> cp.Checkpoint:
     """Where to resume: the checkpoint committed with the ledger (the file beside it may be one
-    save behind, if the process stopped between the two).
+    save behind, if the process stopped between the two), verified like the file.
 
     Raises:
         ConfigError: the ledger is missing or holds no checkpoint.
+        AuditStateError: the ledger's checkpoint is not one ``key`` signed as it is.
     """
     if not ledger_path.exists():
         raise ConfigError(f"checkpoint {checkpoint} has no ledger beside it ({ledger_path.name})")
@@ -264,7 +376,7 @@ def _resume_point(checkpoint: Path, ledger_path: Path) -> cp.Checkpoint:
         ledger.close()
     if raw is None:
         raise ConfigError(f"the ledger beside checkpoint {checkpoint} holds no checkpoint")
-    return cp.from_json(json.loads(raw), source=str(ledger_path))
+    return cp.verified(raw, source=str(ledger_path), key=key.public)
 
 
 def _require_spool(path: Path, length: int) -> None:

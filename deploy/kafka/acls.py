@@ -9,8 +9,12 @@ the name its client certificate maps to; see deploy/tls):
 * consumer: READ on every topic some producer publishes to, and READ on its own consumer group,
   ``<prefix>.<agency id>`` (LITERAL: a prefixed grant on ``intelbus.herts`` would also cover a
   different agency called ``herts-evil``).
-* auditor: READ on every topic (the LITERAL wildcard ``*``), and nothing else: it replays without
-  a group and writes nowhere.
+* auditor: READ and DESCRIBE_CONFIGS on each bus topic (LITERAL names): the family topics of the
+  prefix (``<prefix>.sightings``, ``.incidents``, ``.heartbeats``, ``.directory``) and every topic
+  some producer publishes to. DESCRIBE_CONFIGS because ``audit replay`` refuses a topic that is not
+  LogAppendTime. Nothing else: it replays without a group and writes nowhere. Never the topic
+  wildcard ``*``, which would also let it read ``__consumer_offsets`` (every force's group names,
+  committed positions and client hosts) and any other topic on the cluster.
 * admin: WRITE and DESCRIBE on the directory topic (it publishes directory versions).
 * every member: READ on the directory topic (signed, public to members: key changes reach all).
 
@@ -44,6 +48,7 @@ from intelbus.transport.topics import DEFAULT_PREFIX, topic_name
 
 log = get_logger("deploy.acls")
 
+#: The topic wildcard. No derived grant uses it (see the auditor above); kept so tests can say so.
 ALL_TOPICS = "*"
 
 
@@ -89,6 +94,7 @@ def desired_acls(
             )
     directory_topic = topic_name(Family.DIRECTORY, prefix=prefix)
     published = sorted({t for a in members if Role.PRODUCER in a.roles for t in a.publish_topics})
+    audited = sorted({*(topic_name(f, prefix=prefix) for f in Family), *published})
     out: set[AclBinding] = set()
     for agency in members:
         who = principal(agency.agency_id)
@@ -107,7 +113,9 @@ def desired_acls(
                 grant(AclResource.TOPIC, topic, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS)
             grant(AclResource.GROUP, f"{prefix}.{agency.agency_id}", AclOperation.READ)
         if Role.AUDITOR in agency.roles:
-            grant(AclResource.TOPIC, ALL_TOPICS, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS)
+            # Bus topics only, by name: a wildcard would expose __consumer_offsets.
+            for topic in audited:
+                grant(AclResource.TOPIC, topic, AclOperation.READ, AclOperation.DESCRIBE_CONFIGS)
         if Role.ADMIN in agency.roles:
             grant(AclResource.TOPIC, directory_topic, AclOperation.WRITE, AclOperation.DESCRIBE)
     return frozenset(out)

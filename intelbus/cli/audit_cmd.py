@@ -6,13 +6,17 @@ finding, and exits non-zero when integrity findings exist. ``audit digest`` prin
 the order-independent digest two parties use to check they saw the same records.
 
 Exit codes: 0 clean (warnings allowed), 1 integrity findings (or digests differ), 2 a bad option
-or file, 3 the environment refused (the broker could not be reached, the directory has expired, or the
-topic is not LogAppendTime), 130 interrupted (resume with the same checkpoint).
+or file (a malformed report, or one that does not match its own digest), 3 the environment refused
+(the broker could not be reached, the directory has expired, the topic is not LogAppendTime, or the
+checkpoint is not one this auditor signed: ``--restart`` starts over), 130 interrupted (resume with
+the same checkpoint).
+
+A checkpoint is signed with the auditor's key (``--key-file``) and verified on resume; without a
+key, ``--checkpoint`` is refused (exit 2).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -31,19 +35,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from consumers.audit.keycache import CachedResolver
 from consumers.audit.replay import AuditConfig
-from consumers.audit.report import render
+from consumers.audit.report import render, verify_report
 from consumers.audit.run import AuditResult, StartAt, StartKind, audit
 from consumers.audit.source import KafkaSource
+from consumers.audit.vouched import vouched_heads
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, freshness
 from intelbus.directory.trust import DirectoryHistory
 from intelbus.errors import (
+    AuditStateError,
     ConfigError,
     DirectoryExpired,
     IntelbusError,
     KafkaUnavailableError,
     TopicMisconfigured,
+    TopicMissing,
 )
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family
@@ -51,6 +59,8 @@ from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport.topics import topic_beside
+from intelbus.trust.intake import Intake
+from intelbus.trust.model import FeedBeat
 
 app = typer.Typer(help="Auditor replay: verify a topic's history with public keys only.")
 console = Console()
@@ -148,13 +158,22 @@ def replay(
         None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
     ),
     checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Resume from (and save progress to) this file."
+        None,
+        "--checkpoint",
+        help="Resume from (and save progress to) this file, signed with --key-file's key.",
+    ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Discard the --checkpoint (with its ledger and findings file) and start over.",
     ),
     report: Path | None = typer.Option(
         None, "--report", help="Write the JSON report with every finding here."
     ),
     key_file: Path | None = typer.Option(
-        None, "--key-file", help="The auditor's key: also open and decode what is addressed to it."
+        None,
+        "--key-file",
+        help="The auditor's key: signs the checkpoint, and opens what is addressed to it.",
     ),
     passphrase_env: str | None = typer.Option(
         None, "--passphrase-env", help="Environment variable holding the key file's passphrase."
@@ -194,12 +213,9 @@ def replay(
     """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
     try:
         start = _start(from_beginning, since, offsets)
+        identity = _auditor_key(key_file, passphrase_env, checkpoint=checkpoint)
         history = dstore.load_folder(directory)
         env = environment or history.environment
-        identity = None
-        if key_file is not None:
-            secret = os.environ.get(passphrase_env) if passphrase_env else None
-            identity = AgencyIdentity.load(key_file, passphrase=secret.encode() if secret else None)
         config = AuditConfig(
             environment=env,
             max_skew=timedelta(seconds=max_skew),
@@ -217,6 +233,8 @@ def replay(
             directory,
             allow_expired=allow_expired_directory,
         )
+        # The heartbeats first: what they vouch for was appended before the replay's end.
+        vouched = _vouched(bootstrap, topic, history, env, identity, start)
         source = KafkaSource(bootstrap, topic)
         _require_log_append_time(source, allow=allow_create_time)
     except (KafkaUnavailableError, DirectoryExpired, TopicMisconfigured) as e:
@@ -237,17 +255,24 @@ def replay(
                 identity=identity,
                 registry=registry,
                 checkpoint=checkpoint,
+                restart=restart,
                 report=report,
                 workers=workers,
                 batch_size=batch_size,
                 as_of=judged_at,
                 progress=progress,
+                vouched=vouched,
             )
 
         result = _with_progress(run_audit, source.topic)
     except KeyboardInterrupt:
         err.print("interrupted; run again with the same --checkpoint to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except AuditStateError as e:
+        # The auditor's own state was altered: refuse, touch nothing, say how to start over.
+        log.warning("audit.checkpoint_refused", code=e.code)
+        err.print(f"[bold red]error:[/] {e.code}: {e}", highlight=False)
+        raise typer.Exit(EXIT_BROKER) from None
     except KafkaUnavailableError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_BROKER) from None
@@ -266,6 +291,72 @@ def replay(
         console.print(f"report: {report}")
     if result.integrity_findings:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _vouched(
+    bootstrap: str,
+    topic: str,
+    history: DirectoryHistory,
+    environment: str,
+    identity: AgencyIdentity | None,
+    start: StartAt,
+) -> list[FeedBeat] | None:
+    """The heartbeats' vouched stream heads for a completeness check, or None (and why, on
+    stderr) when it cannot be made: heartbeats open only with the auditor's key, and only a
+    replay from the beginning holds every record they vouch for.
+
+    Raises:
+        KafkaUnavailableError: the heartbeats topic exists but could not be read.
+    """
+    heartbeats = topic_beside(topic, Family.HEARTBEATS)
+    if topic == heartbeats or start.kind is not StartKind.BEGINNING:
+        return None
+    if identity is None:
+        err.print(
+            "note: completeness not checked: heartbeats open only with the auditor's key "
+            "(--key-file)",
+            highlight=False,
+        )
+        return None
+    intake = Intake(
+        resolver=CachedResolver(history),
+        environment=environment,
+        identity=identity,
+        registry=SchemaRegistry.load(),
+        directory=history,
+    )
+    try:
+        source = KafkaSource(bootstrap, heartbeats)
+    except TopicMissing:
+        err.print(f"note: completeness not checked: no topic {heartbeats}", highlight=False)
+        return None
+    try:
+        return vouched_heads(source, intake)
+    except TopicMissing:
+        err.print(f"note: completeness not checked: no topic {heartbeats}", highlight=False)
+        return None
+    finally:
+        source.close()
+
+
+def _auditor_key(
+    key_file: Path | None, passphrase_env: str | None, *, checkpoint: Path | None
+) -> AgencyIdentity | None:
+    """The auditor's key, if given; required with a checkpoint (which it signs).
+
+    Raises:
+        ConfigError: a checkpoint without a key, or an unusable key file.
+    """
+    if key_file is None:
+        if checkpoint is not None:
+            # Refused before reading anything: an unsigned checkpoint could be edited unnoticed.
+            raise ConfigError(
+                "--checkpoint needs --key-file: the checkpoint is signed with the auditor's key "
+                "and verified on resume (or audit without --checkpoint)"
+            )
+        return None
+    secret = os.environ.get(passphrase_env) if passphrase_env else None
+    return AgencyIdentity.load(key_file, passphrase=secret.encode() if secret else None)
 
 
 def _require_log_append_time(source: KafkaSource, *, allow: bool) -> None:
@@ -348,21 +439,28 @@ def _with_progress(
 
 
 def _digest_values(
-    reports: list[Path], topic: str | None, directory: Path | None, bootstrap: str | None
+    reports: list[Path],
+    topic: str | None,
+    directory: Path | None,
+    bootstrap: str | None,
+    *,
+    records_only: bool = False,
 ) -> list[tuple[str, str, int]]:
     """(where from, digest, record count) of each report, and of a fresh replay of ``topic``.
 
+    The report's digest (records, summary and findings), or with ``records_only`` the records'
+    digest alone. Each report is first checked against its own digest.
+
     Raises:
-        ConfigError, DirectoryExpired, KafkaUnavailableError, OSError, ValueError, KeyError,
-        TypeError.
+        ConfigError (ReportInvalid among them), DirectoryExpired, KafkaUnavailableError.
     """
+    key = "records" if records_only else "value"
     values: list[tuple[str, str, int]] = []
     for path in reports:
-        data = json.loads(path.read_text())
-        d = data["summary"]["digest"]
-        if not data["summary"]["complete"]:
+        found = verify_report(path)
+        if not found.complete:
             raise ConfigError(f"{path} is the report of an incomplete replay")
-        values.append((str(path), str(d["value"]), int(d["count"])))
+        values.append((str(path), found.records if records_only else found.value, found.count))
     if topic is not None:
         if directory is None:
             raise ConfigError("--topic needs --directory")
@@ -385,7 +483,7 @@ def _digest_values(
         finally:
             source.close()
         d = result.summary["digest"]
-        values.append((f"replay of {topic}", str(d["value"]), int(d["count"])))
+        values.append((f"replay of {topic}", str(d[key]), int(d["count"])))
     return values
 
 
@@ -405,15 +503,23 @@ def digest(
     bootstrap_servers: str | None = typer.Option(
         None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
     ),
+    records_only: bool = typer.Option(
+        False,
+        "--records",
+        help="Compare the records' digest alone (what a force computes from its store), not "
+        "the report's digest (records, summary and findings).",
+    ),
 ) -> None:
-    """Print a topic's order-independent digest, and compare it with another party's."""
+    """Print a report's digest (records, summary and findings), and compare it with another's."""
     try:
-        values = _digest_values(reports, topic, directory, bootstrap_servers)
+        values = _digest_values(
+            reports, topic, directory, bootstrap_servers, records_only=records_only
+        )
     except (KafkaUnavailableError, DirectoryExpired) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_BROKER) from None
-    except (IntelbusError, OSError, ValueError, KeyError, TypeError) as e:
-        err.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False)
+    except (IntelbusError, OSError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     if expect is not None:
         values.append(("--expect", expect.strip().lower(), -1))

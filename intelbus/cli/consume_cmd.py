@@ -2,7 +2,9 @@
 
 Exit codes: 0 stopped or idle; 2 an unusable configuration (key, directory, policy, store);
 3 the environment refused (an expired directory, a bus topic that is not LogAppendTime, a broker
-or store that failed).
+or store that failed), or what the consumer was given is not its own to use (an
+:class:`~intelbus.errors.OwnershipError`: a store of another agency or held by another writer, a
+key that is not the agency's current one, a policy changed into one that does not load).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from consumers.agency import Stats, build_consumer
 from consumers.config import ConsumerConfig
-from intelbus.errors import DirectoryError, InfraError, IntelbusError
+from intelbus.errors import DirectoryError, InfraError, IntelbusError, OwnershipError
 
 console = Console()
 err = Console(stderr=True)
@@ -68,6 +71,10 @@ def consume(
         secret = os.environ.get(cfg.passphrase_env) if cfg.passphrase_env else None
         passphrase = secret.encode() if secret else None
         consumer = build_consumer(cfg, passphrase)
+    except OwnershipError as e:
+        # Another agency's store, or one another consumer writes: refused, nothing written.
+        err.print(f"[bold red]error:[/] {escape(f'[{e.code}] {e}')}", highlight=False)
+        raise typer.Exit(3) from None
     except IntelbusError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
@@ -85,6 +92,11 @@ def consume(
             stats = consumer.run(until_idle=until_idle)
     except KeyboardInterrupt:
         stats = consumer.stats
+    except OwnershipError as e:
+        # A key that is not the agency's current one, a lost writer lock, a policy that no
+        # longer loads: one line, nothing committed past what was judged.
+        err.print(f"[bold red]error:[/] {escape(f'[{e.code}] {e}')}", highlight=False)
+        raise typer.Exit(3) from None
     except (DirectoryError, InfraError) as e:
         # An expired directory, a misconfigured topic, an unreachable broker or store: one line,
         # nothing committed past what was judged.

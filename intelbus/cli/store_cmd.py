@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import IO
@@ -30,6 +30,7 @@ from consumers.liveness import DEFAULT_TOLERANCE, assess
 from intelbus.errors import IntelbusError
 from intelbus.store import Store, StoredRecordView, open_store
 from intelbus.store.export import record_dict, write_csv, write_export_file, write_jsonl, write_stix
+from intelbus.trust.completeness import DEFAULT_SETTLE, missing_records
 
 app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
 console = Console()
@@ -368,16 +369,28 @@ def feeds(
     tolerance: float = typer.Option(
         DEFAULT_TOLERANCE, "--tolerance", min=1.0, help="Stale after interval x this."
     ),
+    settle: float = typer.Option(
+        DEFAULT_SETTLE.total_seconds(),
+        "--settle",
+        min=0.0,
+        help="Seconds a heartbeat may be ahead of the records it vouches for.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
 ) -> None:
-    """Each producer's feed: its newest heartbeat and whether it is overdue (exit status 1 if so).
+    """Each producer's feed: its newest heartbeat, whether it is overdue, and whether every record
+    it vouches for is held (exit status 1 if a feed is stale or records are missing).
 
     A feed is stale when its newest heartbeat (broker time) is older than its promised interval x
     the tolerance: the producer stopped, or something between it and this store withholds it.
+    Records are missing when a heartbeat (older than ``--settle``) vouches for sequence numbers of
+    a stream this store reads that it does not hold: withheld or deleted while heartbeats flow.
     """
     with _opened(store, config) as s:
         try:
-            health = assess(s.feeds(), datetime.now(UTC), tolerance)
+            now = datetime.now(UTC)
+            beats = s.feeds()
+            health = assess(beats, now, tolerance)
+            missing = missing_records(beats, s.load_chain(), now, timedelta(seconds=settle))
         except IntelbusError as e:
             raise _fail(str(e)) from None
     if as_json:
@@ -389,6 +402,19 @@ def feeds(
                 "interval_s": h.interval.total_seconds(),
                 "silent_s": round(h.silent_for.total_seconds(), 1),
                 "stale": h.stale,
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+        for m in missing:
+            line = {
+                "missing": True,
+                "producer": m.producer_id,
+                "topic": m.topic,
+                "partition": m.partition,
+                "epoch": m.epoch,
+                "first_sequence": m.first,
+                "last_sequence": m.last,
+                "count": m.count,
+                "vouched_at": m.vouched_at.isoformat(),
             }
             sys.stdout.write(json.dumps(line) + "\n")
     else:
@@ -408,5 +434,7 @@ def feeds(
         console.print(table)
         if not health:
             console.print("no heartbeat seen yet")
-    if any(h.stale for h in health):
+        for m in missing:
+            console.print(f"[bold red]MISSING[/] {m.describe()}", highlight=False)
+    if any(h.stale for h in health) or missing:
         raise typer.Exit(1)

@@ -33,17 +33,30 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
-def open_store(url_or_path: str) -> Store:
-    """Open (creating if needed) the store at ``url_or_path``. Raises :class:`StoreError`."""
+def open_store(url_or_path: str, *, owner: str | None = None) -> Store:
+    """Open (creating if needed) the store at ``url_or_path``.
+
+    ``owner`` opens it as that agency's consumer, which writes it: a new store is bound to the
+    owner in the transaction that creates its schema, a store made before owners were recorded
+    is bound now (logged), and a store of another agency is refused. A SQLite store also takes
+    its writer lock for as long as it is open (one writer per file). Commands that only read
+    pass no owner: they bind nothing and take no lock.
+
+    Raises:
+        StoreError: the store cannot be opened.
+        StoreOwnerMismatch: ``owner`` given, and the store belongs to another agency.
+        StoreLocked: ``owner`` given, and another writer holds the SQLite store.
+        InsecureFileError: the SQLite store or its lock file is not private to this user.
+    """
     if url_or_path.startswith(_POSTGRES_PREFIXES):
         # Imported here so that SQLite-only deployments never load the PostgreSQL driver.
         from intelbus.store.postgres import PostgresStore  # noqa: PLC0415
 
-        return PostgresStore(url_or_path)
+        return PostgresStore(url_or_path, owner=owner)
     from intelbus.store.sqlite import SqliteStore  # noqa: PLC0415
 
     if url_or_path.startswith(_SQLITE_PREFIX):
-        return SqliteStore(url_or_path.removeprefix(_SQLITE_PREFIX))
+        return SqliteStore(url_or_path.removeprefix(_SQLITE_PREFIX), owner=owner)
     if "://" in url_or_path:
         raise StoreError("unsupported store URL scheme (use a path, sqlite:/// or postgresql://)")
-    return SqliteStore(url_or_path)
+    return SqliteStore(url_or_path, owner=owner)

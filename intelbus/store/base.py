@@ -42,7 +42,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from intelbus.chain import ChainState, StreamKey
-from intelbus.errors import StoreError
+from intelbus.errors import StoreError, StoreOwnerMismatch
 from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.log import get_logger
 from intelbus.trust.model import (
@@ -64,6 +64,7 @@ from intelbus.trust.model import (
     SnapshotKeys,
     VersionDecision,
     VersionSource,
+    VouchedHead,
 )
 from intelbus.trust.versions import VersionRow, fold
 
@@ -80,6 +81,8 @@ EXPORT_PAGE = 500
 _IN_CHUNK = 400
 #: Statuses an analyst's lists, searches and exports show (with content held).
 VISIBLE = (RecordStatus.LIVE.value, RecordStatus.RETRACTED.value)
+#: The ``meta`` key naming the agency a store belongs to (written with the schema; never by a batch).
+OWNER_META_KEY = "owner"
 
 
 # --- What comes out. ----------------------------------------------------------------------------------
@@ -248,6 +251,11 @@ class Store(Protocol):
         """Every visible record with its history, by (topic, partition, offset), for export."""
         ...
 
+    def check_writer(self) -> None:
+        """Raise :class:`~intelbus.errors.StoreLocked` if this writer no longer holds the store's
+        writer lock (SQLite); a no-op where several writers are allowed (PostgreSQL)."""
+        ...
+
     def close(self) -> None:
         """Release the connection. Idempotent."""
         ...
@@ -356,6 +364,8 @@ _LOAD_FEEDS = (
     "SELECT producer_id, topic, last_heartbeat_at, interval_ms FROM feeds "
     "ORDER BY producer_id, topic"
 )
+_VOUCHED_PREFIX = "vouched|"
+_LOAD_VOUCHED = "SELECT key, value FROM meta WHERE key LIKE ?"
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
     "ORDER BY kafka_partition"
@@ -512,6 +522,26 @@ class SqlStore(abc.ABC):
 
     def _opt_json(self, value: object | None) -> object | None:
         return None if value is None else self._enc_json(value)
+
+    def _bind_owner(self, cur: Cursor, owner: str, *, created: bool) -> None:
+        """Bind the store to ``owner`` inside the opening transaction (the schema's, for a new
+        store), or refuse a store bound to another agency: the transaction then rolls back and
+        nothing is written. A store made before owners were recorded is bound now, and logged."""
+        row = self._exec(cur, "SELECT value FROM meta WHERE key = ?", (OWNER_META_KEY,)).fetchone()
+        if row is None:
+            self._exec(cur, _UPSERT_META, (OWNER_META_KEY, owner))
+            if not created:
+                log.warning("store.owner_bound", owner=owner, reason="store_had_no_owner")
+            return
+        if str(row[0]) != owner:
+            raise StoreOwnerMismatch(
+                f"this store belongs to {row[0]}, not {owner}: a consumer writes only its own "
+                "agency's store (check `store` in the config); nothing was written"
+            )
+
+    def check_writer(self) -> None:
+        """See :meth:`Store.check_writer` (several writers are fine here)."""
+        return  # overridden where a store has one writer (SQLite)
 
     # -- the transaction ----------------------------------------------------------------------------
 
@@ -741,6 +771,8 @@ class SqlStore(abc.ABC):
                 ),
             )
         self._write_beats(cur, batch.beats)
+        if OWNER_META_KEY in batch.meta:
+            raise StoreError("a batch may not change the store's owner")
         for meta_key, value in sorted(batch.meta.items()):
             self._exec(cur, _UPSERT_META, (meta_key, value))
         for (topic, partition), next_offset in sorted(batch.offsets.items()):
@@ -957,6 +989,14 @@ class SqlStore(abc.ABC):
                 newest[(b.producer_id, b.topic)] = b
         for (producer_id, topic), b in sorted(newest.items()):
             self._exec(cur, _UPSERT_FEED, (producer_id, topic, self._enc_time(b.at), b.interval_ms))
+            # The streams the newest heartbeat vouches for, kept beside its feed (in the meta
+            # table: one row per feed, replaced by each heartbeat that moves the producer's
+            # heartbeat chain forward, so always the newest promise).
+            vouched = {
+                "at": b.at.isoformat(),
+                "heads": [[h.topic, h.partition, h.epoch, h.last_sequence] for h in b.heads],
+            }
+            self._exec(cur, _UPSERT_META, (_vouched_key(producer_id, topic), json.dumps(vouched)))
 
     # -- re-judging what a compromised key signed ---------------------------------------------------
 
@@ -1081,10 +1121,13 @@ class SqlStore(abc.ABC):
 
     def feeds(self) -> list[FeedBeat]:
         """See :meth:`Store.feeds`."""
-        return [
-            FeedBeat(str(p), str(t), self._dec_time(at), int(interval))
-            for p, t, at, interval in self._query(_LOAD_FEEDS)
-        ]
+        vouched = {str(k): str(v) for k, v in self._query(_LOAD_VOUCHED, (f"{_VOUCHED_PREFIX}%",))}
+        out: list[FeedBeat] = []
+        for p, t, at, interval in self._query(_LOAD_FEEDS):
+            raw = vouched.get(_vouched_key(str(p), str(t)))
+            heads = _heads(raw) if raw is not None else ()
+            out.append(FeedBeat(str(p), str(t), self._dec_time(at), int(interval), heads))
+        return out
 
     def load_chain(self) -> dict[StreamKey, ChainState]:
         """See :meth:`Store.load_chain`."""
@@ -1315,3 +1358,25 @@ def _batch_lock_keys(batch: Batch) -> list[str]:
     ids += [a.record_id for a in batch.amendments]
     ids += [a.target_record_id for a in batch.amendments if a.target_record_id is not None]
     return _lock_keys(ids, [c.stream for c in batch.chain])
+
+
+def _vouched_key(producer_id: str, topic: str) -> str:
+    return f"{_VOUCHED_PREFIX}{producer_id}|{topic}"
+
+
+def _heads(raw: str) -> tuple[VouchedHead, ...]:
+    """The vouched heads kept with a feed.
+
+    Raises:
+        StoreError: the row does not read back (edited by hand: the store never writes one).
+    """
+    try:
+        value = json.loads(raw)
+        return tuple(
+            VouchedHead(str(t), int(part), str(epoch), int(seq))
+            for t, part, epoch, seq in value["heads"]
+        )
+    except (ValueError, TypeError, KeyError) as e:
+        raise StoreError(
+            f"a feed's vouched stream heads do not read back: {type(e).__name__}"
+        ) from e

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
-from intelbus.errors import StoreError
+from intelbus.errors import StoreError, StoreOwnerMismatch
 from intelbus.log import get_logger
 from intelbus.store.base import RECORD_COLUMNS, SCHEMA_VERSION, VISIBLE_SQL, SqlStore
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
@@ -237,7 +237,9 @@ WHERE {VISIBLE_SQL} AND strpos(lower(payload::text), ?) > 0
 ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, owner: str | None = None) -> None:
+        """Connect, create or upgrade the schema, and with ``owner`` (the agency's consumer) bind
+        the store to it or refuse another agency's. Several writers are allowed (no lock)."""
         try:
             # autocommit: reads never leave a transaction open; writes use explicit transactions.
             self._conn = psycopg.connect(url, autocommit=True)
@@ -247,12 +249,12 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
         try:
             self._conn.execute("SET synchronous_commit = on")
             self._conn.execute("SET TimeZone = 'UTC'")
-            self._migrate()
+            self._migrate(owner)
         except BaseException:
             self._conn.close()
             raise
 
-    def _migrate(self) -> None:
+    def _migrate(self, owner: str | None = None) -> None:
         def work(cur: psycopg.Cursor[Any]) -> None:
             # Instances starting together would race on CREATE TABLE: one creates, the rest wait.
             cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (SCHEMA_LOCK_NAMESPACE,))
@@ -267,21 +269,26 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
                 raise StoreError(
                     f"store schema version {version} is newer than this intelbus ({SCHEMA_VERSION})"
                 )
-            if version == SCHEMA_VERSION:
-                return
-            if version == 0:
-                _run(cur, _CORE + _OFFSETS + _FEEDS)
-            elif version in (1, 2):
-                self._upgrade(cur, version)
-            else:
-                raise StoreError(f"store schema version {version} is not one this intelbus made")
-            cur.execute("DELETE FROM schema_version")
-            cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
-            cur.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
+            if version < SCHEMA_VERSION:
+                if version == 0:
+                    _run(cur, _CORE + _OFFSETS + _FEEDS)
+                elif version in (1, 2):
+                    self._upgrade(cur, version)
+                else:
+                    raise StoreError(
+                        f"store schema version {version} is not one this intelbus made"
+                    )
+                cur.execute("DELETE FROM schema_version")
+                cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+                cur.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),),
+                )
+            if owner is not None:
+                # The same transaction as the schema (and under the schema lock): instances
+                # starting together on a new database bind it once.
+                self._bind_owner(cur, owner, created=version == 0)
 
         self._transaction(work)
 
@@ -314,7 +321,7 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
                 log.warning("store.commit_retry", error=type(e).__name__, attempt=attempt)
                 if attempt == COMMIT_ATTEMPTS:
                     raise StoreError(f"PostgreSQL commit failed: {type(e).__name__}") from e
-            except StoreError:
+            except (StoreError, StoreOwnerMismatch):
                 raise
             except Exception as e:
                 raise StoreError(f"PostgreSQL commit failed: {type(e).__name__}") from e

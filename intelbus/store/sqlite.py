@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from intelbus.errors import InsecureFileError, StoreError
+from intelbus.errors import InsecureFileError, StoreError, StoreOwnerMismatch
 from intelbus.files import PRIVATE_MODE, ensure_private_file
 from intelbus.log import get_logger
 from intelbus.store.base import RECORD_COLUMNS, SCHEMA_VERSION, VISIBLE_SQL, SqlStore
+from intelbus.store.lock import WriterLock
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
 
 log = get_logger("intelbus.store.sqlite")
@@ -280,7 +281,13 @@ def settings(conn: sqlite3.Connection) -> dict[str, object]:
 
 
 class SqliteStore(SqlStore):
-    """An agency's store in one SQLite file (created, with its schema, on first open)."""
+    """An agency's store in one SQLite file (created, with its schema, on first open).
+
+    Opened with an ``owner`` (the agency's consumer, its one writer), it takes the store's writer
+    lock (intelbus/store/lock.py) for as long as it is open, and binds the store to the owner or
+    refuses another agency's (:meth:`SqlStore._bind_owner`). Without one (``intelbus store``
+    commands, which only read), neither.
+    """
 
     _UPSERT_OFFSET = """
 INSERT INTO offsets (group_id, topic, kafka_partition, next_offset) VALUES (?, ?, ?, ?)
@@ -293,37 +300,55 @@ WHERE {VISIBLE_SQL} AND instr(lower(payload), ?) > 0
 ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, owner: str | None = None) -> None:
         self.path = Path(path)
         if self.path.parent != Path():
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _private_store_file(self.path)
-        self._conn = connect(self.path)
+        # The lock before the first write transaction: a second writer never touches the file.
+        self._writer = WriterLock.acquire(self.path) if owner is not None else None
         try:
-            self._migrate()
+            self._conn = connect(self.path)
+        except BaseException:
+            self._release_writer()
+            raise
+        try:
+            self._migrate(owner)
         except BaseException:
             self._conn.close()
+            self._release_writer()
             raise
 
-    def _migrate(self) -> None:
+    def _release_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+
+    def check_writer(self) -> None:
+        """See :meth:`Store.check_writer`."""
+        if self._writer is not None:
+            self._writer.check()
+
+    def _migrate(self, owner: str | None = None) -> None:
         def work(cur: sqlite3.Cursor) -> None:
             version = int(cur.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"store schema version {version} is newer than this intelbus ({SCHEMA_VERSION})"
                 )
-            if version == SCHEMA_VERSION:
-                return
-            if version == 0:
-                _run(cur, _CORE + _OFFSETS + _FEEDS)
-            else:
-                self._upgrade(cur, version)
-            cur.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
-            )
-            cur.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                if version == 0:
+                    _run(cur, _CORE + _OFFSETS + _FEEDS)
+                else:
+                    self._upgrade(cur, version)
+                cur.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(SCHEMA_VERSION),),
+                )
+                cur.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if owner is not None:
+                # The same transaction as the schema: a new store is never without its owner.
+                self._bind_owner(cur, owner, created=version == 0)
 
         self._transaction(work)
 
@@ -364,7 +389,7 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
                 if self._conn.in_transaction:
                     self._conn.rollback()
                 raise
-        except StoreError:
+        except (StoreError, StoreOwnerMismatch):
             raise
         except Exception as e:
             raise StoreError(f"SQLite commit failed: {type(e).__name__}") from e
@@ -392,3 +417,4 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 
     def _close_connection(self) -> None:
         self._conn.close()
+        self._release_writer()

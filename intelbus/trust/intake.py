@@ -24,7 +24,7 @@ from intelbus.directory.trust import DirectoryHistory
 from intelbus.envelope.unseal import UnwrapCache, open_record
 from intelbus.envelope.verify import verify
 from intelbus.envelope.wire import MAX_RECORD_BYTES, parse
-from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError
+from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError, UnhandledValue
 from intelbus.identity import AgencyIdentity, KeyResolver
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.trust.model import Claim, Position, Prepared
@@ -56,6 +56,16 @@ class Intake:
 
     def prepare(self, position: Position, value: bytes) -> Prepared:
         """Steps 1-4 (module docstring). Never raises for bad input."""
+        try:
+            return self._prepare(position, value)
+        except Exception as e:  # noqa: BLE001 - no record may stop a reader (issue 20)
+            # Every step raises typed errors for what it refuses; anything else is a bound that
+            # is missing. Refuse the record (its type names the defect; its message may quote
+            # contents and is dropped) rather than let it stop the reader at every restart.
+            error = UnhandledValue(f"preparing the record raised {type(e).__name__}")
+            return Prepared(position, value, error=error, claim=claim_of(value))
+
+    def _prepare(self, position: Position, value: bytes) -> Prepared:
         try:
             if len(value) > MAX_RECORD_BYTES:
                 raise OversizeEnvelope(f"record of {len(value)} bytes exceeds {MAX_RECORD_BYTES}")
@@ -107,6 +117,6 @@ def claim_of(value: bytes) -> Claim:
     """Record id, producer and sequence as *claimed* by bytes that did not verify (for reports)."""
     try:
         h = parse(value).header
-    except RecordError:
+    except Exception:  # noqa: BLE001 - a claim is best effort; unparsable bytes claim nothing
         return Claim()
     return Claim(str(h.record_id), h.producer_id, h.sequence)

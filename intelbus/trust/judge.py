@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from intelbus.chain import (
@@ -52,11 +52,13 @@ from intelbus.errors import (
     ChainError,
     ChainReplay,
     ForeignTarget,
+    FutureTime,
     KindChanged,
     PolicyQuarantine,
     RecordError,
     RecordIdReused,
     SchemaViolation,
+    UnhandledValue,
 )
 from intelbus.kinds import FAMILY_CONTENT, Family, RecordKind, family_of_topic, kind_belongs_on
 from intelbus.policy.decide import decide
@@ -90,10 +92,15 @@ from intelbus.trust.model import (
     Verdict,
     VersionDecision,
     VersionSource,
+    VouchedHead,
 )
 
 #: How much of a refused record's bytes a quarantine row keeps (the whole record stays on Kafka).
 QUARANTINE_PREFIX_BYTES = 4096
+#: How far a signed time may lie after the broker's append time (or, without one, the reader's
+#: clock) before the record is refused as ``future_time``: clocks drift, reports do not come from
+#: the future. The auditor's clock-skew finding uses the same default.
+DEFAULT_MAX_SKEW = timedelta(minutes=5)
 
 _MODEL_OF_KIND: dict[RecordKind, type[Content]] = {
     RecordKind.SIGHTING: Sighting,
@@ -114,10 +121,16 @@ class Reader:
     policy: SharingPolicy | None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     max_gap: int = DEFAULT_MAX_GAP
+    max_skew: timedelta = DEFAULT_MAX_SKEW
+    #: The topics this reader reads, if it says: a heartbeat's vouched streams on other topics
+    #: are not its to hold (a force that reads sightings only holds no incident).
+    reads: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy.agency != self.agency_id:
             raise ValueError(f"policy is for {self.policy.agency}, reader is {self.agency_id}")
+        if self.max_skew <= timedelta(0):
+            raise ValueError("max_skew must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,9 +294,14 @@ class Judge:
         self._moved[head_key] = step.state
         effect: Effect | None = None
         try:
-            effect, refusal = self._admit(p, v, family)
+            effect, refusal = self._admit(p, v, family, step.step)
         except RecordError as e:
             refusal = e
+        except Exception as e:  # noqa: BLE001 - no signed record may stop a reader (issue 20)
+            # Every value is bounded at the schema and the model; reaching here means a bound is
+            # missing. The record is refused (its chain step stands: it is authentic and in its
+            # place), and the error's type, never its message, names the defect.
+            refusal = UnhandledValue(f"record {rid}: judging it raised {type(e).__name__}")
         if refusal is not None:
             self._quarantine(p, refusal, True, rid, producer)
         return Verdict(
@@ -331,24 +349,21 @@ class Judge:
     # -- what an authentic record in its place does ---------------------------------------------------
 
     def _admit(
-        self, p: Prepared, v: VerifiedRecord, family: Family | None
+        self, p: Prepared, v: VerifiedRecord, family: Family | None, step: Step
     ) -> tuple[Effect, RecordError | None]:
         h = v.header
         rid = str(h.record_id)
         producer = h.producer_id
         content = self._content(p, h)
+        self._check_times(p, v, content)
         if h.kind is RecordKind.HEARTBEAT:
             if isinstance(content, Heartbeat):
                 if content.producer_id != producer:
                     # Signed by one producer, speaking for another: it must not keep that feed alive.
                     raise SchemaViolation(f"heartbeat {rid} by {producer} names another producer")
-                # Freshness is the broker's clock's to say: a heartbeat it did not time says nothing.
-                if p.position.appended_at is not None:
-                    self._beats.append(
-                        FeedBeat(
-                            producer, p.position.topic, p.position.appended_at, content.interval_ms
-                        )
-                    )
+                beat = self._beat(p, v, content, step)
+                if beat is not None:
+                    self._beats.append(beat)
             return Effect.HEARTBEAT, None
         self._check_identity(producer, rid, v.digest)
         source = self._source(p, v, content)
@@ -356,6 +371,47 @@ class Judge:
             return self._new_record(p, h.kind, content, source)
         assert family is not None  # noqa: S101 - kind_belongs_on() refused amendments elsewhere
         return self._amendment(p, v, family, content, source)
+
+    def _beat(self, p: Prepared, v: VerifiedRecord, beat: Heartbeat, step: Step) -> FeedBeat | None:
+        """What an authentic heartbeat may say about its feed, or None if it may not refresh it.
+
+        Only a heartbeat that moves its producer's heartbeat chain forward speaks for the feed:
+        a late one filling a gap (an old heartbeat appended again later) would otherwise lend the
+        feed its new broker time. Its place must be signed (format 2: a format 1 heartbeat copied
+        to another partition starts a new legacy stream), and its time must be the broker's, and
+        not ahead of the reader's clock beyond the skew bound (a broker clock a year fast would
+        keep a feed "fresh" for a year).
+        """
+        at = p.position.appended_at
+        if step is Step.FILL or v.header.format_version < 2 or at is None:
+            return None
+        if at > self.reader.clock() + self.reader.max_skew:
+            return None
+        heads = tuple(
+            VouchedHead(s.stream, s.partition, s.epoch, s.last_sequence)
+            for s in beat.streams
+            if s.bound and (self.reader.reads is None or s.stream in self.reader.reads)
+        )
+        return FeedBeat(v.producer_id, p.position.topic, at, beat.interval_ms, heads)
+
+    def _check_times(self, p: Prepared, v: VerifiedRecord, content: Content | None) -> None:
+        """Refuse a record that describes the future (issue 20, "Time").
+
+        The reference is the broker's append time when there is one (so a consumer and an
+        auditor, years later, decide alike), else the reader's clock.
+
+        Raises:
+            FutureTime: a signed time lies beyond the reference plus the skew bound.
+        """
+        reference = p.position.appended_at or self.reader.clock()
+        limit = reference + self.reader.max_skew
+        for what, when in _signed_times(v, content):
+            if when > limit:
+                raise FutureTime(
+                    f"record {v.record_id}: its {what} is {_ahead(when - reference)} after "
+                    f"{'its broker time' if p.position.appended_at else 'now'} "
+                    f"(bound {self.reader.max_skew.total_seconds():.0f}s)"
+                )
 
     def _content(self, p: Prepared, h: EnvelopeHeader) -> Content | None:
         """The decoded contents when this reader could open them, checked against the header."""
@@ -648,6 +704,30 @@ def _effect_of(decision: VersionDecision) -> Effect:
 
 def _labels(facts: RecordFacts) -> Labels:
     return Labels(facts.tlp.value, facts.classification.value, facts.force_area, facts.occurred_at)
+
+
+def _signed_times(v: VerifiedRecord, content: Content | None) -> list[tuple[str, datetime]]:
+    """Every time a record states about itself: its envelope's, and its contents' when read."""
+    times = [("creation time", v.created_at)]
+    record = content.replacement if isinstance(content, Correction) else content
+    if isinstance(content, Correction):
+        times.append(("correction time", content.corrected_at))
+    elif isinstance(content, Retraction):
+        times.append(("retraction time", content.retracted_at))
+    elif isinstance(content, Heartbeat):
+        times.append(("sending time", content.sent_at))
+    if isinstance(record, Sighting):
+        times.append(("observation time", record.observed_at))
+    elif isinstance(record, Incident):
+        times.append(("occurrence time", record.occurred_at))
+    return times
+
+
+def _ahead(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    return f"{seconds:.0f}s"
 
 
 def _payload_target(content: Content | None) -> str | None:

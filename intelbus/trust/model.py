@@ -331,14 +331,26 @@ class Quarantined:
 
 
 @dataclass(frozen=True, slots=True)
+class VouchedHead:
+    """One stream a heartbeat vouches for: the chain (topic, partition, key epoch) and the last
+    sequence number its producer had sent on it when the heartbeat was signed."""
+
+    topic: str
+    partition: int
+    epoch: str
+    last_sequence: int
+
+
+@dataclass(frozen=True, slots=True)
 class FeedBeat:
-    """A heartbeat seen: ``producer_id`` was alive at ``at`` (broker time) on ``topic`` and
-    promised another within ``interval_ms``."""
+    """A heartbeat seen: ``producer_id`` was alive at ``at`` (broker time) on ``topic``, promised
+    another within ``interval_ms``, and vouched that its streams stood at ``heads``."""
 
     producer_id: str
     topic: str
     at: datetime
     interval_ms: int
+    heads: tuple[VouchedHead, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

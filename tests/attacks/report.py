@@ -9,6 +9,12 @@ JSON line to it (JSON Lines, one object per line; the report-card builder reads 
   an exception outside the typed hierarchy (:class:`~intelbus.errors.IntelbusError`).
 * genuine: ``{"suite": "genuine", "case", "source", "published", "kept"}``: after an attack, how
   many of CST's genuine records published next were kept; ``published - kept`` were lost to it.
+* availability: ``{"suite": "availability", "case", "source", "stopped"}``: a validly signed
+  hostile value was delivered; ``stopped`` is true if the consumer raised outside the typed
+  hierarchy, or a restarted consumer could not read its store back.
+* completeness: ``{"suite": "completeness", "case", "source", "withheld", "reported"}``: records
+  vouched for by heartbeats were withheld or deleted; how many of them the reader reported
+  missing (``withheld - reported`` went unnoticed).
 
 Unset, every call is a no-op. Lines are appended with one ``write`` on a file opened in append
 mode, so parallel writers (pytest-xdist workers) do not interleave within a line.
@@ -147,3 +153,25 @@ class FuzzTally:
                 "crashes": self.crashes,
             }
         )
+
+
+def availability_result(
+    *, case: str, source: Literal["simulated", "broker"], stopped: bool
+) -> None:
+    """Record whether one hostile value stopped a consumer (a no-op unless the env is set)."""
+    _append({"suite": "availability", "case": case, "source": source, "stopped": stopped})
+
+
+def completeness_result(
+    *, case: str, source: Literal["simulated", "broker"], withheld: int, reported: int
+) -> None:
+    """Record how many withheld records a reader reported missing (a no-op unless the env is set)."""
+    _append(
+        {
+            "suite": "completeness",
+            "case": case,
+            "source": source,
+            "withheld": withheld,
+            "reported": reported,
+        }
+    )

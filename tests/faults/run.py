@@ -81,9 +81,12 @@ def versions() -> dict[str, Any]:
 def run_hostile_suites(report_file: Path) -> dict[str, Any]:
     """pytest tests/attacks tests/fuzz with ``INTELBUS_ATTACK_REPORT`` set; their lines merged."""
     present = [p for p in ("tests/attacks", "tests/fuzz") if any((REPO / p).glob("test_*.py"))]
-    agree = "tests/property/test_consumer_auditor_agree.py"
-    if (REPO / agree).is_file():
-        present.append(agree)
+    for prop in (
+        "tests/property/test_consumer_auditor_agree.py",
+        "tests/property/test_signed_values.py",
+    ):
+        if (REPO / prop).is_file():
+            present.append(prop)
     if not present:
         return {"ran": False, "why": "the attack and fuzz suites have no tests in this tree yet"}
     report_file.unlink(missing_ok=True)
@@ -113,6 +116,12 @@ def run_hostile_suites(report_file: Path) -> dict[str, Any]:
         "attacks": summarise_attacks([x for x in lines if x.get("suite") == "attacks"]),
         "genuine": summarise_genuine([x for x in lines if x.get("suite") == "genuine"]),
         "fuzz": summarise_fuzz([x for x in lines if x.get("suite") == "fuzz"]),
+        "availability": summarise_availability(
+            [x for x in lines if x.get("suite") == "availability"]
+        ),
+        "completeness": summarise_completeness(
+            [x for x in lines if x.get("suite") == "completeness"]
+        ),
     }
 
 
@@ -132,6 +141,8 @@ ATTACK_CLASSES = {
     "recovery from a leaked key": ("recovery",),
     "endless data (bounds, bombs)": ("bomb", "oversize", "bounds"),
     "indefinite freeze (heartbeats)": ("freeze",),
+    "signed hostile values (bounds, time)": ("hostile_value",),
+    "withheld while heartbeats flow": ("completeness",),
     "local user (files, links, modes)": ("local_user",),
 }
 
@@ -183,6 +194,28 @@ def summarise_genuine(lines: list[dict[str, Any]]) -> dict[str, Any]:
                 if int(x.get("kept", 0)) < int(x.get("published", 0))
             }
         )[:20],
+    }
+
+
+def summarise_availability(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Validly signed hostile values: how many stopped a consumer (issue 20)."""
+    if not lines:
+        return {"cases": 0, "note": "no case delivered a signed hostile value"}
+    stopped = sorted({str(x.get("case")) for x in lines if x.get("stopped")})
+    return {"cases": len(lines), "stopped": len(stopped), "stopped_cases": stopped[:20]}
+
+
+def summarise_completeness(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records withheld while heartbeats flowed: how many went unreported (issue 20)."""
+    if not lines:
+        return {"cases": 0, "note": "no case withheld records"}
+    withheld = sum(int(x.get("withheld", 0)) for x in lines)
+    reported = sum(min(int(x.get("reported", 0)), int(x.get("withheld", 0))) for x in lines)
+    return {
+        "cases": len(lines),
+        "withheld": withheld,
+        "reported": reported,
+        "unreported": withheld - reported,
     }
 
 
@@ -252,10 +285,20 @@ def build_card(
             and fuzz.get("crashes", 1) == 0
             and hostile["pytest_exit"] == 0
         )
+        avail = hostile.get("availability", {})
+        done["0 consumers stopped by a hostile record"] = (
+            avail.get("cases", 0) > 0 and avail.get("stopped", 1) == 0
+        )
+        whole = hostile.get("completeness", {})
+        done["0 records withheld and not reported"] = (
+            whole.get("cases", 0) > 0 and whole.get("unreported", 1) == 0
+        )
     else:
         done["0 hostile records accepted"] = None
         done["0 genuine records lost to an attack"] = None
         done["0 consumer crashes from hostile input"] = None
+        done["0 consumers stopped by a hostile record"] = None
+        done["0 records withheld and not reported"] = None
     return {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
@@ -282,6 +325,32 @@ def build_card(
 
 def _mark(v: bool | None) -> str:
     return "not run" if v is None else ("yes" if v else "**NO**")
+
+
+def _issue20_lines(h: dict[str, Any]) -> list[str]:
+    """The card's lines on signed hostile values and on completeness (issue 20)."""
+    out: list[str] = []
+    v = h.get("availability", {})
+    if v.get("cases"):
+        out += [
+            f"Signed hostile values (a legitimate key, values no bound allowed): {v['cases']} "
+            f"cases; **consumers stopped by a hostile record {v['stopped']}** (an untyped "
+            "error, or a store a restarted consumer could not read back).",
+            "",
+        ]
+    else:
+        out += [f"Signed hostile values: {v.get('note', 'not measured')}.", ""]
+    c = h.get("completeness", {})
+    if c.get("cases"):
+        out += [
+            f"Completeness: {c['cases']} cases withheld or deleted {c['withheld']} records "
+            f"that heartbeats vouched for; reported missing {c['reported']}, "
+            f"**records withheld and not reported {c['unreported']}**.",
+            "",
+        ]
+    else:
+        out += [f"Completeness: {c.get('note', 'not measured')}.", ""]
+    return out
 
 
 def to_markdown(card: dict[str, Any]) -> str:
@@ -357,6 +426,7 @@ def to_markdown(card: dict[str, Any]) -> str:
             ]
         else:
             out += [f"Attack suite: {a.get('note')}.", ""]
+        out += _issue20_lines(h)
         g = h.get("genuine", {})
         if g.get("cases"):
             out += [

@@ -298,7 +298,14 @@ def test_a_resumed_replay_gives_the_same_result_as_a_full_one(
     def run(**kwargs: Any) -> Any:
         source = KafkaSource(fed.bootstrap, fed.sightings)
         try:
-            return audit(source=source, history=history, config=config, batch_size=3, **kwargs)
+            return audit(
+                source=source,
+                history=history,
+                config=config,
+                batch_size=3,
+                checkpoint_key=fed.ids["inspectorate"],  # checkpoints are signed (issue 20)
+                **kwargs,
+            )
         finally:
             source.close()
 

@@ -50,7 +50,8 @@ PAYLOADS = [REGISTRY.encode_model(r) for r in feed(seed=9, sightings=4, incident
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Avro strings are UTF-8: lone surrogates cannot be encoded, so they are not valid text here.
-_chars = st.characters(blacklist_categories=("Cs",))
+# No surrogates, and no control characters: the models refuse both (issue 20).
+_chars = st.characters(blacklist_categories=("Cs", "Cc"))
 
 
 def _text(max_size: int) -> st.SearchStrategy[str]:
@@ -60,7 +61,7 @@ def _text(max_size: int) -> st.SearchStrategy[str]:
 # Hypothesis takes naive bounds and attaches the time zone itself.
 _times = st.datetimes(
     min_value=datetime(1970, 1, 1),  # noqa: DTZ001
-    max_value=datetime(2200, 1, 1),  # noqa: DTZ001
+    max_value=datetime(2199, 12, 31),  # noqa: DTZ001 - the models refuse 2200 and later
     timezones=st.just(UTC),
 )
 _maybe = st.none

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.kafka.acls import desired_acls, plan
+from deploy.kafka.acls import ALL_TOPICS, desired_acls, plan
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Agency, DirectoryBody, Role, SignedDirectory
@@ -137,15 +137,44 @@ def test_consumer_reads_every_published_topic_and_only_its_own_group() -> None:
     assert all(b.pattern is AclPattern.LITERAL for b in groups)
 
 
-def test_auditor_reads_everything_and_writes_nothing() -> None:
-    """The auditor gets READ (and DESCRIBE_CONFIGS, to check the timestamp type) on the topic
-    wildcard and no other operation at all."""
+def test_auditor_reads_exactly_the_bus_topics_and_writes_nothing() -> None:
+    """The auditor gets READ and DESCRIBE_CONFIGS (to check the timestamp type) on each bus topic
+    by name: the family topics of the prefix and every published topic; nothing else at all."""
     acls = desired_acls(federation_body(P), prefix=P, now=NOW)
-    assert {
-        ("read", "topic", "*"),
-        ("describe_configs", "topic", "*"),
-        ("read", "topic", DIRECTORY),
-    } == of(acls, "inspectorate")
+    bus = [topic_name(f, prefix=P) for f in Family] + [OTHER]
+    assert of(acls, "inspectorate") == {
+        (op, "topic", t) for t in bus for op in ("read", "describe_configs")
+    }
+    mine = [b for b in acls if b.principal == "User:inspectorate"]
+    assert all(b.pattern is AclPattern.LITERAL for b in mine)
+
+
+def _covers(binding: AclBinding, topic: str) -> bool:
+    """Whether ``binding`` applies to ``topic`` (as Kafka matches LITERAL and PREFIXED names)."""
+    if binding.resource is not AclResource.TOPIC:
+        return False
+    if binding.pattern is AclPattern.PREFIXED:
+        return topic.startswith(binding.name)
+    return binding.name in (topic, ALL_TOPICS)
+
+
+@pytest.mark.parametrize("prefix", [P, "intelbus", "__consumer"])
+def test_no_grant_covers_consumer_offsets_or_uses_the_wildcard(prefix: str) -> None:
+    """``__consumer_offsets`` holds every force's group names, positions and hosts: no role of any
+    agency may read or describe it, and no grant names the topic wildcard."""
+    body = federation_body(prefix, extra=[("auditor-2", [Role.AUDITOR, Role.CONSUMER], [])])
+    acls = desired_acls(body, prefix=prefix, now=NOW)
+    assert not [b for b in acls if _covers(b, "__consumer_offsets")]
+    assert not [b for b in acls if _covers(b, "__transaction_state")]
+    assert all(b.name != ALL_TOPICS for b in acls)
+
+
+def test_an_auditor_also_reads_a_newly_published_topic_by_name() -> None:
+    """A producer that gains a topic: consumers and auditors get READ on it, by name."""
+    body = federation_body(P, extra=[("new-charity", [Role.PRODUCER], [f"{P}.new-feed"])])
+    acls = desired_acls(body, prefix=P, now=NOW)
+    assert ("read", "topic", f"{P}.new-feed") in of(acls, "inspectorate")
+    assert ("describe_configs", "topic", f"{P}.new-feed") in of(acls, "inspectorate")
 
 
 def test_nobody_but_producers_and_admins_may_write() -> None:

@@ -78,6 +78,9 @@ def _run(
     sim: BusSimulator, messages: list[Message], topic: str = SIGHTINGS, **kwargs: Any
 ) -> AuditResult:
     config = kwargs.pop("config", AuditConfig(environment=ENV))
+    if "checkpoint" in kwargs:
+        # A checkpoint is signed with the auditor's key (without decrypting with it here).
+        kwargs.setdefault("checkpoint_key", sim.identities["inspectorate"])
     return audit(
         source=MemorySource(topic, messages),
         history=kwargs.pop("history", sim.history),
@@ -155,7 +158,7 @@ def test_a_clean_history_verifies_with_no_findings(sim: BusSimulator, tmp_path: 
     assert result.summary["records"] == result.summary["authentic"] == 12
     assert result.summary["producers"]["cst"]["lowest_sequence"] == 0
     assert result.summary["producers"]["cst"]["highest_sequence"] == 11
-    assert data["format"] == "intelbus.audit.report/v2"
+    assert data["format"] == "intelbus.audit.report/v3"
     assert data["summary"] == result.summary
 
 
@@ -708,14 +711,14 @@ def test_the_digest_is_order_independent_and_sees_every_occurrence(
 ) -> None:
     _publish(sim, 10)
     messages = _messages(sim)
-    first = _run(sim, messages).digest
+    first = _run(sim, messages).records_digest
     # The same records read in another order (the chain then complains): the same digest.
     shuffled = list(messages)
     random.Random(5).shuffle(shuffled)
     reordered = [replace(m, offset=i) for i, m in enumerate(shuffled)]
     result = _run(sim, reordered)
     assert result.summary["findings"]["by_reason"].get(ReasonCode.CHAIN_REORDER.value, 0) > 0
-    assert result.digest == first
+    assert result.records_digest == first
     # One tampered record, one record read twice, one record missing: all differ.
     flipped = bytearray(messages[4].value)
     flipped[100] ^= 1
@@ -725,9 +728,9 @@ def test_the_digest_is_order_independent_and_sees_every_occurrence(
         len(
             {
                 first,
-                _run(sim, tampered).digest,
-                _run(sim, twice).digest,
-                _run(sim, messages[1:]).digest,
+                _run(sim, tampered).records_digest,
+                _run(sim, twice).records_digest,
+                _run(sim, messages[1:]).records_digest,
             }
         )
         == 4
@@ -843,7 +846,7 @@ def _fail_checkpoint_file_write(monkeypatch: pytest.MonkeyPatch, *, on_call: int
     real = cp.save
     calls: list[int] = []
 
-    def save(path: Path, point: cp.Checkpoint) -> None:
+    def save(path: Path, point: str) -> None:
         calls.append(len(calls) + 1)
         if len(calls) == on_call:
             raise OSError("disk full (simulated)")
@@ -870,7 +873,11 @@ def test_a_stop_between_the_ledger_commit_and_the_checkpoint_file_resumes_exactl
     assert len(calls) == on_call
     ledger = SqliteStore(ckpt.with_name("audit.ckpt.ledger"))
     try:
-        committed = cp.from_json(json.loads(ledger.meta(cp.LEDGER_KEY) or "null"), source="ledger")
+        committed = cp.verified(
+            ledger.meta(cp.LEDGER_KEY) or "null",
+            source="ledger",
+            key=sim.identities["inspectorate"].public,
+        )
     finally:
         ledger.close()
     assert not committed.complete
@@ -878,7 +885,11 @@ def test_a_stop_between_the_ledger_commit_and_the_checkpoint_file_resumes_exactl
         assert not ckpt.exists()  # never written: the ledger alone is no checkpoint
     else:
         behind = cp.load(
-            ckpt, topic=SIGHTINGS, environment=ENV, directory_version=sim.history.latest.version
+            ckpt,
+            key=sim.identities["inspectorate"].public,
+            topic=SIGHTINGS,
+            environment=ENV,
+            directory_version=sim.history.latest.version,
         )
         assert behind.positions != committed.positions  # the file is one save behind
     monkeypatch.undo()
@@ -991,7 +1002,11 @@ def test_state_stays_fixed_size_however_many_records(sim: BusSimulator, tmp_path
     ckpt = tmp_path / "audit.ckpt"
     _run(sim, messages, checkpoint=ckpt, stop_after=35, checkpoint_every=7, batch_size=5)
     state = cp.load(
-        ckpt, topic=SIGHTINGS, environment=ENV, directory_version=sim.history.latest.version
+        ckpt,
+        key=sim.identities["inspectorate"].public,
+        topic=SIGHTINGS,
+        environment=ENV,
+        directory_version=sim.history.latest.version,
     ).state
     assert [len(gaps) for gaps in state["gaps"].values()] == [MAX_OPEN_GAPS]
     assert set(state["producers"]) == {"cst"}
@@ -999,3 +1014,31 @@ def test_state_stays_fixed_size_however_many_records(sim: BusSimulator, tmp_path
     fresh = AuditState.from_json(AuditState.empty("t").to_json())
     assert fresh.records == 0
     assert fresh.to_json() == AuditState.empty("t").to_json()
+
+
+def test_an_old_heartbeat_appended_again_fills_its_gap_but_breaks_no_silence(
+    sim: BusSimulator, tmp_path: Path
+) -> None:
+    """The second heartbeat is withheld, then its bytes are appended at 100 s: authentic, it fills
+    its chain's gap (a reorder warning), but it is not a sign of life, so at 140 s the feed has
+    been silent for 80 s (since the beat at 60 s), not 40 s."""
+    genuine = _beats(sim, [30, 30])  # beats at 0, 30 and 60 s
+    t0 = genuine[0].appended_at
+    assert t0 is not None
+    at = [t0, t0 + timedelta(seconds=60), t0 + timedelta(seconds=100)]
+    values = [genuine[0], genuine[2], genuine[1]]
+    beats = [
+        Message(HEARTBEATS, 0, i, m.value, t)
+        for i, (m, t) in enumerate(zip(values, at, strict=True))
+    ]
+    config = AuditConfig(
+        environment=ENV, heartbeat_interval=timedelta(seconds=30), max_skew=timedelta(days=1)
+    )
+    _, findings, _ = _findings(
+        tmp_path, sim, beats, topic=HEARTBEATS, config=config, as_of=t0 + timedelta(seconds=140)
+    )
+    assert findings == [
+        (ReasonCode.HEARTBEAT_MISSING.value, 1),  # 60 s from the first beat to the third
+        (ReasonCode.CHAIN_REORDER.value, 2),  # the second, late
+        (ReasonCode.HEARTBEAT_MISSING.value, 1),  # frozen: 80 s before 140 s, after offset 1
+    ]

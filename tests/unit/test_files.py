@@ -425,6 +425,7 @@ def _checkpoint() -> cp.Checkpoint:
         positions={0: (0, 10)},
         state={},
         findings_bytes=0,
+        findings_digest="00" * 32,
         complete=False,
     )
 
@@ -435,11 +436,13 @@ def test_checkpoints_are_0600_and_never_follow_a_link(
     path = tmp_path / "audit.ckpt"
     _plant(path, victim)
     _plant(tmp_path / "audit.ckpt.tmp", victim)  # the fixed temporary name used before
-    cp.save(path, _checkpoint())
+    auditor = AgencyIdentity.generate("inspectorate")
+    cp.save(path, cp.signed(_checkpoint(), auditor))
     assert victim.read_bytes() == SECRET
     assert not path.is_symlink()
     assert _mode(path) == 0o600
-    assert cp.load(path, topic="t", environment="demo", directory_version=1) == _checkpoint()
+    loaded = cp.load(path, key=auditor.public, topic="t", environment="demo", directory_version=1)
+    assert loaded == _checkpoint()
 
 
 def _finding(offset: int) -> Finding:

@@ -24,6 +24,9 @@ RELEASED = {
     ("org.intelbus.control.v1.Heartbeat", 1): (
         "cd12b45176e4749e2877f90332eb1782bb5ee3da5a1b2733deb3a3c2a894c8ab"
     ),
+    ("org.intelbus.control.v1.Heartbeat", 2): (
+        "19f1fa8be5bc936ea94f7e6f29295a72f512e99283247774e993f79ff4b6216b"
+    ),
     ("org.intelbus.records.v1.Correction", 1): (
         "8f6f2c639a8aa7c1c3f75cab76b968f42f775941ac4cf3512e35c45098690e44"
     ),
