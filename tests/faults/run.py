@@ -142,7 +142,8 @@ ATTACK_CLASSES = {
     "endless data (bounds, bombs)": ("bomb", "oversize", "bounds"),
     "indefinite freeze (heartbeats)": ("freeze",),
     "signed hostile values (bounds, time)": ("hostile_value",),
-    "withheld while heartbeats flow": ("completeness",),
+    "whose is this (stores, keys, policies)": ("ownership",),
+    "the auditor's own state and rights": ("auditor", "checkpoint"),
     "local user (files, links, modes)": ("local_user",),
 }
 
