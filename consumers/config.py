@@ -106,4 +106,5 @@ class ConsumerConfig(BaseModel):
 
     @property
     def group(self) -> str:
-        return self.group_id or f"intelbus.{self.agency}"
+        # <prefix>.<agency>: the one group name the directory-derived ACLs grant (deploy/kafka/acls.py).
+        return self.group_id or f"{self.topic_prefix}.{self.agency}"

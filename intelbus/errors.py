@@ -279,12 +279,23 @@ class PublishRefused(IntelbusError):
     """A record is not published because a rule forbids it (fail closed). Nothing was sent."""
 
 
+class StateBehind(PublishRefused):
+    """The topic holds records of this producer that its state file never reserved (a lost
+    state file made again, or a second one for the same agency): publishing would reuse their
+    sequence numbers. Nothing is published until ``intelbus publish resync``."""
+
+
 class NoRecipients(PublishRefused):
     """The agreement gives this record no recipients (or an unknown one): it is not published."""
 
 
 class PublishError(IntelbusError):
     """A record was not acknowledged after every attempt; it stays pending in the producer state."""
+
+
+class PublishPending(PublishError):
+    """The record was reserved by an earlier run and never acknowledged: it is resent, byte for
+    byte, by ``intelbus publish retry`` (or given up by ``intelbus publish abandon``)."""
 
 
 class AclDerivationError(IntelbusError):

@@ -8,6 +8,7 @@ is not a terminal (for log shippers) and a readable console format when it is.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -33,7 +34,10 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if render_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # NO_COLOR (no-color.org): plain text even on a terminal.
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        )
     )
     structlog.configure(
         processors=[

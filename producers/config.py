@@ -50,6 +50,9 @@ class ProducerConfig(BaseModel):
     security: SecurityMode = SecurityMode.OPTIONAL
     tls: TlsConfig | None = None
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    #: How long one record may take to be acknowledged, all attempts together, before the
+    #: publish stops with one line and leaves it pending (``intelbus publish retry``).
+    delivery_timeout_s: Annotated[float, Field(ge=1, le=600)] = 30.0
 
     @classmethod
     def load(cls, path: Path) -> ProducerConfig:

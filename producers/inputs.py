@@ -3,16 +3,42 @@
 CSV columns use dotted names for nested fields (``place.force_area``, ``grading.tlp``); list fields
 (``behaviours``, ``grading.handling_conditions``) are separated by ``;``; a cell starting with ``[``
 or ``{`` is read as JSON (``vehicles``, ``persons``); an empty cell is left out (an empty list column is an empty list).
+
+What people type is then made canonical (:func:`normalise`, docs/inputs.md), for every format:
+a byte order mark (Excel's "CSV UTF-8") is dropped; coordinates written as text become numbers;
+enumerations take any common spelling (``amber``, ``TLP:AMBER``, ``metropolitan``); times take
+any ISO 8601 offset or ``Z`` and are converted to UTC; a missing ``record_id`` is generated. The
+models then validate as strictly as ever: what travels on the bus is always canonical.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import enum
+import functools
 import io
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from intelbus.policy.facts import Classification, Tlp
+from intelbus.records import (
+    Behaviour,
+    ForceArea,
+    HandlingCode,
+    IncidentCategory,
+    IncidentMode,
+    IncidentStatus,
+    IntelligenceAssessment,
+    SiteKind,
+    SourceEvaluation,
+    VictimType,
+)
+from intelbus.spelling import canonical
 
 _LIST_FIELDS = frozenset({"behaviours", "grading.handling_conditions"})
 
@@ -38,6 +64,7 @@ def detect_format(name: str) -> str:
 
 def read_items(text: str, fmt: str) -> Iterator[Item]:
     """Items of a document in the given format; unreadable items are yielded with an error."""
+    text = text.removeprefix("\ufeff")  # a byte order mark: Excel's "CSV UTF-8"
     if fmt == "json":
         try:
             doc = json.loads(text)
@@ -99,3 +126,125 @@ def _unflatten(row: dict[str | Any, str | Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return out
+
+
+_ENUMS: dict[str, type[enum.Enum]] = {
+    "grading.source_evaluation": SourceEvaluation,
+    "grading.assessment": IntelligenceAssessment,
+    "grading.handling_code": HandlingCode,
+    "grading.tlp": Tlp,
+    "grading.classification": Classification,
+    "place.site_kind": SiteKind,
+    "place.force_area": ForceArea,
+    "behaviours": Behaviour,
+    "category": IncidentCategory,
+    "mode": IncidentMode,
+    "victim_type": VictimType,
+    "status": IncidentStatus,
+}
+#: The namespace of record ids derived from a row's contents (an arbitrary, fixed UUID).
+_ID_NAMESPACE = uuid.UUID("5b0f1c4e-8d8e-4b57-9f3e-7a2c61d0b7a4")
+_TIMES = ("observed_at", "occurred_at", "corrected_at", "retracted_at")
+_NUMBERS = ("place.latitude", "place.longitude")
+
+
+def normalise(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``data`` made canonical (module docstring); True if its record id was generated.
+
+    Values that cannot be made canonical are left as they are, for the model to refuse with its
+    own message (and every other problem of the item beside it).
+    """
+    out = copy.deepcopy(data)
+    place = out.get("place")
+    if isinstance(place, dict):
+        place.setdefault("site_name", None)  # an empty cell: no site name (it is optional)
+    _fix(out)
+    replacement = out.get("replacement")
+    if isinstance(replacement, dict):
+        if not replacement.get("record_id") and isinstance(out.get("corrects_record_id"), str):
+            replacement["record_id"] = out["corrects_record_id"]
+        _fix(replacement)
+    generated = False
+    if not out.get("record_id"):
+        # Derived from the contents, not random: publishing the same file again (the normal
+        # retry) gives each row the same id, so it is recognised as already published.
+        canonical_json = json.dumps(
+            {k: v for k, v in out.items() if k != "record_id"}, sort_keys=True, default=str
+        )
+        out["record_id"] = str(uuid.uuid5(_ID_NAMESPACE, canonical_json))
+        generated = True
+    return out, generated
+
+
+def _fix(node: dict[str, Any]) -> None:
+    for dotted, kind in _ENUMS.items():
+        _apply(node, dotted, functools.partial(_enum, kind))
+    for dotted in _NUMBERS:
+        _apply(node, dotted, _number)
+    for name in _TIMES:
+        _apply(node, name, _time)
+
+
+def _apply(node: dict[str, Any], dotted: str, fix: Callable[[Any], Any]) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            return
+        node = child
+    if last not in node:
+        return
+    value = node[last]
+    node[last] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
+
+
+def _enum(kind: type[enum.Enum], value: Any) -> Any:  # noqa: ANN401 - whatever was typed
+    if isinstance(value, str):
+        member = canonical(kind, value)
+        if member is not None:
+            return member.value
+    return value
+
+
+def _number(value: Any) -> Any:  # noqa: ANN401 - whatever was typed
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _time(value: Any) -> Any:  # noqa: ANN401 - whatever was typed
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        return value  # a time without an offset is ambiguous: the model refuses it, saying so
+    return parsed.astimezone(UTC).isoformat()
+
+
+def future_times(data: dict[str, Any], now: datetime, skew: timedelta) -> list[str]:
+    """The time fields of an item that lie beyond ``now + skew`` (each a problem to report)."""
+    found: list[str] = []
+    nodes = [("", data)]
+    replacement = data.get("replacement")
+    if isinstance(replacement, dict):
+        nodes.append(("replacement.", replacement))
+    for prefix, node in nodes:
+        for name in _TIMES:
+            value = node.get(name)
+            if not isinstance(value, str):
+                continue
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                continue
+            if when.tzinfo is not None and when > now + skew:
+                found.append(f"{prefix}{name}: {value} is in the future")
+    return found

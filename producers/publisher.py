@@ -43,9 +43,11 @@ from intelbus.errors import (
     ConfigError,
     NoRecipients,
     PublishError,
+    PublishPending,
     PublishRefused,
     RecordError,
     SendFailed,
+    TopicMissing,
 )
 from intelbus.identity import AgencyIdentity, PublicIdentity
 from intelbus.kinds import Family, RecordKind
@@ -64,6 +66,7 @@ from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.security import TransportSecurity
 from intelbus.transport.topics import topic_name
+from producers import sync
 from producers.config import ProducerConfig
 from producers.state import UNBOUND, ProducerState, Reservation
 from producers.state import StreamHead as StateHead
@@ -91,6 +94,9 @@ class Published:
     offset: int
     sequence: int
     recipients: tuple[str, ...]
+    #: True when this record id was published before with the same contents (a retried file):
+    #: nothing was sent this time, and the fields describe the earlier acknowledgement.
+    already: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +130,7 @@ class Publisher:
         security: TransportSecurity | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         follower: DirectoryFollower | None = None,
+        delivery_timeout_s: float = 60.0 * SEND_ATTEMPTS,
     ) -> None:
         if agreement.producer != identity.agency_id:
             raise NoRecipients(
@@ -142,6 +149,7 @@ class Publisher:
         self.clock = clock
         self._producer: Any = None
         self.follower = follower
+        self.delivery_timeout_s = delivery_timeout_s
         self._next_directory = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -239,6 +247,9 @@ class Publisher:
             PublishError: not acknowledged; it stays pending and is resent first next time.
         """
         p = self._prepare(record, named, family)
+        earlier = self._earlier(p)
+        if earlier is not None:
+            return earlier
         return self._publish_payload(
             p.topic,
             kind=p.kind,
@@ -247,6 +258,42 @@ class Publisher:
             keys=p.keys,
             record_id=p.record_id,
             target=p.target,
+        )
+
+    def _earlier(self, p: _Prepared) -> Published | None:
+        """A record id this state already holds: the same record published before (returned as
+        ``already``), or refused (pending, abandoned, or other contents under the same id).
+
+        Raises:
+            PublishRefused: the id is spent on other contents, or was abandoned.
+            PublishPending: it is pending from an earlier run (``intelbus publish retry``).
+        """
+        rid = str(p.record_id)
+        prior = self.state.prior(rid)
+        if prior is None:
+            return None
+        if prior.status == "abandoned":
+            raise PublishRefused(
+                f"record {rid} was abandoned earlier; its id is spent (give the record a new id)"
+            )
+        if prior.content is not None and prior.content != _content_digest(p.payload):
+            raise PublishRefused(
+                f"record {rid} was already published with other contents; to change a "
+                "published record, publish a correction of it"
+            )
+        if prior.status == "pending":
+            raise PublishPending(
+                f"record {rid} is pending from an earlier run "
+                f"({prior.last_error or 'not acknowledged'}): `intelbus publish retry` sends it"
+            )
+        return Published(
+            rid,
+            prior.stream,
+            -1 if prior.partition is None else prior.partition,
+            -1 if prior.offset is None else prior.offset,
+            prior.sequence,
+            tuple(k.agency_id for k in p.keys),
+            already=True,
         )
 
     def publish_many(
@@ -295,7 +342,15 @@ class Publisher:
                     record_id=p.record_id,
                     datakeys=self.datakeys,
                 )
-                reservations.append(Reservation(head, str(p.record_id), sealed.digest, sealed.data))
+                reservations.append(
+                    Reservation(
+                        head,
+                        str(p.record_id),
+                        sealed.digest,
+                        sealed.data,
+                        _content_digest(p.payload),
+                    )
+                )
                 heads[p.topic] = StateHead(
                     p.topic, head.next_sequence, sealed.digest, head.partition, head.epoch
                 )
@@ -398,9 +453,17 @@ class Publisher:
                 datakeys=self.datakeys,
             )
             self.state.reserve(
-                head, record_id=str(record_id), digest=sealed.digest, sealed=sealed.data
+                head,
+                record_id=str(record_id),
+                digest=sealed.digest,
+                sealed=sealed.data,
+                content=_content_digest(payload),
             )
-            partition, offset = self._send(topic, sealed.data, head.partition)
+            try:
+                partition, offset = self._send(topic, sealed.data, head.partition)
+            except PublishError as e:
+                self.state.note_failure(str(record_id), str(e))
+                raise
             self.state.acknowledge(str(record_id), partition, offset)
         log.info(
             "record.published",
@@ -436,11 +499,57 @@ class Publisher:
                 sent += 1
         return sent
 
+    def preflight(self, families: Sequence[Family] = (Family.SIGHTINGS, Family.INCIDENTS)) -> None:
+        """Check, before anything is sealed, that the broker answers and the topics exist: a
+        missing topic would otherwise make every send wait for metadata until it times out.
+
+        Raises:
+            TopicMissing: a topic does not exist (create the bus topics first).
+            KafkaUnavailableError: the broker cannot be reached.
+        """
+        names = [topic_name(f, prefix=self.prefix) for f in families]
+        missing = transport.missing_topics(self.bootstrap, names, security=self.security)
+        if missing:
+            raise TopicMissing(
+                f"topic {missing[0]} does not exist on {self.bootstrap}: create the bus topics "
+                'with `intelbus topics create` (docs/operations.md, "Topics")'
+            )
+        sync.check(
+            self.state,
+            agency=self.identity.agency_id,
+            topics=[*names, topic_name(Family.HEARTBEATS, prefix=self.prefix)],
+            bootstrap=self.bootstrap,
+            security=self.security,
+        )
+
+    def resync(self) -> list[StateHead]:
+        """Set this state's streams to where the topics say they stand (producers/sync.py).
+
+        Raises:
+            StateBehind: pending sends must be settled first.
+        """
+        return sync.resync(
+            self.state,
+            agency=self.identity.agency_id,
+            topics=[
+                topic_name(f, prefix=self.prefix)
+                for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
+            ],
+            bootstrap=self.bootstrap,
+            security=self.security,
+            directory=self.directory,
+            environment=self.environment,
+        )
+
     def _send(self, topic: str, data: bytes, partition: int | None) -> tuple[int, int]:
         last: SendFailed | None = None
+        deadline = time.monotonic() + self.delivery_timeout_s
         for attempt in range(1, SEND_ATTEMPTS + 1):
             if self._producer is None:
                 self._producer = transport.make_producer(self.bootstrap, security=self.security)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
                 return transport.send_and_wait(
                     self._producer,
@@ -448,6 +557,7 @@ class Publisher:
                     data,
                     key=self.identity.agency_id.encode(),
                     partition=None if partition == UNBOUND else partition,
+                    timeout_s=left,
                 )
             except SendFailed as e:
                 last = e
@@ -462,7 +572,10 @@ class Publisher:
                 self._close_producer()
                 if not e.indeterminate:
                     break
-        raise PublishError(f"not acknowledged after {SEND_ATTEMPTS} attempt(s): {last}")
+        why = last if last is not None else f"no answer within {self.delivery_timeout_s:g}s"
+        raise PublishError(
+            f"not acknowledged by {self.bootstrap} within {self.delivery_timeout_s:g}s: {why}"
+        )
 
     def _close_producer(self) -> None:
         if self._producer is not None:
@@ -566,4 +679,11 @@ def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> 
         environment=config.environment,
         topic_prefix=config.topic_prefix,
         follower=follower,
+        delivery_timeout_s=config.delivery_timeout_s,
     )
+
+
+def _content_digest(payload: bytes) -> bytes:
+    """What identifies a record's contents across runs: its encoded payload's digest (the Avro
+    encoding of one validated record is deterministic)."""
+    return hashlib.blake2b(payload, digest_size=16).digest()

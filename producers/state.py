@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from intelbus.chain import GENESIS_DIGEST
@@ -54,7 +55,19 @@ _UPGRADE_1 = (
     "SELECT stream, 'v1', sequence, record_id, sealed, status, partition, offset FROM sends_v1",
     "DROP TABLE sends_v1",
 )
-STATE_VERSION = 2
+# Version 3: a note beside each send (when it was reserved, a digest of its contents, the last
+# error it met, whether a person abandoned it), so a file can be published again safely and what
+# is pending can be shown with its reason.
+_NOTES = """
+CREATE TABLE IF NOT EXISTS send_notes (
+    record_id TEXT PRIMARY KEY,
+    reserved_at TEXT NOT NULL,
+    content_digest BLOB,
+    last_error TEXT,
+    abandoned_at TEXT
+)
+"""
+STATE_VERSION = 3
 UNBOUND = -1  # a stream whose partition is not chosen yet (or a format v1 stream)
 
 
@@ -97,6 +110,22 @@ class Reservation:
     record_id: str
     digest: bytes
     sealed: bytes
+    content: bytes = b""  # a digest of the record's encoded contents (to recognise a re-publish)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorSend:
+    """What this state knows of a record id: published (acked), pending, or abandoned."""
+
+    record_id: str
+    stream: str
+    sequence: int
+    status: str  # "acked", "pending" or "abandoned"
+    partition: int | None
+    offset: int | None
+    content: bytes | None  # None: reserved before version 3 kept contents' digests
+    reserved_at: str | None
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +163,10 @@ class ProducerState:
             if has_streams is None:
                 for statement in _SCHEMA.split(";"):
                     self._db.execute(statement)
-            else:
+            elif version < 2:
                 for statement in _UPGRADE_1:
                     self._db.execute(statement)
+            self._db.execute(_NOTES)
             self._db.execute(f"PRAGMA user_version={STATE_VERSION}")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -165,13 +195,21 @@ class ProducerState:
         )
         return [StreamHead(r[0], int(r[1]), bytes(r[2]), int(r[3]), str(r[4])) for r in rows]
 
-    def reserve(self, head: StreamHead, *, record_id: str, digest: bytes, sealed: bytes) -> None:
+    def reserve(
+        self,
+        head: StreamHead,
+        *,
+        record_id: str,
+        digest: bytes,
+        sealed: bytes,
+        content: bytes = b"",
+    ) -> None:
         """Durably record a sealed record as the stream's next one, before it is sent.
 
         Raises:
             RuntimeError: ``head`` is stale (another writer advanced the stream): never fork.
         """
-        self.reserve_many([Reservation(head, record_id, digest, sealed)])
+        self.reserve_many([Reservation(head, record_id, digest, sealed, content)])
 
     def reserve_many(self, reservations: Sequence[Reservation]) -> None:
         """Durably record several sealed records, in order, in one transaction (one fsync).
@@ -198,6 +236,11 @@ class ProducerState:
                     "INSERT INTO sends (stream, epoch, sequence, record_id, sealed, status, "
                     "partition) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                     (h.stream, h.epoch, h.next_sequence, r.record_id, r.sealed, bound),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO send_notes (record_id, reserved_at, content_digest) "
+                    "VALUES (?, ?, ?)",
+                    (r.record_id, _now(), r.content or None),
                 )
                 heads[h.stream] = StreamHead(
                     h.stream, h.next_sequence, r.digest, h.partition, h.epoch
@@ -236,18 +279,112 @@ class ProducerState:
             raise
         self._db.execute("COMMIT")
 
-    def pending(self) -> list[PendingSend]:
-        """Reserved but unacknowledged records, in stream and sequence order: resend them first."""
+    def prior(self, record_id: str) -> PriorSend | None:
+        """What this state holds of ``record_id``, or None if it never reserved it."""
+        row = self._db.execute(
+            "SELECT s.stream, s.sequence, s.status, s.partition, s.offset, n.content_digest, "
+            "n.reserved_at, n.last_error, n.abandoned_at FROM sends s "
+            "LEFT JOIN send_notes n ON n.record_id = s.record_id WHERE s.record_id = ?",
+            (record_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        status = "abandoned" if row[8] is not None else str(row[2])
+        return PriorSend(
+            record_id,
+            str(row[0]),
+            int(row[1]),
+            status,
+            None if row[3] is None else int(row[3]),
+            None if row[4] is None else int(row[4]),
+            None if row[5] is None else bytes(row[5]),
+            None if row[6] is None else str(row[6]),
+            None if row[7] is None else str(row[7]),
+        )
+
+    def unsettled(self) -> list[PriorSend]:
+        """Every pending send with its note (for ``intelbus publish pending``)."""
         rows = self._db.execute(
-            "SELECT stream, sequence, record_id, sealed, partition FROM sends "
-            "WHERE status = 'pending' ORDER BY stream, rowid"
+            "SELECT record_id FROM sends WHERE status = 'pending' ORDER BY stream, rowid"
+        ).fetchall()
+        found = (self.prior(str(r[0])) for r in rows)
+        return [p for p in found if p is not None and p.status == "pending"]
+
+    def note_failure(self, record_id: str, error: str) -> None:
+        """Keep the last reason a send failed (no record contents: an error type and topic)."""
+        self._db.execute(
+            "INSERT INTO send_notes (record_id, reserved_at, last_error) VALUES (?, ?, ?) "
+            "ON CONFLICT (record_id) DO UPDATE SET last_error = excluded.last_error",
+            (record_id, _now(), error[:500]),
+        )
+
+    def abandon(self, record_id: str) -> bool:
+        """Give up a pending send: it is never resent, and its id is never published again.
+
+        Its sequence number stays spent, so consumers report that one record missing (a gap):
+        the honest record of a send that may or may not have reached the broker. Returns False
+        if ``record_id`` is not pending.
+        """
+        prior = self.prior(record_id)
+        if prior is None or prior.status != "pending":
+            return False
+        self._db.execute(
+            "INSERT INTO send_notes (record_id, reserved_at, abandoned_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (record_id) DO UPDATE SET abandoned_at = excluded.abandoned_at",
+            (record_id, _now(), _now()),
+        )
+        return True
+
+    def pending(self) -> list[PendingSend]:
+        """Reserved but unacknowledged records, in stream and sequence order: resend them first.
+        An abandoned send is not among them."""
+        rows = self._db.execute(
+            "SELECT s.stream, s.sequence, s.record_id, s.sealed, s.partition FROM sends s "
+            "LEFT JOIN send_notes n ON n.record_id = s.record_id "
+            "WHERE s.status = 'pending' AND n.abandoned_at IS NULL ORDER BY s.stream, s.rowid"
         )
         return [
             PendingSend(r[0], int(r[1]), r[2], bytes(r[3]), None if r[4] is None else int(r[4]))
             for r in rows
         ]
 
+    def acked_offset(self, stream: str) -> int | None:
+        """The newest offset the broker acknowledged for ``stream`` (None: nothing acknowledged)."""
+        row = self._db.execute(
+            "SELECT max(offset) FROM sends WHERE stream = ? AND status = 'acked'", (stream,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def adopt(self, head: StreamHead, records: Sequence[tuple[str, int, str, int, int]]) -> None:
+        """Resynchronise from the topic: ``head`` becomes the stream's head, and the records found
+        there (record id, sequence, epoch, partition, offset) are kept as acknowledged, so that
+        publishing one of them again is reported as already published."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for record_id, sequence, epoch, partition, offset in records:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO sends (stream, epoch, sequence, record_id, sealed, "
+                    "status, partition, offset) VALUES (?, ?, ?, ?, x'', 'acked', ?, ?)",
+                    (head.stream, epoch, sequence, record_id, partition, offset),
+                )
+            self._db.execute(
+                "INSERT INTO streams (stream, last_sequence, last_digest, kafka_partition, "
+                "epoch) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
+                "last_digest = excluded.last_digest, "
+                "kafka_partition = excluded.kafka_partition, epoch = excluded.epoch",
+                (head.stream, head.last_sequence, head.last_digest, head.partition, head.epoch),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def acked_count(self) -> int:
         """How many sends the broker acknowledged."""
         row = self._db.execute("SELECT count(*) FROM sends WHERE status = 'acked'").fetchone()
         return int(row[0])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

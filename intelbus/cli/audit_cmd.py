@@ -64,7 +64,7 @@ from intelbus.trust.model import FeedBeat
 
 app = typer.Typer(help="Auditor replay: verify a topic's history with public keys only.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = get_logger("cli.audit")
 
 EXIT_FINDINGS = 1
@@ -140,6 +140,154 @@ def _progress_bar() -> Progress:
 
 
 def replay(
+    topics: list[str] = typer.Option(
+        [], "--topic", help="A topic to replay, all partitions (repeat for several)."
+    ),
+    prefix: str | None = typer.Option(
+        None,
+        "--prefix",
+        help="Replay the bus's topics of this prefix: PREFIX.sightings, .incidents, .heartbeats.",
+    ),
+    from_beginning: bool = typer.Option(
+        False, "--from-beginning", help="From every partition's first record (the default)."
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="From the first record appended at or after this ISO 8601 time."
+    ),
+    offsets: str | None = typer.Option(
+        None, "--offsets", help="PARTITION:OFFSET[,...]; other partitions from their beginning."
+    ),
+    directory: Path = typer.Option(..., "--directory", help="Folder of directory versions."),
+    environment: str | None = typer.Option(
+        None, "--environment", help="Bus environment (default: the directory's)."
+    ),
+    bootstrap_servers: str | None = typer.Option(
+        None,
+        "--bootstrap-server",
+        "--bootstrap-servers",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka brokers.",
+    ),
+    checkpoint: Path | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="Resume from (and save progress to) this file, signed with --key-file's key.",
+    ),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Discard the --checkpoint (with its ledger and findings file) and start over.",
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="Write the JSON report with every finding here."
+    ),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help="The auditor's key: signs the checkpoint, and opens what is addressed to it.",
+    ),
+    passphrase_env: str | None = typer.Option(
+        None, "--passphrase-env", help="Environment variable holding the key file's passphrase."
+    ),
+    agreement: Path | None = typer.Option(
+        None, "--agreement", help="The producer's sharing agreement: recipients must be in it."
+    ),
+    heartbeat_interval: float | None = typer.Option(
+        None, "--heartbeat-interval", min=0.001, help="Agreed heartbeat interval in seconds."
+    ),
+    max_skew: float = typer.Option(
+        300.0, "--max-skew", min=0.001, help="Seconds allowed between creation and append time."
+    ),
+    as_of: str = typer.Option(
+        "now", "--as-of", help="Judge the last heartbeat's age at this time (ISO 8601 or now)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Verify threads."),
+    batch_size: int = typer.Option(2000, "--batch-size", min=1, max=100_000),
+    directory_topic: str | None = typer.Option(
+        None,
+        "--directory-topic",
+        help="The directory topic to read newer versions from (default: PREFIX.directory).",
+    ),
+    allow_create_time: bool = typer.Option(
+        False,
+        "--allow-create-time",
+        help="Audit a topic that is not LogAppendTime; records without a broker time whose key "
+        "was ever revoked, retired or removed are then findings (no_broker_time).",
+    ),
+    allow_expired_directory: bool = typer.Option(
+        False,
+        "--allow-expired-directory",
+        help="Audit even though the newest directory version has expired (a bus that no longer "
+        "issues versions); revocations made after it cannot be known.",
+    ),
+) -> None:
+    """Verify every record of one or several topics: signatures, keys, bindings, chains, skew,
+    heartbeats, completeness. With several, each gets its own report (and checkpoint), named
+    after the topic beside the path given; the exit status is the worst of theirs."""
+    chosen = list(topics) or (
+        [f"{prefix}.{f.value}" for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)]
+        if prefix
+        else []
+    )
+    if not chosen:
+        raise typer.BadParameter("name a --topic (repeatable) or a --prefix", param_hint="--topic")
+    worst = 0
+    for one in chosen:
+        if len(chosen) > 1:
+            console.print(f"== {one}", highlight=False)
+        try:
+            _replay_one(
+                topic=one,
+                from_beginning=from_beginning,
+                since=since,
+                offsets=offsets,
+                directory=directory,
+                environment=environment,
+                bootstrap_servers=bootstrap_servers,
+                checkpoint=_beside(checkpoint, one, len(chosen)),
+                restart=restart,
+                report=_beside(report, one, len(chosen)),
+                key_file=key_file,
+                passphrase_env=passphrase_env,
+                agreement=agreement,
+                heartbeat_interval=heartbeat_interval,
+                max_skew=max_skew,
+                as_of=as_of,
+                workers=workers,
+                batch_size=batch_size,
+                directory_topic=directory_topic,
+                allow_create_time=allow_create_time,
+                allow_expired_directory=allow_expired_directory,
+            )
+        except typer.Exit as e:
+            worst = max(worst, int(e.exit_code or 0))
+            if worst in (EXIT_USAGE, EXIT_INTERRUPTED):
+                break
+    if worst:
+        raise typer.Exit(worst)
+
+
+def _require_heartbeat_key(topic: str, key_file: Path | None, interval: float | None) -> None:
+    """Without the key, a heartbeat's promised interval cannot be read, so no silence can be
+    judged: saying "clean" would vouch for a freeze nobody looked for (exit 1, "unverifiable")."""
+    if topic != topic_beside(topic, Family.HEARTBEATS) or key_file is not None or interval:
+        return
+    err.print(
+        f"{topic}: heartbeats unverifiable without --key-file (to read their promised "
+        "interval) or --heartbeat-interval: not judged",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_FINDINGS)
+
+
+def _beside(path: Path | None, topic: str, count: int) -> Path | None:
+    """With several topics, each one's file beside the path given: audit.json -> audit.T.json."""
+    if path is None or count == 1:
+        return path
+    return path.with_name(f"{path.stem}.{topic}{path.suffix}")
+
+
+def _replay_one(
     topic: str = typer.Option(..., "--topic", help="The topic to replay (all partitions)."),
     from_beginning: bool = typer.Option(
         False, "--from-beginning", help="From every partition's first record (the default)."
@@ -155,7 +303,11 @@ def replay(
         None, "--environment", help="Bus environment (default: the directory's)."
     ),
     bootstrap_servers: str | None = typer.Option(
-        None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+        None,
+        "--bootstrap-server",
+        "--bootstrap-servers",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka brokers.",
     ),
     checkpoint: Path | None = typer.Option(
         None,
@@ -211,6 +363,7 @@ def replay(
     ),
 ) -> None:
     """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
+    _require_heartbeat_key(topic, key_file, heartbeat_interval)
     try:
         start = _start(from_beginning, since, offsets)
         identity = _auditor_key(key_file, passphrase_env, checkpoint=checkpoint)
@@ -501,7 +654,11 @@ def digest(
         None, "--directory", help="Folder of directory versions."
     ),
     bootstrap_servers: str | None = typer.Option(
-        None, "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+        None,
+        "--bootstrap-server",
+        "--bootstrap-servers",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka brokers.",
     ),
     records_only: bool = typer.Option(
         False,
@@ -511,6 +668,13 @@ def digest(
     ),
 ) -> None:
     """Print a report's digest (records, summary and findings), and compare it with another's."""
+    wanted = expect.strip().lower() if expect is not None else None
+    if wanted is not None and (
+        len(wanted) != 64 or any(c not in "0123456789abcdef" for c in wanted)
+    ):
+        raise typer.BadParameter(
+            f"{expect!r} is not a digest (64 hex characters)", param_hint="--expect"
+        )
     try:
         values = _digest_values(
             reports, topic, directory, bootstrap_servers, records_only=records_only
@@ -521,8 +685,8 @@ def digest(
     except (IntelbusError, OSError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
-    if expect is not None:
-        values.append(("--expect", expect.strip().lower(), -1))
+    if wanted is not None:
+        values.append(("--expect", wanted, -1))
     if not values:
         err.print("[bold red]error:[/] give --report, --topic or --expect")
         raise typer.Exit(EXIT_USAGE)

@@ -25,7 +25,7 @@ from consumers.config import ConsumerConfig
 from intelbus.errors import DirectoryError, InfraError, IntelbusError, OwnershipError
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def stats_table(title: str, stats: Stats) -> Table:

@@ -10,10 +10,16 @@
    garbage to the topics.
 6. Each force's consumer verifies, decrypts, applies its own policy and stores into SQLite.
 7. A summary table per agency: received, stored, redacted, withheld, quarantined and why.
+8. The inspectorate replays every record topic with its key: the hostile party's records are
+   its findings, with the consumers' reason codes.
+
+Logs go to ``WORKSPACE/demo.log``; the broker's data stays in ``WORKSPACE/kafka``, so
+``intelbus kafka up --state-dir WORKSPACE`` brings the topics back to replay them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -27,6 +33,9 @@ from rich.console import Console
 from rich.table import Table
 
 from consumers.agency import Stats, build_consumer
+from consumers.audit.replay import AuditConfig
+from consumers.audit.run import AuditResult, audit
+from consumers.audit.source import KafkaSource
 from consumers.config import ConsumerConfig
 from deploy.kafka.provider import provide_kafka
 from intelbus.directory import edit
@@ -39,6 +48,7 @@ from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
 from intelbus.records import Correction, Retraction, Sighting
 from intelbus.samples import feed
+from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import bus_topics, topic_name
 from producers.config import ProducerConfig
@@ -223,8 +233,28 @@ def demo(
         shutil.rmtree(workspace)
     workspace.mkdir(parents=True)
     prefix = f"demo-{uuid.uuid4().hex[:6]}"
+    log_file = workspace / "demo.log"
+    # The story goes to the terminal; every component's structured log goes to a file beside it.
+    with log_file.open("a", encoding="utf-8") as logs, contextlib.redirect_stderr(logs):
+        results, audits, provider = _run(workspace, prefix, seed, records)
+    _summary(results, time.monotonic() - started, workspace)
+    _audit_lines(audits)
+    console.print(f"logs: {log_file}")
+    if provider == "jars":
+        console.print(
+            "replay it later: `intelbus kafka up --state-dir "
+            f"{workspace}` then `intelbus audit replay --prefix {prefix} --directory "
+            f"{workspace}/directory --key-file {workspace}/keys/inspectorate.key`",
+            highlight=False,
+        )
+
+
+def _run(
+    workspace: Path, prefix: str, seed: int, records: int
+) -> tuple[dict[str, Stats], dict[str, AuditResult], str]:
+    """The demo's steps (module docstring), on a broker whose data stays in the workspace."""
     try:
-        with provide_kafka() as kafka:
+        with provide_kafka(state_dir=workspace / "kafka") as kafka:
             bootstrap = kafka.bootstrap_servers
             console.print(
                 f"Kafka ({kafka.provider}) at {bootstrap}; topics {prefix}.*; workspace {workspace}"
@@ -256,10 +286,43 @@ def demo(
                 "partition, forged, garbage)"
             )
             results = _consume_all(workspace, bootstrap, prefix)
+            console.print("the inspectorate replays the topics with its key")
+            audits = _audit_all(workspace, bootstrap, prefix)
+            return results, audits, kafka.provider
     except KafkaUnavailableError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(3) from None
-    _summary(results, time.monotonic() - started, workspace)
+
+
+def _audit_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, AuditResult]:
+    """The inspectorate's replay of each record topic (its key opens what is addressed to it)."""
+    history = dstore.load_folder(workspace / "directory")
+    identity = AgencyIdentity.load(workspace / "keys" / "inspectorate.key")
+    out: dict[str, AuditResult] = {}
+    for family in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS):
+        source = KafkaSource(bootstrap, topic_name(family, prefix=prefix))
+        try:
+            out[family.value] = audit(
+                source=source,
+                history=history,
+                config=AuditConfig(environment=ENVIRONMENT),
+                identity=identity,
+                registry=SchemaRegistry.load(),
+            )
+        finally:
+            source.close()
+    return out
+
+
+def _audit_lines(audits: dict[str, AuditResult]) -> None:
+    for family, result in audits.items():
+        found = result.summary["findings"]["by_reason"]
+        what = ", ".join(f"{n} {reason}" for reason, n in sorted(found.items())) or "nothing"
+        console.print(
+            f"audit of {family}: {result.summary['records']} records, "
+            f"{result.summary['verdict']}; found {what}",
+            highlight=False,
+        )
 
 
 def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], Counter[str]]:

@@ -32,7 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -102,7 +102,11 @@ def acls(
     directory: Path = typer.Option(..., "--directory", help="The directory folder (verified)."),
     prefix: str = typer.Option(DEFAULT_PREFIX, "--prefix", help="The bus's topic prefix."),
     bootstrap: str | None = typer.Option(
-        None, "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", help="The secured cluster."
+        None,
+        "--bootstrap-server",
+        "--bootstrap",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="The secured cluster.",
     ),
     tls_dir: Path | None = typer.Option(
         None,

@@ -33,7 +33,7 @@ keys_app = typer.Typer(
 )
 app = typer.Typer(help="The threshold-signed federation directory.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 PASSPHRASE_ENV_HELP = "Name of an environment variable holding the key file's passphrase."
 Folder = typer.Option(
@@ -281,7 +281,9 @@ def sign_draft(
 @app.command("publish")
 def publish(
     folder: Path = Folder,
-    bootstrap: str | None = typer.Option(None, "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS"),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap-server", "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS"
+    ),
     topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
 ) -> None:
     """Accept the draft as the next version (it must verify), then append new versions to Kafka."""
@@ -316,7 +318,7 @@ def verify(
         None, "--pinned", help="Trusted first version (default: the folder's v1)."
     ),
     bootstrap: str | None = typer.Option(
-        None, "--bootstrap", help="Read the chain from Kafka instead."
+        None, "--bootstrap-server", "--bootstrap", help="Read the chain from Kafka instead."
     ),
     topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
 ) -> None:
@@ -344,7 +346,11 @@ def verify(
 def refresh(
     folder: Path = Folder,
     bootstrap: str | None = typer.Option(
-        None, "--bootstrap", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka brokers."
+        None,
+        "--bootstrap-server",
+        "--bootstrap",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka brokers.",
     ),
     topic: str = typer.Option(topic_name(Family.DIRECTORY), "--topic"),
 ) -> None:

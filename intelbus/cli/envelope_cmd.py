@@ -28,7 +28,7 @@ from intelbus.serde.registry import SchemaRegistry
 
 app = typer.Typer(help="Seal, inspect, verify and open sealed record files.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 KIND_CODES = {
     "sighting": RecordKind.SIGHTING,

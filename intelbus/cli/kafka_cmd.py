@@ -19,7 +19,7 @@ app = typer.Typer(
     help="Run a local Apache Kafka (KRaft) from the cached broker jars.", no_args_is_help=True
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def default_state_dir() -> Path:
@@ -32,7 +32,16 @@ def default_state_dir() -> Path:
     return base / "intelbus" / "kafka"
 
 
-StateDir = typer.Option(None, "--state-dir", help="Where data, logs and cluster.json live.")
+StateDir = typer.Option(
+    None,
+    "--state-dir",
+    help="The intelbus state folder (as INTELBUS_STATE_DIR): the cluster lives in its kafka/.",
+)
+
+
+def _kafka_dir(state_dir: Path | None) -> Path:
+    """One meaning for the state folder, flag or environment: the cluster is in ``<it>/kafka``."""
+    return state_dir / "kafka" if state_dir is not None else default_state_dir()
 
 
 def _fail(message: str, code: int = 3) -> typer.Exit:
@@ -57,7 +66,7 @@ def up(
     heap_mb: int = typer.Option(512, "--heap-mb", help="JVM heap per node."),
 ) -> None:
     """Start a local cluster (or report the one already running) and print its bootstrap servers."""
-    sd = state_dir or default_state_dir()
+    sd = _kafka_dir(state_dir)
     if (sd / STATE_FILE).is_file():
         lk = LocalKafka.attach(sd)
         if lk.running_nodes():
@@ -81,7 +90,7 @@ def up(
 @app.command()
 def status(state_dir: Path | None = StateDir) -> None:
     """Show the local cluster's nodes and whether they answer a metadata request (exit 1 if down)."""
-    sd = state_dir or default_state_dir()
+    sd = _kafka_dir(state_dir)
     if not (sd / STATE_FILE).is_file():
         raise _fail(f"no local cluster in {sd} (start one with `intelbus kafka up`)", code=1)
     lk = LocalKafka.attach(sd)
@@ -116,7 +125,7 @@ def down(
     purge: bool = typer.Option(False, "--purge", help="Also delete data and logs."),
 ) -> None:
     """Stop the local cluster (SIGTERM, then SIGKILL after a grace period)."""
-    sd = state_dir or default_state_dir()
+    sd = _kafka_dir(state_dir)
     if not (sd / STATE_FILE).is_file():
         console.print(f"no local cluster in {sd}")
         return

@@ -15,13 +15,17 @@ from intelbus.cli import (
     deploy_cmd,
     directory_cmd,
     envelope_cmd,
+    exits,
     kafka_cmd,
     publish_cmd,
     store_cmd,
+    topics_cmd,
 )
 from intelbus.log import configure
 
 app = typer.Typer(
+    cls=exits.IntelbusGroup,  # one handler: an expected error is one line and its exit code
+    pretty_exceptions_enable=False,
     name="intelbus",
     help="Secure inter-agency intelligence-sharing bus: signed, encrypted records over Apache Kafka.",
     no_args_is_help=True,
@@ -29,11 +33,12 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold keys or plaintext: never print them
 )
 app.add_typer(kafka_cmd.app, name="kafka")
+app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(directory_cmd.keys_app, name="keys")
 app.add_typer(directory_cmd.app, name="directory")
 app.add_typer(envelope_cmd.app, name="envelope")
 app.command(name="demo")(demo_cmd.demo)
-app.command(name="publish")(publish_cmd.publish)
+app.add_typer(publish_cmd.app, name="publish")
 app.command(name="heartbeat")(publish_cmd.heartbeat)
 app.command(name="consume")(consume_cmd.consume)
 app.add_typer(store_cmd.app, name="store")
@@ -53,10 +58,30 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    log_format: str = typer.Option(
+        "auto",
+        "--log-format",
+        envvar="INTELBUS_LOG_FORMAT",
+        help="auto (readable on a terminal, JSON otherwise), json or console.",
+    ),
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="INTELBUS_DEBUG",
+        help="Also print the traceback of an expected error (exit codes: docs/cli.md).",
+    ),
 ) -> None:
-    """Secure inter-agency intelligence-sharing bus."""
+    """Secure inter-agency intelligence-sharing bus.
+
+    Exit codes: 0 done, 1 refused or found something, 2 usage, 3 environment (broker, files,
+    store), 130 interrupted.
+    """
     del version
-    configure(level=log_level)
+    exits.debug = exits.debug or debug
+    formats = {"auto": None, "json": True, "console": False}
+    if log_format not in formats:
+        raise typer.BadParameter("use auto, json or console", param_hint="--log-format")
+    configure(level=log_level, json=formats[log_format])
 
 
 def main() -> None:

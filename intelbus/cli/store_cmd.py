@@ -19,22 +19,34 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from consumers.config import ConsumerConfig
 from consumers.liveness import DEFAULT_TOLERANCE, assess
 from intelbus.errors import IntelbusError
+from intelbus.policy.facts import Tlp
+from intelbus.records import ForceArea
+from intelbus.spelling import allowed, canonical
 from intelbus.store import Store, StoredRecordView, open_store
-from intelbus.store.export import record_dict, write_csv, write_export_file, write_jsonl, write_stix
+from intelbus.store.export import (
+    record_dict,
+    write_csv,
+    write_export_file,
+    write_geojson,
+    write_jsonl,
+    write_stix,
+)
+from intelbus.store.search import search as search_values
 from intelbus.trust.completeness import DEFAULT_SETTLE, missing_records
 
 app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 _STORE_HELP = (
     "The store: a SQLite path or a postgresql:// URL (else --config, else INTELBUS_STORE)."
@@ -48,6 +60,36 @@ class Format(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     STIX = "stix"
+    GEOJSON = "geojson"
+
+
+_KINDS = {
+    "sighting": "sighting",
+    "sightings": "sighting",
+    "incident": "incident",
+    "incidents": "incident",
+}
+
+
+def _kind(value: str | None) -> str | None:
+    """A --kind value in any common spelling, or a usage error naming the allowed ones."""
+    if value is None:
+        return None
+    found = _KINDS.get(value.strip().lower())
+    if found is None:
+        raise typer.BadParameter(
+            f"{value!r} is not a kind: use sighting or incident", param_hint="--kind"
+        )
+    return found
+
+
+def _enum_value(kind: type[Any], value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    member = canonical(kind, value)
+    if member is None:
+        raise typer.BadParameter(f"{value!r}: use one of {allowed(kind)}", param_hint=option)
+    return str(member.value)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -144,17 +186,39 @@ def _flags(v: StoredRecordView) -> str:
     return ",".join(flags)
 
 
-def _table(title: str, views: list[StoredRecordView]) -> Table:
-    table = Table(title=title)
+def _table(title: str, views: list[StoredRecordView], *, narrow: bool = False) -> Table:
+    """The records as a table; ``narrow`` (under 110 columns) keeps when, kind, id, TLP and flags
+    so nothing is squashed to a character per column (the rest is in ``--json``)."""
+    table = Table(title=title, box=None if narrow else box.HEAVY_HEAD)
     table.add_column("when", no_wrap=True)
-    table.add_column("kind")
+    table.add_column("kind", no_wrap=True)
     # The id is what `store show` takes: never truncate or wrap it.
     table.add_column("record id", no_wrap=True, min_width=36)
-    for col in ("producer", "TLP", "area", "flags"):
+    wide = ("producer", "TLP", "area", "flags")
+    for col in ("TLP", "flags") if narrow else wide:
         table.add_column(col, overflow="fold")
     for v in views:
+        cells = {
+            "producer": v.producer_id,
+            "TLP": v.tlp or "",
+            "area": v.force_area or "",
+            "flags": _flags(v),
+        }
         table.add_row(
             _event_time(v).astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            v.kind,
+            v.record_id,
+            *(cells[c] for c in (("TLP", "flags") if narrow else wide)),
+        )
+    return table
+
+
+def _plain(views: list[StoredRecordView]) -> None:
+    """Tab-separated rows for a pipe (``| grep``, ``| cut``): one record per line, no wrapping."""
+    sys.stdout.write("when\tkind\trecord_id\tproducer\ttlp\tarea\tflags\n")
+    for v in views:
+        cells = (
+            _event_time(v).astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"),
             v.kind,
             v.record_id,
             v.producer_id,
@@ -162,15 +226,17 @@ def _table(title: str, views: list[StoredRecordView]) -> Table:
             v.force_area or "",
             _flags(v),
         )
-    return table
+        sys.stdout.write("\t".join(cells) + "\n")
 
 
 def _emit(title: str, views: list[StoredRecordView], as_json: bool) -> None:
     if as_json:
         for v in views:
             sys.stdout.write(json.dumps(record_dict(v), ensure_ascii=False, sort_keys=True) + "\n")
+    elif not console.is_terminal:
+        _plain(views)
     else:
-        console.print(_table(title, views))
+        console.print(_table(title, views, narrow=console.width < 110))
         console.print(f"{len(views)} record(s)")
 
 
@@ -182,12 +248,15 @@ def list_(
     since: str | None = typer.Option(None, "--since", help="Events at or after this time."),
     until: str | None = typer.Option(None, "--until", help="Events before this time."),
     area: str | None = typer.Option(None, "--area", help="Police force area, e.g. hertfordshire."),
-    tlp: str | None = typer.Option(None, "--tlp", help="e.g. TLP:AMBER."),
+    tlp: str | None = typer.Option(None, "--tlp", help="e.g. amber or TLP:AMBER."),
     limit: int = typer.Option(100, "--limit", min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
 ) -> None:
     """Stored records, newest event first."""
     since_t, until_t = parse_time(since, "--since"), parse_time(until, "--until")
+    kind = _kind(kind)
+    area = _enum_value(ForceArea, area, "--area")
+    tlp = _enum_value(Tlp, tlp, "--tlp")
     with _opened(store, config) as s:
         try:
             views = s.list_records(
@@ -244,10 +313,14 @@ def search(
     limit: int = typer.Option(100, "--limit", min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
 ) -> None:
-    """Stored records whose content contains TEXT (redacted fields are not searchable)."""
+    """Stored records with TEXT in one of their values (not in field names), ignoring case, and
+    ignoring spaces and hyphens too (``AB12 CDE`` finds ``AB12CDE``); redacted fields are not
+    searchable."""
+    if not text.strip():
+        raise typer.BadParameter("give some text to search for", param_hint="TEXT")
     with _opened(store, config) as s:
         try:
-            views = s.search(text, limit=limit)
+            views = search_values(s.iter_records(), text, limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
     _emit(f"records containing {text!r}", views, as_json)
@@ -255,7 +328,11 @@ def search(
 
 @app.command()
 def export(
-    fmt: Format = typer.Option(Format.JSONL, "--format", help="jsonl, csv, or stix (sightings)."),
+    fmt: Format = typer.Option(
+        Format.JSONL,
+        "--format",
+        help="jsonl, csv, stix (sightings) or geojson (records with a position).",
+    ),
     out: Path = typer.Option(Path("-"), "--out", help="Output file; - for stdout."),
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
@@ -270,11 +347,11 @@ def export(
     A file given with --out is created with mode 0600 (chmod it to share it).
     """
     keep = record_filter(
-        kind=kind,
+        kind=_kind(kind),
         since=parse_time(since, "--since"),
         until=parse_time(until, "--until"),
-        area=area,
-        tlp=tlp,
+        area=_enum_value(ForceArea, area, "--area"),
+        tlp=_enum_value(Tlp, tlp, "--tlp"),
     )
     with _opened(store, config) as s:
         views = (v for v in s.iter_records() if keep(v))
@@ -302,6 +379,8 @@ def _write(fmt: Format, views: Iterator[StoredRecordView], fh: IO[str]) -> int:
         return write_csv(views, fh)
     if fmt is Format.STIX:
         return write_stix(views, fh, exported_at=datetime.now(UTC))
+    if fmt is Format.GEOJSON:
+        return write_geojson(views, fh)
     return write_jsonl(views, fh)
 
 

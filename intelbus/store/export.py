@@ -54,8 +54,27 @@ CSV_COLUMNS: Final = (
     "classification",
     "force_area",
     "site_kind",
+    "site_name",
     "address_or_area",
+    "latitude",
+    "longitude",
     "summary",
+    "description",
+    "behaviours",
+    "persons",
+    "vehicles",
+    "category",
+    "mode",
+    "victim_type",
+    "victim_details",
+    "offender_description",
+    "case_status",
+    "police_crime_reference",
+    "reporter_ref",
+    "source_evaluation",
+    "assessment",
+    "handling_code",
+    "handling_conditions",
     "version",
     "retracted",
     "superseded",
@@ -153,6 +172,53 @@ def _summary(view: StoredRecordView) -> str:
     return ", ".join(parts)
 
 
+def _json_cell(value: object) -> str | None:
+    """People and vehicles: a list of objects, kept whole as JSON in one cell."""
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):
+        return value  # a redaction placeholder
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def write_geojson(views: Iterable[StoredRecordView], out: IO[str]) -> int:
+    """Records that carry coordinates, as a GeoJSON FeatureCollection of points (RFC 7946:
+    longitude first). Returns the number of features written; records without a position (or
+    whose position the policy redacted) are left out."""
+    out.write('{"type": "FeatureCollection", "features": [')
+    n = 0
+    for view in views:
+        place = _place(view.payload or {})
+        lat, lon = place.get("latitude"), place.get("longitude")
+        if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+            continue
+        payload = view.payload or {}
+        feature = {
+            "type": "Feature",
+            "id": view.record_id,
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {
+                "record_id": view.record_id,
+                "producer_id": view.producer_id,
+                "kind": view.kind,
+                "occurred_at": view.occurred_at.isoformat() if view.occurred_at else None,
+                "tlp": view.tlp,
+                "force_area": view.force_area,
+                "site_name": place.get("site_name"),
+                "site_kind": place.get("site_kind"),
+                "summary": _summary(view),
+                "description": payload.get("description"),
+                "version": view.version,
+            },
+        }
+        out.write(
+            ("," if n else "") + "\n" + json.dumps(feature, ensure_ascii=False, sort_keys=True)
+        )
+        n += 1
+    out.write("\n]}\n")
+    return n
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""
@@ -186,7 +252,10 @@ def _neutralise(text: str) -> str:
 
 def csv_row(view: StoredRecordView) -> dict[str, str]:
     """One CSV row (see :data:`CSV_COLUMNS`); the full payload is in the JSON Lines export."""
-    place = _place(view.payload or {})
+    payload = view.payload or {}
+    place = _place(payload)
+    raw_grading = payload.get("grading")
+    grading: Mapping[str, Any] = raw_grading if isinstance(raw_grading, Mapping) else {}
     values: dict[str, object] = {
         "record_id": view.record_id,
         "kind": view.kind,
@@ -199,8 +268,28 @@ def csv_row(view: StoredRecordView) -> dict[str, str]:
         "classification": view.classification,
         "force_area": view.force_area,
         "site_kind": place.get("site_kind"),
+        "site_name": place.get("site_name"),
         "address_or_area": place.get("address_or_area"),
+        "latitude": place.get("latitude"),
+        "longitude": place.get("longitude"),
         "summary": _summary(view),
+        # Every field the policy let this agency keep; a redacted one shows its placeholder.
+        "description": payload.get("description"),
+        "behaviours": payload.get("behaviours"),
+        "persons": _json_cell(payload.get("persons")),
+        "vehicles": _json_cell(payload.get("vehicles")),
+        "category": payload.get("category"),
+        "mode": payload.get("mode"),
+        "victim_type": payload.get("victim_type"),
+        "victim_details": payload.get("victim_details"),
+        "offender_description": payload.get("offender_description"),
+        "case_status": payload.get("status"),
+        "police_crime_reference": payload.get("police_crime_reference"),
+        "reporter_ref": payload.get("reporter_ref"),
+        "source_evaluation": grading.get("source_evaluation"),
+        "assessment": grading.get("assessment"),
+        "handling_code": grading.get("handling_code"),
+        "handling_conditions": grading.get("handling_conditions"),
         "version": view.version,
         "retracted": view.retracted,
         "superseded": view.superseded,

@@ -8,6 +8,8 @@ boundary, and builds producers and consumers with the settings the bus relies on
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +63,7 @@ from intelbus.transport.security import (
     TransactionalIdNotAuthorized,
     TransportSecurity,
 )
-from intelbus.transport.topics import TopicSpec
+from intelbus.transport.topics import TopicSpec, TopicState
 
 log = get_logger("intelbus.transport")
 
@@ -99,6 +101,42 @@ def _security_kwargs(security: TransportSecurity | None) -> dict[str, Any]:
     # gets TLS from the environment without each call site having to pass it.
     chosen = TransportSecurity.from_env() if security is None else security
     return chosen.client_kwargs()
+
+
+def _unreachable(
+    bootstrap_servers: str, settings: Mapping[str, Any], error: BaseException
+) -> KafkaUnavailableError:
+    """The error for a cluster that did not answer, with a hint when a plaintext client met a
+    listener that speaks TLS (it would otherwise just time out, with no hint why). ``settings``
+    are the client's (its security protocol)."""
+    message = f"cannot reach Kafka at {bootstrap_servers}: {type(error).__name__}"
+    if settings.get("security_protocol", "PLAINTEXT") == "PLAINTEXT" and _speaks_tls(
+        bootstrap_servers
+    ):
+        message += (
+            "; the broker speaks TLS and this client has no certificate: set INTELBUS_TLS_CA, "
+            "INTELBUS_TLS_CERT and INTELBUS_TLS_KEY, or [tls] in the config (docs/operations.md)"
+        )
+    return KafkaUnavailableError(message)
+
+
+def _speaks_tls(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
+    """Whether the first bootstrap address completes a TLS handshake (certificates unchecked:
+    this only tells which language the listener speaks)."""
+    host, _, port = bootstrap_servers.split(",", maxsplit=1)[0].strip().rpartition(":")
+    if not host or not port.isdigit():
+        return False
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 def not_authorized(error: BaseException, what: str) -> NotAuthorized | None:
@@ -177,9 +215,7 @@ def admin_client(
             **{**_ADMIN_TIMEOUTS, **_security_kwargs(security), **overrides},
         )
     except KafkaError as e:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
-        ) from e
+        raise _unreachable(bootstrap_servers, {**_security_kwargs(security), **overrides}, e) from e
     try:
         yield client
     finally:
@@ -412,6 +448,93 @@ def _find_topic_entries(result: Any, topic: str) -> dict[str, Any]:
     raise KafkaUnavailableError(f"no config entries returned for topic {topic}")
 
 
+def partition_ids(
+    bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
+) -> list[int]:
+    """The partitions ``topic`` has now.
+
+    Raises:
+        KafkaUnavailableError: the topic does not exist or the cluster cannot be reached.
+    """
+    consumer = make_consumer(bootstrap_servers, group_id=None, security=security)
+    try:
+        return sorted(partition_bounds(consumer, topic))
+    finally:
+        consumer.close()
+
+
+def missing_topics(
+    bootstrap_servers: str, topics: Sequence[str], *, security: TransportSecurity | None = None
+) -> list[str]:
+    """The topics of ``topics`` the cluster does not have (in the order given).
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached.
+    """
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            existing = set(admin.list_topics())
+        except AuthorizationError as e:
+            _raise_typed(e, "listing topics")
+        except KafkaError as e:
+            raise KafkaUnavailableError(f"listing topics: {type(e).__name__}") from e
+    return [t for t in topics if t not in existing]
+
+
+def broker_count(bootstrap_servers: str, *, security: TransportSecurity | None = None) -> int:
+    """How many brokers the cluster has (for a default replication factor).
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached.
+    """
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            return max(1, len(admin.describe_cluster().get("brokers") or []))
+        except KafkaError as e:
+            raise KafkaUnavailableError(f"describing the cluster: {type(e).__name__}") from e
+
+
+def topic_states(
+    bootstrap_servers: str, topics: Sequence[str], *, security: TransportSecurity | None = None
+) -> dict[str, TopicState | None]:
+    """Each topic's partitions, replicas and config values as the cluster reports them (None for
+    a topic that does not exist), for ``intelbus topics show|check``.
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached; NotAuthorized: no right to describe.
+    """
+    out: dict[str, TopicState | None] = dict.fromkeys(topics)
+    with admin_client(bootstrap_servers, security=security) as admin:
+        try:
+            existing = set(admin.list_topics())
+            present = [t for t in topics if t in existing]
+            if not present:
+                return out
+            described = admin.describe_topics(present)
+            configs = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t) for t in present],
+                config_filter="all",
+            )
+        except AuthorizationError as e:
+            _raise_typed(e, "describing topics")
+        except KafkaError as e:
+            raise KafkaUnavailableError(f"describing topics: {type(e).__name__}") from e
+    for t in described:
+        name = str(t.get("topic") or t.get("name"))
+        if name not in out:
+            continue
+        replicas = {
+            int(p["partition_index"]): tuple(int(r) for r in p["replica_nodes"])
+            for p in t["partitions"]
+        }
+        entries = _find_topic_entries(configs, name)
+        values = {
+            k: ("" if v.get("value") is None else str(v["value"])) for k, v in entries.items()
+        }
+        out[name] = TopicState(name, replicas, values)
+    return out
+
+
 def topic_partitions(
     bootstrap_servers: str, topic: str, *, security: TransportSecurity | None = None
 ) -> dict[int, list[int]]:
@@ -520,9 +643,7 @@ def make_producer(
             **{**PRODUCER_DEFAULTS, **_security_kwargs(security), **overrides},
         )
     except KafkaError as e:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
-        ) from e
+        raise _unreachable(bootstrap_servers, {**_security_kwargs(security), **overrides}, e) from e
 
 
 def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:
@@ -547,9 +668,7 @@ def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any
     try:
         return KafkaConsumer(*topics, bootstrap_servers=bootstrap_servers, **settings)
     except KafkaError as e:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {bootstrap_servers}: {type(e).__name__}"
-        ) from e
+        raise _unreachable(bootstrap_servers, settings, e) from e
 
 
 def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[Any]:

@@ -79,3 +79,50 @@ def bus_topics(
         )
         for f in Family
     ]
+
+
+#: Settings a bus topic must keep for the trust model to hold (``topics check``): a changed one is
+#: drift. ``min.insync.replicas`` is checked against the spec (it scales with replication).
+CHECKED_SETTINGS = (
+    "message.timestamp.type",
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+    "compression.type",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """A topic as the cluster reports it: partition -> replicas, and its config values."""
+
+    name: str
+    replicas: Mapping[int, tuple[int, ...]]
+    configs: Mapping[str, str]
+
+
+def drift(spec: TopicSpec, found: TopicState | None) -> list[str]:
+    """What differs between a bus topic and what the bus needs of it, one sentence each.
+
+    More partitions than the spec is not drift (streams stay on the partition they are bound to);
+    fewer, or fewer replicas, or a changed trust setting is.
+    """
+    if found is None:
+        return [f"{spec.name} does not exist"]
+    out: list[str] = []
+    if len(found.replicas) < spec.partitions:
+        out.append(f"{spec.name} has {len(found.replicas)} partition(s), needs {spec.partitions}")
+    low = sorted(p for p, r in found.replicas.items() if len(r) < spec.replication_factor)
+    if low:
+        out.append(
+            f"{spec.name} partition(s) {', '.join(map(str, low))} have fewer than "
+            f"{spec.replication_factor} replica(s)"
+        )
+    for key in CHECKED_SETTINGS:
+        want = spec.configs.get(key)
+        have = found.configs.get(key)
+        if want is not None and have != want:
+            out.append(f"{spec.name} {key} is {have!r}, needs {want!r}")
+    return out

@@ -165,9 +165,10 @@ def test_client_trusting_another_ca_refuses_the_brokers(secured: Secured) -> Non
         _connects(secured.bootstrap, wrong_trust)
 
 
-def test_plaintext_connection_to_the_ssl_port_fails(secured: Secured) -> None:
-    """Plaintext Kafka protocol against an SSL listener gets no answer."""
-    with pytest.raises(KafkaUnavailableError):
+def test_plaintext_connection_to_the_ssl_port_fails_with_a_hint(secured: Secured) -> None:
+    """Plaintext Kafka protocol against an SSL listener gets no answer, and the error says why:
+    the listener speaks TLS and the client has no certificate (not just a timeout)."""
+    with pytest.raises(KafkaUnavailableError, match="speaks TLS"):
         _connects(secured.bootstrap, TransportSecurity.plaintext())
 
 
