@@ -42,6 +42,7 @@ from intelbus.directory import store as dstore
 from intelbus.envelope import parse
 from intelbus.envelope.wire import SIGN_PREFIX
 from intelbus.errors import NoRecipients
+from intelbus.federation import make_directory, make_keys
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family
 from intelbus.log import configure
@@ -121,8 +122,8 @@ def broker() -> Iterator[str]:
 def publish(root: Path, bootstrap: str, n: int) -> tuple[str, Path]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}"
     transport.create_topics(bootstrap, bus_topics(prefix=prefix))
-    ids = demo_cmd._keys(root)
-    demo_cmd._directory(root, ids, prefix)
+    ids = make_keys(root)
+    make_directory(root, ids, prefix)
     (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
     (root / "producer.toml").write_text(
         f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'

@@ -230,6 +230,11 @@ class AgencyConsumer:
         self._expiring_logged = False
         self._untimed_warned = False
 
+    @classmethod
+    def from_config(cls, config: ConsumerConfig, passphrase: bytes | None = None) -> AgencyConsumer:
+        """A consumer wired from its config (see :func:`build_consumer`)."""
+        return build_consumer(config, passphrase)
+
     def _on_assigned(self, partitions: list[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
         positions: dict[tuple[str, int], int] = {}
         for topic in {t for t, _ in partitions}:

@@ -155,6 +155,11 @@ class Publisher:
         self._stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
 
+    @classmethod
+    def from_config(cls, config: ProducerConfig, passphrase: bytes | None = None) -> Publisher:
+        """A publisher wired from a producer config (see :func:`build_publisher`)."""
+        return build_publisher(config, passphrase)
+
     # -- topics -------------------------------------------------------------------------------------
 
     def topic_for(self, record: DomainRecord, family: Family | None = None) -> str:

@@ -9,6 +9,8 @@ key that is not the agency's current one, a policy changed into one that does no
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -20,7 +22,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from consumers.agency import Stats, build_consumer
+from consumers.agency import AgencyConsumer, Stats
 from consumers.config import ConsumerConfig
 from intelbus.errors import DirectoryError, InfraError, IntelbusError, OwnershipError
 
@@ -62,6 +64,7 @@ def consume(
     until_idle: bool = typer.Option(
         False, "--until-idle", help="Stop when no record arrives for a few seconds."
     ),
+    as_json: bool = typer.Option(False, "--json", help="The final counts as one JSON object."),
 ) -> None:
     """Verify, decrypt, apply the sharing policy and store, until stopped (Ctrl-C) or idle."""
     try:
@@ -70,7 +73,7 @@ def consume(
             raise IntelbusError(f"{config} is {cfg.agency}'s config, not {agency}'s")
         secret = os.environ.get(cfg.passphrase_env) if cfg.passphrase_env else None
         passphrase = secret.encode() if secret else None
-        consumer = build_consumer(cfg, passphrase)
+        consumer = AgencyConsumer.from_config(cfg, passphrase)
     except OwnershipError as e:
         # Another agency's store, or one another consumer writes: refused, nothing written.
         err.print(f"[bold red]error:[/] {escape(f'[{e.code}] {e}')}", highlight=False)
@@ -104,6 +107,18 @@ def consume(
         raise typer.Exit(3) from None
     finally:
         consumer.store.close()
+    if as_json:
+        counts = {
+            f.name: getattr(stats, f.name)
+            for f in dataclasses.fields(stats)
+            if isinstance(getattr(stats, f.name), int)
+        }
+        typer.echo(
+            json.dumps(
+                {"agency": agency, **counts, "quarantined": dict(sorted(stats.quarantined.items()))}
+            )
+        )
+        return
     console.print(stats_table(f"{agency}: done", stats))
     for reason, count in sorted(stats.quarantined.items()):
         console.print(f"  quarantined {count} x {reason}")

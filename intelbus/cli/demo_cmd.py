@@ -32,18 +32,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from consumers.agency import Stats, build_consumer
+from consumers.agency import AgencyConsumer, Stats
 from consumers.audit.replay import AuditConfig
 from consumers.audit.run import AuditResult, audit
 from consumers.audit.source import KafkaSource
 from consumers.config import ConsumerConfig
 from deploy.kafka.provider import provide_kafka
-from intelbus.directory import edit
 from intelbus.directory import store as dstore
-from intelbus.directory.model import Role, SignedDirectory
-from intelbus.directory.trust import DirectoryHistory, sign
 from intelbus.envelope import parse, seal
 from intelbus.errors import KafkaUnavailableError, NoRecipients
+from intelbus.federation import ENVIRONMENT, FORCES, make_directory, make_keys
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
 from intelbus.records import Correction, Retraction, Sighting
@@ -52,17 +50,10 @@ from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import bus_topics, topic_name
 from producers.config import ProducerConfig
-from producers.publisher import build_publisher
+from producers.publisher import Publisher
 
 # Wide enough for the summary table when the output is a pipe or a CI log (rich assumes 80).
 console = Console(width=None if sys.stdout.isatty() else 140)
-ENVIRONMENT = "demo"
-ADMINS = ("cst-admin", "met-admin")
-FORCES = {
-    "met-police": ("Metropolitan Police", ["METROPOLITAN", "CITY_OF_LONDON"]),
-    "herts-police": ("Hertfordshire Constabulary", ["HERTFORDSHIRE"]),
-    "gmp": ("Greater Manchester Police", ["GREATER_MANCHESTER"]),
-}
 AREA_FORCE = {area: force for force, (_, areas) in FORCES.items() for area in areas}
 
 AGREEMENT = """producer = "cst"
@@ -125,56 +116,6 @@ action = "store"
 }
 
 
-def _keys(ws: Path) -> dict[str, AgencyIdentity]:
-    ids: dict[str, AgencyIdentity] = {}
-    (ws / "keys").mkdir(parents=True)
-    for agency in (*ADMINS, "cst", *FORCES, "inspectorate"):
-        ident = AgencyIdentity.generate(agency)
-        ident.save(ws / "keys" / f"{agency}.key")
-        (ws / "keys" / f"{agency}.pub.json").write_text(ident.public.to_json())
-        ids[agency] = ident
-    return ids
-
-
-def _directory(ws: Path, ids: dict[str, AgencyIdentity], prefix: str) -> DirectoryHistory:
-    folder = ws / "directory"
-    folder.mkdir()
-    seeds = [ids[a].signing_seed() for a in ADMINS]
-
-    def signed(doc: SignedDirectory) -> SignedDirectory:
-        for s in seeds:
-            doc = sign(doc, s)
-        dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
-        return doc
-
-    now = datetime.now(UTC)
-    admins = [edit.admin_key(ids[a].public.sign_public, a) for a in ADMINS]
-    doc = signed(edit.initial(environment=ENVIRONMENT, admin_keys=admins, threshold=2, now=now))
-    topics = [
-        topic_name(f, prefix=prefix)
-        for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
-    ]
-    members: list[tuple[str, str, list[Role], list[str], list[str]]] = [
-        ("cst", "Community Security Trust", [Role.PRODUCER], topics, [])
-    ]
-    members += [(f, name, [Role.CONSUMER], [], areas) for f, (name, areas) in FORCES.items()]
-    members += [("inspectorate", "Inspectorate of Constabulary", [Role.AUDITOR], [], [])]
-    for agency, name, roles, publish, areas in members:
-        doc = signed(
-            edit.add_agency(
-                doc.signed,
-                agency_id=agency,
-                display_name=name,
-                roles=roles,
-                publish_topics=publish,
-                force_areas=areas,
-                identity=ids[agency].public,
-                now=datetime.now(UTC),
-            )
-        )
-    return dstore.load_folder(folder)
-
-
 def _named(record: Sighting | object) -> list[str]:
     tlp = getattr(getattr(record, "grading", None), "tlp", None)
     area = str(getattr(getattr(record, "place", None), "force_area", ""))
@@ -183,7 +124,9 @@ def _named(record: Sighting | object) -> list[str]:
     return []
 
 
-def _hostile(bootstrap: str, prefix: str, sample: bytes, ids: dict[str, AgencyIdentity]) -> int:
+def append_hostile(
+    bootstrap: str, prefix: str, sample: bytes, ids: dict[str, AgencyIdentity]
+) -> int:
     """Append a tampered copy, a replay, a copy on another partition, a forgery and garbage to the
     sightings topic; the ones that claim to be CST's go to CST's partition, as an attacker would."""
     topic = topic_name(Family.SIGHTINGS, prefix=prefix)
@@ -260,8 +203,8 @@ def _run(
                 f"Kafka ({kafka.provider}) at {bootstrap}; topics {prefix}.*; workspace {workspace}"
             )
             transport.create_topics(bootstrap, bus_topics(prefix=prefix))
-            ids = _keys(workspace)
-            history = _directory(workspace, ids, prefix)
+            ids = make_keys(workspace)
+            history = make_directory(workspace, ids, prefix)
             dstore.publish_to_topic(
                 bootstrap, topic_name(Family.DIRECTORY, prefix=prefix), list(history.versions)
             )
@@ -280,7 +223,7 @@ def _run(
                 f"refused {sum(refused.values())} it could not address: {dict(refused)}"
             )
             first = _first_value(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
-            hostile = _hostile(bootstrap, prefix, first, ids) if first else 0
+            hostile = append_hostile(bootstrap, prefix, first, ids) if first else 0
             console.print(
                 f"a hostile party appended {hostile} bad records (tampered, replayed, copied to another "
                 "partition, forged, garbage)"
@@ -327,7 +270,7 @@ def _audit_lines(audits: dict[str, AuditResult]) -> None:
 
 def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], Counter[str]]:
     """CST publishes the synthetic feed, one correction, one retraction and a heartbeat."""
-    publisher = build_publisher(ProducerConfig.load(workspace / "producer.toml"))
+    publisher = Publisher.from_config(ProducerConfig.load(workspace / "producer.toml"))
     published: list[str] = []
     refused: Counter[str] = Counter()
     items = feed(seed, sightings=records // 2, incidents=records - records // 2)
@@ -378,7 +321,7 @@ def _consume_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, Stat
             f'environment = "{ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\n'
             f'topic_prefix = "{prefix}"\ngroup_id = "{prefix}.{force}"\n'
         )
-        consumer = build_consumer(ConsumerConfig.load(workspace / f"{force}.toml"))
+        consumer = AgencyConsumer.from_config(ConsumerConfig.load(workspace / f"{force}.toml"))
         try:
             results[force] = consumer.run(until_idle=True, idle_polls=4)
         finally:

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from deploy.kafka.jars import KAFKA_VERSION, ensure_jars
-from deploy.kafka.launcher import STATE_FILE, LocalKafka
-from intelbus.errors import KafkaUnavailableError, ToolMissingError
+from deploy.kafka.launcher import STATE_FILE, BrokerTls, LocalKafka
+from deploy.tls.certs import PRINCIPAL_MAPPING_RULES
+from intelbus.errors import ConfigError, KafkaUnavailableError, ToolMissingError
 from intelbus.transport.kafka import broker_ids
+from intelbus.transport.security import TlsFiles, TransportSecurity
 
 app = typer.Typer(
     help="Run a local Apache Kafka (KRaft) from the cached broker jars.", no_args_is_help=True
@@ -59,13 +61,59 @@ def fetch() -> None:
     console.print(f"Kafka {KAFKA_VERSION} jars: {libs}")
 
 
+def _broker_tls(tls_dir: Path) -> BrokerTls:
+    """The secured cluster's settings from a folder made by ``intelbus deploy certs``.
+
+    Raises:
+        ConfigError: a file the brokers or the operator need is missing.
+    """
+    needed = {
+        "brokers' keystore": tls_dir / "brokers" / "broker.keystore.pem",
+        "CA certificate": tls_dir / "ca.pem",
+        "operator's certificate": tls_dir / "clients" / "admin.pem",
+        "operator's key": tls_dir / "clients" / "admin.key",
+    }
+    for what, path in needed.items():
+        if not path.is_file():
+            raise ConfigError(
+                f"no {what} at {path}: make the certificates first with `intelbus deploy certs "
+                f"--tls-dir {tls_dir} --host 127.0.0.1 --host localhost --directory FOLDER`"
+            )
+    admin = TransportSecurity(
+        tls=TlsFiles(
+            needed["CA certificate"], needed["operator's certificate"], needed["operator's key"]
+        )
+    )
+    return BrokerTls(
+        keystore_file=needed["brokers' keystore"],
+        truststore_file=needed["CA certificate"],
+        admin=admin,
+        principal_mapping_rules=PRINCIPAL_MAPPING_RULES,
+    )
+
+
 @app.command()
 def up(
     state_dir: Path | None = StateDir,
     nodes: int = typer.Option(1, "--nodes", min=1, max=5, help="KRaft nodes (3 for fault tests)."),
     heap_mb: int = typer.Option(512, "--heap-mb", help="JVM heap per node."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="Mutual TLS on every listener and ACLs (no one may do what no ACL allows), with the "
+        "certificates of --tls-dir.",
+    ),
+    tls_dir: Path = typer.Option(
+        Path("tls"), "--tls-dir", help="With --secure: the folder `intelbus deploy certs` made."
+    ),
 ) -> None:
-    """Start a local cluster (or report the one already running) and print its bootstrap servers."""
+    """Start a local cluster (or report the one already running) and print its bootstrap servers.
+
+    With ``--secure`` every listener requires a certificate of the bus's CA, and the broker's
+    authorizer denies what no ACL allows: apply the directory's ACLs next (``intelbus deploy
+    acls --apply``), as the operator, whose certificate the printed lines select.
+    """
+    tls = _broker_tls(tls_dir) if secure else None
     sd = _kafka_dir(state_dir)
     if (sd / STATE_FILE).is_file():
         lk = LocalKafka.attach(sd)
@@ -77,14 +125,24 @@ def up(
                 f"{sd} holds a {lk.node_count}-node cluster; run `intelbus kafka down --purge` first "
                 f"to start a {nodes}-node one"
             )
-    lk = LocalKafka(sd, nodes=nodes, heap_mb=heap_mb, tie_to_parent=False)
+    lk = LocalKafka(sd, nodes=nodes, heap_mb=heap_mb, tie_to_parent=False, tls=tls)
     try:
         with console.status(f"starting Kafka {KAFKA_VERSION} ({nodes} node(s))..."):
             bootstrap = lk.start()
     except (ToolMissingError, KafkaUnavailableError) as e:
         raise _fail(str(e)) from None
-    console.print(f"Kafka {KAFKA_VERSION} is up ({nodes} node(s)); state in {sd}")
+    kind = "secured (mutual TLS, ACLs)" if secure else "plaintext"
+    console.print(f"Kafka {KAFKA_VERSION} is up ({nodes} node(s), {kind}); state in {sd}")
     console.print(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}", highlight=False)
+    if tls is not None:
+        # The operator's certificate (a super user): for `topics create` and `deploy acls`;
+        # each agency's clients use their own certificate instead.
+        console.print(
+            f"export INTELBUS_TLS_CA={tls_dir / 'ca.pem'} "
+            f"INTELBUS_TLS_CERT={tls_dir / 'clients' / 'admin.pem'} "
+            f"INTELBUS_TLS_KEY={tls_dir / 'clients' / 'admin.key'}",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -41,7 +41,7 @@ from intelbus.kinds import Family
 from intelbus.records import KIND_TYPES
 from producers.config import ProducerConfig
 from producers.inputs import detect_format, future_times, normalise, read_items
-from producers.publisher import Publisher, build_publisher
+from producers.publisher import Publisher
 from producers.templates import template_text
 
 app = typer.Typer(
@@ -85,7 +85,7 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
 ) -> None:
     model = KIND_TYPES[kind]
     items, _ = _items(source, fmt)
-    publisher = build_publisher(ProducerConfig.load(config))
+    publisher = Publisher.from_config(ProducerConfig.load(config))
     counts = {"published": 0, "already": 0, "failed": 0}
     stopped: IntelbusError | None = None
     try:
@@ -207,7 +207,7 @@ def template(
 
 
 def _open(config: Path) -> Publisher:
-    return build_publisher(ProducerConfig.load(config))
+    return Publisher.from_config(ProducerConfig.load(config))
 
 
 @app.command(name="pending")
@@ -307,7 +307,7 @@ def heartbeat(
     Runs until stopped (SIGTERM or Ctrl-C) unless ``--once``. A heartbeat that cannot be published
     is reported and tried again at the next tick; with ``--once`` the exit status is 3.
     """
-    publisher = build_publisher(ProducerConfig.load(config))
+    publisher = Publisher.from_config(ProducerConfig.load(config))
     publisher.preflight((Family.HEARTBEATS,))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

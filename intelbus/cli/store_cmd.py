@@ -389,6 +389,7 @@ def quarantine(
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     limit: int = typer.Option(100, "--limit", min=0),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
 ) -> None:
     """Quarantined Kafka records: where they were, the reason code and message (not their bytes).
 
@@ -400,6 +401,21 @@ def quarantine(
             entries = s.quarantine_entries(limit=limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
+    if as_json:
+        for q in entries:
+            line = {
+                "topic": q.topic,
+                "partition": q.partition,
+                "offset": q.offset,
+                "reason": q.reason,
+                "bytes": q.raw_size,
+                "digest": q.raw_digest.hex(),
+                "record_id": q.record_id,
+                "producer_id": q.producer_id,
+                "message": q.message,
+            }
+            sys.stdout.write(json.dumps(line) + "\n")
+        return
     table = Table(title="quarantine")
     for col in ("topic", "partition", "offset", "reason", "bytes", "kept", "record id", "message"):
         table.add_column(col)
@@ -426,6 +442,7 @@ def quarantine(
 def summary(
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table."),
 ) -> None:
     """Counts: stored, redacted, withheld, retracted, amendments, and quarantined per reason."""
     with _opened(store, config) as s:
@@ -433,6 +450,9 @@ def summary(
             counts = s.summary()
         except IntelbusError as e:
             raise _fail(str(e)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(dict(counts), sort_keys=True) + "\n")
+        return
     table = Table(title="store summary")
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -53,7 +53,8 @@ from intelbus.transport.topics import TopicSpec, topic_name
 from producers.config import ProducerConfig
 from producers.publisher import build_publisher
 from tests.attacks.report import attack_result, genuine_result
-from tests.integration.test_end_to_end import Federation, _sighting
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 
 pytestmark = pytest.mark.kafka
 

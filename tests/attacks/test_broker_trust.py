@@ -50,7 +50,8 @@ from producers.config import ProducerConfig
 from producers.publisher import build_publisher
 from tests.attacks.report import attack_result, genuine_result
 from tests.attacks.test_broker import _add_producers
-from tests.integration.test_end_to_end import Federation, _sighting
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 
 pytestmark = pytest.mark.kafka
 R = ReasonCode

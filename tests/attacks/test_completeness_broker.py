@@ -40,7 +40,8 @@ from tests.attacks.report import (
     completeness_result,
     genuine_result,
 )
-from tests.integration.test_end_to_end import Federation, _sighting
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 
 pytestmark = pytest.mark.kafka
 R = ReasonCode

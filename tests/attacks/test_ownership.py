@@ -46,7 +46,8 @@ from intelbus.store.base import OWNER_META_KEY
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import topic_name
 from tests.attacks.report import attack_result, genuine_result
-from tests.integration.test_end_to_end import Federation, _sighting
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 from tests.pgfixtures import fresh_postgres_database
 
 pytestmark = pytest.mark.kafka

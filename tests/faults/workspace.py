@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from intelbus.cli import demo_cmd
+from intelbus.federation import make_directory, make_keys
 from intelbus.kinds import Family
 from intelbus.records import Sighting
 from intelbus.samples import feed
@@ -75,8 +76,8 @@ def build(root: Path, bootstrap: str) -> Workspace:
     replicas = transport.topic_partitions(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
     if not replicas or any(len(r) != 3 for r in replicas.values()):
         raise AssertionError(f"fault topics need 3 replicas per partition, got {replicas}")
-    ids = demo_cmd._keys(root)
-    demo_cmd._directory(root, ids, prefix)
+    ids = make_keys(root)
+    make_directory(root, ids, prefix)
     (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
     (root / f"{FORCE}.policy.toml").write_text(demo_cmd.POLICIES[FORCE])
     (root / "producer.toml").write_text(

@@ -30,6 +30,7 @@ from intelbus.directory.model import SignedDirectory
 from intelbus.directory.trust import sign
 from intelbus.envelope import seal
 from intelbus.errors import ReasonCode
+from intelbus.federation import make_directory, make_keys
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
 from intelbus.records import Incident, Sighting
@@ -51,8 +52,8 @@ class AuditFederation:
         self.prefix = f"audit-{uuid.uuid4().hex[:8]}"
         specs = bus_topics(prefix=self.prefix)
         transport.create_topics(bootstrap, specs)
-        self.ids = demo_cmd._keys(root)
-        demo_cmd._directory(root, self.ids, self.prefix)
+        self.ids = make_keys(root)
+        make_directory(root, self.ids, self.prefix)
         (root / "agreement.toml").write_text(agreement)
         (root / "producer.toml").write_text(
             f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'

@@ -13,14 +13,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
 from typer.testing import CliRunner
 
 from consumers import liveness
-from consumers.agency import Stats, build_consumer
+from consumers.agency import build_consumer
 from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
 from intelbus.cli import demo_cmd
@@ -30,61 +29,12 @@ from intelbus.records import Correction, Incident, Retraction, Sighting
 from intelbus.samples import feed
 from intelbus.store import open_store
 from intelbus.transport import kafka as transport
-from intelbus.transport.topics import bus_topics, topic_name
+from intelbus.transport.topics import topic_name
 from producers.config import ProducerConfig
 from producers.publisher import build_publisher
+from tests.federation import Federation, sighting_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Federation:
-    """A demo-shaped federation in a temp folder, on the session broker, with fresh topics."""
-
-    def __init__(self, root: Path, bootstrap: str, store_url: str) -> None:
-        self.root = root
-        self.bootstrap = bootstrap
-        self.store_url = store_url
-        self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
-        transport.create_topics(bootstrap, bus_topics(prefix=self.prefix))
-        self.ids = demo_cmd._keys(root)
-        demo_cmd._directory(root, self.ids, self.prefix)
-        (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
-        (root / "producer.toml").write_text(
-            f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\nagreement = "agreement.toml"\n'
-            f'state_file = "state/cst.sqlite"\nenvironment = "{demo_cmd.ENVIRONMENT}"\n'
-            f'bootstrap_servers = "{bootstrap}"\ntopic_prefix = "{self.prefix}"\n'
-        )
-        self.stores: dict[str, str] = {}
-        for force in demo_cmd.FORCES:
-            (root / f"{force}.policy.toml").write_text(demo_cmd.POLICIES[force])
-            url = self._store_for(force)
-            self.stores[force] = url
-            (root / f"{force}.toml").write_text(
-                f'agency = "{force}"\nkey_file = "keys/{force}.key"\ndirectory = "directory"\n'
-                f'policy = "{force}.policy.toml"\nstore = "{url}"\nenvironment = "{demo_cmd.ENVIRONMENT}"\n'
-                f'bootstrap_servers = "{bootstrap}"\ntopic_prefix = "{self.prefix}"\ngroup_id = "{self.prefix}.{force}"\n'
-            )
-
-    def _store_for(self, force: str) -> str:
-        if self.store_url.startswith("postgresql"):
-            return (
-                self.store_url
-            )  # one database per test; forces share it only in tests with one force
-        return str(self.root / f"{force}.sqlite")
-
-    def publish(self, records: list[Any], **kwargs: Any) -> list[str]:
-        publisher = build_publisher(ProducerConfig.load(self.root / "producer.toml"))
-        try:
-            return [publisher.publish(r, **kwargs).record_id for r in records]
-        finally:
-            publisher.close()
-
-    def consume(self, force: str) -> Stats:
-        consumer = build_consumer(ConsumerConfig.load(self.root / f"{force}.toml"))
-        try:
-            return consumer.run(until_idle=True, idle_polls=4)
-        finally:
-            consumer.store.close()
 
 
 @pytest.fixture
@@ -92,35 +42,18 @@ def fed(tmp_path: Path, bootstrap: str, store_url: str) -> Federation:
     return Federation(tmp_path, bootstrap, store_url)
 
 
-def _sighting(area: str, tlp: str, **grading: Any) -> Sighting:
-    base = feed(seed=21, sightings=1, incidents=0)[0]
-    data = base.model_dump(mode="json")
-    data["record_id"] = str(uuid.uuid4())
-    data["place"]["force_area"] = area
-    data["grading"].update(
-        **{
-            "tlp": tlp,
-            "handling_code": "P",
-            "handling_conditions": [],
-            "assessment": "B",
-            **grading,
-        }
-    )
-    return Sighting.model_validate(data)
-
-
 def test_policy_actions_area_routing_and_red(fed: Federation) -> None:
     """Herts stores its own sightings, redacts incidents, withholds others; RED reaches only the Met."""
-    own = _sighting("HERTFORDSHIRE", "GREEN")
-    elsewhere = _sighting("GREATER_MANCHESTER", "GREEN")
-    amber_gm = _sighting("GREATER_MANCHESTER", "AMBER")
-    false_report = _sighting("HERTFORDSHIRE", "GREEN", assessment="E")
+    own = sighting_for("HERTFORDSHIRE", "GREEN")
+    elsewhere = sighting_for("GREATER_MANCHESTER", "GREEN")
+    amber_gm = sighting_for("GREATER_MANCHESTER", "AMBER")
+    false_report = sighting_for("HERTFORDSHIRE", "GREEN", assessment="E")
     base = next(r for r in feed(seed=22, sightings=0, incidents=8) if r.victim_details)
     data = base.model_dump(mode="json")
     data["grading"].update(tlp="GREEN", handling_code="P", handling_conditions=[], assessment="B")
     incident = Incident.model_validate(data)
     fed.publish([own, elsewhere, amber_gm, false_report, incident])
-    red = _sighting("METROPOLITAN", "RED")
+    red = sighting_for("METROPOLITAN", "RED")
     fed.publish([red], named=["met-police"])
 
     stats = fed.consume("herts-police")
@@ -149,7 +82,7 @@ def test_policy_actions_area_routing_and_red(fed: Federation) -> None:
 
 def test_quarantine_never_stops_the_consumer(fed: Federation) -> None:
     """Tampered, replayed, forged and garbage records are quarantined; later good records still stored."""
-    first = _sighting("HERTFORDSHIRE", "GREEN")
+    first = sighting_for("HERTFORDSHIRE", "GREEN")
     fed.publish([first])
     topic = topic_name(Family.SIGHTINGS, prefix=fed.prefix)
     consumer = transport.make_consumer(fed.bootstrap, group_id=None, consumer_timeout_ms=5_000)
@@ -157,8 +90,8 @@ def test_quarantine_never_stops_the_consumer(fed: Federation) -> None:
         sealed = next(iter(transport.read_all(consumer, topic))).value
     finally:
         consumer.close()
-    demo_cmd._hostile(fed.bootstrap, fed.prefix, sealed, fed.ids)
-    last = _sighting("HERTFORDSHIRE", "GREEN")
+    demo_cmd.append_hostile(fed.bootstrap, fed.prefix, sealed, fed.ids)
+    last = sighting_for("HERTFORDSHIRE", "GREEN")
     fed.publish([last])
     stats = fed.consume("herts-police")
     assert stats.stored == 2
@@ -181,7 +114,7 @@ def test_quarantine_never_stops_the_consumer(fed: Federation) -> None:
 
 def test_correction_and_retraction_are_applied_with_history(fed: Federation) -> None:
     """A correction replaces the stored content (history kept); a retraction marks it withdrawn."""
-    original = _sighting("HERTFORDSHIRE", "GREEN")
+    original = sighting_for("HERTFORDSHIRE", "GREEN")
     fed.publish([original])
     fixed = Sighting.model_validate(
         {**original.model_dump(mode="json"), "description": "Corrected text."}
@@ -225,7 +158,7 @@ def test_correction_and_retraction_are_applied_with_history(fed: Federation) -> 
 
 def test_restart_after_kill_loses_nothing_and_duplicates_nothing(fed: Federation) -> None:
     """kill -9 the consumer mid-run; the restarted one finishes with every record exactly once."""
-    records = [_sighting("HERTFORDSHIRE", "GREEN") for _ in range(400)]
+    records = [sighting_for("HERTFORDSHIRE", "GREEN") for _ in range(400)]
     fed.publish(records)
     config = fed.root / "herts-police.toml"
     env = {**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"}
@@ -285,7 +218,7 @@ def test_records_signed_by_the_real_producer_that_fail_later_checks_are_quaranti
     from intelbus.serde.registry import SchemaRegistry  # noqa: PLC0415
 
     registry = SchemaRegistry.load()
-    sample = _sighting("HERTFORDSHIRE", "GREEN")
+    sample = sighting_for("HERTFORDSHIRE", "GREEN")
     fingerprint, payload = registry.encode(sample.SCHEMA, sample.to_avro())
     publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
     topic = topic_name(Family.SIGHTINGS, prefix=fed.prefix)
@@ -309,7 +242,7 @@ def test_records_signed_by_the_real_producer_that_fail_later_checks_are_quaranti
             )
     finally:
         publisher.close()
-    last = _sighting("HERTFORDSHIRE", "GREEN")
+    last = sighting_for("HERTFORDSHIRE", "GREEN")
     fed.publish([last])
     stats = fed.consume("herts-police")
     assert stats.quarantined == {

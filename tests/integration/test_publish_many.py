@@ -16,7 +16,8 @@ from intelbus.transport import kafka as transport
 from intelbus.transport.topics import topic_name
 from producers.config import ProducerConfig
 from producers.publisher import build_publisher
-from tests.integration.test_end_to_end import Federation, _sighting
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 
 
 @pytest.fixture

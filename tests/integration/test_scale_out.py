@@ -28,8 +28,9 @@ from intelbus.samples import feed
 from intelbus.store import open_store
 from intelbus.transport import kafka as transport
 from intelbus.transport.topics import topic_name
+from tests.federation import Federation
+from tests.federation import sighting_for as _sighting
 from tests.integration.conftest import fresh_postgres_database
-from tests.integration.test_end_to_end import Federation, _sighting
 
 FORCE = "herts-police"
 

@@ -1,0 +1,79 @@
+"""The demo's federation: two founding admins, CST, three police forces and an inspectorate,
+with their keys and the threshold-signed directory (2 of 2 admins) that lists them.
+
+Used by ``intelbus demo``, by the tests' Kafka-backed federation (tests/federation.py) and by the
+benchmarks, so that all three build the same bus the same way, through the public directory API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from intelbus.directory import edit
+from intelbus.directory import store as dstore
+from intelbus.directory.model import Role, SignedDirectory
+from intelbus.directory.trust import DirectoryHistory, sign
+from intelbus.identity import AgencyIdentity
+from intelbus.kinds import Family
+from intelbus.transport.topics import topic_name
+
+ENVIRONMENT = "demo"
+ADMINS = ("cst-admin", "met-admin")
+FORCES = {
+    "met-police": ("Metropolitan Police", ["METROPOLITAN", "CITY_OF_LONDON"]),
+    "herts-police": ("Hertfordshire Constabulary", ["HERTFORDSHIRE"]),
+    "gmp": ("Greater Manchester Police", ["GREATER_MANCHESTER"]),
+}
+
+
+def make_keys(ws: Path) -> dict[str, AgencyIdentity]:
+    """A key pair for every member, private keys 0600 under ``ws/keys`` (public ones beside)."""
+    ids: dict[str, AgencyIdentity] = {}
+    (ws / "keys").mkdir(parents=True)
+    for agency in (*ADMINS, "cst", *FORCES, "inspectorate"):
+        ident = AgencyIdentity.generate(agency)
+        ident.save(ws / "keys" / f"{agency}.key")
+        (ws / "keys" / f"{agency}.pub.json").write_text(ident.public.to_json())
+        ids[agency] = ident
+    return ids
+
+
+def make_directory(ws: Path, ids: dict[str, AgencyIdentity], prefix: str) -> DirectoryHistory:
+    """Every version of the directory, each signed by both admins, in ``ws/directory``."""
+    folder = ws / "directory"
+    folder.mkdir()
+    seeds = [ids[a].signing_seed() for a in ADMINS]
+
+    def signed(doc: SignedDirectory) -> SignedDirectory:
+        for s in seeds:
+            doc = sign(doc, s)
+        dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
+        return doc
+
+    now = datetime.now(UTC)
+    admins = [edit.admin_key(ids[a].public.sign_public, a) for a in ADMINS]
+    doc = signed(edit.initial(environment=ENVIRONMENT, admin_keys=admins, threshold=2, now=now))
+    topics = [
+        topic_name(f, prefix=prefix)
+        for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
+    ]
+    members: list[tuple[str, str, list[Role], list[str], list[str]]] = [
+        ("cst", "Community Security Trust", [Role.PRODUCER], topics, [])
+    ]
+    members += [(f, name, [Role.CONSUMER], [], areas) for f, (name, areas) in FORCES.items()]
+    members += [("inspectorate", "Inspectorate of Constabulary", [Role.AUDITOR], [], [])]
+    for agency, name, roles, publish, areas in members:
+        doc = signed(
+            edit.add_agency(
+                doc.signed,
+                agency_id=agency,
+                display_name=name,
+                roles=roles,
+                publish_topics=publish,
+                force_areas=areas,
+                identity=ids[agency].public,
+                now=datetime.now(UTC),
+            )
+        )
+    return dstore.load_folder(folder)
