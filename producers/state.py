@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS send_notes (
 )
 """
 STATE_VERSION = 3
+_UPSERT_HEAD = (
+    "INSERT INTO streams (stream, last_sequence, last_digest, kafka_partition, epoch) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
+    "last_sequence = excluded.last_sequence, last_digest = excluded.last_digest, "
+    "kafka_partition = excluded.kafka_partition, epoch = excluded.epoch"
+)
 UNBOUND = -1  # a stream whose partition is not chosen yet (or a format v1 stream)
 
 
@@ -247,11 +253,7 @@ class ProducerState:
                 )
             for head in heads.values():
                 self._db.execute(
-                    "INSERT INTO streams (stream, last_sequence, last_digest, kafka_partition, "
-                    "epoch) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
-                    "last_digest = excluded.last_digest, "
-                    "kafka_partition = excluded.kafka_partition, epoch = excluded.epoch",
+                    _UPSERT_HEAD,
                     (head.stream, head.last_sequence, head.last_digest, head.partition, head.epoch),
                 )
         except BaseException:
@@ -368,11 +370,7 @@ class ProducerState:
                     (head.stream, epoch, sequence, record_id, partition, offset),
                 )
             self._db.execute(
-                "INSERT INTO streams (stream, last_sequence, last_digest, kafka_partition, "
-                "epoch) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (stream) DO UPDATE SET last_sequence = excluded.last_sequence, "
-                "last_digest = excluded.last_digest, "
-                "kafka_partition = excluded.kafka_partition, epoch = excluded.epoch",
+                _UPSERT_HEAD,
                 (head.stream, head.last_sequence, head.last_digest, head.partition, head.epoch),
             )
         except BaseException:

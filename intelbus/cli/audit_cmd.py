@@ -288,79 +288,28 @@ def _beside(path: Path | None, topic: str, count: int) -> Path | None:
 
 
 def _replay_one(
-    topic: str = typer.Option(..., "--topic", help="The topic to replay (all partitions)."),
-    from_beginning: bool = typer.Option(
-        False, "--from-beginning", help="From every partition's first record (the default)."
-    ),
-    since: str | None = typer.Option(
-        None, "--since", help="From the first record appended at or after this ISO 8601 time."
-    ),
-    offsets: str | None = typer.Option(
-        None, "--offsets", help="PARTITION:OFFSET[,...]; other partitions from their beginning."
-    ),
-    directory: Path = typer.Option(..., "--directory", help="Folder of directory versions."),
-    environment: str | None = typer.Option(
-        None, "--environment", help="Bus environment (default: the directory's)."
-    ),
-    bootstrap_servers: str | None = typer.Option(
-        None,
-        "--bootstrap-server",
-        "--bootstrap-servers",
-        envvar="KAFKA_BOOTSTRAP_SERVERS",
-        help="Kafka brokers.",
-    ),
-    checkpoint: Path | None = typer.Option(
-        None,
-        "--checkpoint",
-        help="Resume from (and save progress to) this file, signed with --key-file's key.",
-    ),
-    restart: bool = typer.Option(
-        False,
-        "--restart",
-        help="Discard the --checkpoint (with its ledger and findings file) and start over.",
-    ),
-    report: Path | None = typer.Option(
-        None, "--report", help="Write the JSON report with every finding here."
-    ),
-    key_file: Path | None = typer.Option(
-        None,
-        "--key-file",
-        help="The auditor's key: signs the checkpoint, and opens what is addressed to it.",
-    ),
-    passphrase_env: str | None = typer.Option(
-        None, "--passphrase-env", help="Environment variable holding the key file's passphrase."
-    ),
-    agreement: Path | None = typer.Option(
-        None, "--agreement", help="The producer's sharing agreement: recipients must be in it."
-    ),
-    heartbeat_interval: float | None = typer.Option(
-        None, "--heartbeat-interval", min=0.001, help="Agreed heartbeat interval in seconds."
-    ),
-    max_skew: float = typer.Option(
-        300.0, "--max-skew", min=0.001, help="Seconds allowed between creation and append time."
-    ),
-    as_of: str = typer.Option(
-        "now", "--as-of", help="Judge the last heartbeat's age at this time (ISO 8601 or now)."
-    ),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Verify threads."),
-    batch_size: int = typer.Option(2000, "--batch-size", min=1, max=100_000),
-    directory_topic: str | None = typer.Option(
-        None,
-        "--directory-topic",
-        help="The directory topic to read newer versions from (default: PREFIX.directory).",
-    ),
-    allow_create_time: bool = typer.Option(
-        False,
-        "--allow-create-time",
-        help="Audit a topic that is not LogAppendTime; records without a broker time whose key "
-        "was ever revoked, retired or removed are then findings (no_broker_time).",
-    ),
-    allow_expired_directory: bool = typer.Option(
-        False,
-        "--allow-expired-directory",
-        help="Audit even though the newest directory version has expired (a bus that no longer "
-        "issues versions); revocations made after it cannot be known.",
-    ),
+    *,
+    topic: str,
+    from_beginning: bool,
+    since: str | None,
+    offsets: str | None,
+    directory: Path,
+    environment: str | None,
+    bootstrap_servers: str | None,
+    checkpoint: Path | None,
+    restart: bool,
+    report: Path | None,
+    key_file: Path | None,
+    passphrase_env: str | None,
+    agreement: Path | None,
+    heartbeat_interval: float | None,
+    max_skew: float,
+    as_of: str,
+    workers: int | None,
+    batch_size: int,
+    directory_topic: str | None,
+    allow_create_time: bool,
+    allow_expired_directory: bool,
 ) -> None:
     """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
     _require_heartbeat_key(topic, key_file, heartbeat_interval)

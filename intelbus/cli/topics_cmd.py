@@ -36,7 +36,15 @@ from intelbus.transport.topics import (
 app = typer.Typer(help="Create, show and check the bus topics.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 
-_BOOTSTRAP_HELP = "Kafka brokers, host:port[,host:port] (or KAFKA_BOOTSTRAP_SERVERS, or --config)."
+_BOOTSTRAP = typer.Option(
+    None,
+    "--bootstrap-server",
+    "--bootstrap-servers",
+    help="Kafka brokers, host:port[,host:port] (or KAFKA_BOOTSTRAP_SERVERS, or --config).",
+)
+_PREFIX = typer.Option(None, "--prefix", help="Topic prefix (default intelbus).")
+_CONFIG = typer.Option(None, "--config", help="Any agency's config file.")
+_JSON = typer.Option(False, "--json", help="One JSON object per topic.")
 
 
 class _Target:
@@ -93,11 +101,9 @@ def _replication(target: _Target, asked: int | None) -> int:
 
 
 def create(
-    bootstrap: str | None = typer.Option(
-        None, "--bootstrap-server", "--bootstrap-servers", help=_BOOTSTRAP_HELP
-    ),
-    prefix: str | None = typer.Option(None, "--prefix", help="Topic prefix (default intelbus)."),
-    config: Path | None = typer.Option(None, "--config", help="Any agency's config file."),
+    bootstrap: str | None = _BOOTSTRAP,
+    prefix: str | None = _PREFIX,
+    config: Path | None = _CONFIG,
     directory: Path | None = typer.Option(
         None, "--directory", help="Also create every topic a producer of the directory uses."
     ),
@@ -109,7 +115,7 @@ def create(
         max=7,
         help="Default: the number of brokers, at most 3 (then min.insync.replicas is 2).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per topic."),
+    as_json: bool = _JSON,
 ) -> None:
     """Create the bus topics that do not exist yet (existing ones are checked, never changed)."""
     target = _Target(bootstrap, prefix, config)
@@ -119,17 +125,15 @@ def create(
 
 
 def check(
-    bootstrap: str | None = typer.Option(
-        None, "--bootstrap-server", "--bootstrap-servers", help=_BOOTSTRAP_HELP
-    ),
-    prefix: str | None = typer.Option(None, "--prefix", help="Topic prefix (default intelbus)."),
-    config: Path | None = typer.Option(None, "--config", help="Any agency's config file."),
+    bootstrap: str | None = _BOOTSTRAP,
+    prefix: str | None = _PREFIX,
+    config: Path | None = _CONFIG,
     directory: Path | None = typer.Option(
         None, "--directory", help="Also check every topic a producer of the directory uses."
     ),
     partitions: int = typer.Option(3, "--partitions", min=1, max=1000),
     replication: int | None = typer.Option(None, "--replication-factor", min=1, max=7),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per topic."),
+    as_json: bool = _JSON,
 ) -> None:
     """Report drift from the settings the bus needs (exit 1 if any topic drifted or is missing)."""
     target = _Target(bootstrap, prefix, config)
@@ -138,12 +142,10 @@ def check(
 
 
 def show(
-    bootstrap: str | None = typer.Option(
-        None, "--bootstrap-server", "--bootstrap-servers", help=_BOOTSTRAP_HELP
-    ),
-    prefix: str | None = typer.Option(None, "--prefix", help="Topic prefix (default intelbus)."),
-    config: Path | None = typer.Option(None, "--config", help="Any agency's config file."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per topic."),
+    bootstrap: str | None = _BOOTSTRAP,
+    prefix: str | None = _PREFIX,
+    config: Path | None = _CONFIG,
+    as_json: bool = _JSON,
 ) -> None:
     """What the cluster has for each family topic of the prefix (nothing is judged)."""
     target = _Target(bootstrap, prefix, config)
