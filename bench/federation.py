@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from intelbus.cli import demo_cmd
+from intelbus import federation
 from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Role, SignedDirectory
@@ -96,7 +96,7 @@ class BenchFederation:
     def _keys(self) -> dict[str, AgencyIdentity]:
         (self.root / "keys").mkdir()
         ids: dict[str, AgencyIdentity] = {}
-        for agency in (*demo_cmd.ADMINS, "cst", *FORCES, "auditor"):
+        for agency in (*federation.ADMINS, "cst", *FORCES, "auditor"):
             ident = AgencyIdentity.generate(agency)
             ident.save(self.root / "keys" / f"{agency}.key")
             ids[agency] = ident
@@ -105,7 +105,7 @@ class BenchFederation:
     def _directory(self) -> None:
         folder = self.root / "directory"
         folder.mkdir()
-        seeds = [self.ids[a].signing_seed() for a in demo_cmd.ADMINS]
+        seeds = [self.ids[a].signing_seed() for a in federation.ADMINS]
 
         def signed(doc: SignedDirectory) -> SignedDirectory:
             for s in seeds:
@@ -113,7 +113,7 @@ class BenchFederation:
             dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
             return doc
 
-        admins = [edit.admin_key(self.ids[a].public.sign_public, a) for a in demo_cmd.ADMINS]
+        admins = [edit.admin_key(self.ids[a].public.sign_public, a) for a in federation.ADMINS]
         doc = signed(
             edit.initial(
                 environment=ENVIRONMENT, admin_keys=admins, threshold=2, now=datetime.now(UTC)

@@ -34,6 +34,7 @@ import pytest
 from typer.testing import CliRunner
 
 from consumers.agency import Stats
+from intelbus import federation
 from intelbus.cli import demo_cmd
 from intelbus.cli.main import app
 from intelbus.directory import edit
@@ -77,7 +78,7 @@ class Scenario:
 
 
 def _signed_by_admins(fed: Federation, doc: SignedDirectory) -> SignedDirectory:
-    for admin in demo_cmd.ADMINS:
+    for admin in federation.ADMINS:
         doc = sign(doc, fed.ids[admin].signing_seed())
     dstore.write_file(dstore.version_path(fed.root / "directory", doc.signed.version), doc)
     return doc

@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 
 from consumers.agency import build_consumer
 from consumers.config import ConsumerConfig
+from intelbus import federation
 from intelbus.cli import demo_cmd
 from intelbus.cli.main import app
 from intelbus.directory import edit
@@ -284,7 +285,7 @@ def test_a_topic_switched_to_create_time_stops_consumers_and_auditors_at_start(b
 
 
 def _admins_sign(fed: Federation, doc: SignedDirectory, folder: Path) -> SignedDirectory:
-    for admin in demo_cmd.ADMINS:
+    for admin in federation.ADMINS:
         doc = sign(doc, fed.ids[admin].signing_seed())
     dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
     return doc
@@ -329,9 +330,9 @@ def test_a_forged_next_version_on_the_topic_first_does_not_block_the_genuine_one
     draft = edit.rotate_key(
         history.latest, agency_id="gmp", identity=newcomer.public, now=datetime.now(UTC)
     )
-    one_admin = sign(draft, fed.ids[demo_cmd.ADMINS[0]].signing_seed())
+    one_admin = sign(draft, fed.ids[federation.ADMINS[0]].signing_seed())
     forged_body = draft.signed.model_copy(update={"threshold": 1})
-    forged = sign(SignedDirectory(signed=forged_body), fed.ids[demo_cmd.ADMINS[0]].signing_seed())
+    forged = sign(SignedDirectory(signed=forged_body), fed.ids[federation.ADMINS[0]].signing_seed())
     raw = transport.make_producer(fed.bootstrap)
     try:
         for doc in (forged, one_admin):

@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from consumers.agency import build_consumer
 from consumers.config import ConsumerConfig
+from intelbus import federation
 from intelbus.cli import demo_cmd
 from intelbus.cli.main import app
 from intelbus.directory import edit
@@ -392,7 +393,7 @@ def test_a_consumer_whose_key_is_not_the_current_one_is_refused_before_polling(
         identity=new.public,
         now=datetime.now(UTC),
     )
-    for admin in demo_cmd.ADMINS:
+    for admin in federation.ADMINS:
         doc = sign(doc, fed.ids[admin].signing_seed())
     dstore.write_file(dstore.version_path(folder, doc.signed.version), doc)
     sealed_to_new = fed.publish([_sighting("HERTFORDSHIRE", "GREEN") for _ in range(2)])

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from consumers.audit.replay import AuditConfig
 from consumers.audit.run import audit
 from consumers.audit.source import KafkaSource
+from intelbus import federation
 from intelbus.cli import demo_cmd
 from intelbus.cli.main import app
 from intelbus.directory import edit
@@ -92,7 +93,7 @@ class AuditFederation:
             consumer.close()
 
     def signed(self, doc: SignedDirectory) -> SignedDirectory:
-        for admin in demo_cmd.ADMINS:
+        for admin in federation.ADMINS:
             doc = sign(doc, self.ids[admin].signing_seed())
         return doc
 
