@@ -41,7 +41,6 @@ from intelbus.store.export import (
     write_jsonl,
     write_stix,
 )
-from intelbus.store.search import search as search_values
 from intelbus.trust.completeness import DEFAULT_SETTLE, missing_records
 
 app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
@@ -320,7 +319,7 @@ def search(
         raise typer.BadParameter("give some text to search for", param_hint="TEXT")
     with _opened(store, config) as s:
         try:
-            views = search_values(s.iter_records(), text, limit)
+            views = s.search(text, limit=limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
     _emit(f"records containing {text!r}", views, as_json)

@@ -45,6 +45,7 @@ from intelbus.chain import ChainState, StreamKey
 from intelbus.errors import StoreError, StoreOwnerMismatch
 from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.log import get_logger
+from intelbus.store.search import matches
 from intelbus.trust.model import (
     AmendmentStatus,
     Batch,
@@ -240,7 +241,8 @@ class Store(Protocol):
         ...
 
     def search(self, text: str, limit: int = 100) -> list[StoredRecordView]:
-        """Visible records whose current payload JSON contains ``text`` (case-insensitive)."""
+        """Visible records with ``text`` in one of their current payload's values (never in a
+        field name), newest event first (:func:`intelbus.store.search.matches`)."""
         ...
 
     def quarantine_entries(self, limit: int = 100) -> list[QuarantineEntry]:
@@ -443,8 +445,6 @@ class SqlStore(abc.ABC):
 
     #: Upsert of (group_id, topic, kafka_partition, next_offset) that keeps the larger offset.
     _UPSERT_OFFSET: str
-    #: Visible records whose payload contains the parameter (lower-cased), newest first, LIMIT.
-    _SEARCH: str
 
     _closed = False
 
@@ -1280,8 +1280,11 @@ class SqlStore(abc.ABC):
         return self._views(self._query(_LIST, params))
 
     def search(self, text: str, limit: int = 100) -> list[StoredRecordView]:
-        """See :meth:`Store.search`."""
-        return self._views(self._query(self._SEARCH, (text.lower(), max(0, limit))))
+        """See :meth:`Store.search`. Matched in Python over the visible records: a value match
+        that ignores spaces and hyphens (registrations) is not a SQL substring test."""
+        found = [v for v in self.iter_records() if matches(v.payload, text)]
+        found.sort(key=lambda v: v.occurred_at or v.created_at, reverse=True)
+        return found[: max(0, limit)]
 
     def quarantine_entries(self, limit: int = 100) -> list[QuarantineEntry]:
         """See :meth:`Store.quarantine_entries`."""

@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 
 from intelbus.errors import StoreError, StoreOwnerMismatch
 from intelbus.log import get_logger
-from intelbus.store.base import RECORD_COLUMNS, SCHEMA_VERSION, VISIBLE_SQL, SqlStore
+from intelbus.store.base import SCHEMA_VERSION, SqlStore
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
 
 log = get_logger("intelbus.store.postgres")
@@ -230,11 +230,6 @@ class PostgresStore(SqlStore):
 INSERT INTO offsets (group_id, topic, kafka_partition, next_offset) VALUES (%s, %s, %s, %s)
 ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE
 SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
-"""
-    _SEARCH = f"""
-SELECT {RECORD_COLUMNS} FROM records
-WHERE {VISIBLE_SQL} AND strpos(lower(payload::text), ?) > 0
-ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 
     def __init__(self, url: str, *, owner: str | None = None) -> None:

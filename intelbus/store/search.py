@@ -9,10 +9,8 @@ in both. Redacted values are their placeholder, so what a policy withheld is nev
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
-
-from intelbus.store.base import StoredRecordView
 
 _LOOSE = re.compile(r"[\s\-]+")
 
@@ -39,14 +37,3 @@ def matches(payload: dict[str, Any] | None, text: str) -> bool:
         if needle in folded or (loose and loose in _LOOSE.sub("", folded)):
             return True
     return False
-
-
-def search(views: Iterable[StoredRecordView], text: str, limit: int) -> list[StoredRecordView]:
-    """The first ``limit`` records whose values contain ``text``."""
-    out: list[StoredRecordView] = []
-    for view in views:
-        if len(out) >= limit:
-            break
-        if matches(view.payload, text):
-            out.append(view)
-    return out

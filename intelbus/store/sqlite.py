@@ -26,7 +26,7 @@ from typing import Any
 from intelbus.errors import InsecureFileError, StoreError, StoreOwnerMismatch
 from intelbus.files import PRIVATE_MODE, ensure_private_file
 from intelbus.log import get_logger
-from intelbus.store.base import RECORD_COLUMNS, SCHEMA_VERSION, VISIBLE_SQL, SqlStore
+from intelbus.store.base import SCHEMA_VERSION, SqlStore
 from intelbus.store.lock import WriterLock
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
 
@@ -293,11 +293,6 @@ class SqliteStore(SqlStore):
 INSERT INTO offsets (group_id, topic, kafka_partition, next_offset) VALUES (?, ?, ?, ?)
 ON CONFLICT (group_id, topic, kafka_partition) DO UPDATE
 SET next_offset = max(offsets.next_offset, excluded.next_offset)
-"""
-    _SEARCH = f"""
-SELECT {RECORD_COLUMNS} FROM records
-WHERE {VISIBLE_SQL} AND instr(lower(payload), ?) > 0
-ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 
     def __init__(self, path: str | Path, *, owner: str | None = None) -> None:
