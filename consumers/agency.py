@@ -132,6 +132,8 @@ class Stats:
     withheld: int = 0
     not_addressed: int = 0
     amendments: int = 0
+    #: Erasures applied (or registered, waiting for their target): payloads removed.
+    erased: int = 0
     heartbeats: int = 0
     gaps: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
@@ -189,6 +191,8 @@ def count(verdicts: Sequence[Verdict], stats: Stats) -> None:
             stats.not_addressed += 1
         elif v.effect is Effect.AMENDED:
             stats.amendments += 1
+        elif v.effect is Effect.ERASED:
+            stats.erased += 1
         elif v.effect is Effect.HEARTBEAT:
             stats.heartbeats += 1
 
@@ -504,6 +508,7 @@ def _merge(total: Stats, part: Stats) -> None:
         "withheld",
         "not_addressed",
         "amendments",
+        "erased",
         "heartbeats",
         "gaps",
     ):

@@ -61,9 +61,10 @@ class ReasonCode(enum.StrEnum):
     CHAIN_JUMP = "chain_jump"
     # A record's identity is (producer, record id).
     RECORD_ID_REUSED = "record_id_reused"
-    # Corrections and retractions.
+    # Corrections, retractions and erasures.
     FOREIGN_TARGET = "foreign_target"
     KIND_CHANGED = "kind_changed"
+    TARGET_NOT_CONTENT = "target_not_content"
     # The receiving agency's sharing policy.
     POLICY_QUARANTINE = "policy_quarantine"
     # Time (issue 20): a record or heartbeat that describes the future beyond the skew bound.
@@ -460,9 +461,16 @@ class RecordIdReused(Refused):
 
 
 class ForeignTarget(Refused):
-    """A correction or retraction names a record id that only another producer has published."""
+    """A correction, retraction or erasure names a record id only another producer has published."""
 
     reason = ReasonCode.FOREIGN_TARGET
+
+
+class TargetNotContent(Refused):
+    """An amendment names one of its producer's own amendments (a correction, retraction or
+    erasure) as its target: only sightings and incidents can be amended or erased."""
+
+    reason = ReasonCode.TARGET_NOT_CONTENT
 
 
 class KindChanged(Refused):

@@ -21,6 +21,7 @@ class RecordKind(enum.IntEnum):
     RETRACTION = 4
     HEARTBEAT = 5
     WITHHELD = 6  # reserved in the wire format; no producer writes it
+    ERASURE = 7  # erases its own producer's record wherever it is held (issue 16)
 
     @property
     def label(self) -> str:
@@ -29,7 +30,7 @@ class RecordKind(enum.IntEnum):
 
     @property
     def is_amendment(self) -> bool:
-        return self in (RecordKind.CORRECTION, RecordKind.RETRACTION)
+        return self in (RecordKind.CORRECTION, RecordKind.RETRACTION, RecordKind.ERASURE)
 
     @property
     def is_content(self) -> bool:

@@ -462,6 +462,23 @@ class Retraction(_Record):
     reason: Text
 
 
+class Erasure(_Record):
+    """Erases an earlier record of the same producer wherever it is held (issue 16).
+
+    Every agency holding the target removes its payload and history and keeps a tombstone. The
+    target is also named in the signed envelope header, so an agency the erasure is not addressed
+    to still applies it. ``legal_basis`` and ``reason`` are for the data protection officer: they
+    are stored with the tombstone and never logged.
+    """
+
+    SCHEMA: ClassVar[str] = "org.intelbus.records.v1.Erasure"
+    KIND: ClassVar[str] = "erasure"
+    erases_record_id: RecordId
+    erased_at: UtcTime
+    legal_basis: Short
+    reason: Text
+
+
 class StreamHead(BaseModel):
     """A heartbeat's entry for one stream: the topic, and since schema version 2 the partition and
     key epoch that name the stream exactly as the chain does, and the last sequence number sent.
@@ -516,18 +533,13 @@ class Heartbeat(BaseModel):
         return cls.model_validate(value)
 
 
-DomainRecord = Sighting | Incident | Correction | Retraction
-Kind = Literal["sighting", "incident", "correction", "retraction"]
-RECORD_TYPES: dict[str, type[Sighting | Incident | Correction | Retraction]] = {
-    cls.SCHEMA: cls for cls in (Sighting, Incident, Correction, Retraction)
-}
-KIND_TYPES: dict[str, type[Sighting | Incident | Correction | Retraction]] = {
-    cls.KIND: cls for cls in (Sighting, Incident, Correction, Retraction)
-}
+DomainRecord = Sighting | Incident | Correction | Retraction | Erasure
+Kind = Literal["sighting", "incident", "correction", "retraction", "erasure"]
+_DOMAIN = (Sighting, Incident, Correction, Retraction, Erasure)
+RECORD_TYPES: dict[str, type[DomainRecord]] = {cls.SCHEMA: cls for cls in _DOMAIN}
+KIND_TYPES: dict[str, type[DomainRecord]] = {cls.KIND: cls for cls in _DOMAIN}
 # Model class -> the full name of the Avro schema it mirrors (domain records and the heartbeat).
-SCHEMA_NAMES: dict[type[BaseModel], str] = {
-    cls: cls.SCHEMA for cls in (Sighting, Incident, Correction, Retraction, Heartbeat)
-}
+SCHEMA_NAMES: dict[type[BaseModel], str] = {cls: cls.SCHEMA for cls in (*_DOMAIN, Heartbeat)}
 
 
 def _to_avro(model: BaseModel) -> dict[str, Any]:

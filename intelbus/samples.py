@@ -17,6 +17,7 @@ from intelbus.policy.facts import Classification, Tlp
 from intelbus.records import (
     Behaviour,
     Correction,
+    Erasure,
     ForceArea,
     Grading,
     HandlingCode,
@@ -342,6 +343,26 @@ def retraction_of(
         record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         retracts_record_id=record.record_id,
         retracted_at=at,
+        reason=reason,
+        grading=record.grading,
+    )
+
+
+def erasure_of(
+    record: Sighting | Incident,
+    *,
+    at: datetime,
+    legal_basis: str = "UK GDPR Art. 17(1)(d): processed unlawfully",
+    reason: str = "shared in error",
+    seed: int = 11,
+) -> Erasure:
+    """An erasure of ``record``, graded as the record was (so it reaches the same recipients)."""
+    rng = random.Random(seed)
+    return Erasure(
+        record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        erases_record_id=record.record_id,
+        erased_at=at,
+        legal_basis=legal_basis,
         reason=reason,
         grading=record.grading,
     )

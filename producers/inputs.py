@@ -144,7 +144,7 @@ _ENUMS: dict[str, type[enum.Enum]] = {
 }
 #: The namespace of record ids derived from a row's contents (an arbitrary, fixed UUID).
 _ID_NAMESPACE = uuid.UUID("5b0f1c4e-8d8e-4b57-9f3e-7a2c61d0b7a4")
-_TIMES = ("observed_at", "occurred_at", "corrected_at", "retracted_at")
+_TIMES = ("observed_at", "occurred_at", "corrected_at", "retracted_at", "erased_at")
 _NUMBERS = ("place.latitude", "place.longitude")
 
 

@@ -50,12 +50,13 @@ from intelbus.errors import (
     TopicMissing,
 )
 from intelbus.identity import AgencyIdentity, PublicIdentity
-from intelbus.kinds import Family, RecordKind
+from intelbus.kinds import Family, RecordKind, family_of_topic
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.records import (
     Correction,
     DomainRecord,
+    Erasure,
     Heartbeat,
     Incident,
     Retraction,
@@ -78,6 +79,7 @@ _KINDS: dict[type, RecordKind] = {
     Incident: RecordKind.INCIDENT,
     Correction: RecordKind.CORRECTION,
     Retraction: RecordKind.RETRACTION,
+    Erasure: RecordKind.ERASURE,
 }
 SEND_ATTEMPTS = 3
 #: How often a long-running publisher reads the directory topic for new versions.
@@ -173,7 +175,8 @@ class Publisher:
             return topic_name(fam, prefix=self.prefix)
         if family is None:
             raise NoRecipients(
-                "a retraction needs the family (sightings or incidents) of the record it withdraws"
+                f"a {record.KIND} needs the family (sightings or incidents) of the record it "
+                "amends (--family)"
             )
         return topic_name(family, prefix=self.prefix)
 
@@ -251,11 +254,17 @@ class Publisher:
             UnknownKey: a recipient has no usable key.
             PublishError: not acknowledged; it stays pending and is resent first next time.
         """
+        if family is None and isinstance(record, (Retraction, Erasure)):
+            family = self._family_of_own(
+                record.retracts_record_id
+                if isinstance(record, Retraction)
+                else record.erases_record_id
+            )
         p = self._prepare(record, named, family)
         earlier = self._earlier(p)
         if earlier is not None:
             return earlier
-        return self._publish_payload(
+        published = self._publish_payload(
             p.topic,
             kind=p.kind,
             fingerprint=p.fingerprint,
@@ -264,6 +273,15 @@ class Publisher:
             record_id=p.record_id,
             target=p.target,
         )
+        if isinstance(record, Erasure):
+            was = self.state.forget(record.erases_record_id)
+            log.info("record.erasure_published", target=record.erases_record_id, local=was)
+        return published
+
+    def _family_of_own(self, record_id: str) -> Family | None:
+        """The family of a record this producer's state published (None if it never did)."""
+        prior = self.state.prior(record_id)
+        return None if prior is None else family_of_topic(prior.stream)
 
     def _earlier(self, p: _Prepared) -> Published | None:
         """A record id this state already holds: the same record published before (returned as
@@ -418,6 +436,8 @@ class Publisher:
             target = record.corrects_record_id
         elif isinstance(record, Retraction):
             target = record.retracts_record_id
+        elif isinstance(record, Erasure):
+            target = record.erases_record_id
         return _Prepared(
             topic,
             _KINDS[type(record)],

@@ -337,6 +337,23 @@ class ProducerState:
         )
         return True
 
+    def forget(self, record_id: str) -> str | None:
+        """An erasure of ``record_id`` was published: drop the sealed copy this state keeps of it,
+        and give it up if it is still pending (never resent). Returns what it was: "pending",
+        "acked", "abandoned", or None if this state never published it.
+
+        The sealed bytes are ciphertext the producer cannot open, but the recipients can until
+        their encryption epoch is destroyed, so a copy kept here for a resend must not outlive the
+        erasure (issue 16, "any pending export of it").
+        """
+        prior = self.prior(record_id)
+        if prior is None:
+            return None
+        if prior.status == "pending":
+            self.abandon(record_id)
+        self._db.execute("UPDATE sends SET sealed = ? WHERE record_id = ?", (b"", record_id))
+        return prior.status
+
     def pending(self) -> list[PendingSend]:
         """Reserved but unacknowledged records, in stream and sequence order: resend them first.
         An abandoned send is not among them."""

@@ -16,7 +16,7 @@ from typing import Any
 from intelbus.errors import ConfigError
 from intelbus.samples import feed
 
-_KINDS = ("sighting", "incident", "correction", "retraction")
+_KINDS = ("sighting", "incident", "correction", "retraction", "erasure")
 
 
 def _example(kind: str) -> dict[str, Any]:
@@ -36,6 +36,14 @@ def _example(kind: str) -> dict[str, Any]:
             "reason": "Wrong street given in the first report.",
             "grading": replacement["grading"],
             "replacement": replacement,
+        }
+    elif kind == "erasure":
+        data = {
+            "erases_record_id": sighting.record_id,
+            "erased_at": "2026-10-01T10:00:00Z",
+            "legal_basis": "UK GDPR Art. 17(1)(d): processed unlawfully",
+            "reason": "Shared with the wrong forces; the data protection officer asked for erasure.",
+            "grading": sighting.model_dump(mode="json")["grading"],
         }
     else:
         data = {

@@ -7,13 +7,20 @@ real consumer, as the command line does, without reaching into the command line'
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from consumers.agency import AgencyConsumer, Stats
 from consumers.config import ConsumerConfig
+from intelbus import federation
 from intelbus.cli import demo_cmd
+from intelbus.directory import edit
+from intelbus.directory import store as dstore
+from intelbus.directory.model import Role
+from intelbus.directory.trust import sign
 from intelbus.federation import make_directory, make_keys
+from intelbus.identity import AgencyIdentity
 from intelbus.records import Sighting
 from intelbus.samples import feed
 from intelbus.transport import kafka as transport
@@ -59,6 +66,44 @@ class Federation:
 
     def publish(self, records: list[Any], **kwargs: Any) -> list[str]:
         publisher = Publisher.from_config(ProducerConfig.load(self.root / "producer.toml"))
+        try:
+            return [publisher.publish(r, **kwargs).record_id for r in records]
+        finally:
+            publisher.close()
+
+    def add_producer(self, agency: str) -> AgencyIdentity:
+        """A second producer on the bus (an insider with its own valid key): a new directory
+        version signed by both admins, its key file, agreement and producer config
+        (``<agency>.toml``)."""
+        ident = AgencyIdentity.generate(agency)
+        ident.save(self.root / "keys" / f"{agency}.key")
+        body = dstore.load_folder(self.root / "directory").latest
+        doc = edit.add_agency(
+            body,
+            agency_id=agency,
+            display_name=agency,
+            roles=[Role.PRODUCER],
+            publish_topics=[f"{self.prefix}.sightings", f"{self.prefix}.incidents"],
+            identity=ident.public,
+            now=datetime.now(UTC),
+        )
+        for admin in federation.ADMINS:
+            doc = sign(doc, self.ids[admin].signing_seed())
+        dstore.write_file(dstore.version_path(self.root / "directory", doc.signed.version), doc)
+        agreement = demo_cmd.AGREEMENT.replace('producer = "cst"', f'producer = "{agency}"')
+        (self.root / f"{agency}.agreement.toml").write_text(agreement)
+        text = (self.root / "producer.toml").read_text()
+        (self.root / f"{agency}.toml").write_text(
+            text.replace('agency = "cst"', f'agency = "{agency}"')
+            .replace("keys/cst.key", f"keys/{agency}.key")
+            .replace("agreement.toml", f"{agency}.agreement.toml")
+            .replace("state/cst.sqlite", f"state/{agency}.sqlite")
+        )
+        return ident
+
+    def publish_as(self, agency: str, records: list[Any], **kwargs: Any) -> list[str]:
+        """Publish through ``agency``'s own config (see :meth:`add_producer`)."""
+        publisher = Publisher.from_config(ProducerConfig.load(self.root / f"{agency}.toml"))
         try:
             return [publisher.publish(r, **kwargs).record_id for r in records]
         finally:

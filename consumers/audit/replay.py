@@ -236,6 +236,8 @@ class AuditJudge:
                 s.decrypted += 1
         if v.refusal is not None:
             self._find(pos, v.refusal.reason, str(v.refusal), record=ids, authentic=True)
+        elif h.kind is RecordKind.ERASURE:
+            s.erasures += 1
         self._gaps(pos, v, ids)
         # As for a consumer's feeds: only a heartbeat that moves its chain forward speaks for
         # the feed; an old one appended again later fills its gap but breaks no silence.

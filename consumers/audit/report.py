@@ -170,6 +170,7 @@ def summary(
         "verdict": verdict(state, complete=complete),
         "records": state.records,
         "authentic": state.authentic,
+        "erasures": state.erasures,
         "findings": {
             "integrity": state.integrity,
             "warning": state.warnings,
@@ -327,6 +328,11 @@ def render(console: Console, summary_obj: dict[str, Any], sample: list[Finding])
         f"audit of [bold]{s['topic']}[/] (environment {s['environment']}, directory "
         f"v{s['directory_version']}): {s['records']} records, {s['authentic']} authentic"
     )
+    if s.get("erasures"):
+        console.print(
+            f"{s['erasures']} erasure record(s): each erased its target at every agency holding "
+            "it; the erased records are still on the topic, verified and digested"
+        )
     producers = Table(title="per producer")
     for col in ("producer", "records", "authentic", "findings", "sequences"):
         producers.add_column(col, justify="left" if col == "producer" else "right")

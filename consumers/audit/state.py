@@ -82,6 +82,9 @@ class AuditState:
     decrypted: int = 0
     integrity: int = 0
     warnings: int = 0
+    #: Authentic erasure records accepted in their place (issue 16): each erased its target at
+    #: every agency holding it. The erased records stay on the topic, counted and digested.
+    erasures: int = 0
     by_reason: Counter[str] = field(default_factory=Counter)
     producers: dict[str, ProducerCounts] = field(default_factory=dict)
     partitions: dict[int, PartitionSpan] = field(default_factory=dict)
@@ -111,6 +114,7 @@ class AuditState:
                 "decrypted": self.decrypted,
                 "integrity": self.integrity,
                 "warnings": self.warnings,
+                "erasures": self.erasures,
             },
             "by_reason": dict(sorted(self.by_reason.items())),
             "producers": {
@@ -151,6 +155,8 @@ class AuditState:
             decrypted=int(counts["decrypted"]),
             integrity=int(counts["integrity"]),
             warnings=int(counts["warnings"]),
+            # A checkpoint written before erasures existed has none to count.
+            erasures=int(counts.get("erasures", 0)),
             by_reason=Counter({str(k): int(v) for k, v in data["by_reason"].items()}),
         )
         for p, (records, authentic, findings, first, last) in data["producers"].items():

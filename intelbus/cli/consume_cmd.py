@@ -40,6 +40,7 @@ def stats_table(title: str, stats: Stats) -> Table:
         "withheld",
         "not addressed",
         "amendments",
+        "erased",
         "quarantined",
         "gaps",
     ):
@@ -52,6 +53,7 @@ def stats_table(title: str, stats: Stats) -> Table:
         str(stats.withheld),
         str(stats.not_addressed),
         str(stats.amendments),
+        str(stats.erased),
         str(quarantined),
         str(stats.gaps),
     )

@@ -1,6 +1,6 @@
 """``intelbus publish ...`` and ``intelbus heartbeat``: a producer's commands.
 
-``publish sighting|incident|correction|retraction FILE`` reads JSON, JSON Lines or CSV (a file, or
+``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines or CSV (a file, or
 ``-`` for stdin; docs/inputs.md), makes what people type canonical, validates each item with the
 models (every problem of an item at once), publishes it, and prints what the broker acknowledged
 (record id, topic, partition, offset) or why not, item by item. It can be run again on the same
@@ -181,7 +181,7 @@ def _command(kind: str) -> Callable[..., None]:
             [], "--to", help="A named recipient (required for AMBER+STRICT and RED; repeat)."
         ),
         family: Family | None = typer.Option(
-            None, "--family", help="For retractions: sightings or incidents."
+            None, "--family", help="For retractions and erasures: sightings or incidents."
         ),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     ) -> None:
@@ -193,13 +193,13 @@ def _command(kind: str) -> Callable[..., None]:
     return command
 
 
-for _kind in ("sighting", "incident", "correction", "retraction"):
+for _kind in ("sighting", "incident", "correction", "retraction", "erasure"):
     app.command(name=_kind)(_command(_kind))
 
 
 @app.command(name="template")
 def template(
-    kind: str = typer.Argument(..., help="sighting, incident, correction or retraction"),
+    kind: str = typer.Argument(..., help="sighting, incident, correction, retraction or erasure"),
     fmt: str = typer.Option("csv", "--format", help="csv or json"),
 ) -> None:
     """Print a documented example file for KIND (redirect it to a file and edit it)."""

@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -74,7 +74,8 @@ log = get_logger("intelbus.store")
 #: A DB-API cursor (sqlite3's or psycopg's); the drivers' types differ, the calls used do not.
 Cursor: TypeAlias = Any
 
-SCHEMA_VERSION = 3  # 2: the feeds table; 3: versions, (producer, record id), streams per partition
+# 2: the feeds table; 3: versions, (producer, record id), streams per partition; 4: tombstones
+SCHEMA_VERSION = 4
 DIGEST_SIZE = 32
 #: Rows per page when :meth:`Store.iter_records` streams an export.
 EXPORT_PAGE = 500
@@ -171,6 +172,61 @@ class Withdrawal:
     already_done: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What stays of a record whose contents went (issue 16): enough to prove it existed.
+
+    Its ids, producer, place in the topic and digest (so chains, digests and audits still account
+    for it), its dates, and why: ``erasure`` (by its producer's signed erasure record, with the
+    legal basis stated) or ``retention`` (this agency's policy rule). The erasure's free-text
+    reason stays in the store (``record_versions``) for the data protection officer; it is not
+    part of this view and never logged.
+    """
+
+    producer_id: str
+    record_id: str
+    kind: str
+    topic: str
+    partition: int
+    offset: int
+    sequence: int
+    digest: bytes
+    created_at: datetime
+    appended_at: datetime
+    reason: str  # erasure | retention
+    rule_id: str
+    legal_basis: str
+    erasure_record_id: str | None
+    effective_at: datetime
+    tombstoned_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCandidate:
+    """A record whose contents a store still holds, with what a retention rule matches on."""
+
+    producer_id: str
+    record_id: str
+    kind: str
+    tlp: str | None
+    classification: str | None
+    force_area: str | None
+    handling_code: str | None
+    event_at: datetime
+    stored_at: datetime
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """One record to prune: which, under which retention rule, expired since when."""
+
+    producer_id: str
+    record_id: str
+    rule_id: str
+    expired_at: datetime
+
+
 @runtime_checkable
 class Store(Protocol):
     """An agency's durable store. See the module docstring for the contract."""
@@ -193,6 +249,18 @@ class Store(Protocol):
 
     def rejudged(self) -> list[tuple[str, datetime]]:
         """Every (key id, since) withdrawal already applied."""
+        ...
+
+    def prune(self, expired: Sequence[Expiry]) -> int:
+        """Tombstone every record of ``expired`` not already one (retention); returns how many."""
+        ...
+
+    def tombstones(self, reason: str | None = None, limit: int = 1000) -> list[Tombstone]:
+        """Tombstones, oldest first (``reason``: erasure or retention, or both)."""
+        ...
+
+    def retention_candidates(self) -> Iterator[RetentionCandidate]:
+        """Every record that is not a tombstone, for a retention check."""
         ...
 
     def meta(self, key: str) -> str | None:
@@ -284,8 +352,8 @@ _INSERT_VERSION = """
 INSERT INTO record_versions (producer_id, record_id, version, change, source_record_id, key_id,
     sequence, digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at,
     reason, outcome, rule_id, policy_hash, redacted_fields, tlp, classification, force_area,
-    occurred_at, payload, withdrawn, recorded_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    occurred_at, payload, withdrawn, recorded_at, legal_basis)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (producer_id, record_id, version) DO NOTHING
 """
 
@@ -314,8 +382,8 @@ _INSERT_AMENDMENT = """
 INSERT INTO amendments (producer_id, amendment_record_id, kind, target_record_id, status, key_id,
     sequence, digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at,
     reason, replacement_kind, outcome, rule_id, policy_hash, redacted_fields, tlp,
-    classification, force_area, occurred_at, payload, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    classification, force_area, occurred_at, payload, received_at, legal_basis)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (producer_id, amendment_record_id) DO NOTHING
 """
 
@@ -419,6 +487,52 @@ WHERE {VISIBLE_SQL} AND (topic, kafka_partition, kafka_offset, record_id, produc
 ORDER BY topic, kafka_partition, kafka_offset, record_id, producer_id LIMIT ?
 """
 _GET = f"SELECT {RECORD_COLUMNS} FROM records WHERE record_id = ? ORDER BY producer_id"
+
+# --- Tombstones (issue 16): what stays of a record erased or pruned past retention. -----------------
+_TOMBSTONE_REASON = "SELECT reason FROM tombstones WHERE producer_id = ? AND record_id = ?"
+# An erasure's tombstone replaces a retention one (it says more: who erased, on what basis).
+_INSERT_TOMBSTONE = """
+INSERT INTO tombstones (producer_id, record_id, reason, rule_id, legal_basis, erasure_record_id,
+    note, effective_at, tombstoned_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (producer_id, record_id) DO UPDATE
+SET reason = excluded.reason, rule_id = excluded.rule_id, legal_basis = excluded.legal_basis,
+    erasure_record_id = excluded.erasure_record_id, note = excluded.note,
+    effective_at = excluded.effective_at
+WHERE tombstones.reason = 'retention' AND excluded.reason = 'erasure'
+"""
+# Every copy of a record's contents a store holds: its versions (an erasure's own version keeps
+# its reason, for the data protection officer), the amendments naming it (a waiting correction
+# holds a whole replacement), and the bytes kept of a refused copy (sealed, but this agency's key
+# opens them until its epoch is destroyed).
+_WIPE_VERSIONS = """
+UPDATE record_versions SET payload = NULL,
+    reason = CASE WHEN change = 'erasure' THEN reason ELSE '' END
+WHERE producer_id = ? AND record_id = ?
+"""
+_WIPE_AMENDMENTS = """
+UPDATE amendments SET payload = NULL, reason = CASE WHEN kind = 'erasure' THEN reason ELSE '' END
+WHERE producer_id = ? AND target_record_id = ?
+"""
+_WIPE_QUARANTINE = "UPDATE quarantine SET raw_prefix = ? WHERE producer_id = ? AND record_id = ?"
+_PRUNE_RECORD = """
+UPDATE records SET status = 'pruned', payload = NULL, redacted_fields = ?, updated_at = ?
+WHERE producer_id = ? AND record_id = ? AND status NOT IN ('erased', 'pruned')
+"""
+_TOMBSTONES = """
+SELECT t.producer_id, t.record_id, r.kind, r.topic, r.kafka_partition, r.kafka_offset,
+    r.sequence, r.digest, r.created_at, r.appended_at, t.reason, t.rule_id, t.legal_basis,
+    t.erasure_record_id, t.effective_at, t.tombstoned_at
+FROM tombstones t JOIN records r ON r.producer_id = t.producer_id AND r.record_id = t.record_id
+WHERE (? OR t.reason = ?)
+ORDER BY t.tombstoned_at, t.producer_id, t.record_id LIMIT ?
+"""
+_RETENTION_CANDIDATES = """
+SELECT producer_id, record_id, kind, tlp, classification, force_area, event_at, stored_at,
+    status, payload
+FROM records WHERE status NOT IN ('erased', 'pruned') AND (producer_id, record_id) > (?, ?)
+ORDER BY producer_id, record_id LIMIT ?
+"""
 
 _REJUDGED = "SELECT 1 FROM rejudged WHERE key_id = ? AND since = ?"
 _INSERT_REJUDGED = """
@@ -687,6 +801,7 @@ class SqlStore(abc.ABC):
             appended_at=self._dec_time(appended_at),
             reason=str(reason),
             amended_at=None if amended_at is None else self._dec_time(amended_at),
+            legal_basis=str(row[24]),
         )
         return PendingAmendment(
             producer_id=str(producer),
@@ -695,7 +810,7 @@ class SqlStore(abc.ABC):
             kind=KIND_BY_LABEL[str(kind)],
             replacement_kind=None if replacement_kind is None else KIND_BY_LABEL[replacement_kind],
             topic=source.topic,
-            decision=self._decision_from(row[15:]),
+            decision=self._decision_from(row[15:24]),
             source=source,
         )
 
@@ -733,6 +848,9 @@ class SqlStore(abc.ABC):
                 touched[(v.producer_id, v.record_id)] = None
         for producer, rid, status in batch.applied:
             self._exec(cur, _SET_AMENDMENT_STATUS, (status, now, producer, rid))
+        for v in batch.versions:
+            if v.change is Change.ERASURE and (v.producer_id, v.record_id) in touched:
+                self._erase(cur, v, now)
         for key in touched:
             self._refold(cur, *key, now)
         for q in sorted(batch.quarantined, key=lambda q: (q.topic, q.partition, q.offset)):
@@ -884,6 +1002,10 @@ class SqlStore(abc.ABC):
         ).fetchone()
         if row is None or row[0] is None:
             raise StoreError(f"record {v.record_id} of {v.producer_id} is not held: cannot amend")
+        decision = v.decision
+        if decision.payload is not None and self._tombstoned(cur, *key):
+            # The judge keeps no content for a tombstoned record; the store holds to it anyway.
+            decision = VersionDecision(Outcome.WITHHOLD, "tombstone", decision.policy_hash)
         self._exec(
             cur,
             _INSERT_VERSION,
@@ -893,9 +1015,10 @@ class SqlStore(abc.ABC):
                 v.change.value,
                 v.source.record_id,
                 *self._source_params(v.source),
-                *self._decision_params(v.decision),
+                *self._decision_params(decision),
                 False,
                 now,
+                v.source.legal_basis,
             ),
         )
         return True
@@ -914,7 +1037,7 @@ class SqlStore(abc.ABC):
             params = self._decision_params(decision)
         else:
             params = (
-                Outcome.RETRACT.value if a.kind is RecordKind.RETRACTION else "none",
+                _AMENDMENT_OUTCOME.get(a.kind, "none"),
                 "",
                 "",
                 self._enc_json([]),
@@ -937,6 +1060,7 @@ class SqlStore(abc.ABC):
                 None if p is None or p.replacement_kind is None else p.replacement_kind.label,
                 *params,
                 now,
+                a.source.legal_basis,
             ),
         )
 
@@ -954,6 +1078,14 @@ class SqlStore(abc.ABC):
         ]
         current = fold(versions)
         d = current.decision
+        status = current.status
+        tomb = self._exec(cur, _TOMBSTONE_REASON, (producer, rid)).fetchone()
+        if tomb is not None:
+            # A tombstone outlives every refold (a withdrawal, a later correction): its record's
+            # contents are gone for good.
+            status = RecordStatus.ERASED if tomb[0] == "erasure" else RecordStatus.PRUNED
+        if status.tombstone:
+            d = replace(d, payload=None, redacted_fields=())
         labels = d.labels
         created = self._exec(cur, _CREATED_OF, (producer, rid)).fetchone()
         occurred = labels.occurred_at if labels is not None else None
@@ -962,7 +1094,7 @@ class SqlStore(abc.ABC):
             cur,
             _UPDATE_CURRENT,
             (
-                current.status.value,
+                status.value,
                 current.version,
                 current.content_version,
                 d.policy_hash,
@@ -1106,6 +1238,122 @@ class SqlStore(abc.ABC):
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
+    # -- tombstones (issue 16) ----------------------------------------------------------------------
+
+    def _tombstoned(self, cur: Cursor, producer: str, rid: str) -> bool:
+        return self._exec(cur, _TOMBSTONE_REASON, (producer, rid)).fetchone() is not None
+
+    def _wipe(self, cur: Cursor, producer: str, rid: str) -> None:
+        """Delete every copy of a record's contents this store holds (the ``records`` row is
+        re-folded or pruned by the caller, in the same transaction)."""
+        self._exec(cur, _WIPE_VERSIONS, (producer, rid))
+        self._exec(cur, _WIPE_AMENDMENTS, (producer, rid))
+        self._exec(cur, _WIPE_QUARANTINE, (b"", producer, rid))
+
+    def _erase(self, cur: Cursor, v: NewVersion, now: object) -> None:
+        """Apply an erasure version just written: wipe the contents, keep a tombstone."""
+        self._wipe(cur, v.producer_id, v.record_id)
+        s = v.source
+        self._exec(
+            cur,
+            _INSERT_TOMBSTONE,
+            (
+                v.producer_id,
+                v.record_id,
+                "erasure",
+                "erasure",
+                s.legal_basis,
+                s.record_id,
+                s.reason,
+                self._enc_time(s.amended_at or s.appended_at),
+                now,
+            ),
+        )
+        log.info(
+            "record.erased", producer=v.producer_id, record_id=v.record_id, erasure=s.record_id
+        )
+
+    def prune(self, expired: Sequence[Expiry]) -> int:
+        """See :meth:`Store.prune`. One transaction: all of ``expired`` or none."""
+        self._check_open()
+        done = [0]
+
+        def work(cur: Cursor) -> None:
+            now = self._enc_time(self._now())
+            empty = self._enc_json([])
+            for e in sorted(expired, key=lambda e: (e.producer_id, e.record_id)):
+                key = (e.producer_id, e.record_id)
+                if self._tombstoned(cur, *key):
+                    continue
+                self._wipe(cur, *key)
+                if self._exec(cur, _PRUNE_RECORD, (empty, now, *key)).rowcount != 1:
+                    continue  # not held (or a tombstone already): nothing to prune
+                self._exec(
+                    cur,
+                    _INSERT_TOMBSTONE,
+                    (*key, "retention", e.rule_id, "", None, "", self._enc_time(e.expired_at), now),
+                )
+                done[0] += 1
+
+        self._transaction(work)
+        if done[0]:
+            log.info("store.pruned", records=done[0])
+        return done[0]
+
+    def tombstones(self, reason: str | None = None, limit: int = 1000) -> list[Tombstone]:
+        """See :meth:`Store.tombstones`."""
+        self._check_open()
+        if reason not in (None, "erasure", "retention"):
+            raise ValueError(f"unknown tombstone reason {reason!r}")
+        rows = self._query(_TOMBSTONES, (reason is None, reason or "", limit))
+        return [
+            Tombstone(
+                producer_id=str(r[0]),
+                record_id=str(r[1]),
+                kind=str(r[2]),
+                topic=str(r[3]),
+                partition=int(r[4]),
+                offset=int(r[5]),
+                sequence=int(r[6]),
+                digest=bytes(r[7]),
+                created_at=self._dec_time(r[8]),
+                appended_at=self._dec_time(r[9]),
+                reason=str(r[10]),
+                rule_id=str(r[11]),
+                legal_basis=str(r[12]),
+                erasure_record_id=None if r[13] is None else str(r[13]),
+                effective_at=self._dec_time(r[14]),
+                tombstoned_at=self._dec_time(r[15]),
+            )
+            for r in rows
+        ]
+
+    def retention_candidates(self) -> Iterator[RetentionCandidate]:
+        """See :meth:`Store.retention_candidates`: streamed in pages, in key order."""
+        self._check_open()
+        after = ("", "")
+        while True:
+            rows = self._query(_RETENTION_CANDIDATES, (*after, EXPORT_PAGE))
+            for r in rows:
+                payload = None if r[9] is None else self._dec_json(r[9])
+                grading = payload.get("grading") if isinstance(payload, dict) else None
+                code = grading.get("handling_code") if isinstance(grading, dict) else None
+                yield RetentionCandidate(
+                    producer_id=str(r[0]),
+                    record_id=str(r[1]),
+                    kind=str(r[2]),
+                    tlp=None if r[3] is None else str(r[3]),
+                    classification=None if r[4] is None else str(r[4]),
+                    force_area=None if r[5] is None else str(r[5]),
+                    handling_code=None if code is None else str(code),
+                    event_at=self._dec_time(r[6]),
+                    stored_at=self._dec_time(r[7]),
+                    status=str(r[8]),
+                )
+            if len(rows) < EXPORT_PAGE:
+                return
+            after = (str(rows[-1][0]), str(rows[-1][1]))
+
     def rejudged(self) -> list[tuple[str, datetime]]:
         """Every (key id, since) withdrawal already applied to this store."""
         return [
@@ -1232,8 +1480,12 @@ class SqlStore(abc.ABC):
             "retracted": 0,
             "policy_quarantined": 0,
             "withdrawn": 0,
+            "erased": 0,
+            "pruned": 0,
         }
         by_status = {
+            RecordStatus.ERASED.value: "erased",
+            RecordStatus.PRUNED.value: "pruned",
             RecordStatus.RETRACTED.value: "retracted",
             RecordStatus.WITHHELD.value: "withheld",
             RecordStatus.QUARANTINED.value: "policy_quarantined",
@@ -1331,10 +1583,16 @@ class SqlStore(abc.ABC):
         self.close()
 
 
+#: The outcome column of an amendment registered without a decision (applied or unreadable).
+_AMENDMENT_OUTCOME = {
+    RecordKind.RETRACTION: Outcome.RETRACT.value,
+    RecordKind.ERASURE: Outcome.ERASE.value,
+}
+
 _PENDING_COLUMNS = """producer_id, amendment_record_id, kind, target_record_id, key_id, sequence,
     digest, topic, kafka_partition, kafka_offset, created_at, appended_at, amended_at, reason,
     replacement_kind, outcome, rule_id, policy_hash, redacted_fields, tlp, classification,
-    force_area, occurred_at, payload"""
+    force_area, occurred_at, payload, legal_basis"""
 
 
 def _gaps(value: object) -> tuple[tuple[int, int], ...]:

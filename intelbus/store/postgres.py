@@ -62,7 +62,8 @@ CREATE TABLE records (
     created_at      timestamptz NOT NULL,
     appended_at     timestamptz NOT NULL,
     status          text NOT NULL
-        CHECK (status IN ('live', 'retracted', 'withheld', 'quarantined', 'withdrawn')),
+        CHECK (status IN ('live', 'retracted', 'withheld', 'quarantined', 'withdrawn', 'erased',
+                          'pruned')),
     version         integer NOT NULL,
     content_version integer NOT NULL,
     policy_hash     text NOT NULL,
@@ -79,7 +80,10 @@ CREATE TABLE records (
     updated_at      timestamptz NOT NULL,
     -- record_id first: the judge's snapshot looks records up by id, whoever produced them.
     PRIMARY KEY (record_id, producer_id),
-    CHECK ((payload IS NULL) = (action IN ('withhold', 'quarantine')))
+    -- A tombstone (erased, pruned) holds no payload whatever its last decision was.
+    CONSTRAINT records_check CHECK (status IN ('erased', 'pruned')
+        OR (payload IS NULL) = (action IN ('withhold', 'quarantine'))),
+    CONSTRAINT records_tombstone_check CHECK (status NOT IN ('erased', 'pruned') OR payload IS NULL)
 );
 CREATE INDEX records_event_at ON records (event_at);
 CREATE INDEX records_position ON records (topic, kafka_partition, kafka_offset);
@@ -89,7 +93,8 @@ CREATE TABLE record_versions (
     producer_id      text COLLATE "C" NOT NULL,
     record_id        text COLLATE "C" NOT NULL,
     version          integer NOT NULL,
-    change           text NOT NULL CHECK (change IN ('original', 'correction', 'retraction')),
+    change           text NOT NULL
+        CHECK (change IN ('original', 'correction', 'retraction', 'erasure')),
     source_record_id text COLLATE "C" NOT NULL,
     key_id           bytea,
     sequence         bigint,
@@ -102,7 +107,7 @@ CREATE TABLE record_versions (
     amended_at       timestamptz,
     reason           text NOT NULL,
     outcome          text NOT NULL
-        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract')),
+        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract', 'erase')),
     rule_id          text NOT NULL,
     policy_hash      text NOT NULL,
     redacted_fields  jsonb NOT NULL,
@@ -113,6 +118,7 @@ CREATE TABLE record_versions (
     payload          jsonb,
     withdrawn        boolean NOT NULL DEFAULT false,
     recorded_at      timestamptz NOT NULL,
+    legal_basis      text NOT NULL DEFAULT '',
     PRIMARY KEY (producer_id, record_id, version),
     FOREIGN KEY (producer_id, record_id) REFERENCES records (producer_id, record_id)
 );
@@ -122,7 +128,7 @@ CREATE TABLE amendments (
     arrival             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     producer_id         text COLLATE "C" NOT NULL,
     amendment_record_id text COLLATE "C" NOT NULL,
-    kind                text NOT NULL CHECK (kind IN ('correction', 'retraction')),
+    kind                text NOT NULL CHECK (kind IN ('correction', 'retraction', 'erasure')),
     target_record_id    text COLLATE "C",
     status              text NOT NULL CHECK (status IN
         ('pending', 'applied', 'unreadable', 'refused', 'withdrawn')),
@@ -148,6 +154,7 @@ CREATE TABLE amendments (
     payload             jsonb,
     received_at         timestamptz NOT NULL,
     applied_at          timestamptz,
+    legal_basis         text NOT NULL DEFAULT '',
     UNIQUE (producer_id, amendment_record_id)
 );
 CREATE INDEX amendments_by_id ON amendments (amendment_record_id);
@@ -192,6 +199,46 @@ CREATE TABLE rejudged (
     applied_at timestamptz NOT NULL,
     PRIMARY KEY (key_id, since)
 );
+"""
+
+# Version 4 (issue 16) added tombstones: what stays of a record erased or pruned past retention.
+_TOMBSTONES = """
+CREATE TABLE tombstones (
+    producer_id       text COLLATE "C" NOT NULL,
+    record_id         text COLLATE "C" NOT NULL,
+    reason            text NOT NULL CHECK (reason IN ('erasure', 'retention')),
+    rule_id           text NOT NULL,
+    legal_basis       text NOT NULL,
+    erasure_record_id text COLLATE "C",
+    note              text NOT NULL,
+    effective_at      timestamptz NOT NULL,
+    tombstoned_at     timestamptz NOT NULL,
+    PRIMARY KEY (producer_id, record_id),
+    FOREIGN KEY (producer_id, record_id) REFERENCES records (producer_id, record_id)
+);
+CREATE INDEX tombstones_at ON tombstones (tombstoned_at);
+"""
+
+# Schema 3 to 4: the checks that widen (PostgreSQL's default names for the checks of schema 3),
+# and the legal basis an erasure states.
+_V3_TO_V4 = """
+ALTER TABLE records DROP CONSTRAINT records_status_check, DROP CONSTRAINT records_check,
+    ADD CONSTRAINT records_status_check CHECK (status IN ('live', 'retracted', 'withheld',
+        'quarantined', 'withdrawn', 'erased', 'pruned')),
+    ADD CONSTRAINT records_check CHECK (status IN ('erased', 'pruned')
+        OR (payload IS NULL) = (action IN ('withhold', 'quarantine'))),
+    ADD CONSTRAINT records_tombstone_check CHECK (status NOT IN ('erased', 'pruned') OR payload IS NULL);
+ALTER TABLE record_versions DROP CONSTRAINT record_versions_change_check,
+    DROP CONSTRAINT record_versions_outcome_check,
+    ADD CONSTRAINT record_versions_change_check
+        CHECK (change IN ('original', 'correction', 'retraction', 'erasure')),
+    ADD CONSTRAINT record_versions_outcome_check
+        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract', 'erase')),
+    ADD COLUMN legal_basis text NOT NULL DEFAULT '';
+ALTER TABLE amendments DROP CONSTRAINT amendments_kind_check,
+    ADD CONSTRAINT amendments_kind_check
+        CHECK (kind IN ('correction', 'retraction', 'erasure')),
+    ADD COLUMN legal_basis text NOT NULL DEFAULT '';
 """
 
 _OFFSETS = """
@@ -266,9 +313,13 @@ SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
                 )
             if version < SCHEMA_VERSION:
                 if version == 0:
-                    _run(cur, _CORE + _OFFSETS + _FEEDS)
+                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES)
                 elif version in (1, 2):
                     self._upgrade(cur, version)
+                    _run(cur, _TOMBSTONES)
+                elif version == 3:
+                    _run(cur, _V3_TO_V4 + _TOMBSTONES)
+                    log.info("store.migrated", from_version=3, to_version=SCHEMA_VERSION)
                 else:
                     raise StoreError(
                         f"store schema version {version} is not one this intelbus made"

@@ -55,7 +55,8 @@ CREATE TABLE records (
     created_at      TEXT NOT NULL,
     appended_at     TEXT NOT NULL,
     status          TEXT NOT NULL
-        CHECK (status IN ('live', 'retracted', 'withheld', 'quarantined', 'withdrawn')),
+        CHECK (status IN ('live', 'retracted', 'withheld', 'quarantined', 'withdrawn', 'erased',
+                          'pruned')),
     version         INTEGER NOT NULL,
     content_version INTEGER NOT NULL,
     policy_hash     TEXT NOT NULL,
@@ -73,7 +74,9 @@ CREATE TABLE records (
     updated_at      TEXT NOT NULL,
     -- record_id first: the judge's snapshot looks records up by id, whoever produced them.
     PRIMARY KEY (record_id, producer_id),
-    CHECK ((payload IS NULL) = (action IN ('withhold', 'quarantine')))
+    -- A tombstone (erased, pruned) holds no payload whatever its last decision was.
+    CHECK (status IN ('erased', 'pruned') OR (payload IS NULL) = (action IN ('withhold', 'quarantine'))),
+    CHECK (status NOT IN ('erased', 'pruned') OR payload IS NULL)
 );
 CREATE INDEX records_event_at ON records (event_at);
 CREATE INDEX records_position ON records (topic, kafka_partition, kafka_offset);
@@ -83,7 +86,8 @@ CREATE TABLE record_versions (
     producer_id      TEXT NOT NULL,
     record_id        TEXT NOT NULL,
     version          INTEGER NOT NULL,
-    change           TEXT NOT NULL CHECK (change IN ('original', 'correction', 'retraction')),
+    change           TEXT NOT NULL
+        CHECK (change IN ('original', 'correction', 'retraction', 'erasure')),
     source_record_id TEXT NOT NULL,
     key_id           BLOB,
     sequence         INTEGER,
@@ -96,7 +100,7 @@ CREATE TABLE record_versions (
     amended_at       TEXT,
     reason           TEXT NOT NULL,
     outcome          TEXT NOT NULL
-        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract')),
+        CHECK (outcome IN ('store', 'redact', 'withhold', 'quarantine', 'retract', 'erase')),
     rule_id          TEXT NOT NULL,
     policy_hash      TEXT NOT NULL,
     redacted_fields  TEXT NOT NULL,
@@ -107,6 +111,7 @@ CREATE TABLE record_versions (
     payload          TEXT,
     withdrawn        INTEGER NOT NULL DEFAULT 0,
     recorded_at      TEXT NOT NULL,
+    legal_basis      TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (producer_id, record_id, version),
     FOREIGN KEY (producer_id, record_id) REFERENCES records (producer_id, record_id)
 );
@@ -116,7 +121,7 @@ CREATE TABLE amendments (
     arrival             INTEGER PRIMARY KEY AUTOINCREMENT,
     producer_id         TEXT NOT NULL,
     amendment_record_id TEXT NOT NULL,
-    kind                TEXT NOT NULL CHECK (kind IN ('correction', 'retraction')),
+    kind                TEXT NOT NULL CHECK (kind IN ('correction', 'retraction', 'erasure')),
     target_record_id    TEXT,
     status              TEXT NOT NULL CHECK (status IN
         ('pending', 'applied', 'unreadable', 'refused', 'withdrawn')),
@@ -142,6 +147,7 @@ CREATE TABLE amendments (
     payload             TEXT,
     received_at         TEXT NOT NULL,
     applied_at          TEXT,
+    legal_basis         TEXT NOT NULL DEFAULT '',
     UNIQUE (producer_id, amendment_record_id)
 );
 CREATE INDEX amendments_by_id ON amendments (amendment_record_id);
@@ -210,6 +216,41 @@ CREATE TABLE feeds (
 """
 
 
+# Version 4 (issue 16) added tombstones: what stays of a record erased or pruned past retention.
+_TOMBSTONES = """
+CREATE TABLE tombstones (
+    producer_id       TEXT NOT NULL,
+    record_id         TEXT NOT NULL,
+    reason            TEXT NOT NULL CHECK (reason IN ('erasure', 'retention')),
+    rule_id           TEXT NOT NULL,
+    legal_basis       TEXT NOT NULL,
+    erasure_record_id TEXT,
+    note              TEXT NOT NULL,
+    effective_at      TEXT NOT NULL,
+    tombstoned_at     TEXT NOT NULL,
+    PRIMARY KEY (producer_id, record_id),
+    FOREIGN KEY (producer_id, record_id) REFERENCES records (producer_id, record_id)
+);
+CREATE INDEX tombstones_at ON tombstones (tombstoned_at);
+"""
+
+#: The tables whose constraints version 4 widened (status erased/pruned, change erasure, kind
+#: erasure); SQLite cannot alter a CHECK, so an upgrade from 3 rebuilds them, parents first.
+_REBUILT = ("records", "record_versions", "amendments")
+
+
+def _statements_for(script: str, tables: tuple[str, ...]) -> str:
+    """The statements of ``script`` that create ``tables`` or their indexes."""
+    wanted = []
+    for statement in script.split(";"):
+        words = statement.split()
+        if ("TABLE" in words and words[words.index("TABLE") + 1] in tables) or (
+            "ON" in words and words[words.index("ON") + 1] in tables
+        ):
+            wanted.append(statement)
+    return ";".join(wanted) + ";"
+
+
 def _private_store_file(path: Path) -> None:
     """Create the store file 0600 (SQLite would use the umask's mode), or check an existing one.
 
@@ -245,6 +286,8 @@ _PRAGMAS = (
     "PRAGMA synchronous=FULL",
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA foreign_keys=ON",
+    # Erased and pruned contents must not stay readable in freed pages of the file (issue 16).
+    "PRAGMA secure_delete=ON",
 )
 
 
@@ -276,7 +319,7 @@ def settings(conn: sqlite3.Connection) -> dict[str, object]:
     """The durability settings of a live connection (for tests and ``intelbus store`` diagnostics)."""
     return {
         name: conn.execute(f"PRAGMA {name}").fetchone()[0]
-        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "secure_delete")
     }
 
 
@@ -332,9 +375,12 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
                 )
             if version < SCHEMA_VERSION:
                 if version == 0:
-                    _run(cur, _CORE + _OFFSETS + _FEEDS)
+                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES)
+                elif version == 3:
+                    self._upgrade_v3(cur)
                 else:
                     self._upgrade(cur, version)
+                    _run(cur, _TOMBSTONES)
                 cur.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -361,6 +407,35 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
         for table in ("record_history", "amendments", "withheld", "quarantine", "chain", "records"):
             cur.execute(f"DROP TABLE {table}_v2")
         log.info("store.migrated", from_version=version, to_version=SCHEMA_VERSION, **counts)
+
+    def _upgrade_v3(self, cur: sqlite3.Cursor) -> None:
+        """Schema 3 to 4, inside the opening transaction: the three tables whose checks widened
+        are rebuilt under their new definitions with every row, and the tombstones table added.
+
+        Renaming a table keeps its indexes' names (which the new tables need) and makes the
+        foreign keys of its children follow it, so indexes go first and children are copied and
+        dropped before their parents.
+        """
+        for table in _REBUILT:
+            for (index,) in cur.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL",
+                (table,),
+            ).fetchall():
+                cur.execute(f'DROP INDEX "{index}"')
+            cur.execute(f"ALTER TABLE {table} RENAME TO {table}_v3")
+        _run(cur, _statements_for(_CORE, _REBUILT))
+        counts: dict[str, int] = {}
+        for table in _REBUILT:
+            columns = ", ".join(
+                str(r[1]) for r in cur.execute(f"PRAGMA table_info({table}_v3)").fetchall()
+            )
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_v3")
+            counts[table] = int(cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        for table in reversed(_REBUILT):
+            cur.execute(f"DROP TABLE {table}_v3")
+        _run(cur, _TOMBSTONES)
+        log.info("store.migrated", from_version=3, to_version=SCHEMA_VERSION, **counts)
 
     def connection_settings(self) -> dict[str, object]:
         """The durability settings of this store's connection."""

@@ -19,14 +19,17 @@ refusal is a typed :class:`~intelbus.errors.RecordError` with its stable reason 
    producer's use of an id never touches this producer's record.
 5. **Contents** (when read): the decoded schema matches the signed kind, the payload carries the
    signed record id, an amendment's payload names the target its header names.
-6. **Amendments**: a correction or retraction amends its own producer's record with that id. A
-   target only another producer holds is ``foreign_target``; a correction may not change its
-   record's kind or family (``kind_changed``); a target not held yet waits (pending) and is
-   applied when it arrives.
+6. **Amendments**: a correction, retraction or erasure amends its own producer's record with that
+   id. A target only another producer holds is ``foreign_target``; a target that is one of the
+   producer's own amendments is ``target_not_content``; a correction may not change its record's
+   kind or family (``kind_changed``); a target not held yet waits (pending) and is applied when it
+   arrives. An erasure (issue 16) must name its target in its signed header (format 2), so every
+   agency holding the target applies it, addressed or not; it ends the record's contents for good:
+   a correction that comes after it is kept as a version without contents.
 7. **Policy** (consumers only): every version of a record (the original, and each correction's
    replacement) is judged exactly as a new record would be: stored, redacted, withheld or
-   quarantined, with its own labels. A retraction only removes information, so it always
-   applies, whatever its grading.
+   quarantined, with its own labels. A retraction or an erasure only removes information, so it
+   always applies, whatever its grading.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from intelbus.errors import (
     RecordError,
     RecordIdReused,
     SchemaViolation,
+    TargetNotContent,
     UnhandledValue,
 )
 from intelbus.kinds import FAMILY_CONTENT, Family, RecordKind, family_of_topic, kind_belongs_on
@@ -65,7 +69,7 @@ from intelbus.policy.decide import decide
 from intelbus.policy.facts import RecordFacts
 from intelbus.policy.redact import redact
 from intelbus.policy.rules import Action, SharingPolicy
-from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighting
+from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retraction, Sighting
 from intelbus.trust.model import (
     AUDIT_RULE,
     NOT_ADDRESSED_RULE,
@@ -107,9 +111,18 @@ _MODEL_OF_KIND: dict[RecordKind, type[Content]] = {
     RecordKind.INCIDENT: Incident,
     RecordKind.CORRECTION: Correction,
     RecordKind.RETRACTION: Retraction,
+    RecordKind.ERASURE: Erasure,
     RecordKind.HEARTBEAT: Heartbeat,
 }
 _KIND_OF_MODEL: dict[type[Content], RecordKind] = {m: k for k, m in _MODEL_OF_KIND.items()}
+_CHANGE_OF_KIND: dict[RecordKind, Change] = {
+    RecordKind.CORRECTION: Change.CORRECTION,
+    RecordKind.RETRACTION: Change.RETRACTION,
+    RecordKind.ERASURE: Change.ERASURE,
+}
+#: The rule id of an erasure's version, and of a correction that came after a tombstone.
+ERASURE_RULE = "erasure"
+TOMBSTONE_RULE = "tombstone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +287,10 @@ class Judge:
             # addressed): an amendment that hides it, or another record that names one, is refused.
             what = "names no target" if h.kind.is_amendment else "names a target"
             refusal = BindingMismatch(f"record {rid}: a {h.kind.label} that {what}")
+        elif h.kind is RecordKind.ERASURE and h.format_version < 2:
+            # Every holder of the target must see which record an erasure erases, addressed or
+            # not; a format 1 header cannot say, and erasures are younger than format 2.
+            refusal = BindingMismatch(f"record {rid}: an erasure must name its target (format 2)")
         if refusal is not None:
             self._quarantine(p, refusal, True, rid, producer)
             return Verdict(p.position, refusal, None, True, rid, producer, h.sequence)
@@ -451,10 +468,14 @@ class Judge:
     def _source(self, p: Prepared, v: VerifiedRecord, content: Content | None) -> VersionSource:
         reason = ""
         amended_at = None
+        legal_basis = ""
         if isinstance(content, Correction):
             reason, amended_at = content.reason, content.corrected_at
         elif isinstance(content, Retraction):
             reason, amended_at = content.reason, content.retracted_at
+        elif isinstance(content, Erasure):
+            reason, amended_at = content.reason, content.erased_at
+            legal_basis = content.legal_basis
         pos = p.position
         return VersionSource(
             record_id=str(v.record_id),
@@ -471,6 +492,7 @@ class Judge:
             appended_at=pos.appended_at or self.reader.clock(),
             reason=reason,
             amended_at=amended_at,
+            legal_basis=legal_basis,
         )
 
     def _new_record(
@@ -542,6 +564,10 @@ class Judge:
                 f"correction {rid} on {source.topic} replaces its record with a "
                 f"{replacement_kind.label}"
             )
+        if (producer, target_id) in self._amendments:
+            raise TargetNotContent(
+                f"{kind.label} {rid} by {producer} names its own amendment {target_id} as target"
+            )
         target = self._records.get((producer, target_id))
         if target is None:
             others = self._holders.get(target_id, set()) - {producer}
@@ -576,7 +602,7 @@ class Judge:
                 f"correction {rid}: the corrected record is quarantined by policy rule "
                 f"{decision.rule_id}"
             )
-        return Effect.AMENDED, None
+        return (Effect.ERASED if kind is RecordKind.ERASURE else Effect.AMENDED), None
 
     def _register_amendment(
         self, producer: str, rid: str, source: VersionSource, status: AmendmentStatus
@@ -622,11 +648,19 @@ class Judge:
         source: VersionSource,
         decision: VersionDecision,
     ) -> HeldRecord:
-        change = Change.RETRACTION if kind is RecordKind.RETRACTION else Change.CORRECTION
+        change = _CHANGE_OF_KIND[kind]
+        if target.status.tombstone and change is Change.CORRECTION:
+            # The record was erased or pruned: a later correction is kept as evidence that it
+            # came, never with contents (erasure is final, and so is retention).
+            decision = VersionDecision(Outcome.WITHHOLD, TOMBSTONE_RULE, decision.policy_hash)
         self._new_versions.append(
             NewVersion(target.producer_id, target.record_id, change, source, decision)
         )
-        if target.status is RecordStatus.RETRACTED or decision.outcome is Outcome.RETRACT:
+        if decision.outcome is Outcome.ERASE:
+            status = RecordStatus.ERASED
+        elif target.status.tombstone:
+            status = target.status
+        elif target.status is RecordStatus.RETRACTED or decision.outcome is Outcome.RETRACT:
             status = RecordStatus.RETRACTED
         else:
             status = STATUS_OF_OUTCOME[decision.outcome]
@@ -664,6 +698,9 @@ class Judge:
         if kind is RecordKind.RETRACTION:
             # A retraction only removes information: it applies whatever its grading says.
             return VersionDecision(Outcome.RETRACT, "retraction", policy_hash)
+        if kind is RecordKind.ERASURE:
+            # So does an erasure, addressed to this agency or not (its target is in the header).
+            return VersionDecision(Outcome.ERASE, ERASURE_RULE, policy_hash)
         replacement = content.replacement if isinstance(content, Correction) else None
         return self._decide(replacement, addressed=addressed and replacement is not None)
 
@@ -714,6 +751,8 @@ def _signed_times(v: VerifiedRecord, content: Content | None) -> list[tuple[str,
         times.append(("correction time", content.corrected_at))
     elif isinstance(content, Retraction):
         times.append(("retraction time", content.retracted_at))
+    elif isinstance(content, Erasure):
+        times.append(("erasure time", content.erased_at))
     elif isinstance(content, Heartbeat):
         times.append(("sending time", content.sent_at))
     if isinstance(record, Sighting):
@@ -735,6 +774,8 @@ def _payload_target(content: Content | None) -> str | None:
         return content.corrects_record_id
     if isinstance(content, Retraction):
         return content.retracts_record_id
+    if isinstance(content, Erasure):
+        return content.erases_record_id
     return None
 
 

@@ -18,9 +18,9 @@ from intelbus.chain import ChainState, StreamKey
 from intelbus.envelope.verify import VerifiedRecord
 from intelbus.errors import ReasonCode, RecordError
 from intelbus.kinds import RecordKind
-from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighting
+from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retraction, Sighting
 
-Content = Sighting | Incident | Correction | Retraction | Heartbeat
+Content = Sighting | Incident | Correction | Retraction | Erasure | Heartbeat
 
 #: The rule id of a version this agency could not read: not addressed to it.
 NOT_ADDRESSED_RULE = "not-addressed"
@@ -75,6 +75,13 @@ class RecordStatus(enum.StrEnum):
     WITHHELD = "withheld"  # the current version is not for this agency: no content held
     QUARANTINED = "quarantined"  # the current version is quarantined by this agency's policy
     WITHDRAWN = "withdrawn"  # every content version was signed by a key compromised since
+    ERASED = "erased"  # erased by its producer: payload and history gone, a tombstone kept
+    PRUNED = "pruned"  # past this agency's retention: payload and history gone, a tombstone kept
+
+    @property
+    def tombstone(self) -> bool:
+        """Nothing of the record's contents is held any more, for good."""
+        return self in (RecordStatus.ERASED, RecordStatus.PRUNED)
 
 
 class AmendmentStatus(enum.StrEnum):
@@ -128,6 +135,7 @@ class Outcome(enum.StrEnum):
     WITHHOLD = "withhold"
     QUARANTINE = "quarantine"
     RETRACT = "retract"
+    ERASE = "erase"
 
 
 #: The status a version's outcome gives its record when that version is current.
@@ -138,6 +146,7 @@ STATUS_OF_OUTCOME: Mapping[Outcome, RecordStatus] = MappingProxyType(
         Outcome.WITHHOLD: RecordStatus.WITHHELD,
         Outcome.QUARANTINE: RecordStatus.QUARANTINED,
         Outcome.RETRACT: RecordStatus.RETRACTED,
+        Outcome.ERASE: RecordStatus.ERASED,
     }
 )
 
@@ -168,7 +177,7 @@ class PendingAmendment:
     producer_id: str
     record_id: str
     target_record_id: str
-    kind: RecordKind  # CORRECTION or RETRACTION
+    kind: RecordKind  # CORRECTION, RETRACTION or ERASURE
     replacement_kind: RecordKind | None  # a readable correction's kind; None if unreadable
     topic: str
     decision: VersionDecision
@@ -189,7 +198,10 @@ class VersionSource:
     created_at: datetime
     appended_at: datetime
     reason: str = ""  # an amendment's stated reason (free text from the producer)
-    amended_at: datetime | None = None  # an amendment's signed corrected_at / retracted_at
+    amended_at: datetime | None = (
+        None  # an amendment's signed corrected_at / retracted_at / erased_at
+    )
+    legal_basis: str = ""  # an erasure's stated legal basis
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +234,7 @@ class Effect(enum.StrEnum):
     WITHHELD = "withheld"  # a new record withheld by policy: a receipt only
     NOT_ADDRESSED = "not_addressed"  # a new record for other agencies: a receipt only
     AMENDED = "amended"  # a correction or retraction applied (or registered pending)
+    ERASED = "erased"  # an erasure applied (or registered pending): the target's payload goes
     HEARTBEAT = "heartbeat"
     REGISTERED = "registered"  # an auditor's ledger entry
 
@@ -267,6 +280,7 @@ class Change(enum.StrEnum):
     ORIGINAL = "original"
     CORRECTION = "correction"
     RETRACTION = "retraction"
+    ERASURE = "erasure"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,18 @@ Rules: the newest content version that is not withdrawn is current (its payload,
 was withheld or quarantined, and its labels); a retraction that is not withdrawn makes the record
 retracted for good (a later correction does not bring it back); a record whose every content
 version was withdrawn is itself withdrawn, keeping its newest content as evidence.
+
+An erasure (issue 16) ends the record's contents for good: its status is erased whatever came
+before or after, even if the erasure itself is later withdrawn (a key found compromised): the
+store deleted the payloads when the erasure applied, and a fold cannot bring deleted data back.
+Restoring after a forged erasure means replaying the record from the topic into a new store
+(docs/data-protection.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from intelbus.trust.model import STATUS_OF_OUTCOME, Change, RecordStatus, VersionDecision
 
@@ -52,11 +58,15 @@ def fold(versions: Iterable[VersionRow]) -> Current:
     if not rows:
         raise ValueError("a record has at least its original version")
     latest = rows[-1].version
-    content = [r for r in rows if r.change is not Change.RETRACTION]
+    content = [r for r in rows if r.change not in (Change.RETRACTION, Change.ERASURE)]
     if not content:
         raise ValueError("a record's versions hold no original")
     standing = [r for r in content if not r.withdrawn]
     retracted = any(r.change is Change.RETRACTION and not r.withdrawn for r in rows)
+    if any(r.change is Change.ERASURE for r in rows):
+        # Whatever a version row still says, an erased record holds no payload.
+        gone = replace(content[-1].decision, payload=None, redacted_fields=())
+        return Current(RecordStatus.ERASED, latest, gone, content[-1].version)
     if not standing:
         evidence = content[-1]
         return Current(RecordStatus.WITHDRAWN, latest, evidence.decision, evidence.version)

@@ -1,4 +1,4 @@
-"""The consumer store (schema 3): one behaviour, verified by the same tests on SQLite and PostgreSQL.
+"""The consumer store (schema 4): one behaviour, verified by the same tests on SQLite and PostgreSQL.
 
 Every test taking ``store_url`` (or ``store``) runs twice (``[sqlite]`` and ``[postgres]``), each
 time on a fresh, empty store. No Kafka here: these tests exercise the store alone, with batches
@@ -284,6 +284,8 @@ ZERO_SUMMARY = {
     "retracted": 0,
     "policy_quarantined": 0,
     "withdrawn": 0,
+    "erased": 0,
+    "pruned": 0,
     "amendments_pending": 0,
     "amendments_applied": 0,
     "amendments_unreadable": 0,
@@ -2062,13 +2064,13 @@ def _history(view: StoredRecordView) -> list[tuple[object, ...]]:
 def test_an_old_store_migrates_in_place_losing_nothing(
     store_url: str, legacy_store: LegacyStore
 ) -> None:
-    """Every row of a schema 1 or 2 store arrives in schema 3 as intelbus/store/migrate.py says;
+    """Every row of a schema 1 or 2 store arrives in schema 4 as intelbus/store/migrate.py says;
     reopening is a no-op; the migrated store works with the judge and the store as any other."""
     version = legacy_store.version()
     store = open_store(store_url)
     try:
-        assert store.meta("schema_version") == str(SCHEMA_VERSION) == "3"
-        assert legacy_store.version() == 3
+        assert store.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        assert legacy_store.version() == 4
 
         # A: versions from its history (original, correction, retraction); labels and
         # provenance kept; the signing key of old versions is unknown.
@@ -2318,6 +2320,6 @@ def test_a_failed_migration_leaves_the_old_store_exactly_as_it_was(
     else:
         monkeypatch.undo()
     with closing(open_store(store_url)) as store:
-        assert store.meta("schema_version") == "3"
+        assert store.meta("schema_version") == "4"
         assert store.summary()["amendments_applied"] == 5
-    assert legacy_store.version() == 3
+    assert legacy_store.version() == 4

@@ -31,6 +31,7 @@ EXPECTED = {
     "synchronous": SYNCHRONOUS_FULL,
     "busy_timeout": BUSY_TIMEOUT_MS,
     "foreign_keys": 1,
+    "secure_delete": 1,
 }
 
 
@@ -69,9 +70,9 @@ def test_schema_version_is_recorded_and_a_newer_one_refused(tmp_path: Path) -> N
     SqliteStore(path).close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-            "3",
+            "4",
         )
         conn.execute("PRAGMA user_version=99")
     finally:

@@ -1,0 +1,153 @@
+"""Data protection on the real broker (issue 16): erasure that propagates, and the audit after it.
+
+A demo-shaped federation on the session broker, with three forces whose policies keep every
+record, so each of the three stores holds the payload. CST publishes a sighting, each force
+consumes it; CST publishes a signed erasure, each force runs one consume cycle, and the payload
+is gone from all three stores, leaving tombstones. The inspectorate's replay of the topic is
+still clean and counts the erasure. An insider producer's erasure of CST's record is refused
+with ``foreign_target`` by every force and reported by the auditor at the same offset.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from intelbus.cli.main import app
+from intelbus.errors import ReasonCode
+from intelbus.federation import FORCES
+from intelbus.kinds import Family
+from intelbus.records import Sighting
+from intelbus.samples import erasure_of
+from intelbus.store import open_store
+from tests.federation import Federation, sighting_for
+
+pytestmark = pytest.mark.kafka
+runner = CliRunner()
+PERSONAL = "Sighted by Ruth Abrahams of 9 Cedar Road"
+
+
+def _keep_everything(fed: Federation) -> None:
+    for force, (_, areas) in FORCES.items():
+        (fed.root / f"{force}.policy.toml").write_text(
+            f'agency = "{force}"\nown_force_areas = {json.dumps(areas)}\n'
+            '[[rules]]\nid = "everything"\naction = "store"\n'
+        )
+
+
+def _personal() -> Sighting:
+    data = sighting_for("HERTFORDSHIRE", "GREEN").model_dump(mode="json")
+    data["description"] = f"Two men filming the gates. {PERSONAL}"
+    return Sighting.model_validate(data)
+
+
+def _audit(fed: Federation, report: Path) -> tuple[int, dict[str, object], str]:
+    result = runner.invoke(
+        app,
+        [
+            "audit",
+            "replay",
+            "--topic",
+            f"{fed.prefix}.sightings",
+            "--directory",
+            str(fed.root / "directory"),
+            "--bootstrap-server",
+            fed.bootstrap,
+            "--report",
+            str(report),
+        ],
+    )
+    return result.exit_code, json.loads(report.read_text()), result.output
+
+
+@pytest.fixture
+def fed(tmp_path: Path, bootstrap: str) -> Federation:
+    federation = Federation(tmp_path, bootstrap, "sqlite")
+    _keep_everything(federation)
+    return federation
+
+
+def test_an_erasure_by_cst_empties_three_forces_stores_and_the_audit_stays_clean(
+    fed: Federation, tmp_path: Path
+) -> None:
+    record = _personal()
+    other = sighting_for("HERTFORDSHIRE", "GREEN")
+    fed.publish([record, other])
+    for force in FORCES:
+        stats = fed.consume(force)
+        assert stats.stored == 2, force
+        with open_store(fed.stores[force]) as store:
+            view = store.get(record.record_id, "cst")
+            assert view is not None
+            assert PERSONAL in json.dumps(view.payload)
+
+    erasure = erasure_of(record, at=datetime.now(UTC))
+    fed.publish([erasure])
+    for force in FORCES:
+        stats = fed.consume(force)  # one consume cycle each
+        assert stats.erased == 1, force
+        assert not stats.quarantined, force
+        with open_store(fed.stores[force]) as store:
+            view = store.get(record.record_id, "cst")
+            assert view is not None
+            assert (view.status, view.payload) == ("erased", None)
+            assert all(h.payload is None for h in view.history)
+            (tomb,) = store.tombstones()
+            assert (tomb.record_id, tomb.reason, tomb.erasure_record_id) == (
+                record.record_id,
+                "erasure",
+                erasure.record_id,
+            )
+            assert tomb.digest == view.digest
+            assert store.summary()["erased"] == 1
+            assert record.record_id not in {v.record_id for v in store.iter_records()}
+            still = store.get(other.record_id, "cst")
+            assert still is not None
+            assert still.status == "live"
+        assert b"Ruth Abrahams" not in Path(fed.stores[force]).read_bytes()
+
+    code, report, output = _audit(fed, tmp_path / "audit.json")
+    assert code == 0, output
+    summary = report["summary"]
+    assert isinstance(summary, dict)
+    assert summary["verdict"] == "clean"
+    assert summary["erasures"] == 1
+    assert summary["records"] == 3
+    assert "1 erasure record(s)" in output
+
+    # An insider producer erases CST's other record: refused by every force, found by the audit.
+    fed.add_producer("rogue")
+    forged = erasure_of(other, at=datetime.now(UTC), seed=77)
+    fed.publish_as("rogue", [forged], family=Family.SIGHTINGS)
+    for force in FORCES:
+        stats = fed.consume(force)
+        assert stats.quarantined == {ReasonCode.FOREIGN_TARGET.value: 1}, force
+        with open_store(fed.stores[force]) as store:
+            view = store.get(other.record_id, "cst")
+            assert view is not None
+            assert view.status == "live"
+            assert view.payload is not None
+            (row,) = store.quarantine_entries()
+            assert (row.reason, row.record_id, row.producer_id) == (
+                "foreign_target",
+                forged.record_id,
+                "rogue",
+            )
+    code, report, output = _audit(fed, tmp_path / "audit2.json")
+    assert code == 1, output
+    summary = report["summary"]
+    assert isinstance(summary, dict)
+    assert summary["erasures"] == 1
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    assert [f["reason"] for f in findings] == ["foreign_target"]
+
+    # CST's genuine feed still flows to every force afterwards.
+    fresh = sighting_for("HERTFORDSHIRE", "GREEN")
+    fed.publish([fresh])
+    for force in FORCES:
+        assert fed.consume(force).stored == 1, force
