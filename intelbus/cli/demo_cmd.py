@@ -69,10 +69,32 @@ met-police = ["*"]
 herts-police = ["no-onward-disclosure"]
 """
 
+# The Met and Herts set their own retention; GMP's policy has no [retention] section, so it keeps
+# payloads for the defaults (intelbus.policy.retention.DEFAULT_RETENTION).
 POLICIES = {
     "met-police": """agency = "met-police"
 own_force_areas = ["METROPOLITAN", "CITY_OF_LONDON"]
 accepted_conditions = ["no-onward-disclosure"]
+[retention]
+keep_days = 365
+review_days = 183
+from = "event"
+[[retention.rules]]
+id = "red-short"
+tlp = ["RED"]
+keep_days = 180
+review_days = 90
+[[retention.rules]]
+id = "own-area-incidents"
+kinds = ["incident"]
+force_area = "own"
+keep_days = 2190
+review_days = 365
+[[retention.rules]]
+id = "incidents-elsewhere"
+kinds = ["incident"]
+keep_days = 730
+review_days = 365
 [[rules]]
 id = "own-area"
 force_area = "own"
@@ -86,6 +108,19 @@ redact = ["victim_details", "reporter_ref"]
     "herts-police": """agency = "herts-police"
 own_force_areas = ["HERTFORDSHIRE"]
 accepted_conditions = ["no-onward-disclosure"]
+[retention]
+keep_days = 365
+review_days = 183
+[[retention.rules]]
+id = "conditional-short"
+handling_code = "C"
+keep_days = 365
+review_days = 90
+[[retention.rules]]
+id = "incidents"
+kinds = ["incident"]
+keep_days = 2190
+review_days = 365
 [[rules]]
 id = "suspected-false"
 assessment = ["E"]

@@ -54,6 +54,11 @@ cannot be classified is not shared. A policy with no rules withholds everything.
 A handling-code-C record whose conditions this agency has not accepted is never stored, whatever
 the rules say: that check runs before the rules (``decide.decide``).
 
+**Retention.** An optional ``[retention]`` section says how long stored payloads are kept and
+when a person must review them (:mod:`intelbus.policy.retention`, which documents it and its
+defaults). A policy without one hashes exactly as before the section existed; with one, the
+section is part of the policy hash.
+
 Every refusal above is a :class:`~intelbus.errors.ConfigError` at load time, naming the rule, the
 field and why, never a rule that silently does nothing.
 """
@@ -72,6 +77,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from intelbus.errors import ConfigError
 from intelbus.policy.facts import CLASSIFICATION_ORDER, Classification, RecordFacts, Tlp
+from intelbus.policy.retention import DEFAULT_RETENTION_POLICY, RetentionPolicy, RetentionSpec
 from intelbus.records import KIND_TYPES
 from intelbus.tomlfile import read_toml
 
@@ -207,6 +213,9 @@ class PolicySpec(BaseModel):
     own_force_areas: tuple[str, ...] = ()
     accepted_conditions: tuple[str, ...] = ()
     rules: tuple[RuleSpec, ...] = ()
+    # Optional: how long stored payloads are kept (policy.retention). Absent, the defaults apply
+    # and the policy hash is what it was before retention existed.
+    retention: RetentionSpec | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PolicySpec:
@@ -234,6 +243,8 @@ class SharingPolicy:
     rules: tuple[Rule, ...]
     accepted_conditions: frozenset[str]
     policy_hash: str
+    # How long stored payloads are kept (the defaults when the file has no [retention] section).
+    retention: RetentionPolicy = DEFAULT_RETENTION_POLICY
 
     @classmethod
     def from_spec(cls, spec: PolicySpec) -> SharingPolicy:
@@ -253,9 +264,14 @@ class SharingPolicy:
             )
             for r in spec.rules
         )
-        canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = spec.model_dump(mode="json", by_alias=True)
+        if spec.retention is None:
+            # A policy without [retention] hashes exactly as before the section existed.
+            del dumped["retention"]
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()
-        return cls(spec.agency, rules, frozenset(spec.accepted_conditions), digest)
+        retention = RetentionPolicy.from_spec(spec.retention, own)
+        return cls(spec.agency, rules, frozenset(spec.accepted_conditions), digest, retention)
 
     @classmethod
     def load(cls, path: Path) -> SharingPolicy:
