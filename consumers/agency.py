@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from consumers import retention
 from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
 from consumers.pipeline import AgencyPipeline, RawRecord
@@ -215,6 +216,7 @@ class AgencyConsumer:
         policy_watch: PolicyWatch | None = None,
         directory_every_s: float = DIRECTORY_EVERY_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        prune_every_s: float = 0.0,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -231,6 +233,8 @@ class AgencyConsumer:
         self.stats = Stats()
         self.stop_event = threading.Event()
         self._next_directory = 0.0
+        self.prune_every_s = prune_every_s  # 0: never (tests; `intelbus store prune` instead)
+        self._next_prune = 0.0
         self._expiring_logged = False
         self._untimed_warned = False
 
@@ -246,6 +250,14 @@ class AgencyConsumer:
                 positions[(topic, partition)] = offset
         log.info("partitions.assigned", count=len(partitions), group=self.group_id)
         return positions
+
+    def maybe_prune(self) -> int:
+        """Prune payloads past the policy's retention when the schedule says so (issue 16);
+        returns how many were pruned now. Between batches only, as the store's one writer."""
+        if self.prune_every_s <= 0 or time.monotonic() < self._next_prune:
+            return 0
+        self._next_prune = time.monotonic() + self.prune_every_s
+        return retention.prune(self.store, self.pipeline.policy, self.clock()).pruned
 
     # -- the directory --------------------------------------------------------------------------------
 
@@ -404,6 +416,7 @@ class AgencyConsumer:
                 # and under the policy the file now holds.
                 self.store.check_writer()
                 self.reload_policy()
+                self.maybe_prune()
                 messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
                 if len(messages) < self.batch_size and transport.has_assignment(consumer):
                     self.liveness.maybe_check(self.store)  # caught up: judge the feeds
@@ -560,4 +573,5 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
         batch_size=config.batch_size,
         follower=follower,
         policy_watch=policy_watch,
+        prune_every_s=config.prune_every_s,
     )

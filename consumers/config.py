@@ -55,6 +55,9 @@ class ConsumerConfig(BaseModel):
     tls: TlsConfig | None = None
     families: tuple[Family, ...] = (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    #: Seconds between the running consumer's retention prunes (issue 16); 0: never (then run
+    #: ``intelbus store prune`` from a scheduler).
+    prune_every_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600.0
 
     @classmethod
     def load(cls, path: Path) -> ConsumerConfig:

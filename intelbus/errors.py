@@ -77,6 +77,8 @@ class ReasonCode(enum.StrEnum):
     # Sequence numbers a producer's heartbeat vouched for and the reader does not hold (issue 20).
     RECORDS_MISSING = "records_missing"
     RECIPIENT_NOT_ENTITLED = "recipient_not_entitled"
+    # A force's store names a record (or a tombstone) the topic does not hold as it says (issue 16).
+    STORE_MISMATCH = "store_mismatch"
 
 
 class IntelbusError(Exception):

@@ -37,6 +37,7 @@ from consumers.audit.state import (
     OpenGap,
     PartitionSpan,
 )
+from consumers.audit.storecheck import StoreCheck
 from intelbus.chain import DEFAULT_MAX_GAP, StreamKey
 from intelbus.directory.model import DirectoryBody, Role
 from intelbus.directory.trust import DirectoryHistory
@@ -114,6 +115,8 @@ class AuditJudge:
             if Role.PRODUCER in a.roles
         )
         self._recipients_ok: dict[tuple[int, bool, tuple[tuple[str, bytes], ...]], str | None] = {}
+        #: A force's store held to this topic (issue 16), when the auditor was given one.
+        self.store_check: StoreCheck | None = None
         self._new_judge()
 
     def _new_judge(self) -> None:
@@ -224,6 +227,10 @@ class AuditJudge:
         h = rv.header
         s.authentic += 1
         s.digest.add_authentic(h.record_id.bytes, rv.digest)
+        if self.store_check is not None:
+            self.store_check.observe(
+                pos.partition, pos.offset, h.producer_id, str(h.record_id), rv.digest
+            )
         counts = s.producer(h.producer_id)
         counts.records += 1
         counts.authentic += 1
@@ -425,6 +432,23 @@ class AuditJudge:
         self.state.heartbeats[producer] = HeartbeatSeen(
             at_us, pos.partition, pos.offset, interval_ms
         )
+
+    def finish_store_check(self) -> int:
+        """After a whole replay: each store row the topic did not bear out is a finding.
+        Returns how many."""
+        if self.store_check is None:
+            return 0
+        mismatches = self.store_check.finish()
+        for m in mismatches:
+            r = m.row
+            self._find(
+                Position(self.state.topic, r.partition, r.offset, None),
+                ReasonCode.STORE_MISMATCH,
+                f"the store's {r.status} record {r.record_id} of {r.producer_id}: {m.why}",
+                record=(r.record_id, r.producer_id, None),
+                authentic=False,
+            )
+        return len(mismatches)
 
     def finish(self, as_of: datetime | None) -> None:
         """End of replay: ranges still missing, and producers whose heartbeats stopped."""

@@ -156,6 +156,7 @@ def summary(
     complete: bool,
     decrypting: bool,
     findings: Iterable[Mapping[str, Any]],
+    store: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's summary: deterministic for the same records (no times of the run).
 
@@ -200,6 +201,9 @@ def summary(
             "decrypted_and_decoded": state.decrypted,
         },
     }
+    if store is not None:
+        # A force's store checked against the topic (consumers/audit/storecheck.py).
+        out["store"] = dict(store)
     records = state.digest.hexdigest()
     out["digest"] = {
         "count": state.digest.count,
@@ -328,6 +332,13 @@ def render(console: Console, summary_obj: dict[str, Any], sample: list[Finding])
         f"audit of [bold]{s['topic']}[/] (environment {s['environment']}, directory "
         f"v{s['directory_version']}): {s['records']} records, {s['authentic']} authentic"
     )
+    if s.get("store"):
+        st = s["store"]
+        console.print(
+            f"store checked against the topic: {st['rows']} row(s), {st['matched']} matched, "
+            f"{st['mismatched']} mismatched; tombstones: {st['erased']} erased, "
+            f"{st['pruned']} pruned"
+        )
     if s.get("erasures"):
         console.print(
             f"{s['erasures']} erasure record(s): each erased its target at every agency holding "

@@ -41,6 +41,7 @@ from consumers.audit.report import render, verify_report
 from consumers.audit.run import AuditResult, StartAt, StartKind, audit
 from consumers.audit.source import KafkaSource
 from consumers.audit.vouched import vouched_heads
+from intelbus.cli.store_cmd import resolve_store
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, freshness
 from intelbus.directory.trust import DirectoryHistory
@@ -58,6 +59,8 @@ from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.serde.registry import SchemaRegistry
+from intelbus.store import open_store
+from intelbus.store.base import HeldPosition
 from intelbus.transport.topics import topic_beside
 from intelbus.trust.intake import Intake
 from intelbus.trust.model import FeedBeat
@@ -214,6 +217,13 @@ def replay(
         help="Audit a topic that is not LogAppendTime; records without a broker time whose key "
         "was ever revoked, retired or removed are then findings (no_broker_time).",
     ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="A force's store (SQLite path or postgresql:// URL) to hold to the topic: every "
+        "record and tombstone it keeps must be the record at that position (needs a replay from "
+        "the beginning, without a checkpoint).",
+    ),
     allow_expired_directory: bool = typer.Option(
         False,
         "--allow-expired-directory",
@@ -258,6 +268,7 @@ def replay(
                 directory_topic=directory_topic,
                 allow_create_time=allow_create_time,
                 allow_expired_directory=allow_expired_directory,
+                store=store,
             )
         except typer.Exit as e:
             worst = max(worst, int(e.exit_code or 0))
@@ -310,6 +321,7 @@ def _replay_one(
     directory_topic: str | None,
     allow_create_time: bool,
     allow_expired_directory: bool,
+    store: str | None = None,
 ) -> None:
     """Verify every record of a topic: signatures, keys, bindings, chains, skew, heartbeats."""
     _require_heartbeat_key(topic, key_file, heartbeat_interval)
@@ -337,6 +349,7 @@ def _replay_one(
         )
         # The heartbeats first: what they vouch for was appended before the replay's end.
         vouched = _vouched(bootstrap, topic, history, env, identity, start)
+        store_rows = _store_rows(store, topic) if store is not None else None
         source = KafkaSource(bootstrap, topic)
         _require_log_append_time(source, allow=allow_create_time)
     except (KafkaUnavailableError, DirectoryExpired, TopicMisconfigured) as e:
@@ -364,6 +377,7 @@ def _replay_one(
                 as_of=judged_at,
                 progress=progress,
                 vouched=vouched,
+                store_rows=store_rows,
             )
 
         result = _with_progress(run_audit, source.topic)
@@ -393,6 +407,19 @@ def _replay_one(
         console.print(f"report: {report}")
     if result.integrity_findings:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _store_rows(location: str, topic: str) -> list[HeldPosition]:
+    """A force's store's rows for ``topic``, read without taking its writer lock.
+
+    Raises:
+        IntelbusError: no store there, or it cannot be opened.
+    """
+    handle = open_store(resolve_store(location, None))
+    try:
+        return handle.positions(topic)
+    finally:
+        handle.close()
 
 
 def _vouched(

@@ -18,6 +18,7 @@ from intelbus.cli import (
     exits,
     kafka_cmd,
     publish_cmd,
+    retention_cmd,
     store_cmd,
     topics_cmd,
 )
@@ -41,6 +42,8 @@ app.command(name="demo")(demo_cmd.demo)
 app.add_typer(publish_cmd.app, name="publish")
 app.command(name="heartbeat")(publish_cmd.heartbeat)
 app.command(name="consume")(consume_cmd.consume)
+store_cmd.app.command(name="prune")(retention_cmd.prune)
+store_cmd.app.command(name="tombstones")(retention_cmd.tombstones)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(deploy_cmd.app, name="deploy")

@@ -227,6 +227,18 @@ class Expiry:
     expired_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class HeldPosition:
+    """Where a record a store holds (or keeps a tombstone of) was read, and what it was."""
+
+    partition: int
+    offset: int
+    producer_id: str
+    record_id: str
+    digest: bytes
+    status: str
+
+
 @runtime_checkable
 class Store(Protocol):
     """An agency's durable store. See the module docstring for the contract."""
@@ -261,6 +273,10 @@ class Store(Protocol):
 
     def retention_candidates(self) -> Iterator[RetentionCandidate]:
         """Every record that is not a tombstone, for a retention check."""
+        ...
+
+    def positions(self, topic: str) -> list[HeldPosition]:
+        """Every record of ``topic`` the store holds, tombstones included, in topic order."""
         ...
 
     def meta(self, key: str) -> str | None:
@@ -532,6 +548,11 @@ SELECT producer_id, record_id, kind, tlp, classification, force_area, event_at, 
     status, payload
 FROM records WHERE status NOT IN ('erased', 'pruned') AND (producer_id, record_id) > (?, ?)
 ORDER BY producer_id, record_id LIMIT ?
+"""
+
+_POSITIONS = """
+SELECT kafka_partition, kafka_offset, producer_id, record_id, digest, status FROM records
+WHERE topic = ? ORDER BY kafka_partition, kafka_offset
 """
 
 _REJUDGED = "SELECT 1 FROM rejudged WHERE key_id = ? AND since = ?"
@@ -1326,6 +1347,14 @@ class SqlStore(abc.ABC):
                 tombstoned_at=self._dec_time(r[15]),
             )
             for r in rows
+        ]
+
+    def positions(self, topic: str) -> list[HeldPosition]:
+        """See :meth:`Store.positions`."""
+        self._check_open()
+        return [
+            HeldPosition(int(r[0]), int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), str(r[5]))
+            for r in self._query(_POSITIONS, (topic,))
         ]
 
     def retention_candidates(self) -> Iterator[RetentionCandidate]:

@@ -11,8 +11,10 @@ with ``foreign_target`` by every force and reported by the auditor at the same o
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -31,11 +33,21 @@ runner = CliRunner()
 PERSONAL = "Sighted by Ruth Abrahams of 9 Cedar Road"
 
 
+# Herts's policy; each force gets it with its own id and areas.
+KEEP_EVERYTHING = """agency = "herts-police"
+own_force_areas = ["HERTFORDSHIRE"]
+[[rules]]
+id = "everything"
+action = "store"
+"""
+
+
 def _keep_everything(fed: Federation) -> None:
     for force, (_, areas) in FORCES.items():
         (fed.root / f"{force}.policy.toml").write_text(
-            f'agency = "{force}"\nown_force_areas = {json.dumps(areas)}\n'
-            '[[rules]]\nid = "everything"\naction = "store"\n'
+            KEEP_EVERYTHING.replace('"herts-police"', f'"{force}"').replace(
+                '["HERTFORDSHIRE"]', json.dumps(areas)
+            )
         )
 
 
@@ -45,7 +57,7 @@ def _personal() -> Sighting:
     return Sighting.model_validate(data)
 
 
-def _audit(fed: Federation, report: Path) -> tuple[int, dict[str, object], str]:
+def _audit(fed: Federation, report: Path, *extra: str) -> tuple[int, dict[str, Any], str]:
     result = runner.invoke(
         app,
         [
@@ -59,6 +71,7 @@ def _audit(fed: Federation, report: Path) -> tuple[int, dict[str, object], str]:
             fed.bootstrap,
             "--report",
             str(report),
+            *extra,
         ],
     )
     return result.exit_code, json.loads(report.read_text()), result.output
@@ -110,14 +123,18 @@ def test_an_erasure_by_cst_empties_three_forces_stores_and_the_audit_stays_clean
             assert still.status == "live"
         assert b"Ruth Abrahams" not in Path(fed.stores[force]).read_bytes()
 
-    code, report, output = _audit(fed, tmp_path / "audit.json")
+    code, report, output = _audit(
+        fed, tmp_path / "audit.json", "--store", fed.stores["herts-police"]
+    )
     assert code == 0, output
     summary = report["summary"]
-    assert isinstance(summary, dict)
     assert summary["verdict"] == "clean"
     assert summary["erasures"] == 1
     assert summary["records"] == 3
     assert "1 erasure record(s)" in output
+    # Herts's store, tombstone included, is exactly what the topic holds.
+    assert summary["store"]["erased"] == 1
+    assert (summary["store"]["rows"], summary["store"]["mismatched"]) == (2, 0)
 
     # An insider producer erases CST's other record: refused by every force, found by the audit.
     fed.add_producer("rogue")
@@ -140,10 +157,8 @@ def test_an_erasure_by_cst_empties_three_forces_stores_and_the_audit_stays_clean
     code, report, output = _audit(fed, tmp_path / "audit2.json")
     assert code == 1, output
     summary = report["summary"]
-    assert isinstance(summary, dict)
     assert summary["erasures"] == 1
     findings = report["findings"]
-    assert isinstance(findings, list)
     assert [f["reason"] for f in findings] == ["foreign_target"]
 
     # CST's genuine feed still flows to every force afterwards.
@@ -151,3 +166,67 @@ def test_an_erasure_by_cst_empties_three_forces_stores_and_the_audit_stays_clean
     fed.publish([fresh])
     for force in FORCES:
         assert fed.consume(force).stored == 1, force
+
+
+def test_prune_past_retention_then_the_audit_is_clean_and_counts_the_pruned(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """Herts prunes both records past its retention (the default for sightings: a year from the
+    event), then the inspectorate replays the topic holding Herts's store to it: clean, with two
+    pruned tombstones, each the record the topic holds at its position. A tombstone whose digest
+    was edited afterwards is a store_mismatch finding."""
+    records = [_personal(), sighting_for("HERTFORDSHIRE", "GREEN")]
+    fed.publish(records)
+    assert fed.consume("herts-police").stored == 2
+    config = str(fed.root / "herts-police.toml")
+    soon = runner.invoke(app, ["store", "prune", "--config", config, "--json"])
+    assert soon.exit_code == 0, soon.output
+    assert json.loads(soon.stdout)["pruned"] == 0
+    later = (datetime.now(UTC) + timedelta(days=800)).isoformat()
+    dry = runner.invoke(app, ["store", "prune", "--config", config, "--as-of", later, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would prune 2" in dry.output
+    done = runner.invoke(app, ["store", "prune", "--config", config, "--as-of", later, "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["pruned"] == 2
+    store_path = fed.stores["herts-police"]
+    with open_store(store_path) as store:
+        assert store.summary()["pruned"] == 2
+        assert list(store.iter_records()) == []
+        assert {t.reason for t in store.tombstones()} == {"retention"}
+    assert b"Ruth Abrahams" not in Path(store_path).read_bytes()
+    listed = runner.invoke(app, ["store", "tombstones", "--store", store_path, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert {json.loads(line)["record_id"] for line in listed.stdout.splitlines()} == {
+        r.record_id for r in records
+    }
+
+    code, report, output = _audit(fed, tmp_path / "audit.json", "--store", store_path)
+    assert code == 0, output
+    summary = report["summary"]
+    assert summary["verdict"] == "clean"
+    assert summary["store"] == {
+        "rows": 2,
+        "matched": 2,
+        "mismatched": 0,
+        "by_status": {"pruned": 2},
+        "erased": 0,
+        "pruned": 2,
+    }
+    assert "2 pruned" in output
+
+    # A local user edits a tombstone's digest: the auditor no longer finds it on the topic.
+    con = sqlite3.connect(store_path)
+    try:
+        con.execute(
+            "UPDATE records SET digest = ? WHERE record_id = ?", (bytes(32), records[0].record_id)
+        )
+        con.commit()
+    finally:
+        con.close()
+    code, report, output = _audit(fed, tmp_path / "audit2.json", "--store", store_path)
+    assert code == 1, output
+    assert [(f["reason"], f["record_id"]) for f in report["findings"]] == [
+        ("store_mismatch", records[0].record_id)
+    ]
+    assert report["summary"]["store"]["mismatched"] == 1
