@@ -764,9 +764,10 @@ def subject(
     recipient = access.check_recipient(to, required=False)
     with _opened(store, config) as s:
         try:
+            # Matched on what may be disclosed (redactions applied), in every version held.
             found = [
-                _redacted(v)
-                for v in s.iter_records()
+                v
+                for v in map(_redacted, s.iter_records())
                 if any(
                     about_subject(p, queries) for p in (v.payload, *(h.payload for h in v.history))
                 )
