@@ -9,6 +9,7 @@ tail or a rewritten chain. Tampering and concurrent appends run on SQLite and on
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -46,7 +47,7 @@ runner = CliRunner(env={"COLUMNS": "250"})
 # --- A store with restricted and unrestricted records. -------------------------------------------
 
 
-def _graded(model: Any, tlp: str, code: str) -> dict[str, Any]:  # noqa: ANN401
+def _graded(model: Any, tlp: str, code: str) -> dict[str, Any]:
     body = json.loads(model.model_dump_json())
     body["grading"] = {
         **body["grading"],
@@ -94,7 +95,7 @@ def sqlite_store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     return url, _fill(url)
 
 
-def _store_cli(*args: str, user: str | None = USER) -> Any:  # noqa: ANN401
+def _store_cli(*args: str, user: str | None = USER) -> Any:
     env = {} if user is None else {"INTELBUS_USER": user}
     return runner.invoke(app, ["store", *args], env=env)
 
@@ -153,7 +154,7 @@ def test_every_reading_command_logs_its_user_justification_and_records(sqlite_st
     assert entries[5].records == ()  # no quarantined record in this store
     # Every entry is chained to the one before.
     assert entries[0].prev == GENESIS
-    for before, after in zip(entries, entries[1:], strict=False):
+    for before, after in itertools.pairwise(entries):
         assert after.prev == before.hash
         assert entry_hash(after.body()) == after.hash
 
@@ -313,7 +314,7 @@ def test_access_log_review_filters_and_prints_json_and_tsv(sqlite_store) -> None
     assert len(_entries(url)) == 5
 
 
-def _verify(url: str, *extra: str) -> Any:  # noqa: ANN401
+def _verify(url: str, *extra: str) -> Any:
     return runner.invoke(app, ["store", "access-log", "--store", url, "--verify", *extra])
 
 

@@ -37,7 +37,7 @@ WHY = "SAR-2026-0042 from the data subject"
 runner = CliRunner(env={"INTELBUS_USER": "dpo.clarke", "COLUMNS": "250"})
 
 
-def _body(model: Any, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
+def _body(model: Any, **changes: Any) -> dict[str, Any]:
     body = json.loads(model.model_dump_json())
     body["grading"] = {**body["grading"], "tlp": "GREEN", "handling_code": "P"}
     body["grading"]["handling_conditions"] = []
@@ -45,7 +45,7 @@ def _body(model: Any, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
     return body
 
 
-def _record(n: int, model: Any, body: dict[str, Any], redacted: tuple[str, ...] = ()) -> NewRecord:  # noqa: ANN401
+def _record(n: int, model: Any, body: dict[str, Any], redacted: tuple[str, ...] = ()) -> NewRecord:
     new = _stored(n, model, body, outcome=Outcome.REDACT if redacted else Outcome.STORE)
     return dataclasses.replace(
         new, decision=dataclasses.replace(new.decision, redacted_fields=redacted)
@@ -120,11 +120,11 @@ def store(tmp_path: Path) -> tuple[str, dict[str, str]]:
     return str(path), ids
 
 
-def _subject(path: str, *args: str) -> Any:  # noqa: ANN401
+def _subject(path: str, *args: str) -> Any:
     return runner.invoke(app, ["store", "subject", "--store", path, *args])
 
 
-def _found(result: Any) -> set[str]:  # noqa: ANN401
+def _found(result: Any) -> set[str]:
     assert result.exit_code == 0, result.output
     return {r["record_id"] for r in json.loads(result.stdout)["records"]}
 
