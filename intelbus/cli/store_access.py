@@ -29,6 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from intelbus.cli.exits import EXIT_ENVIRONMENT, EXIT_USAGE
 from intelbus.policy.facts import Tlp
 from intelbus.records import HandlingCode
 from intelbus.store import Store, StoredRecordView
@@ -54,9 +55,6 @@ JUSTIFICATION_HELP = (
 RESTRICTED_TLP = frozenset({Tlp.AMBER_STRICT.value, Tlp.RED.value})
 #: The one handling code that is not restricted: lawful sharing permitted, no conditions.
 UNRESTRICTED_HANDLING = HandlingCode.P.value
-
-EXIT_USAGE = 2
-EXIT_ENVIRONMENT = 3
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
