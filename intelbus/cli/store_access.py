@@ -131,7 +131,7 @@ def record(store: Store, entry: NewAccess) -> AccessEntry:
     try:
         return AccessLog(store).append(entry)
     except AccessLogError as e:
-        raise fail(f"{e}; nothing was shown", EXIT_ENVIRONMENT) from None
+        raise fail(f"{e}; nothing was shown or written", EXIT_ENVIRONMENT) from None
 
 
 def new_entry(
@@ -191,7 +191,7 @@ def gate_refs(
         rid, reason = restricted
         raise fail(
             f"record {rid} is {reason}: give --justification TEXT to {action} it "
-            "(it is logged); nothing was shown"
+            "(it is logged); nothing was shown or written"
         )
     record(store, new_entry(user, action, records, query, justification, recipient))
 

@@ -709,9 +709,8 @@ def access_log(
             f"{result.count} entries before it are intact",
             1,
         )
-    console.print(
-        f"access log intact: {result.count} entries, head {result.head.hex()}", highlight=False
-    )
+    # Plain text, never wrapped: the head is copied from here.
+    sys.stdout.write(f"access log intact: {result.count} entries, head {result.head.hex()}\n")
 
 
 class SubjectFormat(StrEnum):
