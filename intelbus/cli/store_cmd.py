@@ -1,4 +1,5 @@
-"""``intelbus store list|show|search|export|quarantine|summary|feeds``: an analyst's view of a store.
+"""``intelbus store list|show|search|export|quarantine|subject|access-log|summary|feeds``: an
+analyst's view of a store.
 
 The store is named by ``--store`` (a SQLite path or a ``postgresql://`` URL), else by the consumer
 config given with ``--config``, else by ``INTELBUS_STORE``. A SQLite path that does not exist is
@@ -7,10 +8,14 @@ refused rather than created: a typo must not look like an empty store.
 Times in filters are ISO 8601 (``2026-09-01`` or ``2026-09-01T18:30:00+01:00``); a time without an
 offset is taken as UTC. ``--since`` is inclusive and ``--until`` exclusive, and both compare to when
 the event happened (observed or occurred), falling back to when the record was created.
+
+Every command that reads records needs a named user and writes an access log entry before it
+shows anything (intelbus/cli/store_access.py, intelbus/store/access.py, docs/access-log.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -28,11 +33,13 @@ from rich.table import Table
 
 from consumers.config import ConsumerConfig
 from consumers.liveness import DEFAULT_TOLERANCE, assess
+from intelbus.cli import store_access as access
 from intelbus.errors import IntelbusError
 from intelbus.policy.facts import Tlp
 from intelbus.records import ForceArea
 from intelbus.spelling import allowed, canonical
 from intelbus.store import Store, StoredRecordView, open_store
+from intelbus.store.access import AccessLog, AccessLogError, parse_head, text_digest
 from intelbus.store.export import (
     record_dict,
     write_csv,
@@ -41,6 +48,7 @@ from intelbus.store.export import (
     write_jsonl,
     write_stix,
 )
+from intelbus.store.subject import Criterion, SubjectQuery, about_subject, enforce_redactions
 from intelbus.trust.completeness import DEFAULT_SETTLE, missing_records
 
 app = typer.Typer(no_args_is_help=True, help="Read an agency's store: list, show, search, export.")
@@ -51,6 +59,8 @@ _STORE_HELP = (
     "The store: a SQLite path or a postgresql:// URL (else --config, else INTELBUS_STORE)."
 )
 _CONFIG_HELP = "A consumer config file whose `store` to read."
+_USER = typer.Option(None, "--user", envvar=access.USER_ENV, help=access.USER_HELP)
+_JUSTIFICATION = typer.Option(None, "--justification", help=access.JUSTIFICATION_HELP)
 
 
 class Format(StrEnum):
@@ -250,12 +260,16 @@ def list_(
     tlp: str | None = typer.Option(None, "--tlp", help="e.g. amber or TLP:AMBER."),
     limit: int = typer.Option(100, "--limit", min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+    user: str | None = _USER,
+    justification: str | None = _JUSTIFICATION,
 ) -> None:
-    """Stored records, newest event first."""
+    """Stored records, newest event first. With --json (whole records) a justification is
+    required as for `show` when a restricted record is listed."""
     since_t, until_t = parse_time(since, "--since"), parse_time(until, "--until")
     kind = _kind(kind)
     area = _enum_value(ForceArea, area, "--area")
     tlp = _enum_value(Tlp, tlp, "--tlp")
+    who, why = access.require_user(user), access.check_justification(justification)
     with _opened(store, config) as s:
         try:
             views = s.list_records(
@@ -263,7 +277,25 @@ def list_(
             )
         except IntelbusError as e:
             raise _fail(str(e)) from None
+        query = {"kind": kind, "since": since, "until": until, "area": area, "tlp": tlp}
+        _gate_listing(s, views, who, "list", why, {**query, "limit": limit, "json": as_json})
     _emit("stored records", views, as_json)
+
+
+def _gate_listing(
+    s: Store,
+    views: list[StoredRecordView],
+    who: str,
+    action: str,
+    why: str | None,
+    query: dict[str, object],
+) -> None:
+    """A list or search entry; whole records (--json) need a justification as `show` does, the
+    table (ids, TLP, area) does not."""
+    if query.get("json"):
+        access.gate(s, views, user=who, action=action, justification=why, query=query)
+    else:
+        access.record(s, access.new_entry(who, action, access.refs(views), query, why))
 
 
 @app.command()
@@ -274,12 +306,16 @@ def show(
     producer: str | None = typer.Option(
         None, "--producer", help="Only this producer's record (ids are unique per producer)."
     ),
+    user: str | None = _USER,
+    justification: str | None = _JUSTIFICATION,
 ) -> None:
     """One stored record as JSON: provenance, status, the policy decision, payload and versions.
 
     A record is identified by its producer and its id: when producers used the same id, every
-    one is shown (a JSON array), or only that producer's with --producer.
+    one is shown (a JSON array), or only that producer's with --producer. A TLP:AMBER+STRICT,
+    TLP:RED or handling-code C record is shown only with --justification.
     """
+    who, why = access.require_user(user), access.check_justification(justification)
     with _opened(store, config) as s:
         try:
             views = [
@@ -287,6 +323,14 @@ def show(
             ]
         except IntelbusError as e:
             raise _fail(str(e)) from None
+        access.gate(
+            s,
+            [v for v in views if v.payload is not None],
+            user=who,
+            action="show",
+            justification=why,
+            query={"record_id": record_id, "producer": producer},
+        )
     if not views:
         raise _fail(f"no record {record_id} in this store", 1)
     held = [v for v in views if v.payload is not None]
@@ -311,17 +355,23 @@ def search(
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     limit: int = typer.Option(100, "--limit", min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+    user: str | None = _USER,
+    justification: str | None = _JUSTIFICATION,
 ) -> None:
     """Stored records with TEXT in one of their values (not in field names), ignoring case, and
     ignoring spaces and hyphens too (``AB12 CDE`` finds ``AB12CDE``); redacted fields are not
-    searchable."""
+    searchable. The access log keeps a digest of TEXT, never TEXT."""
     if not text.strip():
         raise typer.BadParameter("give some text to search for", param_hint="TEXT")
+    who, why = access.require_user(user), access.check_justification(justification)
     with _opened(store, config) as s:
         try:
             views = s.search(text, limit=limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
+        # A search term is personal data (a name, a registration): its digest, never the text.
+        query = {**text_digest(text), "limit": limit, "json": as_json}
+        _gate_listing(s, views, who, "search", why, query)
     _emit(f"records containing {text!r}", views, as_json)
 
 
@@ -340,20 +390,46 @@ def export(
     until: str | None = typer.Option(None, "--until", help="Events before this time."),
     area: str | None = typer.Option(None, "--area", help="Police force area."),
     tlp: str | None = typer.Option(None, "--tlp", help="e.g. TLP:GREEN."),
+    to: str | None = typer.Option(None, "--to", help="To whom the export is disclosed (logged)."),
+    user: str | None = _USER,
+    justification: str | None = _JUSTIFICATION,
 ) -> None:
     """Export stored records (streamed, any size) as JSON Lines, CSV or a STIX 2.1 bundle.
 
-    A file given with --out is created with mode 0600 (chmod it to share it).
+    A file given with --out is created with mode 0600 (chmod it to share it). --to names the
+    recipient; a TLP:AMBER+STRICT, TLP:RED or handling-code C record is exported only with
+    --justification.
     """
+    filters = {
+        "kind": _kind(kind),
+        "since": since,
+        "until": until,
+        "area": _enum_value(ForceArea, area, "--area"),
+        "tlp": _enum_value(Tlp, tlp, "--tlp"),
+    }
     keep = record_filter(
-        kind=_kind(kind),
+        kind=filters["kind"],
         since=parse_time(since, "--since"),
         until=parse_time(until, "--until"),
-        area=_enum_value(ForceArea, area, "--area"),
-        tlp=_enum_value(Tlp, tlp, "--tlp"),
+        area=filters["area"],
+        tlp=filters["tlp"],
     )
+    who, why = access.require_user(user), access.check_justification(justification)
+    recipient = access.check_recipient(to, required=True)
     with _opened(store, config) as s:
-        views = (v for v in s.iter_records() if keep(v))
+        # Two passes so the entry, naming every record, is written before the first byte: the
+        # first collects the ids, the second writes exactly those (a record the consumer stored
+        # in between is left out, not exported unlogged).
+        try:
+            logged = _export_gate(s, keep, who, why, recipient, filters, fmt, out)
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+        views = (
+            v
+            for v in s.iter_records()
+            if (v.producer_id, v.record_id) in logged
+            and (why is not None or access.restriction(v) is None)
+        )
         try:
             if str(out) == "-":
                 n = _write(fmt, views, sys.stdout)
@@ -373,6 +449,39 @@ def export(
     err.print(f"exported {n} record(s) as {fmt.value}" + ("" if str(out) == "-" else f" to {out}"))
 
 
+def _export_gate(
+    s: Store,
+    keep: Callable[[StoredRecordView], bool],
+    who: str,
+    why: str | None,
+    recipient: str | None,
+    filters: dict[str, str | None],
+    fmt: Format,
+    out: Path,
+) -> frozenset[tuple[str, str]]:
+    """Write the export's entry (or refuse, logged) and return the ids it names."""
+    ids: list[tuple[str, str]] = []
+    restricted: tuple[str, str] | None = None
+    for v in s.iter_records():
+        if keep(v):
+            ids.append((v.producer_id, v.record_id))
+            if restricted is None and (reason := access.restriction(v)) is not None:
+                restricted = (v.record_id, reason)
+    # The output path is not logged: a file name can itself name a person.
+    query = {**filters, "format": fmt.value, "destination": "stdout" if str(out) == "-" else "file"}
+    access.gate_refs(
+        s,
+        tuple(ids),
+        restricted,
+        user=who,
+        action="export",
+        justification=why,
+        query=query,
+        recipient=recipient,
+    )
+    return frozenset(ids)
+
+
 def _write(fmt: Format, views: Iterator[StoredRecordView], fh: IO[str]) -> int:
     if fmt is Format.CSV:
         return write_csv(views, fh)
@@ -389,17 +498,27 @@ def quarantine(
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     limit: int = typer.Option(100, "--limit", min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+    user: str | None = _USER,
+    justification: str | None = _JUSTIFICATION,
 ) -> None:
     """Quarantined Kafka records: where they were, the reason code and message (not their bytes).
 
     Each row keeps the first 4 KiB of the record, its size and its BLAKE2b-256 digest; the whole
     record stays on Kafka at the offset shown (read it from there to examine it in full).
     """
+    who, why = access.require_user(user), access.check_justification(justification)
     with _opened(store, config) as s:
         try:
             entries = s.quarantine_entries(limit=limit)
         except IntelbusError as e:
             raise _fail(str(e)) from None
+        named = tuple(
+            (q.producer_id, q.record_id)
+            for q in entries
+            if q.producer_id is not None and q.record_id is not None
+        )
+        query = {"limit": limit, "entries": len(entries)}
+        access.record(s, access.new_entry(who, "quarantine", named, query, why))
     if as_json:
         for q in entries:
             line = {
@@ -536,3 +655,165 @@ def feeds(
             console.print(f"[bold red]MISSING[/] {m.describe()}", highlight=False)
     if any(h.stale for h in health) or missing:
         raise typer.Exit(1)
+
+
+@app.command("access-log")
+def access_log(
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    user: str | None = typer.Option(None, "--user", help="Only this user's entries."),
+    record_id: str | None = typer.Option(None, "--record", help="Only entries naming this id."),
+    since: str | None = typer.Option(None, "--since", help="Entries at or after this time."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines instead of a table."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Check the whole chain (exit 1 if broken)."
+    ),
+    expect: str | None = typer.Option(
+        None, "--expect", help="COUNT:HASH written down earlier: nothing may be cut from the tail."
+    ),
+    head: bool = typer.Option(False, "--head", help="Print COUNT:HASH to keep somewhere else."),
+) -> None:
+    """Review or verify the store's access log: who read or disclosed which records, when, why.
+
+    The log holds ids, never record contents, so reviewing it is not itself logged. --head
+    prints COUNT:HASH: keep it outside this machine (someone who can write the database could
+    rewrite the whole chain; only a head kept elsewhere shows it), and check later with
+    --verify --expect COUNT:HASH.
+    """
+    since_t = parse_time(since, "--since")
+    expected = None
+    if expect is not None:
+        try:
+            expected = parse_head(expect)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--expect") from None
+    with _opened(store, config) as s:
+        book = AccessLog(s)
+        try:
+            if head:
+                count, digest = book.head()
+                sys.stdout.write(f"{count}:{digest.hex()}\n")
+                return
+            if verify or expected is not None:
+                result = book.verify(expected)
+            else:
+                access.show_entries(
+                    book.entries(user=user, record_id=record_id, since=since_t), as_json=as_json
+                )
+                return
+        except AccessLogError as e:
+            raise _fail(str(e), 3) from None
+    if not result.ok:
+        raise _fail(
+            f"access log broken at entry {result.broken_seq}: {result.problem} ({result.detail}); "
+            f"{result.count} entries before it are intact",
+            1,
+        )
+    # Plain text, never wrapped: the head is copied from here.
+    sys.stdout.write(f"access log intact: {result.count} entries, head {result.head.hex()}\n")
+
+
+class SubjectFormat(StrEnum):
+    """Subject access export formats."""
+
+    JSON = "json"
+    CSV = "csv"
+
+
+@app.command()
+def subject(
+    name: list[str] = typer.Option([], "--name", help="A person's name or description."),
+    vehicle: list[str] = typer.Option([], "--vehicle", help="A vehicle registration."),
+    text: list[str] = typer.Option([], "--text", help="Any text, e.g. a reference."),
+    store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    user: str | None = _USER,
+    justification: str | None = typer.Option(
+        None, "--justification", help="Why (required, logged): e.g. the request's reference."
+    ),
+    to: str | None = typer.Option(None, "--to", help="To whom it is disclosed (logged)."),
+    out: Path = typer.Option(Path("-"), "--out", help="Output file (0600); - for stdout."),
+    fmt: SubjectFormat = typer.Option(SubjectFormat.JSON, "--format", help="json or csv."),
+) -> None:
+    """Subject access: every stored record about a person or a vehicle, with redactions applied.
+
+    Matches values in the fields that hold people, vehicles and references (names, descriptions,
+    addresses, registrations with case, spaces and hyphens ignored, reporter and crime
+    references), never field names or redacted values; several criteria are alternatives. The
+    disclosure is logged (ids, justification, recipient; digests of the criteria, never the text).
+    """
+    try:
+        queries = [
+            SubjectQuery(criterion, value)
+            for criterion, values in (
+                (Criterion.NAME, name),
+                (Criterion.VEHICLE, vehicle),
+                (Criterion.TEXT, text),
+            )
+            for value in values
+        ]
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    if not queries:
+        raise _fail("name the subject with --name, --vehicle or --text")
+    who = access.require_user(user)
+    why = access.check_justification(justification)
+    if why is None:
+        raise _fail("a subject access search needs --justification TEXT (it is logged)")
+    recipient = access.check_recipient(to, required=False)
+    with _opened(store, config) as s:
+        try:
+            # Matched on what may be disclosed (redactions applied), in every version held.
+            found = [
+                v
+                for v in map(_redacted, s.iter_records())
+                if any(
+                    about_subject(p, queries) for p in (v.payload, *(h.payload for h in v.history))
+                )
+            ]
+        except IntelbusError as e:
+            raise _fail(str(e)) from None
+        # Digests of what was asked, never the names or registrations themselves.
+        criteria = [{"criterion": q.criterion.value, **text_digest(q.value)} for q in queries]
+        query = {"criteria": criteria, "format": fmt.value}
+        access.record(
+            s, access.new_entry(who, "subject", access.refs(found), query, why, recipient)
+        )
+    try:
+        if str(out) == "-":
+            n = _write_subject(fmt, found, sys.stdout)
+        else:
+            n = write_export_file(out, lambda fh: _write_subject(fmt, found, fh))
+    except OSError as e:
+        raise _fail(f"cannot write {out}: {e.strerror}") from None
+    err.print(
+        f"{n} record(s) about the subject" + ("" if str(out) == "-" else f" written to {out}")
+    )
+
+
+def _redacted(v: StoredRecordView) -> StoredRecordView:
+    """The record with every redacted field shown as redacted, in each version (a second check:
+    stored payloads are already redacted by the policy)."""
+    paths = v.redacted_fields
+    return dataclasses.replace(
+        v,
+        payload=None if v.payload is None else enforce_redactions(v.payload, paths),
+        history=tuple(
+            dataclasses.replace(
+                h, payload=None if h.payload is None else enforce_redactions(h.payload, paths)
+            )
+            for h in v.history
+        ),
+    )
+
+
+def _write_subject(fmt: SubjectFormat, views: list[StoredRecordView], fh: IO[str]) -> int:
+    if fmt is SubjectFormat.CSV:
+        return write_csv(views, fh)
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "count": len(views),
+        "records": [record_dict(v) for v in views],
+    }
+    fh.write(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    return len(views)

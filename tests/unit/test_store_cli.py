@@ -203,7 +203,11 @@ def _store_with(path: Path, *records: NewRecord) -> Path:
     return path
 
 
-runner = CliRunner()
+# Every read names its user (the access log, docs/access-log.md); a justification and a recipient
+# are given where a command needs them (the sample feed has TLP:RED and handling-code C records).
+runner = CliRunner(env={"INTELBUS_USER": "analyst.test"})
+WHY = ("--justification", "test of the store commands")
+TO = ("--to", "the test suite")
 
 
 def _run(*args: str) -> str:
@@ -215,7 +219,7 @@ def _run(*args: str) -> str:
 
 def test_list_filters_by_kind_area_and_time(filled) -> None:
     path, rows = filled
-    out = _run("store", "list", "--store", str(path), "--kind", "incident", "--json")
+    out = _run("store", "list", "--store", str(path), "--kind", "incident", "--json", *WHY)
     listed = [json.loads(line) for line in out.splitlines()]
     assert {r["record_id"] for r in listed} == {r.record_id for r in rows if r.kind == "incident"}
     # Newest event first.
@@ -223,14 +227,14 @@ def test_list_filters_by_kind_area_and_time(filled) -> None:
     assert times == sorted(times, reverse=True)
 
     area = next(r.force_area for r in rows if r.force_area)
-    out = _run("store", "list", "--store", str(path), "--area", str(area), "--json")
+    out = _run("store", "list", "--store", str(path), "--area", str(area), "--json", *WHY)
     assert {json.loads(x)["record_id"] for x in out.splitlines()} == {
         r.record_id for r in rows if r.force_area == area
     }
 
     events = sorted(r.occurred_at for r in rows if r.occurred_at)
     cut = events[len(events) // 2]
-    out = _run("store", "list", "--store", str(path), "--since", cut.isoformat(), "--json")
+    out = _run("store", "list", "--store", str(path), "--since", cut.isoformat(), "--json", *WHY)
     expected = {r.record_id for r in rows if r.occurred_at and r.occurred_at >= cut}
     assert {json.loads(x)["record_id"] for x in out.splitlines()} == expected
     assert 0 < len(expected) < len(rows)
@@ -238,7 +242,7 @@ def test_list_filters_by_kind_area_and_time(filled) -> None:
 
 def test_list_table_shows_whole_record_ids(filled) -> None:
     path, rows = filled
-    out = _run("store", "list", "--store", str(path), "--limit", "3")
+    out = _run("store", "list", "--store", str(path), "--limit", "3", *WHY)
     ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", out)
     assert len(ids) == 3
     assert set(ids) <= {r.record_id for r in rows}
@@ -247,7 +251,7 @@ def test_list_table_shows_whole_record_ids(filled) -> None:
 def test_show_prints_the_record_with_its_history(filled) -> None:
     path, rows = filled
     retracted = next(r for r in rows if r.kind == "sighting")
-    shown = json.loads(_run("store", "show", retracted.record_id, "--store", str(path)))
+    shown = json.loads(_run("store", "show", retracted.record_id, "--store", str(path), *WHY))
     assert shown["retracted"] is True
     assert shown["version"] == 2
     assert [(h["version"], h["kind"]) for h in shown["history"]] == [
@@ -283,11 +287,11 @@ def test_show_prints_every_producers_record_with_that_id(tmp_path: Path) -> None
     path = _store_with(
         tmp_path / "s.sqlite", _stored(0, model), _stored(1, model, theirs, producer="gmp")
     )
-    shown = json.loads(_run("store", "show", rid, "--store", str(path)))
+    shown = json.loads(_run("store", "show", rid, "--store", str(path), *WHY))
     assert isinstance(shown, list)
     assert [(r["producer_id"], r["record_id"]) for r in shown] == [("cst", rid), ("gmp", rid)]
     assert shown[1]["payload"]["description"] == "gmp's own account"
-    one = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "gmp"))
+    one = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "gmp", *WHY))
     assert isinstance(one, dict)
     assert (one["producer_id"], one["payload"]) == ("gmp", theirs)
     nobody = runner.invoke(app, ["store", "show", rid, "--store", str(path), "--producer", "x"])
@@ -311,7 +315,7 @@ def test_show_reports_a_producers_record_held_without_content(tmp_path: Path) ->
     assert "mallory" in result.output
     assert "withheld" in result.output
     assert result.stdout == ""
-    cst = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "cst"))
+    cst = json.loads(_run("store", "show", rid, "--store", str(path), "--producer", "cst", *WHY))
     assert cst["producer_id"] == "cst"
 
 
@@ -326,7 +330,7 @@ def test_a_missing_store_is_refused_not_created(tmp_path: Path) -> None:
 def test_search_finds_text_in_payloads(filled) -> None:
     path, rows = filled
     word = rows[0].payload["description"].split()[-1].strip(".").lower()  # type: ignore[union-attr]
-    out = _run("store", "search", word, "--store", str(path), "--json")
+    out = _run("store", "search", word, "--store", str(path), "--json", *WHY)
     found = {json.loads(x)["record_id"] for x in out.splitlines()}
     expected = {r.record_id for r in rows if word in json.dumps(r.payload).lower()}
     assert rows[0].record_id in found
@@ -336,7 +340,7 @@ def test_search_finds_text_in_payloads(filled) -> None:
 def test_export_jsonl_has_every_record_once(filled, tmp_path: Path) -> None:
     path, rows = filled
     out = tmp_path / "export.jsonl"
-    _run("store", "export", "--store", str(path), "--format", "jsonl", "--out", str(out))
+    _run("store", "export", "--store", str(path), "--format", "jsonl", "--out", str(out), *WHY, *TO)
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(e["record_id"] for e in exported) == sorted(r.record_id for r in rows)
     by_id = {e["record_id"]: e for e in exported}
@@ -350,7 +354,9 @@ def test_export_jsonl_has_every_record_once(filled, tmp_path: Path) -> None:
 
 def test_export_csv_filters_and_neutralises_formulas(filled, tmp_path: Path) -> None:
     path, rows = filled
-    out = _run("store", "export", "--store", str(path), "--format", "csv", "--kind", "sighting")
+    out = _run(
+        "store", "export", "--store", str(path), "--format", "csv", "--kind", "sighting", *WHY, *TO
+    )
     table = list(csv.DictReader(io.StringIO(out)))
     assert tuple(table[0].keys()) == CSV_COLUMNS
     assert sorted(r["record_id"] for r in table) == sorted(
@@ -362,7 +368,7 @@ def test_export_csv_filters_and_neutralises_formulas(filled, tmp_path: Path) -> 
     payload = json.loads(model.model_dump_json())
     payload["place"] = {**payload["place"], "address_or_area": '=HYPERLINK("http://x")'}
     evil = _store_with(tmp_path / "evil.sqlite", _stored(0, model, payload))
-    out = _run("store", "export", "--store", str(evil), "--format", "csv")
+    out = _run("store", "export", "--store", str(evil), "--format", "csv", *WHY, *TO)
     (row,) = csv.DictReader(io.StringIO(out))
     assert row["address_or_area"].startswith("'=")
 
@@ -376,7 +382,7 @@ def test_export_csv_keeps_a_record_with_line_breaks_on_one_row(tmp_path: Path) -
     payload["place"] = {**payload["place"], "address_or_area": address}
     evil = _store_with(tmp_path / "evil.sqlite", _stored(0, model, payload))
     out = tmp_path / "evil.csv"
-    _run("store", "export", "--store", str(evil), "--format", "csv", "--out", str(out))
+    _run("store", "export", "--store", str(evil), "--format", "csv", "--out", str(out), *WHY, *TO)
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert len(rows) == 2  # the header and the one record
@@ -395,7 +401,9 @@ def test_export_file_is_0600_and_never_written_through_a_link(filled, tmp_path: 
     (tmp_path / "export.csv.partial").symlink_to(victim)  # the fixed temporary name used before
     old = os.umask(0)  # so a mode taken from the umask would show as 0666
     try:
-        _run("store", "export", "--store", str(path), "--format", "csv", "--out", str(out))
+        _run(
+            "store", "export", "--store", str(path), "--format", "csv", "--out", str(out), *WHY, *TO
+        )
     finally:
         os.umask(old)
     assert victim.read_text() == "the analyst's own file\n"
@@ -408,7 +416,7 @@ def test_export_file_is_0600_and_never_written_through_a_link(filled, tmp_path: 
 def test_export_stix_bundle_is_well_formed(filled, tmp_path: Path) -> None:
     path, rows = filled
     out = tmp_path / "bundle.json"
-    _run("store", "export", "--store", str(path), "--format", "stix", "--out", str(out))
+    _run("store", "export", "--store", str(path), "--format", "stix", "--out", str(out), *WHY, *TO)
     bundle = json.loads(out.read_text())
     assert bundle["type"] == "bundle"
     objects = {o["id"]: o for o in bundle["objects"]}

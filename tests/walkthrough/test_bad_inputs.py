@@ -141,24 +141,39 @@ CASES = [
     Case("template of an unknown kind", ("publish", "template", "sightings2"), 2, "unknown kind"),
     Case(
         "a store filter with an unknown value",
-        ("store", "list", "--config", "herts.toml", "--tlp", "PURPLE"),
+        ("store", "list", "--config", "herts.toml", "--tlp", "PURPLE", "--user", "a.n"),
         2,
         "purple",
     ),
     Case(
         "a store filter with an unknown area",
-        ("store", "list", "--config", "herts.toml", "--area", "gotham"),
+        ("store", "list", "--config", "herts.toml", "--area", "gotham", "--user", "a.n"),
         2,
         "gotham",
     ),
     Case(
         "a store filter with an unknown kind",
-        ("store", "list", "--config", "herts.toml", "--kind", "rumour"),
+        ("store", "list", "--config", "herts.toml", "--kind", "rumour", "--user", "a.n"),
         2,
         "rumour",
     ),
     Case(
-        "a store that does not exist", ("store", "list", "--store", "nope.sqlite"), 2, "nope.sqlite"
+        "a store that does not exist",
+        ("store", "list", "--store", "nope.sqlite", "--user", "a.n"),
+        2,
+        "nope.sqlite",
+    ),
+    Case(
+        "a store read without a named user",
+        ("store", "list", "--config", "herts.toml"),
+        2,
+        "--user",
+    ),
+    Case(
+        "an export without a recipient",
+        ("store", "export", "--config", "herts.toml", "--user", "a.n"),
+        2,
+        "--to",
     ),
     Case(
         "an expected digest that is not one",

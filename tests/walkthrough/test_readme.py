@@ -18,6 +18,8 @@ import pytest
 from tests.walkthrough.workspace import Walked
 
 pytestmark = pytest.mark.kafka
+#: The README's analyst (its walkthrough exports INTELBUS_USER; later commands name the user).
+ANALYST = "analyst.patel"
 
 
 def _no_traceback(*texts: str) -> None:
@@ -87,26 +89,43 @@ def test_the_analyst_reads_what_the_policy_kept_with_filters_as_people_type_them
 ) -> None:
     for spelling in ("TLP:GREEN", "green", "Green"):
         listed = walked.run(
-            "store", "list", "--config", "herts.toml", "--tlp", spelling, "--area", "Hertfordshire"
-        )
+            "store", "list", "--config", "herts.toml", "--tlp", spelling, "--area", "Hertfordshire",
+            "--user", ANALYST,
+        )  # fmt: skip
         assert listed.returncode == 0, listed.stderr
         rows = listed.stdout.splitlines()
         assert rows[0].split("\t")[:3] == ["when", "kind", "record_id"]  # plain rows in a pipe
         assert len(rows) >= 2
-    wrong = walked.run("store", "list", "--config", "herts.toml", "--tlp", "PURPLE")
+    wrong = walked.run(
+        "store", "list", "--config", "herts.toml", "--tlp", "PURPLE", "--user", ANALYST
+    )
     assert wrong.returncode == 2
     assert "CLEAR, GREEN, AMBER, AMBER_STRICT, RED" in wrong.stderr
-    found = walked.run("store", "search", "grading", "--config", "herts.toml")
+    found = walked.run("store", "search", "grading", "--config", "herts.toml", "--user", ANALYST)
     assert found.returncode == 0
     assert len(found.stdout.splitlines()) == 1  # a field name finds nothing: header only
     geo = json.loads((walked.root / "herts-sightings.geojson").read_text())
     assert geo["type"] == "FeatureCollection"
     assert len(geo["features"]) >= 1
     assert geo["features"][0]["geometry"]["type"] == "Point"
-    exported = walked.run("store", "export", "--config", "herts.toml", "--format", "csv")
+    exported = walked.run(
+        "store", "export", "--config", "herts.toml", "--format", "csv", "--user", ANALYST,
+        "--to", "the walkthrough",
+    )  # fmt: skip
     header = exported.stdout.splitlines()[0]
     for column in ("description", "site_name", "latitude", "persons", "vehicles"):
         assert f'"{column}"' in header
+    # Every read above, the README's own included, was logged under the analyst's name first.
+    logged = walked.run("store", "access-log", "--config", "herts.toml", "--json")
+    assert logged.returncode == 0, logged.stderr
+    entries = [json.loads(x) for x in logged.stdout.splitlines()]
+    assert {e["user"] for e in entries} == {ANALYST}
+    actions = [e["action"] for e in entries]
+    assert {"list", "search", "export"} <= set(actions)
+    assert "Herts neighbourhood policing team" in {e["recipient"] for e in entries}
+    verified = walked.run("store", "access-log", "--config", "herts.toml", "--verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "access log intact" in verified.stdout
 
 
 def test_the_auditor_finds_the_topic_clean_and_complete(walked: Walked) -> None:
@@ -162,7 +181,7 @@ def test_a_second_state_file_for_cst_is_refused_until_resynchronised(walked: Wal
         "consume", "--agency", "herts-police", "--config", "herts.toml", "--until-idle"
     )
     assert consumed.returncode == 0, consumed.stdout + consumed.stderr
-    quarantine = walked.run("store", "quarantine", "--config", "herts.toml")
+    quarantine = walked.run("store", "quarantine", "--config", "herts.toml", "--user", ANALYST)
     assert "chain_replay" not in quarantine.stdout, quarantine.stdout
 
 
