@@ -24,9 +24,9 @@ that holds the log's lock (SQLite: ``BEGIN IMMEDIATE``, the database's one write
 PostgreSQL: a transaction-scoped advisory lock), so two processes appending at once still make
 one chain; ``seq`` is the primary key, so a broken lock could not fork it silently either.
 
-The table is created when the log is first used (``CREATE TABLE IF NOT EXISTS`` with the DDL in
-:data:`ACCESS_LOG_SQLITE` / :data:`ACCESS_LOG_POSTGRES`), so stores made before it exist gain it
-on their first logged read. Reading records does not need the store's writer lock (SQLite): the
+The table is part of the store's schema (version 4: the stores' migrations run
+:data:`ACCESS_LOG_SQLITE` / :data:`ACCESS_LOG_POSTGRES`), so a reader needs no right to create
+tables, only to read records and append to ``access_log``. Reading records does not need the store's writer lock (SQLite): the
 access log is the one table a reader writes, and SQLite's own locking orders it against the
 consumer's batches.
 """
@@ -310,31 +310,6 @@ class AccessLog:
         if not isinstance(store, SqlStore):
             raise AccessLogError("this store keeps no access log")
         self._store = store
-        self._ready = False
-
-    @property
-    def _ddl(self) -> str:
-        # The SQLite backend keeps placeholders as "?": the one way to tell the dialects apart
-        # without importing either backend (and with it, for PostgreSQL, its driver).
-        return ACCESS_LOG_SQLITE if self._store._sql("?") == "?" else ACCESS_LOG_POSTGRES
-
-    def _ensure(self, cur: Cursor) -> None:
-        self._store._exec(cur, self._ddl)
-
-    def _ensure_table(self) -> None:
-        """Create the table once per process, under the log's lock (two readers of a new store)."""
-        if self._ready:
-            return
-
-        def work(cur: Cursor) -> None:
-            self._store._lock(cur, [_LOCK_NAME])
-            self._ensure(cur)
-
-        try:
-            self._store._transaction(work)
-        except StoreError as e:
-            raise AccessLogError(f"cannot create the access log: {e}") from e
-        self._ready = True
 
     def append(self, new: NewAccess) -> AccessEntry:
         """Append ``new`` as the next entry, in a transaction of its own; durable when it returns.
@@ -348,8 +323,6 @@ class AccessLog:
         def work(cur: Cursor) -> None:
             out.clear()  # a retried transaction reads the head again
             self._store._lock(cur, [_LOCK_NAME])
-            if not self._ready:
-                self._ensure(cur)
             row = self._store._exec(
                 cur, "SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1"
             ).fetchone()
@@ -403,7 +376,6 @@ class AccessLog:
             self._store._transaction(work)
         except StoreError as e:
             raise AccessLogError(f"cannot write the access log: {e}") from e
-        self._ready = True
         entry = out[0]
         # Ids and counts only: never the query, the justification or the recipient.
         log.debug(
@@ -412,7 +384,6 @@ class AccessLog:
         return entry
 
     def _rows(self) -> list[tuple[Any, ...]]:
-        self._ensure_table()
         try:
             return self._store._query(f"SELECT {_COLUMNS} FROM access_log ORDER BY seq")
         except StoreError as e:
@@ -474,7 +445,6 @@ class AccessLog:
         """(number of entries, hash of the last one): write it down elsewhere, and check later
         with ``verify(expect=...)`` that nothing was cut from the tail. The empty log's head is
         (0, 32 zero bytes)."""
-        self._ensure_table()
         try:
             rows = self._store._query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1")
         except StoreError as e:

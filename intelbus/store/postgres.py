@@ -30,6 +30,7 @@ from psycopg.types.json import Jsonb
 
 from intelbus.errors import StoreError, StoreOwnerMismatch
 from intelbus.log import get_logger
+from intelbus.store.access import ACCESS_LOG_POSTGRES
 from intelbus.store.base import SCHEMA_VERSION, SqlStore
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
 
@@ -313,12 +314,12 @@ SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
                 )
             if version < SCHEMA_VERSION:
                 if version == 0:
-                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES)
+                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES + ACCESS_LOG_POSTGRES)
                 elif version in (1, 2):
                     self._upgrade(cur, version)
-                    _run(cur, _TOMBSTONES)
+                    _run(cur, _TOMBSTONES + ACCESS_LOG_POSTGRES)
                 elif version == 3:
-                    _run(cur, _V3_TO_V4 + _TOMBSTONES)
+                    _run(cur, _V3_TO_V4 + _TOMBSTONES + ACCESS_LOG_POSTGRES)
                     log.info("store.migrated", from_version=3, to_version=SCHEMA_VERSION)
                 else:
                     raise StoreError(

@@ -26,6 +26,7 @@ from typing import Any
 from intelbus.errors import InsecureFileError, StoreError, StoreOwnerMismatch
 from intelbus.files import PRIVATE_MODE, ensure_private_file
 from intelbus.log import get_logger
+from intelbus.store.access import ACCESS_LOG_SQLITE
 from intelbus.store.base import SCHEMA_VERSION, SqlStore
 from intelbus.store.lock import WriterLock
 from intelbus.store.migrate import LEGACY_TABLES, copy_legacy
@@ -216,7 +217,8 @@ CREATE TABLE feeds (
 """
 
 
-# Version 4 (issue 16) added tombstones: what stays of a record erased or pruned past retention.
+# Version 4 (issue 16) added tombstones (what stays of a record erased or pruned past retention)
+# and the access log (intelbus/store/access.py).
 _TOMBSTONES = """
 CREATE TABLE tombstones (
     producer_id       TEXT NOT NULL,
@@ -375,12 +377,12 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
                 )
             if version < SCHEMA_VERSION:
                 if version == 0:
-                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES)
+                    _run(cur, _CORE + _OFFSETS + _FEEDS + _TOMBSTONES + ACCESS_LOG_SQLITE)
                 elif version == 3:
                     self._upgrade_v3(cur)
                 else:
                     self._upgrade(cur, version)
-                    _run(cur, _TOMBSTONES)
+                    _run(cur, _TOMBSTONES + ACCESS_LOG_SQLITE)
                 cur.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -434,7 +436,7 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
             counts[table] = int(cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
         for table in reversed(_REBUILT):
             cur.execute(f"DROP TABLE {table}_v3")
-        _run(cur, _TOMBSTONES)
+        _run(cur, _TOMBSTONES + ACCESS_LOG_SQLITE)
         log.info("store.migrated", from_version=3, to_version=SCHEMA_VERSION, **counts)
 
     def connection_settings(self) -> dict[str, object]:

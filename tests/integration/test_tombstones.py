@@ -20,6 +20,7 @@ import pytest
 
 from intelbus.samples import correction_of, erasure_of
 from intelbus.store import open_store
+from intelbus.store.access import GENESIS, AccessLog
 from intelbus.store.base import SCHEMA_VERSION, Expiry
 from tests.attacks.harness import sighting
 from tests.simulator import BusSimulator, SimulatedConsumer
@@ -163,6 +164,7 @@ V3_SUMMARY = {"stored": 1, "withheld": 1, "retracted": 1, "amendments_applied": 
 # no tombstones), as the previous intelbus made them.
 _PG_BACK_TO_V3 = """
 DROP TABLE tombstones;
+DROP TABLE access_log;
 ALTER TABLE records DROP CONSTRAINT records_status_check, DROP CONSTRAINT records_check,
     DROP CONSTRAINT records_tombstone_check,
     ADD CONSTRAINT records_status_check
@@ -225,4 +227,5 @@ def test_a_schema_3_store_upgrades_in_place_and_then_prunes(
         assert store.get(live.record_id, live.producer_id).status == "pruned"  # type: ignore[union-attr]
     with closing(open_store(store_url)) as store:  # reopening is a no-op
         assert store.summary()["pruned"] == 1
+        assert AccessLog(store).head() == (0, GENESIS)  # the access log came with schema 4
         assert len(store.tombstones()) == 1
