@@ -335,7 +335,16 @@ def show(
         raise _fail(f"no record {record_id} in this store", 1)
     held = [v for v in views if v.payload is not None]
     for v in views:
-        if v.payload is None:
+        if v.status in ("erased", "pruned"):
+            why = (
+                "erased by its producer" if v.status == "erased" else "past this force's retention"
+            )
+            err.print(
+                f"{record_id} from {v.producer_id}: {why}; only a tombstone is kept "
+                "(`intelbus store tombstones`)",
+                highlight=False,
+            )
+        elif v.payload is None:
             err.print(
                 f"{record_id} from {v.producer_id}: its current version is {v.status} here, "
                 "no content is held",
