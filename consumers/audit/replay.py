@@ -229,7 +229,13 @@ class AuditJudge:
         s.digest.add_authentic(h.record_id.bytes, rv.digest)
         if self.store_check is not None:
             self.store_check.observe(
-                pos.partition, pos.offset, h.producer_id, str(h.record_id), rv.digest
+                pos.partition,
+                pos.offset,
+                h.producer_id,
+                str(h.record_id),
+                rv.digest,
+                accepted_content=v.accepted and h.kind.is_content,
+                accepted_amendment=v.accepted and h.kind.is_amendment,
             )
         counts = s.producer(h.producer_id)
         counts.records += 1
@@ -444,7 +450,7 @@ class AuditJudge:
             self._find(
                 Position(self.state.topic, r.partition, r.offset, None),
                 ReasonCode.STORE_MISMATCH,
-                f"the store's {r.status} record {r.record_id} of {r.producer_id}: {m.why}",
+                f"{r.producer_id}'s record {r.record_id} ({r.status} in the store): {m.why}",
                 record=(r.record_id, r.producer_id, None),
                 authentic=False,
             )

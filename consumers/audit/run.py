@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,7 @@ from intelbus.errors import ConfigError
 from intelbus.identity import AgencyIdentity
 from intelbus.log import get_logger
 from intelbus.serde.registry import SchemaRegistry
-from intelbus.store.base import HeldPosition
+from intelbus.store.base import Coverage
 from intelbus.store.sqlite import SqliteStore
 from intelbus.trust.intake import Intake
 from intelbus.trust.model import FeedBeat
@@ -122,7 +121,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     progress: Callable[[int, int], None] | None = None,
     sample_size: int = 20,
     vouched: Sequence[FeedBeat] | None = None,
-    store_rows: Sequence[HeldPosition] | None = None,
+    store: Coverage | None = None,
 ) -> AuditResult:
     """Replay ``source``'s topic and judge every record.
 
@@ -134,10 +133,11 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     complete replay from the beginning, every record they vouch for on this topic and the topic
     does not hold is a ``records_missing`` finding. None: completeness is not checked.
 
-    ``store_rows`` are a force's store's rows for this topic (:meth:`Store.positions`): after a
+    ``store`` is what a force's store holds of this topic (:meth:`Store.coverage`): after a
     complete replay from the beginning, each row the topic does not bear out (id, producer and
-    digest at that position) is a ``store_mismatch`` finding, and the report's ``store`` section
-    counts the rows, tombstones included (consumers/audit/storecheck.py).
+    digest at that position), and each accepted record the store read past without keeping a
+    trace of, is a ``store_mismatch`` finding; the report's ``store`` section counts the rows,
+    tombstones included (consumers/audit/storecheck.py).
 
     ``checkpoint_key`` signs and verifies the checkpoint (default: ``identity``, the auditor's key,
     which also opens what is addressed to it). ``restart`` discards an existing checkpoint, its
@@ -246,14 +246,13 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         if progress is not None:
             progress(done, total)
 
-    store_statuses = Counter(r.status for r in store_rows or ())
-    if store_rows is not None:
+    if store is not None:
         if resumed is not None or config.baseline_first_sight:
             # Rows before this run's start, or read by an earlier run, could not be ticked off.
             raise ConfigError(
                 "checking a store needs one replay from the beginning (no checkpoint)"
             )
-        judge.store_check = StoreCheck.of(list(store_rows))
+        judge.store_check = StoreCheck.of(store)
     log.info("audit.started", topic=topic, records=total, resumed=resumed is not None)
     try:
         if resumed is not None and resumed.complete:
@@ -274,7 +273,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
             complete=complete,
             decrypting=identity is not None,
             findings=spooled(spool),
-            store=judge.store_check.summary(store_statuses) if judge.store_check else None,
+            store=judge.store_check.summary() if judge.store_check else None,
         )
         run = {
             "records_this_run": done,

@@ -9,6 +9,15 @@ name an authentic record at that position with that id, producer and digest. A r
 Tombstones are checked like any row: that is how a pruned or erased record is still proven to have
 existed, and to have been exactly what the producer signed.
 
+The other way round, nothing may be missing from the store: every record the replay accepts
+between the first position the store holds anything of and where the store has read to, on each
+partition, must be in it: a sighting or incident as a record row (a tombstone counts), a
+correction, retraction or erasure as a registered amendment, or, if the force refused it, as a
+quarantine row. A row deleted from the store (a tombstone included) is a ``store_mismatch`` at the
+position of the record it was. What lies before the first position a store holds on a partition
+cannot be told from a consumer that started there; that limit is the store's, and is reported as
+the ``from`` offsets in the report's ``store`` section.
+
 Memory is bounded by the store's rows for the topic (not by the topic's length).
 """
 
@@ -18,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from intelbus.store.base import HeldPosition
+from intelbus.store.base import Coverage, HeldPosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,19 +43,57 @@ class StoreCheck:
     """The rows of one store for one topic, ticked off as the replay reaches their positions."""
 
     rows: dict[tuple[int, int], HeldPosition]
+    registered: frozenset[tuple[int, int]]
+    window: dict[int, tuple[int, int]]  # partition -> [from, to) the store must account for
+    statuses: Counter[str] = field(default_factory=Counter)
     matched: int = 0
+    missing: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
     @classmethod
-    def of(cls, rows: list[HeldPosition]) -> StoreCheck:
-        return cls({(r.partition, r.offset): r for r in rows})
+    def of(cls, coverage: Coverage) -> StoreCheck:
+        held = [(r.partition, r.offset) for r in coverage.rows]
+        registered = coverage.amendments | coverage.quarantined
+        firsts: dict[int, int] = {}
+        for partition, offset in [*held, *registered]:
+            firsts[partition] = min(offset, firsts.get(partition, offset))
+        window = {
+            p: (first, coverage.read_to[p]) for p, first in firsts.items() if p in coverage.read_to
+        }
+        return cls(
+            {(r.partition, r.offset): r for r in coverage.rows},
+            registered,
+            window,
+            Counter(r.status for r in coverage.rows),
+        )
 
     def observe(
-        self, partition: int, offset: int, producer_id: str, record_id: str, digest: bytes
+        self,
+        partition: int,
+        offset: int,
+        producer_id: str,
+        record_id: str,
+        digest: bytes,
+        *,
+        accepted_content: bool,
+        accepted_amendment: bool,
     ) -> None:
-        """An authentic record the replay read at (partition, offset)."""
+        """An authentic record the replay read at (partition, offset), and whether the replay
+        accepted it as a sighting or incident, or as an amendment."""
         row = self.rows.pop((partition, offset), None)
         if row is None:
+            start, end = self.window.get(partition, (0, 0))
+            accepted = accepted_content or accepted_amendment
+            in_window = start <= offset < end
+            if accepted and in_window and (partition, offset) not in self.registered:
+                self.missing += 1
+                self.mismatches.append(
+                    Mismatch(
+                        HeldPosition(partition, offset, producer_id, record_id, digest, "missing"),
+                        "the store read past it and holds no trace of it (no record, "
+                        "tombstone, amendment or quarantine row)",
+                    )
+                )
             return
         if (row.producer_id, row.record_id, row.digest) == (producer_id, record_id, digest):
             self.matched += 1
@@ -69,13 +116,17 @@ class StoreCheck:
         self.rows.clear()
         return list(self.mismatches)
 
-    def summary(self, statuses: Counter[str]) -> dict[str, Any]:
-        """The report's ``store`` section: rows by status, tombstones, matched and mismatched."""
+    def summary(self) -> dict[str, Any]:
+        """The report's ``store`` section: rows by status, tombstones, matched, mismatched (missing
+        included), and the offsets each partition was held from and to."""
+        statuses = self.statuses
         return {
             "rows": sum(statuses.values()),
             "matched": self.matched,
             "mismatched": len(self.mismatches),
+            "missing": self.missing,
             "by_status": dict(sorted(statuses.items())),
             "erased": statuses.get("erased", 0),
             "pruned": statuses.get("pruned", 0),
+            "window": {str(p): list(w) for p, w in sorted(self.window.items())},
         }

@@ -60,7 +60,7 @@ from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.store import open_store
-from intelbus.store.base import HeldPosition
+from intelbus.store.base import Coverage
 from intelbus.transport.topics import topic_beside
 from intelbus.trust.intake import Intake
 from intelbus.trust.model import FeedBeat
@@ -349,7 +349,7 @@ def _replay_one(
         )
         # The heartbeats first: what they vouch for was appended before the replay's end.
         vouched = _vouched(bootstrap, topic, history, env, identity, start)
-        store_rows = _store_rows(store, topic) if store is not None else None
+        coverage = _store_coverage(store, topic) if store is not None else None
         source = KafkaSource(bootstrap, topic)
         _require_log_append_time(source, allow=allow_create_time)
     except (KafkaUnavailableError, DirectoryExpired, TopicMisconfigured) as e:
@@ -377,7 +377,7 @@ def _replay_one(
                 as_of=judged_at,
                 progress=progress,
                 vouched=vouched,
-                store_rows=store_rows,
+                store=coverage,
             )
 
         result = _with_progress(run_audit, source.topic)
@@ -409,15 +409,15 @@ def _replay_one(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _store_rows(location: str, topic: str) -> list[HeldPosition]:
-    """A force's store's rows for ``topic``, read without taking its writer lock.
+def _store_coverage(location: str, topic: str) -> Coverage:
+    """What a force's store holds of ``topic``, read without taking its writer lock.
 
     Raises:
         IntelbusError: no store there, or it cannot be opened.
     """
     handle = open_store(resolve_store(location, None))
     try:
-        return handle.positions(topic)
+        return handle.coverage(topic)
     finally:
         handle.close()
 

@@ -239,6 +239,18 @@ class HeldPosition:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What a store holds of one topic, by position: its records (tombstones included), the
+    positions of the amendments and refused records it registered, and where it has read to."""
+
+    rows: tuple[HeldPosition, ...]
+    amendments: frozenset[tuple[int, int]]
+    quarantined: frozenset[tuple[int, int]]
+    #: partition -> the next offset the store's consumer group(s) will read (the furthest).
+    read_to: dict[int, int]
+
+
 @runtime_checkable
 class Store(Protocol):
     """An agency's durable store. See the module docstring for the contract."""
@@ -275,8 +287,8 @@ class Store(Protocol):
         """Every record that is not a tombstone, for a retention check."""
         ...
 
-    def positions(self, topic: str) -> list[HeldPosition]:
-        """Every record of ``topic`` the store holds, tombstones included, in topic order."""
+    def coverage(self, topic: str) -> Coverage:
+        """What the store holds of ``topic``, by position (:class:`Coverage`)."""
         ...
 
     def meta(self, key: str) -> str | None:
@@ -550,6 +562,11 @@ FROM records WHERE status NOT IN ('erased', 'pruned') AND (producer_id, record_i
 ORDER BY producer_id, record_id LIMIT ?
 """
 
+_AMENDMENT_POSITIONS = "SELECT kafka_partition, kafka_offset FROM amendments WHERE topic = ?"
+_QUARANTINE_POSITIONS = "SELECT kafka_partition, kafka_offset FROM quarantine WHERE topic = ?"
+_READ_TO = (
+    "SELECT kafka_partition, max(next_offset) FROM offsets WHERE topic = ? GROUP BY kafka_partition"
+)
 _POSITIONS = """
 SELECT kafka_partition, kafka_offset, producer_id, record_id, digest, status FROM records
 WHERE topic = ? ORDER BY kafka_partition, kafka_offset
@@ -1349,13 +1366,23 @@ class SqlStore(abc.ABC):
             for r in rows
         ]
 
-    def positions(self, topic: str) -> list[HeldPosition]:
-        """See :meth:`Store.positions`."""
+    def coverage(self, topic: str) -> Coverage:
+        """See :meth:`Store.coverage`."""
         self._check_open()
-        return [
+        rows = tuple(
             HeldPosition(int(r[0]), int(r[1]), str(r[2]), str(r[3]), bytes(r[4]), str(r[5]))
             for r in self._query(_POSITIONS, (topic,))
-        ]
+        )
+        amendments = frozenset(
+            (int(r[0]), int(r[1]))
+            for r in self._query(_AMENDMENT_POSITIONS, (topic,))
+            if r[0] is not None and r[1] is not None
+        )
+        quarantined = frozenset(
+            (int(r[0]), int(r[1])) for r in self._query(_QUARANTINE_POSITIONS, (topic,))
+        )
+        read_to = {int(r[0]): int(r[1]) for r in self._query(_READ_TO, (topic,))}
+        return Coverage(rows, amendments, quarantined, read_to)
 
     def retention_candidates(self) -> Iterator[RetentionCandidate]:
         """See :meth:`Store.retention_candidates`: streamed in pages, in key order."""

@@ -205,28 +205,34 @@ def test_prune_past_retention_then_the_audit_is_clean_and_counts_the_pruned(
     assert code == 0, output
     summary = report["summary"]
     assert summary["verdict"] == "clean"
-    assert summary["store"] == {
+    store_section = summary["store"]
+    assert {k: store_section[k] for k in ("rows", "matched", "mismatched", "missing")} == {
         "rows": 2,
         "matched": 2,
         "mismatched": 0,
-        "by_status": {"pruned": 2},
-        "erased": 0,
-        "pruned": 2,
+        "missing": 0,
     }
+    assert (store_section["by_status"], store_section["pruned"]) == ({"pruned": 2}, 2)
     assert "2 pruned" in output
 
-    # A local user edits a tombstone's digest: the auditor no longer finds it on the topic.
+    # A local user edits one tombstone's digest and deletes the other tombstone outright: the
+    # auditor finds the first no longer matches the topic, and the second missing.
     con = sqlite3.connect(store_path)
     try:
         con.execute(
             "UPDATE records SET digest = ? WHERE record_id = ?", (bytes(32), records[0].record_id)
         )
+        for table in ("tombstones", "record_versions", "records"):
+            con.execute(f"DELETE FROM {table} WHERE record_id = ?", (records[1].record_id,))  # noqa: S608
         con.commit()
     finally:
         con.close()
     code, report, output = _audit(fed, tmp_path / "audit2.json", "--store", store_path)
     assert code == 1, output
-    assert [(f["reason"], f["record_id"]) for f in report["findings"]] == [
-        ("store_mismatch", records[0].record_id)
-    ]
-    assert report["summary"]["store"]["mismatched"] == 1
+    assert sorted((f["reason"], f["record_id"]) for f in report["findings"]) == sorted(
+        [("store_mismatch", records[0].record_id), ("store_mismatch", records[1].record_id)]
+    )
+    assert (report["summary"]["store"]["mismatched"], report["summary"]["store"]["missing"]) == (
+        2,
+        1,
+    )
