@@ -4,8 +4,9 @@ Hypothesis writes a sightings topic on the simulated bus (tests/simulator.py) fr
 real envelopes: CST's genuine records on its partition, some withheld and delivered late, some
 never; copies on other partitions and on its own; forks and fast-forward jumps signed with CST's
 key; CST reusing its own record ids; CST's corrections (some changing the record's kind, some
-naming another target in the header than in the payload) and retractions; a rogue producer's
-corrections and retractions of CST's records and its records squatting CST's ids; records signed
+naming another target in the header than in the payload), retractions and erasures (of records,
+of amendments, of ids not seen yet); a rogue producer's
+corrections, retractions and erasures of CST's records and its records squatting CST's ids; records signed
 with CST's old key before its compromise, inside the compromise window and after its rotation;
 an impostor's key; a heartbeat on the sightings topic; contents the registry does not know;
 garbage, truncations, bit flips, and records without a broker time.
@@ -50,7 +51,7 @@ from intelbus.envelope import Sealed, seal
 from intelbus.errors import ReasonCode
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import RecordKind
-from intelbus.records import Correction, Heartbeat, Incident, Retraction, Sighting
+from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retraction, Sighting
 from intelbus.samples import feed
 from intelbus.transport.kafka import Message
 from intelbus.trust.model import Prepared, Verdict
@@ -159,6 +160,8 @@ OPS = st.one_of(
     st.tuples(st.just("rogue"), st.sampled_from([0, 2])),
     st.tuples(st.just("squat"), IDX, st.sampled_from([0, 2])),
     st.tuples(st.just("rogue_amend"), IDX, st.sampled_from([0, 2]), st.booleans()),
+    st.tuples(st.just("erase"), IDX, st.booleans()),
+    st.tuples(st.just("rogue_erase"), IDX, st.sampled_from([0, 2])),
     st.tuples(st.just("leaked"), st.sampled_from([0, 1, 2]), st.booleans()),
     st.tuples(st.just("impostor")),
     st.tuples(st.just("heartbeat")),
@@ -331,6 +334,35 @@ class Topic:
                 w.cst, self.cst, retraction, RecordKind.RETRACTION, target=target
             ).data
             self.append(value)
+        elif name == "erase":
+            # CST erases one of its ids (a record, or an amendment's id: target_not_content),
+            # or an id nobody published yet (pending until it comes).
+            target = self.pick(self.cst_ids, op[1]) if op[2] and self.cst_ids else self.new_id()
+            rid = self.new_id()
+            self.cst_ids.append(rid)
+            erasure = Erasure(
+                record_id=rid,
+                erases_record_id=target,
+                erased_at=NOW,
+                legal_basis="UK GDPR Art. 17",
+                reason="erase",
+                grading=w.sighting.grading,
+            )
+            value = self.sealed(w.cst, self.cst, erasure, RecordKind.ERASURE, target=target).data
+            self.append(value)
+        elif name == "rogue_erase" and self.cst_ids:
+            stream = self.rogue[op[2]]
+            target = self.pick(self.cst_ids, op[1])
+            erasure = Erasure(
+                record_id=self.new_id(),
+                erases_record_id=target,
+                erased_at=NOW,
+                legal_basis="UK GDPR Art. 17",
+                reason="foreign",
+                grading=w.sighting.grading,
+            )
+            value = self.sealed(w.rogue, stream, erasure, RecordKind.ERASURE, target=target).data
+            self.append(value, op[2])
         elif name == "rogue":
             stream = self.rogue[op[1]]
             record = _sighting(w, self.new_id())
