@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from intelbus.chain import DEFAULT_MAX_GAP
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.identity import AgencyIdentity
 from intelbus.policy.rules import SharingPolicy
 from intelbus.serde.registry import SchemaRegistry
@@ -69,6 +70,7 @@ class AgencyPipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_gap: int = DEFAULT_MAX_GAP,
         reads: frozenset[str] | None = None,
+        epochs: EpochKeys | None = None,
     ) -> None:
         if policy.agency != identity.agency_id:
             raise ValueError(f"policy is for {policy.agency}, identity is {identity.agency_id}")
@@ -83,6 +85,7 @@ class AgencyPipeline:
             registry=registry,
             directory=directory,
             clock=clock,
+            epochs=epochs,
         )
         self.reader = Reader(identity.agency_id, policy, clock, max_gap, reads=reads)
         #: Amendments the last judged batch refused once their target arrived (registered
