@@ -136,7 +136,7 @@ def _seal_to(
     ).data
 
 
-def _verified(data: bytes):  # noqa: ANN202 - VerifiedRecord
+def _verified(data: bytes):
     return verify(
         data,
         StaticKeyRing([CST.public]),
@@ -167,7 +167,7 @@ def test_epoch_ids_are_derived_with_their_own_personalisation() -> None:
             not_before=JAN.not_before,
             not_after=JAN.not_after,
         )
-    with pytest.raises(ValueError, match="small order|invalid|point"):
+    with pytest.raises(ValueError, match=r"small order|invalid|point"):
         EncEpoch(
             epoch_id=derive_epoch_id(bytes(32)).hex(),
             enc_public=bytes(32).hex(),
@@ -196,7 +196,9 @@ def test_a_directory_with_epochs_round_trips_and_verifies() -> None:
     again = SignedDirectory.from_bytes(latest.to_bytes())
     assert again == latest
     found = again.signed.find_epoch(FEB.epoch_id)
-    assert found is not None and found[0].agency_id == "herts-police" and found[2] == FEB
+    assert found is not None
+    assert found[0].agency_id == "herts-police"
+    assert found[2] == FEB
     # Other keys keep no epoch field at all.
     cst_key = again.signed.agency("cst").keys[0]  # type: ignore[union-attr]
     assert "enc_epochs" not in cst_key.model_dump(mode="json")
@@ -204,7 +206,7 @@ def test_a_directory_with_epochs_round_trips_and_verifies() -> None:
     forged["signed"]["agencies"][1]["keys"][0]["enc_epochs"][0]["not_after"] = (
         "2026-12-31T00:00:00Z"
     )
-    with pytest.raises(Exception, match="signature|threshold|overlap"):
+    with pytest.raises(Exception, match=r"signature|threshold|overlap"):
         DirectoryHistory(history.versions[0]).update(
             SignedDirectory.from_bytes(json.dumps(forged).encode())
         )
@@ -244,7 +246,8 @@ def test_the_producer_seals_to_the_epoch_covering_the_sealing_time() -> None:
     in_jan = history.sealing_key("herts-police", T0 + timedelta(days=3))
     in_feb = history.sealing_key("herts-police", T0 + timedelta(days=40))
     assert isinstance(in_jan, EpochRecipient)
-    assert in_jan.key_id == JAN_SECRET.epoch_id and in_feb.key_id == FEB_SECRET.epoch_id
+    assert in_jan.key_id == JAN_SECRET.epoch_id
+    assert in_feb.key_id == FEB_SECRET.epoch_id
     assert history.sealing_key("cst", T0 + timedelta(days=3)) == CST.public
 
     record = _verified(_seal_to(in_jan))
@@ -300,7 +303,8 @@ def test_keyring_files_are_private_and_secrets_stay_out_of_repr(tmp_path: Path) 
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         secret_hex = epoch.secret_bytes().hex()
         assert secret_hex in path.read_text()
-        assert secret_hex not in repr(epoch) and secret_hex not in str(epoch)
+        assert secret_hex not in repr(epoch)
+        assert secret_hex not in str(epoch)
         with pytest.raises(TypeError):
             pickle.dumps(epoch)
     loaded = load_epochs(key_file, "herts-police")
@@ -362,7 +366,8 @@ def test_a_destroyed_epoch_shreds_its_records_and_says_so(tmp_path: Path) -> Non
     states = {e.epoch_id: e.state for e in list_epochs(key_file)}
     assert states[jan.epoch_id.hex()] == "destroyed"
     keys = load_epochs(key_file, "herts-police")
-    assert jan.epoch_id not in keys.held and jan.epoch_id in keys.destroyed
+    assert jan.epoch_id not in keys.held
+    assert jan.epoch_id in keys.destroyed
     with pytest.raises(Shredded) as info:
         open_record(_verified(_seal_to(recipient)), HERTS, epochs=keys)
     message = str(info.value)
