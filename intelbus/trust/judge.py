@@ -292,27 +292,6 @@ class Judge:
             return Verdict(p.position, e, None, True, rid, producer, h.sequence, stream=key)
         self._heads[head_key] = step.state
         self._moved[head_key] = step.state
-        # --- crypto-shredding (issue 16) -----------------------------------------------------
-        # Sealed to an encryption epoch whose key this reader destroyed: authentic and in its
-        # place, so its chain step above stands; its contents are gone on purpose, so nothing of
-        # it is kept and it is no refusal. An auditor (no policy) keeps no contents anyway: it
-        # judges the record as one it did not open, so its ledger still registers it.
-        if p.shredded is not None and self.reader.policy is not None:
-            return Verdict(
-                p.position,
-                None,
-                Effect.SHREDDED,
-                True,
-                rid,
-                producer,
-                h.sequence,
-                stream=head_key,
-                chain=step.state,
-                gap=step.gap,
-                evicted_gaps=step.evicted,
-                filled=step.step is Step.FILL,
-            )
-        # --- end crypto-shredding ------------------------------------------------------------
         effect: Effect | None = None
         try:
             effect, refusal = self._admit(p, v, family, step.step)
@@ -377,6 +356,14 @@ class Judge:
         producer = h.producer_id
         content = self._content(p, h)
         self._check_times(p, v, content)
+        # --- crypto-shredding (issue 16) -----------------------------------------------------
+        # Sealed to an encryption epoch whose key this reader destroyed: authentic, in its place
+        # (its chain step stands) and timely; its contents are gone on purpose, so nothing of it
+        # is kept and it is no refusal. An auditor (no policy) keeps no contents anyway: it judges
+        # the record as one it did not open, so its ledger still registers it.
+        if p.shredded is not None and self.reader.policy is not None:
+            return Effect.SHREDDED, None
+        # --- end crypto-shredding ------------------------------------------------------------
         if h.kind is RecordKind.HEARTBEAT:
             if isinstance(content, Heartbeat):
                 if content.producer_id != producer:

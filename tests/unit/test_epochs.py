@@ -19,7 +19,7 @@ from intelbus.directory import edit
 from intelbus.directory.model import AgencyKey, EncEpoch, Role, SignedDirectory
 from intelbus.directory.trust import DirectoryHistory, sign
 from intelbus.envelope import DataKeyCache, open_record, seal, verify
-from intelbus.envelope.epochs import EpochKeys, EpochSecret
+from intelbus.envelope.epochs import DestroyedEpoch, EpochKeys, EpochSecret
 from intelbus.errors import (
     EpochKeyMissing,
     InvalidDirectory,
@@ -45,6 +45,9 @@ from intelbus.keyring import (
     monthly_windows,
 )
 from intelbus.kinds import RecordKind
+from intelbus.policy.rules import PolicySpec, SharingPolicy
+from intelbus.trust.judge import Judge, Reader
+from intelbus.trust.model import Effect, Position, Prepared, Snapshot
 
 VECTORS = Path(__file__).parents[1] / "vectors" / "directory_pre_epochs.json"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -438,3 +441,55 @@ def test_epoch_commands(tmp_path: Path) -> None:
     assert (keyring_dir(key_file) / f"{current}.key").exists()
     help_text = runner.invoke(app, ["keys", "destroy-epoch", "--help"]).output
     assert "IRREVERSIBLY" in help_text
+
+
+# --- the judge ----------------------------------------------------------------------------------------
+
+
+def _shredded_prepared(offset: int, sequence: int, prev: bytes) -> tuple[Prepared, bytes]:
+    """A record sealed to Herts' January epoch, as intake prepares it once that key is gone."""
+    data = seal(
+        CST,
+        environment="test",
+        topic=TOPIC,
+        kind=RecordKind.SIGHTING,
+        sequence=sequence,
+        prev_digest=prev,
+        schema_fingerprint=bytes(8),
+        payload=b"gone",
+        recipients=[EpochRecipient("herts-police", JAN_SECRET.epoch_id, JAN_SECRET.enc_public)],
+        partition=0,
+    ).data
+    verified = _verified(data)
+    keys = EpochKeys(
+        "herts-police",
+        destroyed={
+            JAN_SECRET.epoch_id: DestroyedEpoch(JAN_SECRET.epoch_id, T0 + timedelta(days=60))
+        },
+    )
+    with pytest.raises(Shredded) as info:
+        open_record(verified, HERTS, epochs=keys)
+    position = Position(TOPIC, 0, offset, datetime.now(UTC))
+    prepared = Prepared(position, data, verified, addressed=True, shredded=info.value)
+    return prepared, verified.digest
+
+
+def test_the_judge_advances_the_chain_through_shredded_records_and_keeps_nothing() -> None:
+    """An agency: effect shredded, no refusal, no record, no quarantine row, the chain moved. An
+    auditor (no policy) registers it as a record it did not open: its ledger is unchanged."""
+    first, digest = _shredded_prepared(0, 0, bytes(32))
+    second, _ = _shredded_prepared(1, 1, digest)
+    policy = SharingPolicy.from_spec(PolicySpec(agency="herts-police"))
+    judge = Judge(Reader("herts-police", policy, clock=lambda: datetime.now(UTC)), Snapshot())
+    verdicts = [judge.judge(first), judge.judge(second)]
+    assert [v.effect for v in verdicts] == [Effect.SHREDDED, Effect.SHREDDED]
+    assert all(v.accepted for v in verdicts)
+    batch = judge.batch("g", {})
+    assert batch.records == ()
+    assert batch.quarantined == ()
+    assert batch.amendments == ()
+    assert [c.last_sequence for c in batch.chain] == [1]
+
+    auditor = Judge(Reader(None, None, clock=lambda: datetime.now(UTC)), Snapshot())
+    assert auditor.judge(first).effect is Effect.REGISTERED
+    assert len(auditor.batch("a", {}).records) == 1
