@@ -48,12 +48,14 @@ def make_directory(
     prefix: str,
     *,
     force_epochs: Sequence[tuple[datetime, datetime]] = (),
+    epoch_agencies: Sequence[str] = tuple(FORCES),
 ) -> DirectoryHistory:
     """Every version of the directory, each signed by both admins, in ``ws/directory``.
 
-    ``force_epochs`` gives every police force encryption epochs with these windows (for example
-    :func:`intelbus.keyring.monthly_windows`): their keys go to each force's keyring beside its
-    key file under ``ws/keys``, their public parts into one more directory version per force.
+    ``force_epochs`` gives every police force (or every agency of ``epoch_agencies``) encryption
+    epochs with these windows (for example :func:`intelbus.keyring.monthly_windows`): their keys
+    go to each one's keyring beside its key file under ``ws/keys``, their public parts into one
+    more directory version per agency.
     """
     folder = ws / "directory"
     folder.mkdir()
@@ -91,7 +93,7 @@ def make_directory(
             )
         )
     if force_epochs:
-        for force in FORCES:
+        for force in epoch_agencies:
             key_file = ws / "keys" / f"{force}.key"
             create_epochs(key_file, force_epochs)
             document = epochs_document(key_file)

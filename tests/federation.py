@@ -15,7 +15,7 @@ from typing import Any
 from consumers.agency import AgencyConsumer, Stats
 from consumers.config import ConsumerConfig
 from intelbus.cli import demo_cmd
-from intelbus.federation import make_directory, make_keys
+from intelbus.federation import FORCES, make_directory, make_keys
 from intelbus.records import Sighting
 from intelbus.samples import feed
 from intelbus.transport import kafka as transport
@@ -34,6 +34,7 @@ class Federation:
         store_url: str,
         *,
         force_epochs: Sequence[tuple[datetime, datetime]] = (),
+        epoch_agencies: Sequence[str] = tuple(FORCES),
     ) -> None:
         self.root = root
         self.bootstrap = bootstrap
@@ -42,7 +43,9 @@ class Federation:
         transport.create_topics(bootstrap, bus_topics(prefix=self.prefix))
         self.ids = make_keys(root)
         # force_epochs: every force's key gets encryption epochs (crypto-shredding tests).
-        make_directory(root, self.ids, self.prefix, force_epochs=force_epochs)
+        make_directory(
+            root, self.ids, self.prefix, force_epochs=force_epochs, epoch_agencies=epoch_agencies
+        )
         (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
         (root / "producer.toml").write_text(
             f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\nagreement = "agreement.toml"\n'

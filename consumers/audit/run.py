@@ -25,6 +25,7 @@ from consumers.audit.report import FindingSpool, spooled, summary, write_report
 from consumers.audit.source import RecordSource
 from consumers.audit.state import AuditState
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.errors import ConfigError
 from intelbus.identity import AgencyIdentity
 from intelbus.log import get_logger
@@ -119,6 +120,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     progress: Callable[[int, int], None] | None = None,
     sample_size: int = 20,
     vouched: Sequence[FeedBeat] | None = None,
+    epochs: EpochKeys | None = None,
 ) -> AuditResult:
     """Replay ``source``'s topic and judge every record.
 
@@ -184,6 +186,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         identity=identity,
         registry=registry,
         directory=history,
+        # The auditor's encryption-epoch keys: what it destroyed reads as not opened, no finding.
+        epochs=epochs,
     )
     replay = Replay(
         source=source,

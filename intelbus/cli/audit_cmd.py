@@ -44,6 +44,7 @@ from consumers.audit.vouched import vouched_heads
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, freshness
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.errors import (
     AuditStateError,
     ConfigError,
@@ -54,6 +55,7 @@ from intelbus.errors import (
     TopicMissing,
 )
 from intelbus.identity import AgencyIdentity
+from intelbus.keyring import load_epochs
 from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
@@ -316,6 +318,11 @@ def _replay_one(
     try:
         start = _start(from_beginning, since, offsets)
         identity = _auditor_key(key_file, passphrase_env, checkpoint=checkpoint)
+        epochs = (
+            load_epochs(key_file, identity.agency_id)
+            if key_file is not None and identity is not None
+            else None
+        )
         history = dstore.load_folder(directory)
         env = environment or history.environment
         config = AuditConfig(
@@ -336,7 +343,7 @@ def _replay_one(
             allow_expired=allow_expired_directory,
         )
         # The heartbeats first: what they vouch for was appended before the replay's end.
-        vouched = _vouched(bootstrap, topic, history, env, identity, start)
+        vouched = _vouched(bootstrap, topic, history, env, identity, start, epochs)
         source = KafkaSource(bootstrap, topic)
         _require_log_append_time(source, allow=allow_create_time)
     except (KafkaUnavailableError, DirectoryExpired, TopicMisconfigured) as e:
@@ -364,6 +371,7 @@ def _replay_one(
                 as_of=judged_at,
                 progress=progress,
                 vouched=vouched,
+                epochs=epochs,
             )
 
         result = _with_progress(run_audit, source.topic)
@@ -402,6 +410,7 @@ def _vouched(
     environment: str,
     identity: AgencyIdentity | None,
     start: StartAt,
+    epochs: EpochKeys | None = None,
 ) -> list[FeedBeat] | None:
     """The heartbeats' vouched stream heads for a completeness check, or None (and why, on
     stderr) when it cannot be made: heartbeats open only with the auditor's key, and only a
@@ -426,6 +435,7 @@ def _vouched(
         identity=identity,
         registry=SchemaRegistry.load(),
         directory=history,
+        epochs=epochs,
     )
     try:
         source = KafkaSource(bootstrap, heartbeats)

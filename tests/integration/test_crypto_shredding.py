@@ -21,6 +21,7 @@ from consumers.config import ConsumerConfig
 from intelbus.cli.main import app
 from intelbus.directory import store as dstore
 from intelbus.envelope import parse
+from intelbus.federation import FORCES
 from intelbus.keyring import destroy_epoch, keyring_dir, list_epochs
 from intelbus.kinds import Family
 from intelbus.store import open_store
@@ -57,6 +58,7 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
         bootstrap,
         "sqlite",
         force_epochs=[(now - timedelta(hours=1), boundary), (boundary, now + timedelta(days=40))],
+        epoch_agencies=(*FORCES, "inspectorate"),
     )
     key_file = tmp_path / "keys" / f"{HERTS}.key"
     old_epoch, new_epoch = (e.epoch_id for e in list_epochs(key_file))
@@ -68,6 +70,8 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
     try:
         for r in old:
             publisher.publish(r)
+        # A heartbeat too (sealed to the forces' and the auditor's first epochs).
+        publisher.heartbeat(30)
         # Sealing happens at the publisher's clock: past the boundary, the second epoch.
         publisher.clock = lambda: datetime.now(UTC) + timedelta(days=1, hours=1)
         for r in new:
@@ -96,6 +100,7 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
     # Before destruction: everything is opened and stored.
     stats = fed.consume(HERTS)
     assert stats.stored == 5
+    assert stats.heartbeats == 1
     assert stats.shredded == 0
     assert not stats.quarantined
 
@@ -110,7 +115,9 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
         replay = consumer.run(until_idle=True, idle_polls=4)
     finally:
         consumer.store.close()
-    assert replay.shredded == 3
+    # The three sightings and the heartbeat of the first epoch.
+    assert replay.shredded == 4
+    assert replay.heartbeats == 0
     assert replay.stored == 2
     assert not replay.quarantined
     store = open_store(store_url)
@@ -166,6 +173,34 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
     assert data["summary"]["verdict"] == "clean"
     assert data["summary"]["records"] == data["summary"]["authentic"] == 5
 
+    # An auditor whose own first epoch is destroyed: what it opened before (heartbeats) now reads
+    # as not opened, never as a finding.
+    auditor_key = tmp_path / "keys" / "inspectorate.key"
+    auditor_old = next(e.epoch_id for e in list_epochs(auditor_key))
+    destroy_epoch(auditor_key, auditor_old, now=now + timedelta(days=2))
+    heartbeats = topic_name(Family.HEARTBEATS, prefix=fed.prefix)
+    for topic in (heartbeats, sightings):
+        with_key = tmp_path / f"audit-key-{topic}.json"
+        audited = runner.invoke(
+            app,
+            [
+                "audit",
+                "replay",
+                "--topic",
+                topic,
+                "--directory",
+                str(tmp_path / "directory"),
+                "--bootstrap-servers",
+                bootstrap,
+                "--key-file",
+                str(auditor_key),
+                "--report",
+                str(with_key),
+            ],
+        )
+        assert audited.exit_code == 0, audited.output
+        assert json.loads(with_key.read_text())["findings"] == []
+
     # `intelbus consume --json` reports the shredded count.
     cli_config, _ = _config(fed, "herts-cli")
     result = runner.invoke(
@@ -182,6 +217,6 @@ def test_destroyed_epoch_shreds_old_records_and_the_audit_stays_clean(
     )
     assert result.exit_code == 0, result.output
     counts = json.loads(result.output.strip().splitlines()[-1])
-    assert counts["shredded"] == 3
+    assert counts["shredded"] == 4
     assert counts["stored"] == 2
     assert counts["quarantined"] == {}
