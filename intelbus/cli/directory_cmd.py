@@ -210,14 +210,15 @@ def keys_epochs(
         return
     table = Table(title=f"encryption epochs of {key_file}")
     for col in ("epoch id", "not before", "not after", "state", "destroyed at"):
-        table.add_column(col)
+        # The id whole: it is what destroy-epoch takes.
+        table.add_column(col, no_wrap=col == "epoch id", overflow="fold")
     for e in infos:
         table.add_row(
             e.epoch_id,
-            e.not_before.isoformat(),
-            e.not_after.isoformat(),
+            f"{e.not_before:%Y-%m-%d %H:%M}Z",
+            f"{e.not_after:%Y-%m-%d %H:%M}Z",
             e.state,
-            e.destroyed_at.isoformat() if e.destroyed_at else "",
+            f"{e.destroyed_at:%Y-%m-%d %H:%M}Z" if e.destroyed_at else "",
         )
     console.print(table)
 
@@ -593,6 +594,10 @@ def show(
                     )
             elif k.not_after is not None and a.removed_at is None:
                 status = "rotated out"
+            if k.enc_epochs:
+                # Sealed to per-period encryption epochs (crypto-shredding), not to the key itself.
+                last = max(e.not_after for e in k.enc_epochs)
+                status += f"; {len(k.enc_epochs)} epoch(s) until {last:%Y-%m-%d}"
             table.add_row(
                 a.agency_id,
                 a.display_name,
