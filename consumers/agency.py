@@ -54,6 +54,7 @@ from intelbus.errors import (
     UnknownKey,
 )
 from intelbus.identity import AgencyIdentity
+from intelbus.keyring import load_epochs
 from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.serde.registry import SchemaRegistry
@@ -132,6 +133,8 @@ class Stats:
     redacted: int = 0
     withheld: int = 0
     not_addressed: int = 0
+    #: Sealed to an encryption epoch whose key this agency destroyed: nothing kept, no refusal.
+    shredded: int = 0
     amendments: int = 0
     #: Erasures applied (or registered, waiting for their target): payloads removed.
     erased: int = 0
@@ -190,6 +193,8 @@ def count(verdicts: Sequence[Verdict], stats: Stats) -> None:
             stats.withheld += 1
         elif v.effect is Effect.NOT_ADDRESSED:
             stats.not_addressed += 1
+        elif v.effect is Effect.SHREDDED:
+            stats.shredded += 1
         elif v.effect is Effect.AMENDED:
             stats.amendments += 1
         elif v.effect is Effect.ERASED:
@@ -520,6 +525,7 @@ def _merge(total: Stats, part: Stats) -> None:
         "redacted",
         "withheld",
         "not_addressed",
+        "shredded",
         "amendments",
         "erased",
         "heartbeats",
@@ -545,6 +551,8 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
     policy_watch = PolicyWatch(config.policy, config.agency)
     pipeline = AgencyPipeline(
         identity=identity,
+        # The encryption-epoch keyring beside the key file (empty if it has none).
+        epochs=load_epochs(config.key_file, identity.agency_id),
         directory=history,
         registry=SchemaRegistry.load(),
         policy=policy_watch.policy,

@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 
 from intelbus.chain import DEFAULT_MAX_GAP
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.identity import AgencyIdentity
 from intelbus.policy.rules import SharingPolicy
 from intelbus.serde.registry import SchemaRegistry
-from intelbus.store.base import Store
+from intelbus.store.base import Store, read_from_key
 from intelbus.trust.intake import Intake
 from intelbus.trust.judge import Judge, LateRefusal, Reader, keys_for
 from intelbus.trust.model import Batch, Position, Prepared, Snapshot, Verdict
@@ -69,6 +70,7 @@ class AgencyPipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_gap: int = DEFAULT_MAX_GAP,
         reads: frozenset[str] | None = None,
+        epochs: EpochKeys | None = None,
     ) -> None:
         if policy.agency != identity.agency_id:
             raise ValueError(f"policy is for {policy.agency}, identity is {identity.agency_id}")
@@ -83,6 +85,7 @@ class AgencyPipeline:
             registry=registry,
             directory=directory,
             clock=clock,
+            epochs=epochs,
         )
         self.reader = Reader(identity.agency_id, policy, clock, max_gap, reads=reads)
         #: Amendments the last judged batch refused once their target arrived (registered
@@ -116,7 +119,14 @@ class AgencyPipeline:
         judge = Judge(self.reader, snapshot)
         verdicts = [judge.judge(p) for p in prepared]
         self.late_refusals = list(judge.late_refusals)
-        return judge.batch(group_id, offsets), verdicts
+        # Where this store began reading each partition (kept once: the first batch's offset), so
+        # an auditor holding the store to the topic knows from where it must account for records.
+        first: dict[tuple[str, int], int] = {}
+        for p in prepared:
+            key = (p.position.topic, p.position.partition)
+            first[key] = min(p.position.offset, first.get(key, p.position.offset))
+        meta = {read_from_key(t, part): str(o) for (t, part), o in first.items()}
+        return judge.batch(group_id, offsets, meta), verdicts
 
     def commit(
         self,

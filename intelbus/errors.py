@@ -79,6 +79,11 @@ class ReasonCode(enum.StrEnum):
     RECIPIENT_NOT_ENTITLED = "recipient_not_entitled"
     # A force's store names a record (or a tombstone) the topic does not hold as it says (issue 16).
     STORE_MISMATCH = "store_mismatch"
+    # Crypto-shredding (issue 16): a record sealed to an encryption epoch whose private key its
+    # recipient destroyed (not a refusal: counted, never quarantined), and one sealed to an epoch
+    # whose key this recipient does not hold and never destroyed (refused: fail closed).
+    SHREDDED = "shredded"
+    EPOCH_KEY_MISSING = "epoch_key_missing"
 
 
 class IntelbusError(Exception):
@@ -106,6 +111,11 @@ class InsecureFileError(UnsafeFile):
         super().__init__(message)
         self.path = path
         self.mode = mode
+
+
+class KeyringError(ConfigError):
+    """An encryption-epoch keyring refuses an operation (destroying a current epoch, overlapping
+    windows) or cannot be used (a file that is not an epoch key, another agency's keyring)."""
 
 
 class ReportInvalid(ConfigError):
@@ -401,6 +411,34 @@ class NotARecipient(EnvelopeError, Refused):
     """This agency is not in the record's recipient list, so it cannot (and must not) open it."""
 
     reason = ReasonCode.NOT_A_RECIPIENT
+
+
+class NoCurrentEpoch(UnknownKey):
+    """A recipient's key lists encryption epochs but none covers the sealing time: the producer
+    must not fall back to the long-term key (that would escape the shredding schedule)."""
+
+
+class Shredded(EnvelopeError):
+    """The record was sealed to an encryption epoch whose private key its recipient destroyed.
+
+    Not a refusal: the record is authentic and in its chain; its contents are gone on purpose
+    (crypto-shredding). A consumer counts it and stores nothing of it; ``envelope open`` says so.
+    """
+
+    reason = ReasonCode.SHREDDED
+
+    def __init__(self, message: str, *, epoch_id: str, agency_id: str, destroyed_at: str) -> None:
+        super().__init__(message)
+        self.epoch_id = epoch_id
+        self.agency_id = agency_id
+        self.destroyed_at = destroyed_at
+
+
+class EpochKeyMissing(EnvelopeError, Refused):
+    """Sealed to an encryption epoch of this agency whose private key it neither holds nor
+    destroyed (a keyring not copied, a lost file): refused, so nothing is silently lost."""
+
+    reason = ReasonCode.EPOCH_KEY_MISSING
 
 
 class DecryptionFailed(EnvelopeError, Refused):

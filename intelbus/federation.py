@@ -7,6 +7,8 @@ benchmarks, so that all three build the same bus the same way, through the publi
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from intelbus.directory import store as dstore
 from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import DirectoryHistory, sign
 from intelbus.identity import AgencyIdentity
+from intelbus.keyring import create_epochs, epochs_document
 from intelbus.kinds import Family
 from intelbus.transport.topics import topic_name
 
@@ -39,8 +42,21 @@ def make_keys(ws: Path) -> dict[str, AgencyIdentity]:
     return ids
 
 
-def make_directory(ws: Path, ids: dict[str, AgencyIdentity], prefix: str) -> DirectoryHistory:
-    """Every version of the directory, each signed by both admins, in ``ws/directory``."""
+def make_directory(
+    ws: Path,
+    ids: dict[str, AgencyIdentity],
+    prefix: str,
+    *,
+    force_epochs: Sequence[tuple[datetime, datetime]] = (),
+    epoch_agencies: Sequence[str] = tuple(FORCES),
+) -> DirectoryHistory:
+    """Every version of the directory, each signed by both admins, in ``ws/directory``.
+
+    ``force_epochs`` gives every police force (or every agency of ``epoch_agencies``) encryption
+    epochs with these windows (for example :func:`intelbus.keyring.monthly_windows`): their keys
+    go to each one's keyring beside its key file under ``ws/keys``, their public parts into one
+    more directory version per agency.
+    """
     folder = ws / "directory"
     folder.mkdir()
     seeds = [ids[a].signing_seed() for a in ADMINS]
@@ -76,4 +92,20 @@ def make_directory(ws: Path, ids: dict[str, AgencyIdentity], prefix: str) -> Dir
                 now=datetime.now(UTC),
             )
         )
+    if force_epochs:
+        for force in epoch_agencies:
+            key_file = ws / "keys" / f"{force}.key"
+            create_epochs(key_file, force_epochs)
+            document = epochs_document(key_file)
+            (ws / "keys" / f"{force}.epochs.json").write_text(json.dumps(document, indent=2))
+            agency_id, key_id, epochs = edit.parse_epochs(document)
+            doc = signed(
+                edit.add_epochs(
+                    doc.signed,
+                    agency_id=agency_id,
+                    key_id=key_id,
+                    epochs=epochs,
+                    now=datetime.now(UTC),
+                )
+            )
     return dstore.load_folder(folder)

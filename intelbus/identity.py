@@ -26,11 +26,45 @@ from intelbus.files import open_private_new, read_private
 
 KEY_FILE_FORMAT = "intelbus-key-v1"
 _KEY_ID_PERSON = b"ibus-key-id"
+_EPOCH_ID_PERSON = b"ibus-enc-epoch"
 
 
 def derive_key_id(sign_public: bytes, enc_public: bytes) -> bytes:
     """The 16-byte key id of a (signing, encryption) public key pair."""
     return _nacl.blake2b(sign_public + enc_public, digest_size=16, person=_KEY_ID_PERSON)
+
+
+def derive_epoch_id(enc_public: bytes) -> bytes:
+    """The 16-byte id of an encryption epoch's X25519 public key.
+
+    Its own personalisation keeps epoch ids and key ids apart: no epoch id can equal a key id
+    (short of a BLAKE2b collision across personalisations), so a recipient entry's key id slot
+    names one or the other without ambiguity.
+    """
+    return _nacl.blake2b(enc_public, digest_size=16, person=_EPOCH_ID_PERSON)
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRecipient:
+    """What a producer seals to when a recipient's key has encryption epochs: the agency, the
+    epoch id (carried in the recipient entry's key id slot) and the epoch's X25519 public key."""
+
+    agency_id: str
+    key_id: bytes
+    enc_public: bytes
+
+
+class SealingKey(Protocol):
+    """A recipient as sealing sees it: a :class:`PublicIdentity` or an :class:`EpochRecipient`."""
+
+    @property
+    def agency_id(self) -> str: ...
+
+    @property
+    def key_id(self) -> bytes: ...
+
+    @property
+    def enc_public(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

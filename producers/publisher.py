@@ -9,7 +9,9 @@ For each record (``Publisher.publish``):
    means the record is not published (:class:`~intelbus.errors.NoRecipients`).
 3. Encode it with its current Avro writer schema.
 4. Seal it as its stream's next record (sequence, previous digest), bound to the stream's
-   partition and naming the record it amends, to the recipients' current keys. A stream is one
+   partition and naming the record it amends, to the recipients' current keys (or, for a key
+   that lists encryption epochs, to the epoch covering now: none covering now refuses the record,
+   :class:`~intelbus.errors.NoCurrentEpoch`). A stream is one
    topic's records under one key: its partition is chosen once (a stable hash of the producer id
    over the topic's partitions then) and kept when partitions are added; a new key starts a new
    epoch at sequence 0, linked to the last record of the previous one.
@@ -49,7 +51,7 @@ from intelbus.errors import (
     SendFailed,
     TopicMissing,
 )
-from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.identity import AgencyIdentity, SealingKey
 from intelbus.kinds import Family, RecordKind, family_of_topic
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
@@ -109,7 +111,7 @@ class _Prepared:
     kind: RecordKind
     fingerprint: bytes
     payload: bytes
-    keys: tuple[PublicIdentity, ...]
+    keys: tuple[SealingKey, ...]
     record_id: uuid.UUID
     target: uuid.UUID | None  # the record a correction or retraction amends
 
@@ -429,7 +431,7 @@ class Publisher:
         topic = self.topic_for(record, family)
         recipients = self.recipients_for(record, named)
         now = self.clock()
-        keys = tuple(self.directory.recipient_key(a, now) for a in recipients)
+        keys = tuple(self.directory.sealing_key(a, now) for a in recipients)
         fingerprint, payload = self.registry.encode(record.SCHEMA, record.to_avro())
         target: str | None = None
         if isinstance(record, Correction):
@@ -455,7 +457,7 @@ class Publisher:
         kind: RecordKind,
         fingerprint: bytes,
         payload: bytes,
-        keys: Sequence[PublicIdentity],
+        keys: Sequence[SealingKey],
         record_id: uuid.UUID,
         target: uuid.UUID | None = None,
     ) -> Published:
@@ -637,7 +639,7 @@ class Publisher:
         ]
         if not readers:
             raise NoRecipients("no consumer or auditor in the directory to address heartbeats to")
-        keys = [self.directory.recipient_key(a, now) for a in readers]
+        keys = [self.directory.sealing_key(a, now) for a in readers]
         fingerprint, payload = self.registry.encode(Heartbeat.SCHEMA, beat.to_avro())
         return self._publish_payload(
             topic,

@@ -7,6 +7,7 @@ real consumer, as the command line does, without reaching into the command line'
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from intelbus.directory import edit
 from intelbus.directory import store as dstore
 from intelbus.directory.model import Role
 from intelbus.directory.trust import sign
-from intelbus.federation import make_directory, make_keys
+from intelbus.federation import FORCES, make_directory, make_keys
 from intelbus.identity import AgencyIdentity
 from intelbus.records import Sighting
 from intelbus.samples import feed
@@ -32,14 +33,25 @@ from producers.publisher import Publisher
 class Federation:
     """A demo-shaped federation in a temp folder, on the session broker, with fresh topics."""
 
-    def __init__(self, root: Path, bootstrap: str, store_url: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        bootstrap: str,
+        store_url: str,
+        *,
+        force_epochs: Sequence[tuple[datetime, datetime]] = (),
+        epoch_agencies: Sequence[str] = tuple(FORCES),
+    ) -> None:
         self.root = root
         self.bootstrap = bootstrap
         self.store_url = store_url
         self.prefix = f"e2e-{uuid.uuid4().hex[:8]}"
         transport.create_topics(bootstrap, bus_topics(prefix=self.prefix))
         self.ids = make_keys(root)
-        make_directory(root, self.ids, self.prefix)
+        # force_epochs: every force's key gets encryption epochs (crypto-shredding tests).
+        make_directory(
+            root, self.ids, self.prefix, force_epochs=force_epochs, epoch_agencies=epoch_agencies
+        )
         (root / "agreement.toml").write_text(demo_cmd.AGREEMENT)
         (root / "producer.toml").write_text(
             f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\nagreement = "agreement.toml"\n'

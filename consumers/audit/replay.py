@@ -236,6 +236,7 @@ class AuditJudge:
                 rv.digest,
                 accepted_content=v.accepted and h.kind.is_content,
                 accepted_amendment=v.accepted and h.kind.is_amendment,
+                sealed_to={r.agency_id: r.key_id.hex() for r in h.recipients},
             )
         counts = s.producer(h.producer_id)
         counts.records += 1
@@ -382,7 +383,13 @@ class AuditJudge:
                 return f"recipient {agency_id} is not in directory v{body.version}"
             if Role.CONSUMER not in agency.roles and Role.AUDITOR not in agency.roles:
                 return f"recipient {agency_id} is neither a consumer nor an auditor"
-            if key_id.hex() not in {k.key_id for k in agency.keys}:
+            # Sealed to one of its keys, or to an encryption epoch of one (crypto-shredding):
+            # whether that epoch's private key still exists is the recipient's business, not
+            # the record's integrity.
+            sealable = {k.key_id for k in agency.keys} | {
+                e.epoch_id for k in agency.keys for e in k.enc_epochs
+            }
+            if key_id.hex() not in sealable:
                 return f"recipient {agency_id} is sealed to key {key_id.hex()}, not one of its keys"
             if agreement is not None and agreement.producer == producer:
                 problem = agreement.recipient_problem(agency_id)

@@ -26,6 +26,7 @@ from consumers.audit.source import RecordSource
 from consumers.audit.state import AuditState
 from consumers.audit.storecheck import StoreCheck
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.errors import ConfigError
 from intelbus.identity import AgencyIdentity
 from intelbus.log import get_logger
@@ -122,6 +123,7 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
     sample_size: int = 20,
     vouched: Sequence[FeedBeat] | None = None,
     store: Coverage | None = None,
+    epochs: EpochKeys | None = None,
 ) -> AuditResult:
     """Replay ``source``'s topic and judge every record.
 
@@ -193,6 +195,8 @@ def audit(  # noqa: PLR0915 - one linear procedure, clearer in one place
         identity=identity,
         registry=registry,
         directory=history,
+        # The auditor's encryption-epoch keys: what it destroyed reads as not opened, no finding.
+        epochs=epochs,
     )
     replay = Replay(
         source=source,

@@ -13,10 +13,12 @@ The other way round, nothing may be missing from the store: every record the rep
 between the first position the store holds anything of and where the store has read to, on each
 partition, must be in it: a sighting or incident as a record row (a tombstone counts), a
 correction, retraction or erasure as a registered amendment, or, if the force refused it, as a
-quarantine row. A row deleted from the store (a tombstone included) is a ``store_mismatch`` at the
-position of the record it was. What lies before the first position a store holds on a partition
-cannot be told from a consumer that started there; that limit is the store's, and is reported as
-the ``from`` offsets in the report's ``store`` section.
+quarantine row. A record sealed to the store's agency under an encryption epoch the store recorded
+as destroyed leaves nothing on purpose (crypto-shredding): it is counted as shredded. A row deleted
+from the store (a tombstone included) is a ``store_mismatch`` at the
+position of the record it was. The window starts where the store began reading each partition (kept in
+its ``meta`` table with its first batch), or, for a store older than that, at the first position
+it holds anything of; the report's ``store`` section gives the window checked.
 
 Memory is bounded by the store's rows for the topic (not by the topic's length).
 """
@@ -46,17 +48,23 @@ class StoreCheck:
     registered: frozenset[tuple[int, int]]
     window: dict[int, tuple[int, int]]  # partition -> [from, to) the store must account for
     statuses: Counter[str] = field(default_factory=Counter)
+    owner: str | None = None
+    shredded_epochs: frozenset[str] = frozenset()
     matched: int = 0
     missing: int = 0
+    shredded: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
     @classmethod
     def of(cls, coverage: Coverage) -> StoreCheck:
         held = [(r.partition, r.offset) for r in coverage.rows]
         registered = coverage.amendments | coverage.quarantined
-        firsts: dict[int, int] = {}
+        # From where the store began reading (recorded since schema 4), else from the first
+        # position it holds anything of.
+        firsts: dict[int, int] = dict(coverage.read_from)
         for partition, offset in [*held, *registered]:
-            firsts[partition] = min(offset, firsts.get(partition, offset))
+            if partition not in coverage.read_from:
+                firsts[partition] = min(offset, firsts.get(partition, offset))
         window = {
             p: (first, coverage.read_to[p]) for p, first in firsts.items() if p in coverage.read_to
         }
@@ -65,6 +73,8 @@ class StoreCheck:
             registered,
             window,
             Counter(r.status for r in coverage.rows),
+            coverage.owner,
+            coverage.shredded_epochs,
         )
 
     def observe(
@@ -77,6 +87,7 @@ class StoreCheck:
         *,
         accepted_content: bool,
         accepted_amendment: bool,
+        sealed_to: dict[str, str] | None = None,
     ) -> None:
         """An authentic record the replay read at (partition, offset), and whether the replay
         accepted it as a sighting or incident, or as an amendment."""
@@ -86,6 +97,12 @@ class StoreCheck:
             accepted = accepted_content or accepted_amendment
             in_window = start <= offset < end
             if accepted and in_window and (partition, offset) not in self.registered:
+                epoch = (sealed_to or {}).get(self.owner or "")
+                if epoch is not None and epoch in self.shredded_epochs:
+                    # Sealed to the store's agency under an epoch it destroyed: crypto-shredded,
+                    # nothing of it is kept on purpose.
+                    self.shredded += 1
+                    return
                 self.missing += 1
                 self.mismatches.append(
                     Mismatch(
@@ -125,6 +142,7 @@ class StoreCheck:
             "matched": self.matched,
             "mismatched": len(self.mismatches),
             "missing": self.missing,
+            "shredded": self.shredded,
             "by_status": dict(sorted(statuses.items())),
             "erased": statuses.get("erased", 0),
             "pruned": statuses.get("pruned", 0),

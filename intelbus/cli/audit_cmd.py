@@ -45,6 +45,7 @@ from intelbus.cli.store_cmd import resolve_store
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, freshness
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.errors import (
     AuditStateError,
     ConfigError,
@@ -55,6 +56,7 @@ from intelbus.errors import (
     TopicMissing,
 )
 from intelbus.identity import AgencyIdentity
+from intelbus.keyring import load_epochs
 from intelbus.kinds import Family
 from intelbus.log import get_logger
 from intelbus.policy.agreement import SharingAgreement
@@ -327,7 +329,7 @@ def _replay_one(
     _require_heartbeat_key(topic, key_file, heartbeat_interval)
     try:
         start = _start(from_beginning, since, offsets)
-        identity = _auditor_key(key_file, passphrase_env, checkpoint=checkpoint)
+        identity, epochs = _auditor_keys(key_file, passphrase_env, checkpoint)
         history = dstore.load_folder(directory)
         env = environment or history.environment
         config = AuditConfig(
@@ -348,7 +350,7 @@ def _replay_one(
             allow_expired=allow_expired_directory,
         )
         # The heartbeats first: what they vouch for was appended before the replay's end.
-        vouched = _vouched(bootstrap, topic, history, env, identity, start)
+        vouched = _vouched(bootstrap, topic, history, env, identity, start, epochs)
         coverage = _store_coverage(store, topic) if store is not None else None
         source = KafkaSource(bootstrap, topic)
         _require_log_append_time(source, allow=allow_create_time)
@@ -378,6 +380,7 @@ def _replay_one(
                 progress=progress,
                 vouched=vouched,
                 store=coverage,
+                epochs=epochs,
             )
 
         result = _with_progress(run_audit, source.topic)
@@ -409,6 +412,16 @@ def _replay_one(
         raise typer.Exit(EXIT_FINDINGS)
 
 
+def _auditor_keys(
+    key_file: Path | None, passphrase_env: str | None, checkpoint: Path | None
+) -> tuple[AgencyIdentity | None, EpochKeys | None]:
+    """The auditor's key (if given) and the encryption epochs of its keyring beside it."""
+    identity = _auditor_key(key_file, passphrase_env, checkpoint=checkpoint)
+    if key_file is None or identity is None:
+        return identity, None
+    return identity, load_epochs(key_file, identity.agency_id)
+
+
 def _store_coverage(location: str, topic: str) -> Coverage:
     """What a force's store holds of ``topic``, read without taking its writer lock.
 
@@ -429,6 +442,7 @@ def _vouched(
     environment: str,
     identity: AgencyIdentity | None,
     start: StartAt,
+    epochs: EpochKeys | None = None,
 ) -> list[FeedBeat] | None:
     """The heartbeats' vouched stream heads for a completeness check, or None (and why, on
     stderr) when it cannot be made: heartbeats open only with the auditor's key, and only a
@@ -453,6 +467,7 @@ def _vouched(
         identity=identity,
         registry=SchemaRegistry.load(),
         directory=history,
+        epochs=epochs,
     )
     try:
         source = KafkaSource(bootstrap, heartbeats)

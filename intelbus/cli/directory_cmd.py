@@ -25,6 +25,14 @@ from intelbus.directory.trust import DirectoryHistory, sign
 from intelbus.errors import DirectoryError, IntelbusError
 from intelbus.files import atomic_write
 from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.keyring import (
+    create_epochs,
+    destroy_epoch,
+    epochs_document,
+    keyring_dir,
+    list_epochs,
+    monthly_windows,
+)
 from intelbus.kinds import Family
 from intelbus.transport.topics import topic_name
 
@@ -32,6 +40,11 @@ keys_app = typer.Typer(
     help="Agency key pairs (Ed25519 signing + X25519 encryption).", no_args_is_help=True
 )
 app = typer.Typer(help="The threshold-signed federation directory.", no_args_is_help=True)
+epoch_app = typer.Typer(
+    help="Encryption epochs: short-lived X25519 keys producers seal to (crypto-shredding).",
+    no_args_is_help=True,
+)
+keys_app.add_typer(epoch_app, name="epoch")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -109,6 +122,135 @@ def keys_new(
     atomic_write(public, identity.public.to_json().encode(), mode=0o644)
     console.print(f"key id {identity.public.key_id.hex()} for {agency}")
     console.print(f"private key: {private} (mode 0600)  public key: {public}")
+
+
+# --- encryption epochs -----------------------------------------------------------------------------
+
+KeyFile = typer.Option(..., "--key-file", help="The agency's private key file.")
+
+
+def _utc_option(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _epochs_out(key_file: Path) -> Path:
+    return key_file.with_name(key_file.name + ".epochs.json")
+
+
+@epoch_app.command("new")
+def epoch_new(
+    key_file: Path = KeyFile,
+    not_before: datetime | None = typer.Option(
+        None, "--not-before", help="Start of one epoch (UTC)."
+    ),
+    not_after: datetime | None = typer.Option(None, "--not-after", help="End of that epoch (UTC)."),
+    months: int | None = typer.Option(
+        None, "--months", min=1, max=120, help="Instead: N consecutive calendar-month epochs."
+    ),
+    start: datetime | None = typer.Option(
+        None, "--start", help="With --months: a time in the first month (default: now)."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Where to write the keyring's public epochs for `directory add-epochs` "
+        "(default: <key file>.epochs.json).",
+    ),
+) -> None:
+    """Make encryption-epoch key pairs in the keyring beside the key file (each 0600), and write
+    their public parts for the directory."""
+    begin, end = _utc_option(not_before), _utc_option(not_after)
+    if months is not None:
+        if begin is not None or end is not None:
+            raise _fail("give either --months or --not-before/--not-after, not both")
+        windows = monthly_windows(_utc_option(start) or _now(), months)
+    elif begin is not None and end is not None:
+        windows = [(begin, end)]
+    else:
+        raise _fail("give --not-before and --not-after, or --months")
+    made = create_epochs(key_file, windows)
+    target = out if out is not None else _epochs_out(key_file)
+    atomic_write(target, json.dumps(epochs_document(key_file), indent=2).encode(), mode=0o644)
+    for epoch in made:
+        console.print(
+            f"epoch {epoch.epoch_id.hex()}  {epoch.not_before.isoformat()} .. "
+            f"{epoch.not_after.isoformat()}",
+            highlight=False,
+        )
+    console.print(
+        f"{len(made)} epoch key(s) in {keyring_dir(key_file)} (mode 0600); public parts in "
+        f"{target}: list them with `intelbus directory add-epochs --epochs {target}`",
+        highlight=False,
+    )
+
+
+@keys_app.command("epochs")
+def keys_epochs(
+    key_file: Path = KeyFile,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the keyring's encryption epochs and their state (held, destroyed, missing)."""
+    infos = list_epochs(key_file)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        **e.public(),
+                        "state": e.state,
+                        "destroyed_at": e.destroyed_at.isoformat() if e.destroyed_at else None,
+                    }
+                    for e in infos
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title=f"encryption epochs of {key_file}")
+    for col in ("epoch id", "not before", "not after", "state", "destroyed at"):
+        # The id whole: it is what destroy-epoch takes.
+        table.add_column(col, no_wrap=col == "epoch id", overflow="fold")
+    for e in infos:
+        table.add_row(
+            e.epoch_id,
+            f"{e.not_before:%Y-%m-%d %H:%M}Z",
+            f"{e.not_after:%Y-%m-%d %H:%M}Z",
+            e.state,
+            f"{e.destroyed_at:%Y-%m-%d %H:%M}Z" if e.destroyed_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("destroy-epoch")
+def keys_destroy_epoch(
+    key_file: Path = KeyFile,
+    epoch: str = typer.Option(..., "--epoch", help="The epoch id (hex) whose key to destroy."),
+    retention_days: int = typer.Option(
+        0,
+        "--retention-days",
+        min=0,
+        help="Refuse unless the epoch ended at least this many days ago.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Destroy within the retention period (never a current epoch)."
+    ),
+) -> None:
+    """IRREVERSIBLY destroy a past encryption epoch's private key (crypto-shredding).
+
+    After this nobody can open the records sealed to that epoch from Kafka, ever; their
+    signatures, chains and audit digests still verify. An epoch that has not ended is always
+    refused. Keep no backup of the key beyond the same date.
+    """
+    gone = destroy_epoch(
+        key_file, epoch, now=_now(), retention=timedelta(days=retention_days), force=force
+    )
+    console.print(
+        f"destroyed the key of epoch {epoch} on {gone.destroyed_at.isoformat()}: records sealed "
+        "to it can no longer be opened (crypto-shredded)",
+        highlight=False,
+    )
 
 
 # --- directory -------------------------------------------------------------------------------------
@@ -223,6 +365,36 @@ def revoke_key(
             reason=reason,
             now=_now(),
             compromised_since=since,
+            validity=timedelta(days=validity_days),
+        )
+    except (ValueError, DirectoryError) as e:
+        raise _fail(str(e)) from None
+    _write_draft(folder, doc)
+
+
+@app.command("add-epochs")
+def add_epochs(
+    folder: Path = Folder,
+    epochs: Path = typer.Option(
+        ..., "--epochs", help="An epochs file from `intelbus keys epoch new` (public parts)."
+    ),
+    agency: str | None = typer.Option(
+        None, "--agency", help="The agency (checked against the file; default: the file's)."
+    ),
+    validity_days: int = Validity,
+) -> None:
+    """Draft N+1 listing an agency key's encryption epochs (those not listed yet)."""
+    body = _latest(folder).latest
+    try:
+        agency_id, key_id, parsed = edit.parse_epochs(json.loads(epochs.read_text()))
+        if agency is not None and agency != agency_id:
+            raise _fail(f"{epochs} holds {agency_id}'s epochs, not {agency}'s")
+        doc = edit.add_epochs(
+            body,
+            agency_id=agency_id,
+            key_id=key_id,
+            epochs=parsed,
+            now=_now(),
             validity=timedelta(days=validity_days),
         )
     except (ValueError, DirectoryError) as e:
@@ -422,6 +594,10 @@ def show(
                     )
             elif k.not_after is not None and a.removed_at is None:
                 status = "rotated out"
+            if k.enc_epochs:
+                # Sealed to per-period encryption epochs (crypto-shredding), not to the key itself.
+                last = max(e.not_after for e in k.enc_epochs)
+                status += f"; {len(k.enc_epochs)} epoch(s) until {last:%Y-%m-%d}"
             table.add_row(
                 a.agency_id,
                 a.display_name,

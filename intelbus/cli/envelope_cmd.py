@@ -20,8 +20,9 @@ from rich.console import Console
 from intelbus.directory import store as dstore
 from intelbus.envelope import open_record, parse, seal, verify
 from intelbus.envelope.verify import VerifiedRecord
-from intelbus.errors import IntelbusError
+from intelbus.errors import IntelbusError, Shredded
 from intelbus.identity import AgencyIdentity, KeyResolver, PublicIdentity, StaticKeyRing
+from intelbus.keyring import load_epochs
 from intelbus.kinds import RecordKind
 from intelbus.records import KIND_TYPES, RECORD_TYPES, Correction, Retraction
 from intelbus.serde.registry import SchemaRegistry
@@ -223,13 +224,19 @@ def open_cmd(
     passphrase_env: str | None = typer.Option(None, "--passphrase-env"),
     as_json: bool = JsonOut,
 ) -> None:
-    """Verify, decrypt as a recipient, and decode the record."""
+    """Verify, decrypt as a recipient (with its encryption-epoch keyring beside the key file, if
+    any), and decode the record. A record sealed to an epoch whose key was destroyed is reported
+    as crypto-shredded (exit 1)."""
     record = _verified(file, signer, directory, environment, topic)
     try:
         identity = AgencyIdentity.load(key, passphrase=_passphrase(passphrase_env))
-        payload = open_record(record, identity)
+        epochs = load_epochs(key, identity.agency_id)
+        payload = open_record(record, identity, epochs=epochs)
         name, value = SchemaRegistry.load().decode(record.header.schema_fingerprint, payload)
         model = RECORD_TYPES[name].from_avro(value)
+    except Shredded as e:
+        # Not a defect: the contents were destroyed on purpose; the record still verifies.
+        raise _fail(f"{file}: {str(e).split('] ', 1)[-1]}") from None
     except (IntelbusError, ValidationError) as e:
         raise _fail(f"{file}: {e}") from None
     data = json.loads(model.model_dump_json())

@@ -7,14 +7,18 @@ old records years later still finds every key that ever signed one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
 
 from intelbus.directory.model import (
     AdminKey,
     Agency,
     AgencyKey,
     DirectoryBody,
+    EncEpoch,
     Revocation,
     Role,
     SignedDirectory,
@@ -149,6 +153,66 @@ def revoke_key(
         k.model_copy(update={"revocation": revocation}) if k.key_id == key_id else k
         for k in agency.keys
     )
+    updated = agency.model_copy(update={"keys": keys})
+    return _next(body, now, validity, agencies=_replace_agency(body, updated))
+
+
+def parse_epochs(document: Mapping[str, Any]) -> tuple[str, str, tuple[EncEpoch, ...]]:
+    """The agency id, key id and epochs of an epochs document (``intelbus keys epoch new``).
+
+    Raises:
+        InvalidDirectory: it is not an epochs document, or an epoch is invalid.
+    """
+    if document.get("format") != "intelbus-epochs-v1":
+        raise InvalidDirectory("not an intelbus epochs document (format intelbus-epochs-v1)")
+    try:
+        epochs = tuple(EncEpoch.model_validate(e) for e in document["epochs"])
+        return str(document["agency_id"]), str(document["key_id"]), epochs
+    except (KeyError, TypeError, ValidationError) as e:
+        raise InvalidDirectory(f"invalid epochs document: {e}") from None
+
+
+def add_epochs(
+    body: DirectoryBody,
+    *,
+    agency_id: str,
+    key_id: str,
+    epochs: Sequence[EncEpoch],
+    now: datetime,
+    validity: timedelta = DEFAULT_VALIDITY,
+) -> SignedDirectory:
+    """Draft N+1 listing more encryption epochs for one of the agency's keys.
+
+    Epochs already listed identically are skipped (a keyring's document lists all its epochs);
+    one listed with other values, or one overlapping another, is refused. Listed epochs are never
+    removed: an auditor, years later, still sees which epoch every record was sealed to.
+
+    Raises:
+        InvalidDirectory: no such agency or key, a revoked key, nothing new, or invalid epochs.
+    """
+    agency = _require(body, agency_id)
+    key = next((k for k in agency.keys if k.key_id == key_id), None)
+    if key is None:
+        raise InvalidDirectory(f"agency {agency_id} has no key {key_id}")
+    if key.revocation is not None:
+        raise InvalidDirectory(f"key {key_id} of {agency_id} is revoked: give it no new epochs")
+    listed = {e.epoch_id: e for e in key.enc_epochs}
+    new: list[EncEpoch] = []
+    for epoch in epochs:
+        known = listed.get(epoch.epoch_id)
+        if known is None:
+            new.append(epoch)
+        elif known != epoch:
+            raise InvalidDirectory(f"epoch {epoch.epoch_id} is already listed with other values")
+    if not new:
+        raise InvalidDirectory(f"every epoch is already listed for key {key_id} of {agency_id}")
+    try:
+        updated_key = AgencyKey.model_validate(
+            {**key.model_dump(), "enc_epochs": (*key.enc_epochs, *new)}
+        )
+    except ValidationError as e:
+        raise InvalidDirectory(f"cannot add these epochs: {e}") from None
+    keys = tuple(updated_key if k.key_id == key_id else k for k in agency.keys)
     updated = agency.model_copy(update={"keys": keys})
     return _next(body, now, validity, agencies=_replace_agency(body, updated))
 

@@ -12,6 +12,7 @@ their keys, times in UTC. Signature checks live in :mod:`intelbus.directory.trus
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
@@ -21,13 +22,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
 from intelbus import _nacl
 from intelbus.errors import InvalidDirectory
-from intelbus.identity import PublicIdentity, derive_key_id
+from intelbus.identity import EpochRecipient, PublicIdentity, derive_epoch_id, derive_key_id
 
 DIRECTORY_TYPE = "intelbus.directory"
 SPEC_VERSION = 1
@@ -86,8 +89,39 @@ class Revocation(BaseModel):
         return self
 
 
+class EncEpoch(BaseModel):
+    """One encryption epoch of an agency key: an X25519 public key producers seal to within
+    ``[not_before, not_after)``. Its private key is destroyed once its records' retention has
+    passed (crypto-shredding, docs/envelope.md)."""
+
+    model_config = _FROZEN
+    epoch_id: KeyIdHex
+    enc_public: PublicHex
+    not_before: UtcTime
+    not_after: UtcTime
+
+    @model_validator(mode="after")
+    def _key(self) -> Self:
+        public = bytes.fromhex(self.enc_public)
+        _nacl.check_box_public_key(public)
+        if derive_epoch_id(public).hex() != self.epoch_id:
+            raise ValueError(f"epoch_id {self.epoch_id} does not match its public key")
+        if self.not_after <= self.not_before:
+            raise ValueError(f"epoch {self.epoch_id}: not_after must be later than not_before")
+        return self
+
+    def covers(self, at: datetime) -> bool:
+        """Whether a producer sealing at ``at`` seals to this epoch."""
+        return self.not_before <= at < self.not_after
+
+
 class AgencyKey(BaseModel):
-    """One key pair of an agency (Ed25519 for signing, X25519 for receiving) with its window."""
+    """One key pair of an agency (Ed25519 for signing, X25519 for receiving) with its window.
+
+    ``enc_epochs``, when listed, replace the long-term X25519 key for sealing: a producer seals
+    to the epoch that covers the sealing time. An empty tuple is left out of the canonical JSON,
+    so directory versions signed before epochs existed keep their exact bytes and signatures.
+    """
 
     model_config = _FROZEN
     key_id: KeyIdHex
@@ -96,6 +130,41 @@ class AgencyKey(BaseModel):
     not_before: UtcTime
     not_after: UtcTime | None = None
     revocation: Revocation | None = None
+    enc_epochs: tuple[EncEpoch, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_no_epochs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.enc_epochs:
+            data.pop("enc_epochs", None)
+        return data
+
+    @model_validator(mode="after")
+    def _epochs(self) -> Self:
+        ordered = sorted(self.enc_epochs, key=lambda e: e.not_before)
+        for earlier, later in itertools.pairwise(ordered):
+            if later.not_before < earlier.not_after:
+                raise ValueError(
+                    f"key {self.key_id}: epochs {earlier.epoch_id} and {later.epoch_id} overlap"
+                )
+        ids = [e.epoch_id for e in self.enc_epochs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"key {self.key_id}: an epoch is listed twice")
+        return self
+
+    def epoch_at(self, at: datetime) -> EncEpoch | None:
+        """The epoch a producer seals to at ``at`` (None: none covers it)."""
+        return next((e for e in self.enc_epochs if e.covers(at)), None)
+
+    def epoch(self, epoch_id_hex: str) -> EncEpoch | None:
+        """The epoch with this id, or None."""
+        return next((e for e in self.enc_epochs if e.epoch_id == epoch_id_hex), None)
+
+    def sealing_key(self, agency_id: str, epoch: EncEpoch) -> EpochRecipient:
+        """What a producer seals to for ``epoch`` of this key."""
+        return EpochRecipient(
+            agency_id, bytes.fromhex(epoch.epoch_id), bytes.fromhex(epoch.enc_public)
+        )
 
     @model_validator(mode="after")
     def _keys(self) -> Self:
@@ -185,6 +254,10 @@ class DirectoryBody(BaseModel):
         key_ids = [k.key_id for a in self.agencies for k in a.keys]
         if len(set(key_ids)) != len(key_ids):
             raise ValueError("a key id appears twice")
+        # Epoch ids share the recipient entry's key id slot with key ids: each names one key.
+        epoch_ids = [e.epoch_id for a in self.agencies for k in a.keys for e in k.enc_epochs]
+        if len(set(epoch_ids)) != len(epoch_ids) or set(epoch_ids) & set(key_ids):
+            raise ValueError("an encryption epoch id appears twice")
         return self
 
     def canonical_bytes(self) -> bytes:
@@ -196,6 +269,15 @@ class DirectoryBody(BaseModel):
         for a in self.agencies:
             if a.agency_id == agency_id:
                 return a
+        return None
+
+    def find_epoch(self, epoch_id: str) -> tuple[Agency, AgencyKey, EncEpoch] | None:
+        """The agency, key and encryption epoch with this epoch id, or None."""
+        for a in self.agencies:
+            for k in a.keys:
+                e = k.epoch(epoch_id)
+                if e is not None:
+                    return a, k, e
         return None
 
     def find_key(self, key_id: str) -> tuple[Agency, AgencyKey] | None:

@@ -41,10 +41,11 @@ from intelbus.errors import (
     InvalidDirectory,
     KeyNotValid,
     KeyRevoked,
+    NoCurrentEpoch,
     ThresholdNotMet,
     UnknownKey,
 )
-from intelbus.identity import PublicIdentity
+from intelbus.identity import PublicIdentity, SealingKey
 
 
 def count_valid_signatures(
@@ -312,6 +313,29 @@ class DirectoryHistory:
             raise UnknownKey(f"agency {agency_id} has no usable key at {at.isoformat()}")
         newest = max(usable, key=lambda k: k.not_before)
         return self._identity(agency.agency_id, newest)
+
+    def sealing_key(self, agency_id: str, at: datetime) -> SealingKey:
+        """What a producer seals to for ``agency_id`` at ``at``: the current key's encryption
+        epoch covering ``at`` when that key lists epochs, else the key itself (as before epochs).
+
+        Raises:
+            UnknownKey: no such agency, or it has no current, unrevoked key.
+            NoCurrentEpoch: its current key lists epochs but none covers ``at`` (fail closed:
+                sealing to the long-term key would put the record out of reach of shredding).
+        """
+        identity = self.recipient_key(agency_id, at)
+        found = self.latest.find_key(identity.key_id.hex())
+        if found is None or not found[1].enc_epochs:
+            return identity
+        key = found[1]
+        epoch = key.epoch_at(at)
+        if epoch is None:
+            raise NoCurrentEpoch(
+                f"no current encryption epoch for {agency_id} at {at.isoformat()} "
+                f"(key {key.key_id} lists {len(key.enc_epochs)}, none covers it): "
+                "its directory entry needs a new epoch"
+            )
+        return key.sealing_key(agency_id, epoch)
 
     def _identity(self, agency_id: str, key: AgencyKey) -> PublicIdentity:
         cached = self._identities.get((agency_id, key.key_id))

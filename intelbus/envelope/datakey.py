@@ -7,7 +7,8 @@ ids) for at most ``max_uses`` records and for at most ``max_age``. Every record 
 random 24-byte XChaCha20 nonce; with 192-bit random nonces, reusing a key across records is safe far
 beyond these bounds. The bounds limit how much one leaked data key exposes, and make a recipient
 added or removed, or a key rotated, take effect on the next record (docs/envelope.md, "Data-key
-reuse").
+reuse"). When a recipient's key has encryption epochs, its "recipient key id" is the epoch id, so
+a new epoch is a new recipient set: no data key wrapped to a past epoch outlives it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from intelbus import _nacl
 from intelbus.envelope.wire import RecipientEntry
-from intelbus.identity import PublicIdentity
+from intelbus.identity import SealingKey
 
 DEFAULT_MAX_USES = 1_000
 DEFAULT_MAX_AGE = timedelta(minutes=5)
@@ -35,7 +36,7 @@ class DataKey:
     wraps: tuple[RecipientEntry, ...]
 
 
-def _canonical(recipients: Sequence[PublicIdentity]) -> list[PublicIdentity]:
+def _canonical(recipients: Sequence[SealingKey]) -> list[SealingKey]:
     """Recipients sorted by agency id (the wire's canonical order); refuses an agency listed twice."""
     if not recipients:
         raise ValueError("a record needs at least one recipient")
@@ -45,14 +46,14 @@ def _canonical(recipients: Sequence[PublicIdentity]) -> list[PublicIdentity]:
     return ordered
 
 
-def recipient_set(recipients: Sequence[PublicIdentity]) -> RecipientSet:
+def recipient_set(recipients: Sequence[SealingKey]) -> RecipientSet:
     """The cache key of a recipient set: (agency id, recipient key id) pairs, sorted."""
     return tuple((r.agency_id, r.key_id) for r in _canonical(recipients))
 
 
 def wrap_data_key(
     key: bytes,
-    recipients: Sequence[PublicIdentity],
+    recipients: Sequence[SealingKey],
     *,
     ephemeral_secrets: Sequence[bytes] | None = None,
 ) -> DataKey:
@@ -82,7 +83,7 @@ def wrap_data_key(
     )
 
 
-def new_data_key(recipients: Sequence[PublicIdentity]) -> DataKey:
+def new_data_key(recipients: Sequence[SealingKey]) -> DataKey:
     """A fresh random data key sealed to every recipient."""
     return wrap_data_key(_nacl.random_bytes(_nacl.AEAD_KEY_BYTES), recipients)
 
@@ -132,7 +133,7 @@ class DataKeyCache:
         # A clock that went backwards also ends the window: the age could not be trusted.
         return slot.uses >= self.max_uses or not slot.created <= now < slot.created + self.max_age
 
-    def get(self, recipients: Sequence[PublicIdentity]) -> DataKey:
+    def get(self, recipients: Sequence[SealingKey]) -> DataKey:
         """The data key for this recipient set: reused within the bounds, else a fresh one.
 
         Raises:

@@ -34,7 +34,7 @@ from intelbus.envelope.wire import (
     sign_prefix,
     to_micros,
 )
-from intelbus.identity import AgencyIdentity, PublicIdentity
+from intelbus.identity import AgencyIdentity, SealingKey
 from intelbus.kinds import RecordKind
 
 
@@ -61,7 +61,7 @@ def seal(
     prev_digest: bytes,
     schema_fingerprint: bytes,
     payload: bytes,
-    recipients: Sequence[PublicIdentity],
+    recipients: Sequence[SealingKey],
     partition: int | None,
     target_record_id: uuid.UUID | None = None,
     record_id: uuid.UUID | None = None,
@@ -113,7 +113,7 @@ def _seal_from_parts(
     prev_digest: bytes,
     schema_fingerprint: bytes,
     payload: bytes,
-    recipients: Sequence[PublicIdentity],
+    recipients: Sequence[SealingKey],
     data_key: DataKey,
     nonce: bytes,
     now: datetime,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
@@ -249,6 +249,12 @@ class Coverage:
     quarantined: frozenset[tuple[int, int]]
     #: partition -> the next offset the store's consumer group(s) will read (the furthest).
     read_to: dict[int, int]
+    #: The agency the store belongs to, and the encryption epochs it found destroyed (records
+    #: sealed to it with those leave no row: crypto-shredded).
+    owner: str | None = None
+    shredded_epochs: frozenset[str] = frozenset()
+    #: partition -> the first offset the store read (stores since schema 4; else unknown).
+    read_from: dict[int, int] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -463,6 +469,10 @@ _LOAD_FEEDS = (
     "ORDER BY producer_id, topic"
 )
 _VOUCHED_PREFIX = "vouched|"
+#: Where a store began reading a partition: ``read_from|<topic>|<partition>`` -> offset, kept once.
+_READ_FROM_PREFIX = "read_from|"
+_INSERT_META_ONCE = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+_SHREDDED_PREFIX = "shredded_epoch|"  # intelbus.trust.judge.SHREDDED_EPOCH_META
 _LOAD_VOUCHED = "SELECT key, value FROM meta WHERE key LIKE ?"
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
@@ -927,12 +937,17 @@ class SqlStore(abc.ABC):
                 ),
             )
         self._write_beats(cur, batch.beats)
-        if OWNER_META_KEY in batch.meta:
-            raise StoreError("a batch may not change the store's owner")
-        for meta_key, value in sorted(batch.meta.items()):
-            self._exec(cur, _UPSERT_META, (meta_key, value))
+        self._write_meta(cur, batch.meta)
         for (topic, partition), next_offset in sorted(batch.offsets.items()):
             self._exec(cur, self._UPSERT_OFFSET, (batch.group_id, topic, partition, next_offset))
+
+    def _write_meta(self, cur: Cursor, meta: dict[str, str]) -> None:
+        if OWNER_META_KEY in meta:
+            raise StoreError("a batch may not change the store's owner")
+        for meta_key, value in sorted(meta.items()):
+            # Where the store began reading a partition is kept once; every other value is newest.
+            once = meta_key.startswith(_READ_FROM_PREFIX)
+            self._exec(cur, _INSERT_META_ONCE if once else _UPSERT_META, (meta_key, value))
 
     def _decision_params(self, d: VersionDecision) -> tuple[object, ...]:
         labels = d.labels
@@ -1382,7 +1397,17 @@ class SqlStore(abc.ABC):
             (int(r[0]), int(r[1])) for r in self._query(_QUARANTINE_POSITIONS, (topic,))
         )
         read_to = {int(r[0]): int(r[1]) for r in self._query(_READ_TO, (topic,))}
-        return Coverage(rows, amendments, quarantined, read_to)
+        epochs = frozenset(
+            str(r[0]).removeprefix(_SHREDDED_PREFIX)
+            for r in self._query(_LOAD_VOUCHED, (_SHREDDED_PREFIX + "%",))
+        )
+        prefix = f"{_READ_FROM_PREFIX}{topic}|"
+        read_from = {
+            int(str(r[0]).removeprefix(prefix)): int(r[1])
+            for r in self._query(_LOAD_VOUCHED, (prefix + "%",))
+        }
+        owner = self.meta(OWNER_META_KEY)
+        return Coverage(rows, amendments, quarantined, read_to, owner, epochs, read_from)
 
     def retention_candidates(self) -> Iterator[RetentionCandidate]:
         """See :meth:`Store.retention_candidates`: streamed in pages, in key order."""
@@ -1675,6 +1700,11 @@ def _batch_lock_keys(batch: Batch) -> list[str]:
     ids += [a.record_id for a in batch.amendments]
     ids += [a.target_record_id for a in batch.amendments if a.target_record_id is not None]
     return _lock_keys(ids, [c.stream for c in batch.chain])
+
+
+def read_from_key(topic: str, partition: int) -> str:
+    """The ``meta`` key of where a store began reading ``topic``'s ``partition``."""
+    return f"{_READ_FROM_PREFIX}{topic}|{partition}"
 
 
 def _vouched_key(producer_id: str, topic: str) -> str:

@@ -9,6 +9,8 @@
    its key has no revocation, retirement or removal in the newest directory. Otherwise a leaked
    key could back-date it past the cutoff: ``no_broker_time``.
 4. For a recipient: open and decode with the schema registry (the pydantic models validate again).
+   A record sealed to an encryption epoch whose key the recipient destroyed is kept as
+   ``shredded`` (not a content error): the judge counts it and keeps nothing of it.
 
 No I/O and no shared mutable state beyond the unwrap cache, so auditors run this in worker
 threads. Every failure is a typed :class:`~intelbus.errors.RecordError` kept in the result,
@@ -21,10 +23,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from intelbus.directory.trust import DirectoryHistory
+from intelbus.envelope.epochs import EpochKeys
 from intelbus.envelope.unseal import UnwrapCache, open_record
 from intelbus.envelope.verify import verify
 from intelbus.envelope.wire import MAX_RECORD_BYTES, parse
-from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError, UnhandledValue
+from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError, Shredded, UnhandledValue
 from intelbus.identity import AgencyIdentity, KeyResolver
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.trust.model import Claim, Position, Prepared
@@ -42,6 +45,7 @@ class Intake:
         registry: SchemaRegistry | None = None,
         directory: DirectoryHistory | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        epochs: EpochKeys | None = None,
     ) -> None:
         if identity is not None and registry is None:
             raise ValueError("reading contents needs the schema registry")
@@ -53,6 +57,8 @@ class Intake:
         self.identity = identity
         self.registry = registry
         self._unwrap = UnwrapCache(identity) if identity is not None else None
+        #: The reader's encryption-epoch keyring (held and destroyed epoch keys), if it has one.
+        self.epochs = epochs
 
     def prepare(self, position: Position, value: bytes) -> Prepared:
         """Steps 1-4 (module docstring). Never raises for bad input."""
@@ -88,8 +94,10 @@ class Intake:
             return Prepared(position, value, verified)
         assert self.registry is not None  # noqa: S101 - checked in __init__
         try:
-            payload = open_record(verified, identity, self._unwrap)
+            payload = open_record(verified, identity, self._unwrap, self.epochs)
             model = self.registry.decode_model(verified.schema_fingerprint, payload)
+        except Shredded as e:
+            return Prepared(position, value, verified, addressed=True, shredded=e)
         except RecordError as e:
             return Prepared(position, value, verified, addressed=True, content_error=e)
         return Prepared(position, value, verified, addressed=True, content=model)

@@ -120,6 +120,8 @@ _CHANGE_OF_KIND: dict[RecordKind, Change] = {
     RecordKind.RETRACTION: Change.RETRACTION,
     RecordKind.ERASURE: Change.ERASURE,
 }
+#: The ``meta`` key prefix a store keeps each destroyed encryption epoch under (with the time).
+SHREDDED_EPOCH_META = "shredded_epoch|"
 #: The rule id of an erasure's version, and of a correction that came after a tombstone.
 ERASURE_RULE = "erasure"
 TOMBSTONE_RULE = "tombstone"
@@ -238,6 +240,9 @@ class Judge:
         self._applied: list[tuple[str, str, str]] = []
         self._quarantined: list[Quarantined] = []
         self._beats: list[FeedBeat] = []
+        #: Encryption epochs this reader found destroyed (epoch id -> when): kept with the batch,
+        #: so an auditor holding the store to the topic knows why nothing of those is held.
+        self._shredded_epochs: dict[str, str] = {}
         #: Amendments accepted as pending earlier and refused now that their target arrived:
         #: the reader reports them at the amendment's own position (read them, then clear).
         self.late_refusals: list[LateRefusal] = []
@@ -373,6 +378,15 @@ class Judge:
         producer = h.producer_id
         content = self._content(p, h)
         self._check_times(p, v, content)
+        # --- crypto-shredding (issue 16) -----------------------------------------------------
+        # Sealed to an encryption epoch whose key this reader destroyed: authentic, in its place
+        # (its chain step stands) and timely; its contents are gone on purpose, so nothing of it
+        # is kept and it is no refusal. An auditor (no policy) keeps no contents anyway: it judges
+        # the record as one it did not open, so its ledger still registers it.
+        if p.shredded is not None and self.reader.policy is not None:
+            self._shredded_epochs[p.shredded.epoch_id] = p.shredded.destroyed_at
+            return Effect.SHREDDED, None
+        # --- end crypto-shredding ------------------------------------------------------------
         if h.kind is RecordKind.HEARTBEAT:
             if isinstance(content, Heartbeat):
                 if content.producer_id != producer:
@@ -723,7 +737,10 @@ class Judge:
             chain=tuple(self._moved.values()),
             beats=tuple(self._beats),
             offsets=dict(offsets),
-            meta=dict(meta or {}),
+            meta={
+                **{f"{SHREDDED_EPOCH_META}{e}": at for e, at in self._shredded_epochs.items()},
+                **(meta or {}),
+            },
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from intelbus.chain import ChainState, StreamKey
 from intelbus.envelope.verify import VerifiedRecord
-from intelbus.errors import ReasonCode, RecordError
+from intelbus.errors import ReasonCode, RecordError, Shredded
 from intelbus.kinds import RecordKind
 from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retraction, Sighting
 
@@ -62,6 +62,8 @@ class Prepared:
     addressed: bool = False  # this reader is among the signed recipients, with this key
     content: Content | None = field(default=None, repr=False)
     content_error: RecordError | None = None  # addressed, but it did not open or decode
+    #: Addressed to an encryption epoch whose key this reader destroyed (crypto-shredding).
+    shredded: Shredded | None = None
 
 
 # --- In: trusted state. --------------------------------------------------------------------------------
@@ -237,6 +239,9 @@ class Effect(enum.StrEnum):
     ERASED = "erased"  # an erasure applied (or registered pending): the target's payload goes
     HEARTBEAT = "heartbeat"
     REGISTERED = "registered"  # an auditor's ledger entry
+    #: Sealed to an encryption epoch whose private key this agency destroyed: its chain step
+    #: stands, nothing of it is kept, and it is no refusal (crypto-shredding, issue 16).
+    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True, slots=True)
