@@ -233,6 +233,25 @@ def load_epochs(key_file: Path, agency_id: str) -> EpochKeys:
         known.add(eid)
         if info.state == "destroyed":
             assert info.destroyed_at is not None  # noqa: S101 - set with the state
+            marker = folder / (info.epoch_id + _DESTROYED)
+            if info.destroyed_at < info.not_after:
+                # destroy_epoch only destroys an epoch that has ended, and records when: a record
+                # dated before the end was not made by it, and honouring it would let a planted
+                # file make a consumer drop current records as "shredded" without a word.
+                raise KeyringError(
+                    f"{marker} says epoch {info.epoch_id} was destroyed on "
+                    f"{info.destroyed_at.isoformat()}, before it ended on "
+                    f"{info.not_after.isoformat()}: not a destruction `intelbus keys destroy-epoch` "
+                    "made; remove that file, or restore the key"
+                )
+            if (folder / f"{info.epoch_id}{_KEY}").exists():
+                # An interrupted destruction (or a planted record beside a live key): neither
+                # read the key nor drop its records; say how to finish.
+                raise KeyringError(
+                    f"epoch {info.epoch_id} is recorded as destroyed but its key is still in "
+                    f"{folder}: finish with `intelbus keys destroy-epoch --epoch {info.epoch_id}`, "
+                    f"or remove {marker} if it was not meant"
+                )
             destroyed[eid] = DestroyedEpoch(eid, info.destroyed_at)
             continue
         if info.state != "held":

@@ -392,6 +392,32 @@ def test_an_epoch_key_lost_without_destruction_is_refused_not_shredded(tmp_path:
         open_record(record, HERTS, epochs=load_epochs(key_file, "herts-police"))
 
 
+def test_a_planted_or_unfinished_destruction_record_is_refused_not_obeyed(tmp_path: Path) -> None:
+    """A local user who writes a destruction record for the current epoch (so that a consumer
+    would drop its records as shredded) gets a keyring that does not load, with the reason; so
+    does a destruction interrupted before the key was gone, until it is finished."""
+    key_file = _key_file(tmp_path)
+    jan, feb = create_epochs(key_file, monthly_windows(T0, 2))
+    folder = keyring_dir(key_file)
+    marker = folder / f"{feb.epoch_id.hex()}.destroyed"
+    record = {"epoch_id": feb.epoch_id.hex(), "not_after": feb.not_after.isoformat()}
+    # Dated inside the epoch (before its end): not one destroy-epoch would write.
+    marker.write_text(json.dumps({**record, "destroyed_at": (T0 + timedelta(days=40)).isoformat()}))
+    marker.chmod(0o600)
+    with pytest.raises(KeyringError, match="before it ended"):
+        load_epochs(key_file, "herts-police")
+    # Dated after the end, but the key is still there: an unfinished (or planted) destruction.
+    after = feb.not_after + timedelta(days=1)
+    marker.write_text(json.dumps({**record, "destroyed_at": after.isoformat()}))
+    with pytest.raises(KeyringError, match="finish with `intelbus keys destroy-epoch"):
+        load_epochs(key_file, "herts-police")
+    # Finishing it (destroy-epoch completes an interrupted destruction) makes it load again.
+    destroy_epoch(key_file, feb.epoch_id.hex(), now=after + timedelta(days=1))
+    keys = load_epochs(key_file, "herts-police")
+    assert feb.epoch_id in keys.destroyed
+    assert jan.epoch_id in keys.held
+
+
 # --- the command line ---------------------------------------------------------------------------------
 
 
