@@ -47,6 +47,7 @@ from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.log import get_logger
 from intelbus.store.search import matches
 from intelbus.trust.model import (
+    SHREDDED_EPOCH_META,
     AmendmentStatus,
     Batch,
     Change,
@@ -179,8 +180,8 @@ class Tombstone:
     Its ids, producer, place in the topic and digest (so chains, digests and audits still account
     for it), its dates, and why: ``erasure`` (by its producer's signed erasure record, with the
     legal basis stated) or ``retention`` (this agency's policy rule). The erasure's free-text
-    reason stays in the store (``record_versions``) for the data protection officer; it is not
-    part of this view and never logged.
+    reason stays in the store (the erasure's version and the tombstone row's ``note``) for the
+    data protection officer; it is not part of this view and never logged.
     """
 
     producer_id: str
@@ -472,7 +473,6 @@ _VOUCHED_PREFIX = "vouched|"
 #: Where a store began reading a partition: ``read_from|<topic>|<partition>`` -> offset, kept once.
 _READ_FROM_PREFIX = "read_from|"
 _INSERT_META_ONCE = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
-_SHREDDED_PREFIX = "shredded_epoch|"  # intelbus.trust.judge.SHREDDED_EPOCH_META
 _LOAD_VOUCHED = "SELECT key, value FROM meta WHERE key LIKE ?"
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
@@ -1398,8 +1398,8 @@ class SqlStore(abc.ABC):
         )
         read_to = {int(r[0]): int(r[1]) for r in self._query(_READ_TO, (topic,))}
         epochs = frozenset(
-            str(r[0]).removeprefix(_SHREDDED_PREFIX)
-            for r in self._query(_LOAD_VOUCHED, (_SHREDDED_PREFIX + "%",))
+            str(r[0]).removeprefix(SHREDDED_EPOCH_META)
+            for r in self._query(_LOAD_VOUCHED, (SHREDDED_EPOCH_META + "%",))
         )
         prefix = f"{_READ_FROM_PREFIX}{topic}|"
         read_from = {

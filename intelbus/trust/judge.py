@@ -73,6 +73,7 @@ from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retractio
 from intelbus.trust.model import (
     AUDIT_RULE,
     NOT_ADDRESSED_RULE,
+    SHREDDED_EPOCH_META,
     STATUS_OF_OUTCOME,
     AmendmentStatus,
     Batch,
@@ -120,8 +121,6 @@ _CHANGE_OF_KIND: dict[RecordKind, Change] = {
     RecordKind.RETRACTION: Change.RETRACTION,
     RecordKind.ERASURE: Change.ERASURE,
 }
-#: The ``meta`` key prefix a store keeps each destroyed encryption epoch under (with the time).
-SHREDDED_EPOCH_META = "shredded_epoch|"
 #: The rule id of an erasure's version, and of a correction that came after a tombstone.
 ERASURE_RULE = "erasure"
 TOMBSTONE_RULE = "tombstone"

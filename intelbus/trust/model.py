@@ -26,6 +26,9 @@ Content = Sighting | Incident | Correction | Retraction | Erasure | Heartbeat
 NOT_ADDRESSED_RULE = "not-addressed"
 #: The rule id of a version an auditor registers: it judges integrity, not sharing.
 AUDIT_RULE = "audit"
+#: The ``meta`` key prefix a store keeps each encryption epoch its reader found destroyed under
+#: (with when), so an auditor holding the store to the topic knows why nothing of those is held.
+SHREDDED_EPOCH_META = "shredded_epoch|"
 
 
 # --- In: one record, prepared. --------------------------------------------------------------------
