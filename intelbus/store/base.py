@@ -1332,6 +1332,9 @@ class SqlStore(abc.ABC):
         done = [0]
 
         def work(cur: Cursor) -> None:
+            # The same record locks a consumer's batch takes (PostgreSQL): a correction being
+            # judged for one of these records waits, and sees the tombstone when it goes on.
+            self._lock(cur, sorted(set(_lock_keys((e.record_id for e in expired), ()))))
             now = self._enc_time(self._now())
             empty = self._enc_json([])
             for e in sorted(expired, key=lambda e: (e.producer_id, e.record_id)):
