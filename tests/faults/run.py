@@ -145,6 +145,7 @@ ATTACK_CLASSES = {
     "whose is this (stores, keys, policies)": ("ownership",),
     "the auditor's own state and rights": ("auditor", "checkpoint"),
     "local user (files, links, modes)": ("local_user",),
+    "erasure (of others' records, of amendments, hidden targets)": ("erasure",),
 }
 
 
