@@ -5,11 +5,13 @@
    threshold-signed directory (2 of 2 admins) and publish it on the directory topic.
 3. Write CST's sharing agreement and each force's sharing policy (all TOML, in the workspace).
 4. CST publishes a deterministic synthetic feed of sightings and incidents, a correction, a
-   retraction and a heartbeat. Records nobody may receive are refused, not published.
+   retraction, an erasure of a record shared in error, and a heartbeat. Records nobody may
+   receive are refused, not published.
 5. A hostile party appends a tampered copy, a replay, a copy on another partition, a forgery and
    garbage to the topics.
 6. Each force's consumer verifies, decrypts, applies its own policy and stores into SQLite.
-7. A summary table per agency: received, stored, redacted, withheld, quarantined and why.
+7. A summary table per agency: received, stored, redacted, withheld, amended, erased,
+   quarantined and why.
 8. The inspectorate replays every record topic with its key: the hostile party's records are
    its findings, with the consumers' reason codes.
 
@@ -44,7 +46,7 @@ from intelbus.errors import KafkaUnavailableError, NoRecipients
 from intelbus.federation import ENVIRONMENT, FORCES, make_directory, make_keys
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
-from intelbus.records import Correction, Retraction, Sighting
+from intelbus.records import Correction, Erasure, Retraction, Sighting
 from intelbus.samples import feed
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
@@ -254,7 +256,8 @@ def _run(
             )
             published, refused = _publish_feed(workspace, seed, records)
             console.print(
-                f"CST published {len(published)} records + 1 correction + 1 retraction + 1 heartbeat; "
+                f"CST published {len(published)} records + 1 correction + 1 retraction + 1 erasure + "
+                "1 heartbeat; "
                 f"refused {sum(refused.values())} it could not address: {dict(refused)}"
             )
             first = _first_value(bootstrap, topic_name(Family.SIGHTINGS, prefix=prefix))
@@ -304,7 +307,8 @@ def _audit_lines(audits: dict[str, AuditResult]) -> None:
 
 
 def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], Counter[str]]:
-    """CST publishes the synthetic feed, one correction, one retraction and a heartbeat."""
+    """CST publishes the synthetic feed, one correction, one retraction, one erasure and a
+    heartbeat."""
     publisher = Publisher.from_config(ProducerConfig.load(workspace / "producer.toml"))
     published: list[str] = []
     refused: Counter[str] = Counter()
@@ -338,6 +342,17 @@ def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], 
         )
         family = Family.SIGHTINGS if isinstance(withdrawn, Sighting) else Family.INCIDENTS
         publisher.publish(retraction, named=_named(withdrawn), family=family)
+        # A record shared in error: CST erases it from every store that holds it (issue 16).
+        erased = next(r for r in items if r.record_id in published and r not in (target, withdrawn))
+        erasure = Erasure(
+            record_id=str(uuid.uuid4()),
+            erases_record_id=erased.record_id,
+            erased_at=datetime.now(UTC),
+            legal_basis="UK GDPR Art. 17(1)(d): shared in error",
+            reason="reported twice by mistake; the reporter asked for it to be removed",
+            grading=erased.grading,
+        )
+        publisher.publish(erasure, named=_named(erased))
         publisher.heartbeat(30)
     finally:
         publisher.close()
@@ -384,6 +399,7 @@ def _summary(results: dict[str, Stats], seconds: float, workspace: Path) -> None
         "withheld",
         "not addressed",
         "amended",
+        "erased",
         "quarantined",
         "why quarantined",
     ):
@@ -398,6 +414,7 @@ def _summary(results: dict[str, Stats], seconds: float, workspace: Path) -> None
             str(s.withheld),
             str(s.not_addressed),
             str(s.amendments),
+            str(s.erased),
             str(sum(s.quarantined.values())),
             why or "-",
         )
