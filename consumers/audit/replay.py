@@ -236,7 +236,7 @@ class AuditJudge:
                 rv.digest,
                 accepted_content=v.accepted and h.kind.is_content,
                 accepted_amendment=v.accepted and h.kind.is_amendment,
-                sealed_to={r.agency_id: r.key_id.hex() for r in h.recipients},
+                recipients=h.recipients,
             )
         counts = s.producer(h.producer_id)
         counts.records += 1

@@ -26,9 +26,11 @@ Memory is bounded by the store's rows for the topic (not by the topic's length).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from intelbus.envelope.wire import RecipientEntry
 from intelbus.store.base import Coverage, HeldPosition
 
 
@@ -87,7 +89,7 @@ class StoreCheck:
         *,
         accepted_content: bool,
         accepted_amendment: bool,
-        sealed_to: dict[str, str] | None = None,
+        recipients: Sequence[RecipientEntry] = (),
     ) -> None:
         """An authentic record the replay read at (partition, offset), and whether the replay
         accepted it as a sighting or incident, or as an amendment."""
@@ -97,7 +99,9 @@ class StoreCheck:
             accepted = accepted_content or accepted_amendment
             in_window = start <= offset < end
             if accepted and in_window and (partition, offset) not in self.registered:
-                epoch = (sealed_to or {}).get(self.owner or "")
+                epoch = next(
+                    (r.key_id.hex() for r in recipients if r.agency_id == self.owner), None
+                )
                 if epoch is not None and epoch in self.shredded_epochs:
                     # Sealed to the store's agency under an epoch it destroyed: crypto-shredded,
                     # nothing of it is kept on purpose.

@@ -11,6 +11,7 @@ contents, so reading it is not a consultation of records).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,6 +102,15 @@ def _show(result: PruneResult, *, dry_run: bool, as_json: bool) -> None:
         console.print(table)
 
 
+def _plain(value: object) -> object:
+    """A tombstone field as JSON holds it: times in ISO 8601, digests in hex."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
 def tombstones(
     store: str | None = typer.Option(
         None, "--store", help="A SQLite path or postgresql:// URL (else --config)."
@@ -120,28 +130,7 @@ def tombstones(
         handle.close()
     if as_json:
         for t in rows:
-            typer.echo(
-                json.dumps(
-                    {
-                        "producer_id": t.producer_id,
-                        "record_id": t.record_id,
-                        "kind": t.kind,
-                        "topic": t.topic,
-                        "partition": t.partition,
-                        "offset": t.offset,
-                        "sequence": t.sequence,
-                        "digest": t.digest.hex(),
-                        "created_at": t.created_at.isoformat(),
-                        "appended_at": t.appended_at.isoformat(),
-                        "reason": t.reason,
-                        "rule_id": t.rule_id,
-                        "legal_basis": t.legal_basis,
-                        "erasure_record_id": t.erasure_record_id,
-                        "effective_at": t.effective_at.isoformat(),
-                        "tombstoned_at": t.tombstoned_at.isoformat(),
-                    }
-                )
-            )
+            typer.echo(json.dumps({k: _plain(v) for k, v in asdict(t).items()}))
         return
     table = Table(title=f"{len(rows)} tombstone(s)")
     for col in ("record", "producer", "kind", "where", "why", "since", "digest"):

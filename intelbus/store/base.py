@@ -473,7 +473,7 @@ _VOUCHED_PREFIX = "vouched|"
 #: Where a store began reading a partition: ``read_from|<topic>|<partition>`` -> offset, kept once.
 _READ_FROM_PREFIX = "read_from|"
 _INSERT_META_ONCE = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
-_LOAD_VOUCHED = "SELECT key, value FROM meta WHERE key LIKE ?"
+_META_LIKE = "SELECT key, value FROM meta WHERE key LIKE ?"
 _LOAD_OFFSETS = (
     "SELECT kafka_partition, next_offset FROM offsets WHERE group_id = ? AND topic = ? "
     "ORDER BY kafka_partition"
@@ -1055,10 +1055,6 @@ class SqlStore(abc.ABC):
         ).fetchone()
         if row is None or row[0] is None:
             raise StoreError(f"record {v.record_id} of {v.producer_id} is not held: cannot amend")
-        decision = v.decision
-        if decision.payload is not None and self._tombstoned(cur, *key):
-            # The judge keeps no content for a tombstoned record; the store holds to it anyway.
-            decision = VersionDecision(Outcome.WITHHOLD, "tombstone", decision.policy_hash)
         self._exec(
             cur,
             _INSERT_VERSION,
@@ -1068,7 +1064,7 @@ class SqlStore(abc.ABC):
                 v.change.value,
                 v.source.record_id,
                 *self._source_params(v.source),
-                *self._decision_params(decision),
+                *self._decision_params(v.decision),
                 False,
                 now,
                 v.source.legal_basis,
@@ -1293,9 +1289,6 @@ class SqlStore(abc.ABC):
 
     # -- tombstones (issue 16) ----------------------------------------------------------------------
 
-    def _tombstoned(self, cur: Cursor, producer: str, rid: str) -> bool:
-        return self._exec(cur, _TOMBSTONE_REASON, (producer, rid)).fetchone() is not None
-
     def _wipe(self, cur: Cursor, producer: str, rid: str) -> None:
         """Delete every copy of a record's contents this store holds (the ``records`` row is
         re-folded or pruned by the caller, in the same transaction)."""
@@ -1339,11 +1332,9 @@ class SqlStore(abc.ABC):
             empty = self._enc_json([])
             for e in sorted(expired, key=lambda e: (e.producer_id, e.record_id)):
                 key = (e.producer_id, e.record_id)
-                if self._tombstoned(cur, *key):
-                    continue
-                self._wipe(cur, *key)
                 if self._exec(cur, _PRUNE_RECORD, (empty, now, *key)).rowcount != 1:
                     continue  # not held (or a tombstone already): nothing to prune
+                self._wipe(cur, *key)
                 self._exec(
                     cur,
                     _INSERT_TOMBSTONE,
@@ -1402,12 +1393,12 @@ class SqlStore(abc.ABC):
         read_to = {int(r[0]): int(r[1]) for r in self._query(_READ_TO, (topic,))}
         epochs = frozenset(
             str(r[0]).removeprefix(SHREDDED_EPOCH_META)
-            for r in self._query(_LOAD_VOUCHED, (SHREDDED_EPOCH_META + "%",))
+            for r in self._query(_META_LIKE, (SHREDDED_EPOCH_META + "%",))
         )
         prefix = f"{_READ_FROM_PREFIX}{topic}|"
         read_from = {
             int(str(r[0]).removeprefix(prefix)): int(r[1])
-            for r in self._query(_LOAD_VOUCHED, (prefix + "%",))
+            for r in self._query(_META_LIKE, (prefix + "%",))
         }
         owner = self.meta(OWNER_META_KEY)
         return Coverage(rows, amendments, quarantined, read_to, owner, epochs, read_from)
@@ -1453,7 +1444,7 @@ class SqlStore(abc.ABC):
 
     def feeds(self) -> list[FeedBeat]:
         """See :meth:`Store.feeds`."""
-        vouched = {str(k): str(v) for k, v in self._query(_LOAD_VOUCHED, (f"{_VOUCHED_PREFIX}%",))}
+        vouched = {str(k): str(v) for k, v in self._query(_META_LIKE, (f"{_VOUCHED_PREFIX}%",))}
         out: list[FeedBeat] = []
         for p, t, at, interval in self._query(_LOAD_FEEDS):
             raw = vouched.get(_vouched_key(str(p), str(t)))
