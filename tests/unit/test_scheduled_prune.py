@@ -3,10 +3,15 @@ payloads go and tombstones stay; not more often than ``prune_every_s``; never wi
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from consumers.agency import AgencyConsumer
+from intelbus.cli.main import app
+from intelbus.store import open_store
 from tests.attacks.harness import sighting
 from tests.simulator import BusSimulator, SimulatedConsumer
 
@@ -49,3 +54,40 @@ def test_the_consumer_prunes_on_its_schedule(tmp_path: Path) -> None:
         assert herts.store.summary()["pruned"] == 1
     finally:
         herts.close()
+
+
+def test_store_prune_is_refused_in_one_line_while_the_consumer_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    """`intelbus store prune` writes, as the store's one writer: while the agency's consumer
+    holds the SQLite store, it is refused with one line and an exit code, nothing pruned; once
+    the consumer is gone, it prunes."""
+    sim = BusSimulator(tmp_path)
+    sim.publisher().publish(sighting(seed=73))
+    herts = SimulatedConsumer(sim)
+    herts.deliver(list(sim.log))
+    herts.close()
+    (tmp_path / "herts.policy.toml").write_text(
+        'agency = "herts-police"\nown_force_areas = ["HERTFORDSHIRE"]\n'
+        '[[rules]]\nid = "all"\naction = "store"\n'
+    )
+    config = tmp_path / "herts.toml"
+    config.write_text(
+        'agency = "herts-police"\nkey_file = "herts.key"\ndirectory = "directory"\n'
+        f'policy = "herts.policy.toml"\nstore = "{herts.store_url}"\nenvironment = "sim"\n'
+    )
+    later = (datetime.now(UTC) + timedelta(days=800)).isoformat()
+    args = ["store", "prune", "--config", str(config), "--as-of", later, "--json"]
+    running = open_store(herts.store_url, owner="herts-police")  # the consumer's hold
+    try:
+        refused = CliRunner().invoke(app, args)
+    finally:
+        running.close()
+    assert refused.exit_code == 3, refused.output
+    assert "Traceback" not in refused.output
+    assert len([x for x in refused.output.splitlines() if x.startswith("error:")]) == 1
+    with open_store(herts.store_url) as store:
+        assert store.summary()["pruned"] == 0
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["pruned"] == 1
