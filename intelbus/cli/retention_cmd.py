@@ -2,8 +2,9 @@
 
 ``prune`` applies the ``[retention]`` section of the consumer's sharing policy (issue 16;
 docs/data-protection.md, "Retention") to its store: every payload past its limit goes, leaving a
-tombstone. It writes, so it opens the store as its agency's writer: while that agency's consumer
-runs, the consumer prunes on its own schedule (``prune_every_s``) and this command is refused.
+tombstone. It writes, so it opens the store as its agency's writer: on SQLite, while that agency's
+consumer holds the store it prunes on its own schedule (``prune_every_s``) and this command is
+refused; on PostgreSQL both take the same record locks.
 ``tombstones`` lists what stays of erased and pruned records (ids, digests, dates, why; no
 contents, so reading it is not a consultation of records).
 """
@@ -45,7 +46,8 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
 ) -> None:
     """Remove every payload past its retention limit, keeping a tombstone; list records due for
-    review. Refused while the agency's consumer runs (it prunes on its own schedule)."""
+    review. On SQLite, refused while the agency's consumer holds the store (it prunes on its own
+    schedule)."""
     cfg = ConsumerConfig.load(config)
     policy = SharingPolicy.load(cfg.policy)
     now = parse_time(as_of, "--as-of") or datetime.now(UTC)
