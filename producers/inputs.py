@@ -1,4 +1,5 @@
-"""Reading records to publish from JSON, JSON Lines or CSV, one item at a time, errors per item.
+"""Reading records to publish from JSON, JSON Lines, CSV or MISP events, one item at a time, errors
+per item.
 
 CSV columns use dotted names for nested fields (``place.force_area``, ``grading.tlp``); list fields
 (``behaviours``, ``grading.handling_conditions``) are separated by ``;``; a cell starting with ``[``
@@ -62,7 +63,7 @@ def detect_format(name: str) -> str:
     return "jsonl"
 
 
-def read_items(text: str, fmt: str) -> Iterator[Item]:
+def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - one branch per format
     """Items of a document in the given format; unreadable items are yielded with an error."""
     text = text.removeprefix("\ufeff")  # a byte order mark: Excel's "CSV UTF-8"
     if fmt == "json":
@@ -99,6 +100,12 @@ def read_items(text: str, fmt: str) -> Iterator[Item]:
                 yield Item(f"line {n}", _unflatten(row))
             except ValueError as e:
                 yield Item(f"line {n}", None, str(e))
+    elif fmt == "misp":
+        # MISP events (intelbus/interop/misp.py); PyMISP is imported only when asked for.
+        from intelbus.interop.misp import records_from_misp  # noqa: PLC0415
+
+        for where, data, error in records_from_misp(text):
+            yield Item(where, data, error)
     else:
         raise ValueError(f"unknown input format {fmt!r}")
 

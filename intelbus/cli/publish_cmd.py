@@ -1,6 +1,7 @@
 """``intelbus publish ...`` and ``intelbus heartbeat``: a producer's commands.
 
-``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines or CSV (a file, or
+``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines, CSV or MISP
+event JSON (``--format misp``; docs/interop-misp.md) (a file, or
 ``-`` for stdin; docs/inputs.md), makes what people type canonical, validates each item with the
 models (every problem of an item at once), publishes it, and prints what the broker acknowledged
 (record id, topic, partition, offset) or why not, item by item. It can be run again on the same
@@ -59,8 +60,8 @@ _CONFIG = typer.Option(..., "--config", help="The producer's config file.")
 def _items(source: str, fmt: str | None) -> tuple[list[Any], str]:
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     chosen = fmt or detect_format(source)
-    if chosen not in ("json", "jsonl", "csv"):
-        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl or csv")
+    if chosen not in ("json", "jsonl", "csv", "misp"):
+        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl, csv or misp")
     items = list(read_items(text, chosen))
     if not items:
         where = "stdin" if source == "-" else source
@@ -175,7 +176,9 @@ def _command(kind: str) -> Callable[..., None]:
         source: str = typer.Argument("-", help="A .json, .jsonl or .csv file, or - for stdin."),
         config: Path = _CONFIG,
         fmt: str | None = typer.Option(
-            None, "--format", help="json, jsonl or csv (default: from the file name)."
+            None,
+            "--format",
+            help="json, jsonl, csv or misp (MISP event JSON; default: from the file name).",
         ),
         to: list[str] = typer.Option(
             [], "--to", help="A named recipient (required for AMBER+STRICT and RED; repeat)."

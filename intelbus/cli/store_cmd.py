@@ -70,6 +70,8 @@ class Format(StrEnum):
     CSV = "csv"
     STIX = "stix"
     GEOJSON = "geojson"
+    MISP = "misp"
+    MISP_FEED = "misp-feed"
 
 
 _KINDS = {
@@ -389,9 +391,12 @@ def export(
     fmt: Format = typer.Option(
         Format.JSONL,
         "--format",
-        help="jsonl, csv, stix (sightings) or geojson (records with a position).",
+        help="jsonl, csv, stix (sightings), geojson (records with a position), misp (MISP "
+        "events) or misp-feed (a MISP feed directory, given with --out).",
     ),
-    out: Path = typer.Option(Path("-"), "--out", help="Output file; - for stdout."),
+    out: Path = typer.Option(
+        Path("-"), "--out", help="Output file (a directory for misp-feed); - for stdout."
+    ),
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     kind: str | None = typer.Option(None, "--kind", help="sighting or incident."),
@@ -403,9 +408,11 @@ def export(
     user: str | None = _USER,
     justification: str | None = _JUSTIFICATION,
 ) -> None:
-    """Export stored records (streamed, any size) as JSON Lines, CSV or a STIX 2.1 bundle.
+    """Export stored records (streamed, any size) as JSON Lines, CSV, a STIX 2.1 bundle, GeoJSON
+    or MISP events (docs/interop-misp.md).
 
-    A file given with --out is created with mode 0600 (chmod it to share it). --to names the
+    A file given with --out is created with mode 0600 (chmod it to share it); misp-feed writes a
+    MISP feed (manifest.json, hashes.csv and one <uuid>.json per event) into the directory --out. --to names the
     recipient; a TLP:AMBER+STRICT, TLP:RED or handling-code C record is exported only with
     --justification.
     """
@@ -423,6 +430,10 @@ def export(
         area=filters["area"],
         tlp=filters["tlp"],
     )
+    if fmt is Format.MISP_FEED and str(out) == "-":
+        raise typer.BadParameter(
+            "misp-feed writes a directory: name it with --out DIR", param_hint="--out"
+        )
     who, why = access.require_user(user), access.check_justification(justification)
     recipient = access.check_recipient(to, required=True)
     with _opened(store, config) as s:
@@ -440,7 +451,11 @@ def export(
             and (why is not None or access.restriction(v) is None)
         )
         try:
-            if str(out) == "-":
+            if fmt is Format.MISP_FEED:
+                from intelbus.interop.misp import write_misp_feed  # noqa: PLC0415 - PyMISP is slow to import
+
+                n = write_misp_feed(views, out)
+            elif str(out) == "-":
                 n = _write(fmt, views, sys.stdout)
             else:
                 # Created 0600 under a unique name beside the target, never through a link, and
@@ -498,6 +513,10 @@ def _write(fmt: Format, views: Iterator[StoredRecordView], fh: IO[str]) -> int:
         return write_stix(views, fh, exported_at=datetime.now(UTC))
     if fmt is Format.GEOJSON:
         return write_geojson(views, fh)
+    if fmt is Format.MISP:
+        from intelbus.interop.misp import write_misp  # noqa: PLC0415 - PyMISP is slow to import
+
+        return write_misp(views, fh)
     return write_jsonl(views, fh)
 
 
