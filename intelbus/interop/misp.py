@@ -53,6 +53,8 @@ grading.classification         tag ``intelbus:classification``
 (producer)                     Event ``Orgc``: name, uuid = UUIDv5(producer)
 (kind)                         tag ``misp:event-type="observation"`` or ``"incident"``
 (retracted)                    tag ``intelbus:status="retracted"``, info starts ``[RETRACTED]``
+(redacted by policy)           tag ``intelbus:status="redacted"``; the record reference's comment
+                               names the redacted fields
 =============================  ===================================================================
 
 Why these choices:
@@ -74,7 +76,9 @@ Why these choices:
 
 Import (:func:`records_from_misp`) reads the same mapping back, and a reasonable event an analyst
 made in MISP: it needs a ``tlp:`` tag and the four grading tags, and refuses the event otherwise
-(the grading is never defaulted). A record id missing from the event is its event uuid.
+(the grading is never defaulted). A record id missing from the event is its event uuid. An event
+tagged retracted or redacted is refused: the one was withdrawn by its producer, the other lacks
+what the exporting policy left out (read back, a missing list would claim "no persons").
 """
 
 from __future__ import annotations
@@ -167,6 +171,7 @@ class RecordState(enum.StrEnum):
     """The ``intelbus:status`` tag's values."""
 
     RETRACTED = "retracted"
+    REDACTED = "redacted"
 
 
 #: The ``intelbus`` taxonomy's predicates and the enumerations their values come from.
@@ -194,7 +199,7 @@ PREDICATES: Final[Mapping[str, tuple[str, type[Any]]]] = {
     ),
 }
 # Exclusive predicates: one value per event. Behaviours are many.
-_EXCLUSIVE: Final = frozenset(PREDICATES) - {"behaviour"}
+_EXCLUSIVE: Final = frozenset(PREDICATES) - {"behaviour", "status"}
 
 _RECORD_REF: Final = "intelbus record"
 _REPORTER_REF: Final = "reporter ref"
@@ -355,6 +360,7 @@ def misp_event(view: StoredRecordView) -> dict[str, Any]:
         f"producer {view.producer_id}; version {view.version}; status {view.status}; "
         f"topic {view.topic}; partition {view.partition}; offset {view.offset}; "
         f"sequence {view.sequence}"
+        + (f"; redacted fields {', '.join(view.redacted_fields)}" if view.redacted_fields else "")
     )
     b.obj(
         "internal-reference",
@@ -389,6 +395,8 @@ def _tags(view: StoredRecordView, payload: Mapping[str, Any], tlp: str) -> list[
         values += [(pred, payload.get(key)) for pred, key in _INCIDENT_TAGS]
     if view.retracted:
         values.append(("status", RecordState.RETRACTED.value))
+    if view.redacted_fields:
+        values.append(("status", RecordState.REDACTED.value))
     tags.extend(_tag(pred, text) for pred, value in values if (text := _text(value)) is not None)
     return tags
 
@@ -517,22 +525,37 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
 
 
 def taxonomy() -> dict[str, Any]:
-    """The ``intelbus`` MISP taxonomy (machinetag.json format) of every tag this module writes."""
+    """The ``intelbus`` MISP taxonomy (machinetag.json format) of every tag this module writes.
+
+    Shipped as ``docs/misp-taxonomy/intelbus/machinetag.json`` for a MISP administrator to add
+    (its uuids are fixed, so a newer version updates the one installed).
+    """
+
+    def uid(*parts: str) -> str:
+        return str(uuid.uuid5(NAMESPACE, "|".join(("taxonomy", TAG_NAMESPACE, *parts))))
+
     predicates = []
     values = []
     for name, (expanded, kind) in PREDICATES.items():
-        entry: dict[str, Any] = {"value": name, "expanded": expanded}
+        entry: dict[str, Any] = {"value": name, "expanded": expanded, "uuid": uid(name)}
         if name in _EXCLUSIVE:
             entry["exclusive"] = True
         predicates.append(entry)
-        symbols = tuple(m.value for m in kind)
-        values.append({"predicate": name, "entry": [{"value": s, "expanded": s} for s in symbols]})
+        values.append(
+            {
+                "predicate": name,
+                "entry": [
+                    {"value": m.value, "expanded": m.value, "uuid": uid(name, m.value)}
+                    for m in kind
+                ],
+            }
+        )
     return {
         "namespace": TAG_NAMESPACE,
         "description": "intelbus records in MISP: the UK 3x5x2 grading, the UK Government "
         "Security Classification and the record vocabularies no MISP taxonomy holds.",
         "version": 1,
-        "uuid": str(uuid.uuid5(NAMESPACE, "taxonomy|intelbus")),
+        "uuid": uid(),
         "expanded": "intelbus",
         "refs": ["docs/interop-misp.md"],
         "predicates": predicates,
@@ -685,6 +708,14 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         MispFormatError: no TLP or grading tags, no time, or conflicting tags.
     """
     tags = _parse_tags(event)
+    states = set(tags.get(f"{TAG_NAMESPACE}:status", []))
+    if RecordState.RETRACTED.value in states:
+        raise MispFormatError('a retracted record (tag intelbus:status="retracted"): not published')
+    if RecordState.REDACTED.value in states:
+        # Its redacted fields were left out: published, it would claim what was never said.
+        raise MispFormatError(
+            'a redacted export (tag intelbus:status="redacted"): fields were left out, not published'
+        )
     grading = _grading(tags)
     objects: dict[str, list[MISPObject]] = {}
     for o in _live(event.objects):
