@@ -27,9 +27,10 @@ place.latitude, longitude      object ``geolocation``: latitude, longitude (WGS8
 behaviours[] (sighting)        one tag ``intelbus:behaviour`` each
 description                    sighting: object ``annotation`` (type Annotation) text;
                                incident: object ``incident``: description
-persons[] (sighting)           object ``person`` each: text = summary, approximate-age (a
-                               relation outside the template: MISP's person has no age) and a
-                               reference ``wears`` to an object ``cloth`` (description = clothing)
+persons[] (sighting)           object ``person`` each: text = summary; comment
+                               ``approximate age: ...`` (the template has no age); a reference
+                               ``wears`` to an object ``cloth`` (description = clothing). No name:
+                               the bus never carries one (docs/interop-misp.md)
 vehicles[] (sighting)          object ``vehicle`` each: license-plate-number, make, model,
                                exterior-color
 reporter_ref                   object ``internal-reference``: identifier, type ``reporter ref``
@@ -600,18 +601,20 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
 
 
 def _documents(text: str) -> list[Any] | str:
+    """The events of a document (a list), or why it is not JSON (a string)."""
     text = text.removeprefix("\ufeff")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as whole:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:
+            return f"not JSON: {whole.msg} at line {whole.lineno}"
         docs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        for n, line in lines:  # JSON Lines: one event per line
             try:
                 docs.append(json.loads(line))
-            except json.JSONDecodeError:
-                return f"not JSON (nor JSON Lines): {whole.msg} at line {whole.lineno} ({n})"
+            except json.JSONDecodeError as e:
+                return f"not JSON, nor JSON Lines: line {n}: {e.msg}"
         return docs
     if isinstance(doc, dict) and isinstance(doc.get("response"), list):
         return list(doc["response"])

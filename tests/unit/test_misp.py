@@ -527,12 +527,18 @@ def test_conflicting_or_old_tlp_tags_are_refused() -> None:
 
 def test_unreadable_input_is_one_error_per_item() -> None:
     assert list(records_from_misp("{not json")) == [
+        ("document", None, "not JSON: Expecting property name enclosed in double quotes at line 1")
+    ]
+    lines = json.dumps({"Event": _analyst_event()}) + "\n\n" + "{oops\n"
+    assert list(records_from_misp(lines)) == [
         (
             "document",
             None,
-            "not JSON (nor JSON Lines): Expecting property name enclosed in double quotes at line 1 (1)",
+            "not JSON, nor JSON Lines: line 3: Expecting property name enclosed in double quotes",
         )
     ]
+    two = "\n".join(json.dumps({"Event": _analyst_event()}) for _ in range(2))
+    assert [e for _, _, e in records_from_misp(two)] == [None, None]
     out = list(records_from_misp(json.dumps([{"Event": _analyst_event()}, 42, {"x": 1}])))
     assert [e for _, _, e in out] == [
         None,
