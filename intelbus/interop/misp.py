@@ -590,7 +590,8 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
         try:
             event = MISPEvent()
             event.load({"Event": raw})
-        except (PyMISPError, ValueError, TypeError, KeyError) as e:
+        except (PyMISPError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            # The type only: a message could quote the content.
             yield (where, None, f"not a MISP event PyMISP can read: {type(e).__name__}")
             continue
         where = f"event {i} ({event.uuid})" if getattr(event, "uuid", None) else where

@@ -100,6 +100,22 @@ def test_misp_events_published_consumed_and_exported_keep_every_field(
     assert again.exit_code == 0, again.output
     assert "0 published, 3 already published, 0 not published" in again.stdout
 
+    # An event without TLP or grading is refused, with its reason, and nothing else is affected.
+    bare = _analyst_event(tlp=True, classification=True)
+    refused = tmp_path / "refused.misp.json"
+    refused.write_text(json.dumps({"Event": bare}), encoding="utf-8")
+    result = runner.invoke(
+        app,
+        ["publish", "sighting", str(refused), "--format", "misp", "--config", str(config)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 1, result.output
+    assert (
+        f"event 1 ({bare['uuid']}): not published: no TLP tag (tlp:clear, tlp:green, tlp:amber, "
+        'tlp:amber+strict or tlp:red); no grading: missing intelbus:classification="..."'
+    ) in result.stdout
+    assert "Traceback" not in result.output
+
     stats = fed.consume("herts-police")
     assert (stats.stored, stats.redacted) == (3, 1)
     exported = runner.invoke(
