@@ -500,10 +500,15 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
     """A MISP feed in ``directory``: ``<uuid>.json`` per event, ``manifest.json``, ``hashes.csv``
     (what MISP's feed mechanism pulls). Files are created 0600. Returns the number of events.
 
+    Written again into the same folder (a scheduled export), the event files an earlier
+    ``manifest.json`` listed and this export does not (a record erased, pruned or filtered out
+    since) are removed: an erased record's content must not linger in the folder served.
+
     Raises:
         OSError: the directory cannot be created or written.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    earlier = _listed(directory / "manifest.json")
     manifest: dict[str, Any] = {}
     hashes: list[str] = []
 
@@ -522,7 +527,24 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
         n += 1
     put("manifest.json", json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=1) + "\n")
     put("hashes.csv", "".join(f"{line}\n" for line in hashes))
+    for gone in earlier - set(manifest):
+        (directory / f"{gone}.json").unlink(missing_ok=True)
     return n
+
+
+def _listed(path: Path) -> set[str]:
+    """The event uuids an earlier manifest lists (only well-formed uuids: names of our files)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    found = set()
+    for key in earlier if isinstance(earlier, dict) else ():
+        try:
+            found.add(str(uuid.UUID(str(key))))
+        except ValueError:
+            continue
+    return found
 
 
 def taxonomy() -> dict[str, Any]:

@@ -601,6 +601,29 @@ def test_misp_feed_directory_is_what_misp_pulls(store, tmp_path: Path) -> None:
     assert REDACTED not in "".join(p.read_text() for p in out.iterdir())
 
 
+def test_a_feed_written_again_drops_the_events_no_longer_exported(store, tmp_path: Path) -> None:
+    out = tmp_path / "feed"
+    args = ["store", "export", "--store", str(store["path"]), "--format", "misp-feed"]
+    result = runner.invoke(app, [*args, "--out", str(out), *EXPORT], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    sightings = {
+        f"{event_uuid('cst', rid)}.json"
+        for rid, v in _views(store["path"]).items()
+        if v.kind == "sighting"
+    }
+    assert sightings <= {p.name for p in out.iterdir()}
+    (out / "notes.json").write_text("{}")  # not listed by a manifest: not ours, left alone
+    result = runner.invoke(
+        app, [*args, "--out", str(out), "--kind", "incident", *EXPORT], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    left = {p.name for p in out.iterdir()}
+    assert left == {f"{u}.json" for u in manifest} | {"manifest.json", "hashes.csv", "notes.json"}
+    assert not sightings & left
+    assert len(manifest) == 6
+
+
 def test_misp_feed_needs_a_directory() -> None:
     result = runner.invoke(
         app, ["store", "export", "--format", "misp-feed", *EXPORT], env={"COLUMNS": "250"}
