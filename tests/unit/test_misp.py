@@ -273,6 +273,35 @@ def test_every_visible_record_is_one_event_that_pymisp_loads_and_matches_the_sto
             assert _value(victim, "description") == payload["victim_details"]
 
 
+def test_a_misp_export_is_logged_before_it_is_written(store, tmp_path: Path) -> None:
+    """The access log names every exported record, the recipient and the format."""
+    _export(store["path"])
+    feed = runner.invoke(
+        app,
+        [
+            "store", "export", "--store", str(store["path"]), "--format", "misp-feed",
+            "--out", str(tmp_path / "feed"), *EXPORT,
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert feed.exit_code == 0, feed.output
+    log = runner.invoke(
+        app,
+        ["store", "access-log", "--store", str(store["path"]), "--json"],
+        catch_exceptions=False,
+    )
+    entries = [json.loads(line) for line in log.stdout.splitlines()]
+    exports = [e for e in entries if e["action"] == "export"]
+    assert [(e["query"]["format"], e["query"]["destination"]) for e in exports] == [
+        ("misp", "stdout"),
+        ("misp-feed", "file"),
+    ]
+    visible = {rid for rid, v in _views(store["path"]).items() if v.visible}
+    for e in exports:
+        assert e["recipient"] == "the MISP test"
+        assert {tuple(r) for r in e["records"]} == {("cst", rid) for rid in visible}
+
+
 def test_redacted_fields_are_left_out_never_exported_as_a_placeholder(store) -> None:
     text = _export(store["path"])
     assert REDACTED not in text
