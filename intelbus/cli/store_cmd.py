@@ -412,9 +412,9 @@ def export(
     or MISP events (docs/interop-misp.md).
 
     A file given with --out is created with mode 0600 (chmod it to share it); misp-feed writes a
-    MISP feed (manifest.json, hashes.csv and one <uuid>.json per event) into the directory --out. --to names the
-    recipient; a TLP:AMBER+STRICT, TLP:RED or handling-code C record is exported only with
-    --justification.
+    MISP feed (manifest.json, hashes.csv and one <uuid>.json per event) into the directory --out.
+    --to names the recipient; a TLP:AMBER+STRICT, TLP:RED or handling-code C record is exported
+    only with --justification.
     """
     filters = {
         "kind": _kind(kind),
