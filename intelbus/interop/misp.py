@@ -32,7 +32,8 @@ persons[] (sighting)           object ``person`` each: text = summary; comment
                                ``wears`` to an object ``cloth`` (description = clothing). No name:
                                the bus never carries one (docs/interop-misp.md)
 vehicles[] (sighting)          object ``vehicle`` each: license-plate-number, make, model,
-                               exterior-color
+                               exterior-color (when none is held, description ``no details
+                               recorded`` or ``details withheld by policy``)
 reporter_ref                   object ``internal-reference``: identifier, type ``reporter ref``
 police_crime_reference         object ``internal-reference``: identifier, type
                                ``police crime reference``
@@ -209,6 +210,8 @@ _CONDITION: Final = "Disclaimer"
 _DESCRIPTION: Final = "Annotation"
 _OFFENDER: Final = "Culprit"
 _AGE: Final = "approximate age: "
+_NO_DETAILS: Final = "no details recorded"
+_WITHHELD: Final = "details withheld by policy"
 _TAG: Final = re.compile(r'^(?P<ns>[^:="]+):(?P<pred>[^="]+?)(?:="(?P<value>[^"]*)")?$')
 
 
@@ -466,8 +469,12 @@ def _people_objects(b: _Builder, payload: Mapping[str, Any]) -> None:
             ("model", _text(v.get("model"))),
             ("exterior-color", _text(v.get("colour"))),
         ]
-        if any(value is not None for _, value in values):
-            b.obj("vehicle", values)
+        if all(value is None for _, value in values):
+            # A vehicle seen with nothing known (or kept) about it: still a vehicle, and MISP's
+            # template needs one attribute (read back, the description is no field: all null).
+            withheld = REDACTED in (v.get(k) for k in ("registration", "make", "model", "colour"))
+            values.append(("description", _WITHHELD if withheld else _NO_DETAILS))
+        b.obj("vehicle", values)
 
 
 def _info(view: StoredRecordView, payload: Mapping[str, Any], place: Mapping[str, Any]) -> str:

@@ -659,3 +659,77 @@ def test_misp_feed_needs_a_directory() -> None:
     )
     assert result.exit_code == 2
     assert "misp-feed writes a directory: name it with --out DIR" in result.output
+
+
+def _view(record: Sighting | Incident) -> StoredRecordView:
+    """A live stored record holding ``record`` in full (as a consumer storing everything would)."""
+    payload = record.model_dump(mode="json")
+    at = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    return StoredRecordView(
+        record_id=str(record.record_id),
+        topic=TOPIC if record.KIND == "sighting" else INCIDENTS,
+        partition=0,
+        offset=1,
+        producer_id="cst",
+        kind=record.KIND,
+        sequence=1,
+        digest=b"\x00" * 32,
+        created_at=at,
+        appended_at=at,
+        policy_hash=POLICY,
+        rule_id="all",
+        action="store",
+        redacted_fields=(),
+        tlp=payload["grading"]["tlp"],
+        classification=payload["grading"]["classification"],
+        force_area=payload["place"]["force_area"],
+        occurred_at=None,
+        payload=payload,
+        version=1,
+        status="live",
+    )
+
+
+def _varied(records: list[Sighting | Incident]) -> list[Sighting | Incident]:
+    """The samples with what people leave out: no clothing or age, vehicles without a plate or
+    with nothing known, no coordinates, no site name, nobody seen."""
+    out = []
+    for i, record in enumerate(records):
+        data = record.model_dump(mode="json")
+        if i % 5 == 0:
+            data["place"].update(latitude=None, longitude=None)
+        if i % 7 == 0:
+            data["place"]["site_name"] = None
+        if record.KIND == "sighting":
+            for j, person in enumerate(data["persons"]):
+                if (i + j) % 2:
+                    person.update(clothing=None, approx_age=None)
+            for j, vehicle in enumerate(data["vehicles"]):
+                if (i + j) % 3 == 0:
+                    vehicle["registration"] = None
+                if (i + j) % 4 == 0:
+                    vehicle.update(registration=None, make=None, model=None, colour=None)
+            if i % 6 == 0:
+                data["persons"] = []
+        out.append(type(record).model_validate(data))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_sample_record_round_trips_through_a_misp_event(seed: int) -> None:
+    """Hundreds of generated records, varied: export, load, read back: the same record."""
+    records = _varied(samples.feed(seed=seed, sightings=60, incidents=60))
+    text = json.dumps({"response": [misp_event(_view(r)) for r in records]})
+    read = list(records_from_misp(text))
+    assert len(read) == len(records)
+    for record, (where, data, error) in zip(records, read, strict=True):
+        assert error is None, (where, error)
+        assert data is not None
+        assert _record(data, record.KIND) == record
+    # The variations happened (the test would prove little otherwise).
+    sightings = [r for r in records if isinstance(r, Sighting)]
+    assert any(v.registration is None and v.make is None for r in sightings for v in r.vehicles)
+    assert any(p.clothing is None for r in sightings for p in r.persons)
+    assert any(not r.persons for r in sightings)
+    assert any(r.place.latitude is None for r in records)
+    assert any(r.place.site_name is None for r in records)
