@@ -10,6 +10,7 @@ misp-objects templates PyMISP ships. Reading the export back gives the same reco
 from __future__ import annotations
 
 import json
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -733,3 +734,33 @@ def test_every_sample_record_round_trips_through_a_misp_event(seed: int) -> None
     assert any(not r.persons for r in sightings)
     assert any(r.place.latitude is None for r in records)
     assert any(r.place.site_name is None for r in records)
+
+
+def test_the_mapping_documents_every_schema_field() -> None:
+    """docs/interop-misp.md's table has a row for every field of both record schemas and of the
+    common records they hold (people and vehicles: their fields named in their row)."""
+    doc = (REPO / "docs" / "interop-misp.md").read_text(encoding="utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith(("| `", "| ("))]
+    first = {
+        name.removesuffix("[]")
+        for line in rows
+        for name in re.findall(r"`([a-z_.\[\]]+)`", line.split(" | ")[0])
+    }
+    schemas = REPO / "schemas"
+    common = json.loads((schemas / "common" / "common.v1.avsc").read_text())
+    named = {n["name"]: n for n in common if n["type"] == "record"}
+    expected = set()
+    for kind in ("sighting", "incident"):
+        record = json.loads((schemas / "records" / f"{kind}.v1.avsc").read_text())
+        expected |= {f["name"] for f in record["fields"]}
+    expected |= {f"place.{f['name']}" for f in named["Place"]["fields"]}
+    expected |= {f"grading.{f['name']}" for f in named["Grading"]["fields"]}
+    expected -= {"place", "grading"}
+    # place.latitude, place.longitude share a row, as observed_at / occurred_at do.
+    assert expected <= first, expected - first
+    for record, row_name in (("PersonDescription", "persons"), ("VehicleDescription", "vehicles")):
+        (row,) = [line for line in rows if line.startswith(f"| `{row_name}[]`")]
+        for field in named[record]["fields"]:
+            words = {"summary": "summary", "approx_age": "age", "clothing": "clothing"}
+            words |= {"registration": "license-plate-number", "colour": "exterior-color"}
+            assert words.get(field["name"], field["name"]) in row, (record, field["name"])
