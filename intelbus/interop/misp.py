@@ -78,7 +78,8 @@ Why these choices:
 
 Import (:func:`records_from_misp`) reads the same mapping back, and a reasonable event an analyst
 made in MISP: it needs a ``tlp:`` tag and the four grading tags, and refuses the event otherwise
-(the grading is never defaulted). A record id missing from the event is its event uuid. An event
+(the grading is never defaulted). A record id missing from the event is its event uuid; the time
+may be the geolocation object's own first seen, the description a ``text`` attribute. An event
 tagged retracted or redacted is refused: the one was withdrawn by its producer, the other lacks
 what the exporting policy left out (read back, a missing list would claim "no persons").
 """
@@ -755,8 +756,19 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         objects.setdefault(str(o.name), []).append(o)
     refs = _references(objects)
     grading["handling_conditions"], descriptions = _annotations(objects)
+    # An analyst may have written the description as a plain text attribute of the event.
+    descriptions += [
+        text
+        for a in _live(event.attributes)
+        if a.type == "text" and (text := _str_or_none(a.value)) is not None
+    ]
     geo = _values(objects["geolocation"][0]) if objects.get("geolocation") else {}
-    when = _first(geo, "first-seen") or _first(geo, "last-seen")
+    # The time as this module writes it, or as MISP's timeline sets it on the object itself.
+    when = (
+        _first(geo, "first-seen")
+        or _first(geo, "last-seen")
+        or (getattr(objects["geolocation"][0], "first_seen", None) if geo else None)
+    )
     if when is None:
         raise MispFormatError(
             "no time: give the event a geolocation object with first-seen (an ISO 8601 time)"

@@ -514,6 +514,26 @@ def test_an_analysts_misp_event_becomes_a_valid_sighting() -> None:
     assert where.startswith("event 1 (")
 
 
+def test_an_analysts_event_may_give_the_time_on_the_object_and_the_description_as_text() -> None:
+    """MISP's timeline sets first_seen on the object itself; a plain text attribute is the
+    simplest way to write a description in MISP's UI."""
+    doc = _analyst_event()
+    for o in doc["Object"]:
+        if o["name"] == "geolocation":
+            o["Attribute"] = [a for a in o["Attribute"] if a["object_relation"] != "first-seen"]
+            o["first_seen"] = "2026-10-03T14:20:00+00:00"
+    doc["Object"] = [o for o in doc["Object"] if o["name"] != "annotation"]
+    doc["Attribute"] = [
+        {"type": "text", "category": "Other", "value": "Filmed the gates from a van."}
+    ]
+    ((_, data, error),) = records_from_misp(json.dumps({"Event": doc}))
+    assert error is None, error
+    assert data is not None
+    s = _record(data, "sighting")
+    assert s.observed_at == datetime(2026, 10, 3, 14, 20, tzinfo=UTC)
+    assert s.description == "Filmed the gates from a van."
+
+
 @pytest.mark.parametrize(
     ("drop", "says"),
     [
