@@ -551,6 +551,7 @@ class TaxiiService:
 
     def _versions(self, collection: Collection, query: Query, who: Principal, oid: str) -> Response:
         mine = Query(
+            added_after=query.added_after,
             limit=query.limit,
             after=query.after,
             ids=frozenset({oid}),

@@ -42,6 +42,10 @@ log = get_logger("intelbus.interop.taxii_auth")
 CACHE_TTL: Final = 300.0
 _MAX_VERIFYING: Final = 2
 _USERS_WHAT: Final = "TAXII users file"
+#: Checked against when the user is unknown or has no password, so that the answer takes as long
+#: as for a known user (no telling user names apart by timing). A hash of 32 random bytes that
+#: were thrown away: no password matches it.
+_DECOY: Final = b"$argon2id$v=19$m=262144,t=3,p=1$VSSfA/B0Vdpcllzb169Y0g$LMm9FUAo7sxAbgNE+ZEtwn+bJYk9Ig4D1gizWqUmSdE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +210,10 @@ class Authenticator:
         data = user.encode() + b"\x00" + password.encode()
         return hashlib.blake2b(data, key=self._key, digest_size=32).digest()
 
-    def _password_ok(self, user: TaxiiUser, password: str) -> bool:
-        if user.password_hash is None:
+    def _password_ok(self, user: TaxiiUser | None, password: str) -> bool:
+        if user is None or user.password_hash is None:
+            with self._verifying:
+                _nacl.password_verify(_DECOY, password.encode())
             return False
         digest = self._digest(user.name, password)
         now = time.monotonic()
@@ -235,7 +241,7 @@ class Authenticator:
             if creds is None:
                 raise AuthFailed(401, "credentials are HTTP Basic")
             user = users.get(creds[0])
-            if user is None or not self._password_ok(user, creds[1]):
+            if not self._password_ok(user, creds[1]) or user is None:
                 raise AuthFailed(401, "wrong user name or password")
             return Principal(user.name, "basic", user.justification)
         if certificate_user is not None:

@@ -19,7 +19,9 @@ import json
 import socket
 import socketserver
 import ssl
+import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
@@ -34,6 +36,8 @@ log = get_logger("intelbus.interop.taxii_server")
 
 #: Seconds a connection may stay silent (the handshake, a request line, keep-alive).
 IDLE_TIMEOUT: Final = 30.0
+#: Connections served at once (a thread each); more are closed at once, not queued.
+MAX_CONNECTIONS: Final = 64
 _MAX_URL: Final = 8192
 _REALM: Final = 'Basic realm="intelbus TAXII", charset="UTF-8"'
 
@@ -110,7 +114,21 @@ class TaxiiHttpServer(ThreadingHTTPServer):
         self.auth = auth
         self.context = context
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+        if not self._slots.acquire(blocking=False):
+            log.warning("taxii.too_many_connections")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host's name up (a DNS query that can hang); skip it.
@@ -143,6 +161,8 @@ class TaxiiHttpServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: TaxiiHttpServer
     protocol_version = "HTTP/1.1"
+    # A request line too broken to name a version still gets headers (HTTP/0.9 would get none).
+    default_request_version = "HTTP/1.1"
     server_version = "intelbus-taxii"
     sys_version = ""
     timeout = IDLE_TIMEOUT
@@ -173,14 +193,26 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
         log.info(
             "taxii.request",
-            method=self.command,
-            path=urlsplit(self.path).path[:200],
+            method=getattr(self, "command", None),
+            path=urlsplit(getattr(self, "path", "")).path[:200],
             status=response.status,
             user=user,
         )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (a malformed request line, headers too long): a TAXII error
+        # message too, not its HTML page.
+        # Its message can quote the request line back: the status phrase only.
+        self.close_connection = True
+        try:
+            title = HTTPStatus(code).phrase
+        except ValueError:
+            title = "error"
+        self._send(TaxiiError(code, title).response(), user=None)
 
     def _certificate_user(self) -> str | None:
         if isinstance(self.connection, ssl.SSLSocket):
@@ -203,8 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = (("WWW-Authenticate", _REALM),) if e.status == 401 else ()
                 self._send(TaxiiError(e.status, str(e)).response(headers), user=None)
                 return
-            if not read:
+            if not read or self.headers.get("Content-Length", "0") != "0":
                 self.close_connection = True  # a request body we do not read
+            if not read:
                 raise TaxiiError(405, "this server is read-only")
             if not accepts_taxii(self.headers.get("Accept")):
                 raise TaxiiError(406, f"Accept must allow {TAXII_MEDIA_TYPE}")
@@ -233,3 +266,4 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST  # noqa: N815
     do_DELETE = do_POST  # noqa: N815
     do_PATCH = do_POST  # noqa: N815
+    do_HEAD = do_POST  # noqa: N815

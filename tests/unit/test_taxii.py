@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 import sqlite3
 import stat
 import threading
@@ -341,6 +342,10 @@ def test_authenticator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(AuthFailed):
         auth.authenticate(_basic("opencti", "s3cret!"), None)
     assert calls == [1]
+    # An unknown user costs a verification too (against a decoy): no telling names by timing.
+    with pytest.raises(AuthFailed):
+        auth.authenticate(_basic("nobody", "s3cret"), None)
+    assert calls == [1, 1]
     # A changed users file is read again, and the remembered password forgotten.
     add_user(path, "opencti", "new one", **FAST)
     with pytest.raises(AuthFailed):
@@ -417,6 +422,21 @@ def test_http_layer_status_codes_and_no_traceback(
         assert headers["Content-Type"] == TAXII_MEDIA_TYPE
         assert body == {"title": "the server could not answer", "http_status": "500"}
         assert ask("GET", "/taxii2/", good)[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        try:
+            conn.request("HEAD", "/taxii2/", headers=good)
+            head = conn.getresponse()
+            assert (head.status, head.read()) == (405, b"")
+        finally:
+            conn.close()
+        # http.server's own refusal of a malformed request is a TAXII error too.
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as raw:
+            raw.sendall(b"NONSENSE\r\n\r\n")
+            reply = raw.makefile("rb").read()
+        head_part, _, body_part = reply.partition(b"\r\n\r\n")
+        assert head_part.startswith(b"HTTP/1.1 400")
+        assert f"Content-Type: {TAXII_MEDIA_TYPE}".encode() in head_part
+        assert json.loads(body_part)["http_status"] == "400"
     finally:
         server.shutdown()
         server.server_close()
