@@ -260,12 +260,16 @@ def decode_next(token: str) -> tuple[datetime, str, datetime]:
 
 
 def parse_query(params: Mapping[str, Sequence[str]], *, page_size: int) -> Query:
-    """A request's query parameters. Raises TaxiiError 400 for an unknown or malformed one."""
-    unknown = sorted(set(params) - _PARAMS)
-    if unknown:
-        raise TaxiiError(400, "unsupported query parameter", f"{unknown[0][:40]!r}")
+    """A request's query parameters. Raises TaxiiError 400 for a malformed one.
+
+    A parameter this server does not know (a ``match[...]`` field it does not filter on) is
+    ignored, as TAXII asks of a server that does not support a filter: the client gets a
+    superset of what it asked for, never an error.
+    """
     one: dict[str, str] = {}
     for name, values in params.items():
+        if name not in _PARAMS:
+            continue
         if len(values) != 1:
             raise TaxiiError(400, f"{name} is given more than once")
         one[name] = values[0]
@@ -420,8 +424,7 @@ class TaxiiService:
 
     @staticmethod
     def _bare(params: Mapping[str, Sequence[str]], body: Mapping[str, Any]) -> Response:
-        if params:
-            raise TaxiiError(400, "this endpoint takes no query parameters")
+        del params  # these endpoints take none; any sent are ignored, as unknown filters are
         return Response(200, body)
 
     def _discovery(self) -> dict[str, Any]:

@@ -263,7 +263,7 @@ def test_media_types_methods_and_parameters(deployment: Deployment) -> None:
     assert post.status_code == 405
     assert post.headers["Allow"] == "GET"
     headers = {"Accept": TAXII_MEDIA_TYPE}
-    for query in ("limit=0", "added_after=yesterday", "next=garbage", "match[colour]=red"):
+    for query in ("limit=0", "added_after=yesterday", "next=garbage", "match[version]=newest"):
         bad = requests.get(
             timeout=TIMEOUT, url=f"{objects}?{query}", auth=auth, verify=ca, headers=headers
         )
