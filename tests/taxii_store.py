@@ -40,6 +40,7 @@ KEY = bytes(range(16))
 PRODUCER = "cst"
 WITHHELD_ID = "00000000-0000-4000-8000-0000000000aa"
 RETRACTION_ID = "00000000-0000-4000-8000-0000000000ab"
+BATCH = 4
 #: Cheapest Argon2id: tests only (production hashes use the moderate cost).
 FAST = {"opslimit": _nacl.PWHASH_MIN_OPSLIMIT, "memlimit": _nacl.PWHASH_MIN_MEMLIMIT}
 
@@ -102,10 +103,14 @@ def fill(path: Path, *, sightings: int = 14, incidents: int = 6, seed: int = 5) 
     )
     store = open_store(str(path))
     try:
+        # Several batches, as a consumer commits them: each batch's records share the time the
+        # store stored them (TAXII's date_added), and the batches follow each other.
+        for start in range(0, len(records), BATCH):
+            store.commit(Batch(group_id="herts", records=records[start : start + BATCH]))
         store.commit(
             Batch(
                 group_id="herts",
-                records=[*records, withheld],
+                records=[withheld],
                 amendments=[
                     NewAmendment(
                         PRODUCER,

@@ -61,6 +61,10 @@ def record_entries(view: StoredRecordView) -> list[StixEntry]:
     work) replaces this file at merge; the server relies only on the interface.
     """
     identity = stix_id("identity", view.producer_id)
+    # date_added is this store's clock (when it stored the record or recorded the version), never
+    # the producer's or the broker's: a record consumed late must still come after a client's
+    # last `added_after`.
+    added = view.stored_at or view.appended_at
     shared = StixEntry(
         {
             "type": "identity",
@@ -71,13 +75,15 @@ def record_entries(view: StoredRecordView) -> list[StixEntry]:
             "name": view.producer_id,
             "identity_class": "organization",
         },
-        view.appended_at,
+        added,
     )
     kind = "incident" if view.kind == "incident" else "sighting"
     oid = stix_id(kind, view.producer_id, view.record_id)
     created = stix_time(view.created_at)
     history = view.history or (
-        HistoryEntry(1, "original", view.payload, view.record_id, "", view.appended_at, ""),
+        HistoryEntry(
+            1, "original", view.payload, view.record_id, "", view.appended_at, "", recorded_at=added
+        ),
     )
     out = [shared]
     last: datetime | None = None
@@ -105,7 +111,7 @@ def record_entries(view: StoredRecordView) -> list[StixEntry]:
             obj["description"] = description
         if h.change == "retraction":
             obj["revoked"] = True
-        out.append(StixEntry(obj, view.appended_at if h.change == "original" else h.at))
+        out.append(StixEntry(obj, h.recorded_at or added))
     return out
 
 

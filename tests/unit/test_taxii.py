@@ -52,7 +52,7 @@ from intelbus.interop.taxii_config import TaxiiConfig, is_loopback
 from intelbus.interop.taxii_server import TaxiiHttpServer, accepts_taxii, certificate_user
 from intelbus.store import Store, open_store
 from intelbus.store.access import AccessLog
-from tests.taxii_store import FAST, fill, force_config, users_file
+from tests.taxii_store import FAST, Filled, correct, fill, force_config, users_file
 
 T = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 SIGHTINGS = COLLECTIONS[0].id
@@ -179,8 +179,13 @@ def test_timestamps_need_a_time() -> None:
 
 
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return fill(tmp_path / "herts.sqlite", sightings=10, incidents=4).path
+def filled(tmp_path: Path) -> Filled:
+    return fill(tmp_path / "herts.sqlite", sightings=10, incidents=4)
+
+
+@pytest.fixture
+def store_path(filled: Filled) -> Path:
+    return filled.path
 
 
 @contextmanager
@@ -209,7 +214,10 @@ def test_collect_dedupes_shared_objects_and_leaves_out_what_a_user_may_not_see(
     assert len(identities) == 1  # the producer's identity, shared by every record, once
     assert identities[0].refs == frozenset()  # it names no record in the access log
     sighting_views = [v for v in views if v.kind == "sighting" and v.visible]
-    assert identities[0].entry.date_added == min(v.appended_at for v in sighting_views)
+    # date_added is the store's clock: the first time a record exporting it was stored.
+    stored = [v.stored_at for v in sighting_views if v.stored_at is not None]
+    assert len(stored) == len(sighting_views)
+    assert identities[0].entry.date_added == min(stored)
     restricted_refs = {
         (v.producer_id, v.record_id) for v in sighting_views if restriction(v) is not None
     }
@@ -224,6 +232,32 @@ def test_collect_dedupes_shared_objects_and_leaves_out_what_a_user_may_not_see(
         v.visible or (v.producer_id, v.record_id) not in {r for i in all_items for r in i.refs}
         for v in views
     )
+
+
+def test_date_added_is_the_store_clock_so_a_late_correction_is_not_missed(filled: Filled) -> None:
+    """A correction signed as made before everything else (backdated, or consumed late) is still
+    added after every earlier item: added_after polling cannot skip it."""
+    store_path = filled.path
+    with _opened(store_path) as store:
+        views = list(store.iter_records())
+    target = next(
+        v for v in views if v.kind == "sighting" and not v.retracted and restriction(v) is None
+    )
+    before = collect(views, "sighting", restricted=lambda v: False, justified=True)
+    last = max(i.entry.date_added for i in before)
+    (original,) = [r for r in filled.records if r.record_id == target.record_id]
+    correct(store_path, original, description="Corrected late.", n=960, at=T - timedelta(days=60))
+    with _opened(store_path) as store:
+        after = collect(
+            store.iter_records(), "sighting", restricted=lambda v: False, justified=True
+        )
+        view = store.get(target.record_id)
+    assert view is not None
+    assert view.history[-1].recorded_at is not None
+    assert view.stored_at is not None
+    assert view.history[-1].recorded_at > view.stored_at
+    new = [i for i in after if i.entry.date_added > last]
+    assert [i.entry.obj.get("description") for i in new] == ["Corrected late."]
 
 
 def _service(path: Path) -> TaxiiService:
