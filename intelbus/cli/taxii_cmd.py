@@ -22,7 +22,7 @@ from rich.console import Console
 from consumers.config import ConsumerConfig
 from intelbus.cli import store_access
 from intelbus.cli.store_cmd import resolve_store
-from intelbus.errors import ConfigError
+from intelbus.errors import ConfigError, IntelbusError
 from intelbus.interop.taxii import TaxiiService
 from intelbus.interop.taxii_auth import Authenticator, add_user
 from intelbus.interop.taxii_config import TaxiiConfig, is_loopback
@@ -61,11 +61,15 @@ def serve(
 ) -> None:
     """Serve the store named by --config over TAXII 2.1 until interrupted.
 
-    Exit 2: a non-loopback address without TLS, no users file, an invalid config.
+    Exit 2: a non-loopback address without TLS, no users file, an invalid config or users file,
+    no store at the configured path. Exit 3: the store cannot be opened, the address is in use.
     """
     loaded = ConsumerConfig.load(config)
     settings = _settings(loaded, bind, port)
-    location = resolve_store(None, config)
+    try:
+        location = resolve_store(None, config)
+    except IntelbusError as e:  # no store at the path: a config naming the wrong file
+        raise ConfigError(str(e)) from None
     auth = Authenticator(settings.users_file)  # read now: a bad file fails before listening
     context = None
     if settings.cert_file is not None and settings.key_file is not None:
@@ -80,6 +84,8 @@ def serve(
         finally:
             store.close()
 
+    with opened():  # a store that cannot be opened fails now (exit 3), not at the first request
+        pass
     service = TaxiiService(
         opened,
         restriction=store_access.restriction,

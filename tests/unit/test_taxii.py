@@ -514,6 +514,10 @@ def test_serve_refuses_a_network_address_without_tls(tmp_path: Path, store_path:
     result = runner.invoke(app, ["taxii", "serve", "--config", str(no_users)])
     assert result.exit_code == 2
     assert "users_file" in result.output
+    missing = force_config(tmp_path, tmp_path / "nowhere.sqlite", 'users_file = "users.json"')
+    result = runner.invoke(app, ["taxii", "serve", "--config", str(missing)])
+    assert result.exit_code == 2
+    assert "no store at" in result.output
 
 
 def test_add_user_cli_never_echoes_the_password(tmp_path: Path) -> None:
