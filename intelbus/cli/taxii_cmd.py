@@ -61,8 +61,9 @@ def serve(
 ) -> None:
     """Serve the store named by --config over TAXII 2.1 until interrupted.
 
-    Exit 2: a non-loopback address without TLS, no users file, an invalid config or users file,
-    no store at the configured path. Exit 3: the store cannot be opened, the address is in use.
+    Exit 2: a non-loopback address without TLS; no valid config, users file or store path.
+
+    Exit 3: the store cannot be opened, or the address is in use.
     """
     loaded = ConsumerConfig.load(config)
     settings = _settings(loaded, bind, port)
