@@ -193,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
         log.info(
             "taxii.request",
@@ -226,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, read: bool) -> None:
         who: Principal | None = None
+        if not read or self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # a request body this server never reads
         try:
             if len(self.path) > _MAX_URL:
                 raise TaxiiError(414, "the URL is too long")
@@ -235,8 +237,6 @@ class _Handler(BaseHTTPRequestHandler):
                 headers = (("WWW-Authenticate", _REALM),) if e.status == 401 else ()
                 self._send(TaxiiError(e.status, str(e)).response(headers), user=None)
                 return
-            if not read or self.headers.get("Content-Length", "0") != "0":
-                self.close_connection = True  # a request body we do not read
             if not read:
                 raise TaxiiError(405, "this server is read-only")
             if not accepts_taxii(self.headers.get("Accept")):
