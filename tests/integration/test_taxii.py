@@ -10,6 +10,7 @@ for a user with a standing justification, and the access log naming each user.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -325,11 +326,15 @@ def test_a_correction_appears_as_a_new_version(deployment: Deployment) -> None:
     assert versions == sorted(versions)
     (latest,) = sightings.get_object(oid)["objects"]
     assert latest["modified"] == versions[1]
-    assert latest["description"] == "Corrected: seen at the side gate only."
     every = sightings.get_object(oid, version="all")["objects"]
     assert [o["modified"] for o in every] == versions
+    # Polling from where the client stopped brings the correction, and only this record's objects.
     news = sightings.get_objects(added_after=last_added)["objects"]
-    assert [(o["id"], o["modified"]) for o in news] == [(oid, versions[1])]
+    assert (oid, versions[1]) in [(o["id"], o["modified"]) for o in news]
+    assert {o["id"] for o in news} <= {
+        e.id for e in _entries_of(deployment.filled, target.record_id)
+    }
+    assert "Corrected: seen at the side gate only." in json.dumps(news)
 
 
 def _entries_of(filled: Filled, record_id: str) -> list[Any]:
