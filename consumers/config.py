@@ -18,6 +18,9 @@
     cert_file = "tls/clients/<agency>.pem"
     key_file = "tls/clients/<agency>.key"  # mode 0600
 
+    [taxii]                            # `intelbus taxii serve` (intelbus/interop/taxii_config.py)
+    users_file = "taxii-users.json"
+
 Relative paths are relative to the config file.
 """
 
@@ -31,6 +34,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
+from intelbus.interop.taxii_config import PATH_KEYS as TAXII_PATH_KEYS
+from intelbus.interop.taxii_config import TaxiiConfig
 from intelbus.kinds import Family
 from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
@@ -58,6 +63,9 @@ class ConsumerConfig(BaseModel):
     #: Seconds between the running consumer's retention prunes (issue 16); 0: never (then run
     #: ``intelbus store prune`` from a scheduler).
     prune_every_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600.0
+    #: The read-only TAXII 2.1 server over this store (``intelbus taxii serve``); the consumer
+    #: itself ignores it.
+    taxii: TaxiiConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> ConsumerConfig:
@@ -78,6 +86,11 @@ class ConsumerConfig(BaseModel):
             for key in ("ca_file", "cert_file", "key_file"):
                 if key in tls:
                     tls[key] = str(base / tls[key])
+        taxii = raw.get("taxii")
+        if isinstance(taxii, dict):
+            for key in TAXII_PATH_KEYS:
+                if key in taxii:
+                    taxii[key] = str(base / taxii[key])
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:

@@ -206,3 +206,26 @@ def secretbox_decrypt(key: bytes, boxed: bytes) -> bytes:
         )
     except (nacl.exceptions.CryptoError, nacl.exceptions.TypeError, ValueError) as e:
         raise DecryptionFailed("wrong passphrase or damaged key file") from e
+
+
+# --- Password hashes (the TAXII server's per-user credentials) ----------------------------------
+
+#: The cheapest Argon2id costs libsodium accepts: for tests only, never a default.
+PWHASH_MIN_OPSLIMIT = argon2id.OPSLIMIT_MIN
+PWHASH_MIN_MEMLIMIT = argon2id.MEMLIMIT_MIN
+
+
+def password_hash(
+    password: bytes, *, opslimit: int = PWHASH_OPSLIMIT, memlimit: int = PWHASH_MEMLIMIT
+) -> bytes:
+    """An Argon2id hash string (``$argon2id$v=19$m=...``) with a random salt and its costs."""
+    return argon2id.str(password, opslimit=opslimit, memlimit=memlimit)
+
+
+def password_verify(hashed: bytes, password: bytes) -> bool:
+    """Whether ``password`` matches ``hashed`` (an :func:`password_hash` string); a malformed
+    hash is a mismatch, never an exception."""
+    try:
+        return bool(argon2id.verify(hashed, password))
+    except (nacl.exceptions.InvalidkeyError, nacl.exceptions.CryptoError, ValueError, TypeError):
+        return False

@@ -20,6 +20,7 @@ from intelbus.cli import (
     publish_cmd,
     retention_cmd,
     store_cmd,
+    taxii_cmd,
     topics_cmd,
 )
 from intelbus.log import configure
@@ -47,6 +48,7 @@ store_cmd.app.command(name="tombstones")(retention_cmd.tombstones)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(deploy_cmd.app, name="deploy")
+app.add_typer(taxii_cmd.app, name="taxii")
 
 
 def _version(value: bool) -> None:

@@ -103,6 +103,9 @@ class HistoryEntry:
     at: datetime
     reason: str
     withdrawn: bool = False
+    #: When this store recorded the version (its clock, not the producer's): what a feed polling
+    #: "added after" must go by. Bookkeeping, not content: left out of comparisons.
+    recorded_at: datetime | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> str:
@@ -137,6 +140,8 @@ class StoredRecordView:
     status: str
     key_id: bytes | None = None
     history: tuple[HistoryEntry, ...] = ()
+    #: When this store stored the record (its clock; see HistoryEntry.recorded_at).
+    stored_at: datetime | None = field(default=None, compare=False)
 
     @property
     def retracted(self) -> bool:
@@ -372,7 +377,7 @@ class Store(Protocol):
 
 RECORD_COLUMNS = """record_id, topic, kafka_partition, kafka_offset, producer_id, kind, sequence,
     digest, created_at, appended_at, policy_hash, rule_id, action, redacted_fields, tlp,
-    classification, force_area, occurred_at, payload, version, status, key_id"""
+    classification, force_area, occurred_at, payload, version, status, key_id, stored_at"""
 
 _INSERT_RECORDS = """
 INSERT INTO records (producer_id, record_id, kind, topic, kafka_partition, kafka_offset, sequence,
@@ -493,7 +498,7 @@ WHERE producer_id = ? AND record_id = ?
 """
 _HISTORY = """
 SELECT version, change, payload, source_record_id, outcome, amended_at, appended_at, reason,
-    withdrawn
+    withdrawn, recorded_at
 FROM record_versions WHERE producer_id = ? AND record_id = ? ORDER BY version
 """
 
@@ -1485,6 +1490,7 @@ class SqlStore(abc.ABC):
             status=str(row[20]),
             key_id=None if row[21] is None else bytes(row[21]),
             history=history,
+            stored_at=self._dec_time(row[22]),
         )
 
     def _history(self, producer: str, record_id: str) -> tuple[HistoryEntry, ...]:
@@ -1500,6 +1506,7 @@ class SqlStore(abc.ABC):
             appended,
             reason,
             withdrawn,
+            recorded,
         ) in self._query(_HISTORY, (producer, record_id)):
             at = amended if amended is not None else appended
             out.append(
@@ -1512,6 +1519,7 @@ class SqlStore(abc.ABC):
                     at=self._dec_time(at),
                     reason=str(reason),
                     withdrawn=bool(withdrawn),
+                    recorded_at=self._dec_time(recorded),
                 )
             )
         return tuple(out)
