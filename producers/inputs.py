@@ -1,4 +1,5 @@
-"""Reading records to publish from JSON, JSON Lines or CSV, one item at a time, errors per item.
+"""Reading records to publish from JSON, JSON Lines, CSV or a STIX 2.1 bundle, one item at a time,
+errors per item (STIX: :mod:`intelbus.interop.stix_import`).
 
 CSV columns use dotted names for nested fields (``place.force_area``, ``grading.tlp``); list fields
 (``behaviours``, ``grading.handling_conditions``) are separated by ``;``; a cell starting with ``[``
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from intelbus.interop.stix_import import records_from_stix
 from intelbus.policy.facts import Classification, Tlp
 from intelbus.records import (
     Behaviour,
@@ -62,7 +64,7 @@ def detect_format(name: str) -> str:
     return "jsonl"
 
 
-def read_items(text: str, fmt: str) -> Iterator[Item]:
+def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - a branch per format
     """Items of a document in the given format; unreadable items are yielded with an error."""
     text = text.removeprefix("\ufeff")  # a byte order mark: Excel's "CSV UTF-8"
     if fmt == "json":
@@ -99,6 +101,10 @@ def read_items(text: str, fmt: str) -> Iterator[Item]:
                 yield Item(f"line {n}", _unflatten(row))
             except ValueError as e:
                 yield Item(f"line {n}", None, str(e))
+    elif fmt == "stix":
+        # A STIX 2.1 bundle (OpenCTI, MISP or an intelbus export): one item per record.
+        for where, data, error in records_from_stix(text):
+            yield Item(where, data, error)
     else:
         raise ValueError(f"unknown input format {fmt!r}")
 

@@ -59,8 +59,8 @@ _CONFIG = typer.Option(..., "--config", help="The producer's config file.")
 def _items(source: str, fmt: str | None) -> tuple[list[Any], str]:
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     chosen = fmt or detect_format(source)
-    if chosen not in ("json", "jsonl", "csv"):
-        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl or csv")
+    if chosen not in ("json", "jsonl", "csv", "stix"):
+        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl, csv or stix")
     items = list(read_items(text, chosen))
     if not items:
         where = "stdin" if source == "-" else source
@@ -175,7 +175,9 @@ def _command(kind: str) -> Callable[..., None]:
         source: str = typer.Argument("-", help="A .json, .jsonl or .csv file, or - for stdin."),
         config: Path = _CONFIG,
         fmt: str | None = typer.Option(
-            None, "--format", help="json, jsonl or csv (default: from the file name)."
+            None,
+            "--format",
+            help="json, jsonl, csv or stix (a STIX 2.1 bundle; default: from the file name).",
         ),
         to: list[str] = typer.Option(
             [], "--to", help="A named recipient (required for AMBER+STRICT and RED; repeat)."

@@ -389,7 +389,7 @@ def export(
     fmt: Format = typer.Option(
         Format.JSONL,
         "--format",
-        help="jsonl, csv, stix (sightings) or geojson (records with a position).",
+        help="jsonl, csv, stix (a strict STIX 2.1 bundle of sightings and incidents, redacted fields left out) or geojson (records with a position).",
     ),
     out: Path = typer.Option(Path("-"), "--out", help="Output file; - for stdout."),
     store: str | None = typer.Option(None, "--store", help=_STORE_HELP),
