@@ -136,19 +136,24 @@ UNSPECIFIED: Final = "UNSPECIFIED"
 RECORD_SOURCE: Final = "intelbus"
 BEHAVIOUR_SOURCE: Final = "intelbus-behaviour"
 
-_TLP2_EXTENSION_DEFINITION: Final[Mapping[str, Any]] = {
-    "type": "extension-definition",
-    "spec_version": "2.1",
-    "id": TLP2_EXTENSION_ID,
-    "created_by_ref": "identity--b3bca3c2-1f3d-4b54-b44f-dac42c3a8f01",
-    "created": _TLP2_CREATED,
-    "modified": _TLP2_CREATED,
-    "name": "TLP 2.0",
-    "description": "This defines TLP 2.0 as a STIX extension",
-    "schema": "https://github.com/oasis-open/cti-stix-common-objects/tree/master/extension-definition-specifications/tlp-2.0",
-    "version": "1.0.0",
-    "extension_types": ["property-extension"],
-}
+
+def tlp2_extension_definition() -> dict[str, Any]:
+    """The OASIS TLP 2.0 extension definition (objects/extension-definition/ of
+    cti-stix-common-objects), so a bundle is self-contained."""
+    return {
+        "type": "extension-definition",
+        "spec_version": "2.1",
+        "id": TLP2_EXTENSION_ID,
+        "created_by_ref": "identity--b3bca3c2-1f3d-4b54-b44f-dac42c3a8f01",
+        "created": _TLP2_CREATED,
+        "modified": _TLP2_CREATED,
+        "name": "TLP 2.0",
+        "description": "This defines TLP 2.0 as a STIX extension",
+        "schema": "https://github.com/oasis-open/cti-stix-common-objects/tree/master/extension-definition-specifications/tlp-2.0",
+        "version": "1.0.0",
+        "extension_types": ["property-extension"],
+    }
+
 
 _BEHAVIOUR_TEXT: Final[Mapping[str, str]] = {
     "PHOTOGRAPHING_ENTRANCES": "Photographing a site's entrances, gates or approaches.",
@@ -161,6 +166,15 @@ _BEHAVIOUR_TEXT: Final[Mapping[str, str]] = {
     "VEHICLE_CIRCLING": "A vehicle circling, slowing or stopping repeatedly near a site.",
     "OTHER": "Another behaviour suggesting hostile reconnaissance (see the description).",
     UNSPECIFIED: "Hostile reconnaissance whose behaviours were not shared.",
+}
+
+
+#: Force areas whose name is not "<area> police force area".
+_FORCE_AREA_NAMES: Final[Mapping[str, str]] = {
+    "POLICE_SCOTLAND": "Police Scotland area",
+    "PSNI": "Police Service of Northern Ireland area",
+    "BRITISH_TRANSPORT_POLICE": "British Transport Police area",
+    "DYFED_POWYS": "Dyfed-Powys police force area",
 }
 
 
@@ -195,6 +209,15 @@ def stix_time(value: datetime) -> str:
     """A STIX timestamp, UTC with milliseconds."""
     utc = value.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _seen_time(value: datetime) -> str:
+    """A time an event happened, to the microsecond where it has one (STIX allows any precision
+    outside ``created``/``modified``): the round trip keeps it exactly."""
+    utc = value.astimezone(UTC)
+    if utc.microsecond % 1000 == 0:
+        return stix_time(utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _label(value: str) -> str:
@@ -294,7 +317,9 @@ def force_area_location(force_area: str) -> dict[str, Any]:
         "created_by_ref": INTELBUS_IDENTITY,
         "created": DEFINED,
         "modified": DEFINED,
-        "name": _label(force_area).title().replace(" And ", " and ") + " police force area",
+        "name": _FORCE_AREA_NAMES.get(force_area)
+        or _label(force_area).title().replace(" And ", " and ").replace(" Of ", " of ")
+        + " police force area",
         "region": "northern-europe",
         "country": "GB",
         "external_references": [{"source_name": "intelbus-force-area", "external_id": force_area}],
@@ -488,8 +513,8 @@ def _owned(
                 "id": stix_id("sighting", view.producer_id, view.record_id, behaviour),
                 **common,
                 "sighting_of_ref": pattern["id"],
-                "first_seen": stix_time(seen),
-                "last_seen": stix_time(seen),
+                "first_seen": _seen_time(seen),
+                "last_seen": _seen_time(seen),
                 "count": 1,
                 **text,
                 "external_references": [record_ref],
@@ -589,7 +614,7 @@ def _entries(view: StoredRecordView) -> Iterator[StixEntry]:
         return
     first_added = timeline[0][1]
     markings = {m for obj, _ in timeline for m in obj.get("object_marking_refs", ())}
-    yield StixEntry(_TLP2_EXTENSION_DEFINITION, first_added)
+    yield StixEntry(tlp2_extension_definition(), first_added)
     for tlp, (marking_id, _, _) in TLP2_MARKINGS.items():
         if marking_id in markings:
             yield StixEntry(tlp_marking(tlp), first_added)

@@ -242,6 +242,16 @@ def test_ids_are_uuid4_and_stable_across_exports(records: Records, bundle) -> No
     )
 
 
+def test_an_export_shares_no_object_with_another(records: Records) -> None:
+    """Callers (the TAXII server, a test) may edit what they get: nothing is shared."""
+    first = stix_bundle(records.views, exported_at=T0)
+    pristine = copy.deepcopy(first)
+    for obj in first["objects"]:
+        obj.clear()
+    again = stix_bundle(records.views, exported_at=T0)
+    assert again["objects"] == pristine["objects"]
+
+
 def test_one_attack_pattern_and_one_sighting_per_behaviour(bundle, records: Records) -> None:
     objects = {o["id"]: o for o in bundle["objects"]}
     mine = _main(bundle["objects"], str(records.plain.record_id))
@@ -285,7 +295,12 @@ def test_tlp_2_markings_are_the_oasis_objects(bundle, records: Records) -> None:
             }
         },
     }
-    assert TLP2_EXTENSION_ID in objects
+    tlp2 = objects[TLP2_EXTENSION_ID]
+    assert (tlp2["name"], tlp2["version"], tlp2["extension_types"]) == (
+        "TLP 2.0",
+        "1.0.0",
+        ["property-extension"],
+    )
     # Every marking referred to is in the bundle: it is self-contained.
     refs = {m for o in bundle["objects"] for m in o.get("object_marking_refs", ())}
     assert refs <= set(objects)
@@ -388,6 +403,22 @@ def test_import_of_an_export_gives_back_the_records(records: Records, bundle) ->
     # The retracted one is refused, not republished.
     revoked = [e for e in got.values() if isinstance(e, str)]
     assert revoked == ["revoked: a revoked record is not published again"]
+
+
+def test_times_keep_their_precision_and_force_areas_their_names() -> None:
+    model = samples.feed(seed=9, sightings=1, incidents=0)[0]
+    data = _body(model)
+    data["observed_at"] = "2026-09-03T10:11:12.345678Z"
+    data["place"]["force_area"] = "CITY_OF_LONDON"
+    precise = Sighting.model_validate(data)
+    bundle = stix_bundle([_view(precise, 0)], exported_at=T0)
+    _strict(bundle)
+    stix2.parse(bundle, allow_custom=False)
+    names = {o["name"] for o in bundle["objects"] if o["type"] == "location" and "region" in o}
+    assert names == {"City of London police force area"}
+    ((_, back, _),) = list(records_from_stix(json.dumps(bundle)))
+    assert back is not None
+    assert _published(back, Sighting) == precise
 
 
 def _one_sighting_bundle(records: Records) -> dict[str, Any]:
