@@ -342,7 +342,9 @@ def _unredacted(value: Any, path: str, found: list[str]) -> Any:  # noqa: ANN401
             out[str(key)] = _unredacted(item, sub, found)
         return out
     if isinstance(value, list):
-        return [_unredacted(item, path, found) for item in value]
+        if REDACTED in value and path not in found:
+            found.append(path)
+        return [_unredacted(item, path, found) for item in value if item != REDACTED]
     return value
 
 
@@ -412,6 +414,8 @@ def _extension(view: StoredRecordView, version: _Version, tlp: str) -> dict[str,
         }
         if "classification" in grading:
             ext["classification"] = grading["classification"]
+    if "classification" not in ext and view.classification is not None:
+        ext["classification"] = view.classification  # the label the store keeps beside it
     ext["tlp"] = tlp
     place = {
         k: v

@@ -49,6 +49,14 @@ from producers.inputs import normalise, read_items
 from tests.unit import test_store_cli as store_cli
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+#: What a force's policy redacts of the redacted record: coordinates, text, people, registrations.
+POLICY_REDACTS = (
+    "place.latitude",
+    "place.longitude",
+    "description",
+    "persons",
+    "vehicles.registration",
+)
 STRICT = ValidationOptions(strict=True, version="2.1")
 #: The OASIS TLP 2.0 marking definitions (cti-stix-common-objects, tlp-2.0), as published.
 OASIS_TLP2 = {
@@ -132,10 +140,12 @@ class Records:
         v1 = _body(self.corrected)
         v1["behaviours"] = ["FILMING", "LOITERING"]
         t1, t2 = T0 + timedelta(minutes=1, seconds=1), T0 + timedelta(hours=2)
-        held = _body(self.redacted)
-        held["place"]["latitude"] = REDACTED
-        held["place"]["longitude"] = REDACTED
-        held["description"] = REDACTED
+        body = _body(self.redacted)
+        body["vehicles"] = [
+            {"registration": "AB12CDE", "make": "Ford", "model": "Focus", "colour": "grey"}
+        ]
+        self.redacted = Sighting.model_validate(body)
+        held, self.redacted_fields = redact(body, POLICY_REDACTS)
         self.views = [
             _view(self.plain, 0),
             _view(
@@ -164,7 +174,7 @@ class Records:
                 self.redacted,
                 3,
                 payload=held,
-                redacted=("place.latitude", "place.longitude", "description"),
+                redacted=self.redacted_fields,
             ),
             _view(self.red, 4),
             _view(self.incident, 5),
@@ -349,8 +359,11 @@ def test_redacted_fields_are_left_out(bundle, records: Records) -> None:
         assert "description" not in s
         assert all("latitude" not in objects[r] for r in s["where_sighted_refs"])
         ext = s["extensions"][EXTENSION_ID]
-        assert ext["redacted_fields"] == ["place.latitude", "place.longitude", "description"]
+        assert records.redacted_fields == POLICY_REDACTS  # each was there to redact
+        assert sorted(ext["redacted_fields"]) == sorted(POLICY_REDACTS)
         assert "latitude" not in ext.get("place", {})
+        assert "persons" not in ext
+        assert ext["vehicles"] == [{"make": "Ford", "model": "Focus", "colour": "grey"}]
 
 
 def test_an_erased_record_exports_nothing(records: Records, bundle) -> None:
