@@ -11,7 +11,8 @@ Fail closed: an object without the extension's grading, or without exactly one T
 (or whose marking and extension disagree), is refused with its own error; the grading and the TLP
 are never defaulted. A TLP 1.0 marking is refused too: its AMBER cannot tell AMBER from
 AMBER+STRICT. Revoked objects are skipped with an error (a revoked record is not to be
-republished). The sightings of one record (one per behaviour) are put back together by the
+republished), and so is a force's redacted copy (the extension lists ``redacted_fields``): what a
+policy left out must not be published as never there. The sightings of one record (one per behaviour) are put back together by the
 record id in their extension.
 """
 
@@ -129,6 +130,10 @@ def _record(
             None,
             f"no intelbus grading extension ({EXTENSION_ID}): grading is never defaulted",
         )
+    if ext.get("redacted_fields"):
+        # A force's redacted copy is not the record: publishing it would pass what was left out
+        # as never there (no persons, no description).
+        return where, None, "exported with fields redacted: publish the original record instead"
     tlp, problem = _tlp(members)
     if problem is not None:
         return where, None, problem
@@ -153,7 +158,7 @@ def _record(
             for b in (_behaviour(objects.get(str(o.get("sighting_of_ref")))) for o in members)
             if b
         ]
-        # STIX has no empty list: none exported means none (a redacted list is not published).
+        # STIX has no empty list: none exported means none (redacted copies are refused above).
         record.setdefault("persons", [])
         record.setdefault("vehicles", [])
     return where, record, None
