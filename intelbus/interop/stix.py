@@ -198,8 +198,9 @@ class StixEntry:
 def stix_id(kind: str, *parts: str) -> str:
     """A STIX id that is the same for the same parts in every export.
 
-    UUIDv4-shaped (STIX 2.1 recommends version 4 for ids not derived from contents per 5.4): the
-    first 16 bytes of SHA-256 over the type and parts, with the version and variant bits set.
+    UUIDv4-shaped, as STIX 2.1 wants for domain and relationship objects (the validator's strict
+    mode checks the version): the first 16 bytes of SHA-256 over the type and parts, with the
+    version and variant bits set. Deterministic, so a re-export updates rather than duplicates.
     """
     digest = hashlib.sha256("\x1f".join((kind, *parts)).encode()).digest()
     return f"{kind}--{uuid.UUID(bytes=digest[:16], version=4)}"
