@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import stix2
 from jsonschema import Draft202012Validator
-from stix2validator import ValidationOptions, validate_instance
 
 from intelbus import samples
 from intelbus.interop.stix import (
@@ -46,6 +45,7 @@ from intelbus.trust.model import (
     VersionDecision,
 )
 from producers.inputs import normalise, read_items
+from tests.stixcheck import assert_strict
 from tests.unit import test_store_cli as store_cli
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -57,7 +57,6 @@ POLICY_REDACTS = (
     "persons",
     "vehicles.registration",
 )
-STRICT = ValidationOptions(strict=True, version="2.1")
 #: The OASIS TLP 2.0 marking definitions (cti-stix-common-objects, tlp-2.0), as published.
 OASIS_TLP2 = {
     "CLEAR": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
@@ -194,13 +193,6 @@ def bundle(records: Records) -> dict[str, Any]:
     return stix_bundle([*records.views, records.erased_view], exported_at=datetime.now(UTC))
 
 
-def _strict(instance: dict[str, Any]) -> None:
-    result = validate_instance(instance, STRICT)
-    problems = [str(e) for e in result.errors] + [str(w) for w in result.warnings]
-    assert result.is_valid, problems
-    assert problems == [], problems
-
-
 def _main(objects: list[dict[str, Any]], record_id: str) -> list[dict[str, Any]]:
     return [
         o
@@ -211,7 +203,7 @@ def _main(objects: list[dict[str, Any]], record_id: str) -> list[dict[str, Any]]
 
 
 def test_the_bundle_passes_the_strict_validator_and_stix2_parse(bundle) -> None:
-    _strict(bundle)
+    assert_strict(bundle)
     parsed = stix2.parse(bundle, allow_custom=False)
     assert len(parsed.objects) == len(bundle["objects"])
     types = {o["type"] for o in bundle["objects"]}
@@ -219,12 +211,12 @@ def test_the_bundle_passes_the_strict_validator_and_stix2_parse(bundle) -> None:
     assert {"marking-definition", "extension-definition", "relationship"} <= types
 
 
-def test_every_object_version_of_every_record_passes_strict(records: Records) -> None:
+def test_every_object_version_of_every_record_passesassert_strict(records: Records) -> None:
     for view in records.views:
         entries = record_entries(view)
         assert entries
         for entry in entries:
-            _strict(dict(entry.obj))
+            assert_strict(dict(entry.obj))
             stix2.parse(dict(entry.obj), allow_custom=False)
 
 
@@ -425,7 +417,7 @@ def test_times_keep_their_precision_and_force_areas_their_names() -> None:
     data["place"]["force_area"] = "CITY_OF_LONDON"
     precise = Sighting.model_validate(data)
     bundle = stix_bundle([_view(precise, 0)], exported_at=T0)
-    _strict(bundle)
+    assert_strict(bundle)
     stix2.parse(bundle, allow_custom=False)
     names = {o["name"] for o in bundle["objects"] if o["type"] == "location" and "region" in o}
     assert names == {"City of London police force area"}
@@ -634,7 +626,7 @@ def test_a_store_exported_with_the_cli_is_strict_stix(tmp_path: Path) -> None:
     )  # fmt: skip
     text = out.read_text(encoding="utf-8")
     bundle = json.loads(text)
-    _strict(bundle)
+    assert_strict(bundle)
     assert len(stix2.parse(bundle, allow_custom=False).objects) == len(bundle["objects"])
     assert REDACTED not in text
     assert "x_intelbus" not in text

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import stix2
-from stix2validator import ValidationOptions, validate_instance
 from typer.testing import CliRunner
 
 from intelbus import samples
@@ -44,6 +43,7 @@ from intelbus.trust.model import (
     VersionDecision,
     VersionSource,
 )
+from tests.stixcheck import assert_strict
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 TOPIC = "intelbus.sightings"
@@ -421,10 +421,7 @@ def test_export_stix_bundle_is_strict_stix(filled, tmp_path: Path) -> None:
     out = tmp_path / "bundle.json"
     _run("store", "export", "--store", str(path), "--format", "stix", "--out", str(out), *WHY, *TO)
     bundle = json.loads(out.read_text())
-    result = validate_instance(bundle, ValidationOptions(strict=True, version="2.1"))
-    problems = [str(e) for e in result.errors] + [str(w) for w in result.warnings]
-    assert result.is_valid, problems
-    assert problems == [], problems
+    assert_strict(bundle)
     assert len(stix2.parse(bundle, allow_custom=False).objects) == len(bundle["objects"])
     objects = {o["id"]: o for o in bundle["objects"]}
     mains = [o for o in objects.values() if o["type"] in ("sighting", "incident")]
