@@ -64,8 +64,12 @@ def detect_format(name: str) -> str:
     return "jsonl"
 
 
-def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - a branch per format
-    """Items of a document in the given format; unreadable items are yielded with an error."""
+def read_items(  # noqa: PLR0912 - a branch per format
+    text: str, fmt: str, kind: str | None = None
+) -> Iterator[Item]:
+    """Items of a document in the given format; unreadable items are yielded with an error.
+
+    ``kind`` keeps the records of one kind where a document holds several (a STIX bundle)."""
     text = text.removeprefix("\ufeff")  # a byte order mark: Excel's "CSV UTF-8"
     if fmt == "json":
         try:
@@ -103,7 +107,7 @@ def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - a bran
                 yield Item(f"line {n}", None, str(e))
     elif fmt == "stix":
         # A STIX 2.1 bundle (OpenCTI, MISP or an intelbus export): one item per record.
-        for where, data, error in records_from_stix(text):
+        for where, data, error in records_from_stix(text, kind):
             yield Item(where, data, error)
     else:
         raise ValueError(f"unknown input format {fmt!r}")

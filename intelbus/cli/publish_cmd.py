@@ -56,12 +56,12 @@ MAX_SKEW = timedelta(minutes=5)
 _CONFIG = typer.Option(..., "--config", help="The producer's config file.")
 
 
-def _items(source: str, fmt: str | None) -> tuple[list[Any], str]:
+def _items(source: str, fmt: str | None, kind: str | None = None) -> tuple[list[Any], str]:
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     chosen = fmt or detect_format(source)
     if chosen not in ("json", "jsonl", "csv", "stix"):
         raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl, csv or stix")
-    items = list(read_items(text, chosen))
+    items = list(read_items(text, chosen, kind))
     if not items:
         where = "stdin" if source == "-" else source
         raise ConfigError(
@@ -84,7 +84,7 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
     as_json: bool,
 ) -> None:
     model = KIND_TYPES[kind]
-    items, _ = _items(source, fmt)
+    items, _ = _items(source, fmt, kind)
     publisher = Publisher.from_config(ProducerConfig.load(config))
     counts = {"published": 0, "already": 0, "failed": 0}
     stopped: IntelbusError | None = None

@@ -52,10 +52,12 @@ _COPIED = (
 Result = tuple[str, dict[str, Any] | None, str | None]
 
 
-def records_from_stix(text: str) -> Iterator[Result]:
+def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
     """(where, record-shaped dict, None) per record in a STIX bundle, or (where, None, error).
 
-    ``where`` names the STIX object (``sighting--...``) or the document.
+    ``where`` names the STIX object (``sighting--...``) or the document. With ``kind``
+    (``sighting`` or ``incident``) only the records of that kind: a bundle from OpenCTI holds
+    both, and ``intelbus publish sighting`` publishes its sightings.
     """
     try:
         doc = json.loads(text)
@@ -78,12 +80,13 @@ def records_from_stix(text: str) -> Iterator[Result]:
         if known is None or str(obj.get("modified", "")) >= str(known.get("modified", "")):
             objects[obj["id"]] = obj
     groups: dict[str, list[Mapping[str, Any]]] = {}
+    wanted = (kind,) if kind is not None else _KINDS
     for obj in objects.values():
-        if obj.get("type") not in _KINDS:
+        if obj.get("type") not in wanted:
             continue
         groups.setdefault(f"{obj['type']}:{_record_key(obj)}", []).append(obj)
     if not groups:
-        yield "document", None, "no sighting or incident in the bundle"
+        yield "document", None, f"no {' or '.join(wanted)} in the bundle"
         return
     related: dict[str, list[str]] = {}  # an incident's locations are related-to relationships
     for obj in objects.values():

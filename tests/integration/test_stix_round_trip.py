@@ -47,14 +47,13 @@ def test_stix_publish_consume_stix_keeps_every_field(tmp_path: Path, bootstrap: 
     sightings = [sighting_for("METROPOLITAN", "GREEN"), sighting_for("METROPOLITAN", "AMBER")]
     incident = _met_incident()
     assert incident.victim_details  # a field other policies redact: the Met keeps it here
-    sent: list[dict[str, Any]] = []
-    for kind, models in (("sighting", sightings), ("incident", [incident])):
-        bundle = stix_bundle(
-            [_view(m, i) for i, m in enumerate(models)], exported_at=datetime.now(UTC)
-        )
-        sent.extend(bundle["objects"])
-        path = tmp_path / f"{kind}.stix.json"
-        path.write_text(json.dumps(bundle), encoding="utf-8")
+    # One bundle of both kinds, as OpenCTI exports it: each command publishes its own kind.
+    models = [*sightings, incident]
+    bundle = stix_bundle([_view(m, i) for i, m in enumerate(models)], exported_at=datetime.now(UTC))
+    sent: list[dict[str, Any]] = bundle["objects"]
+    path = tmp_path / "opencti.stix.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    for kind, count in (("sighting", len(sightings)), ("incident", 1)):
         result = runner.invoke(
             app,
             ["publish", kind, str(path), "--config", str(tmp_path / "producer.toml"),
@@ -62,7 +61,7 @@ def test_stix_publish_consume_stix_keeps_every_field(tmp_path: Path, bootstrap: 
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         lines = [json.loads(line) for line in result.stdout.splitlines()]
-        assert lines[-1]["summary"]["published"] == len(models), result.output
+        assert lines[-1]["summary"]["published"] == count, result.output
 
     stats = fed.consume("met-police")
     assert stats.stored == 3

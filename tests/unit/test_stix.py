@@ -529,6 +529,18 @@ def test_read_items_stix_yields_one_item_per_record(records: Records, bundle) ->
     items = list(read_items(json.dumps(bundle), "stix"))
     assert len(items) == len(records.views)
     assert sum(i.data is not None for i in items) == len(records.views) - 2  # retracted, redacted
+    # `publish incident` takes the incidents of a mixed bundle, `publish sighting` the sightings.
+    incidents = list(read_items(json.dumps(bundle), "stix", "incident"))
+    assert {i.data["record_id"] for i in incidents if i.data} == {
+        str(records.incident.record_id),
+        str(records.incident2.record_id),
+    }
+    sightings = list(read_items(json.dumps(bundle), "stix", "sighting"))
+    assert len(sightings) == len(items) - 2
+    only_sightings = stix_bundle(records.views[:1], exported_at=T0)
+    assert [
+        (i.data, i.error) for i in read_items(json.dumps(only_sightings), "stix", "incident")
+    ] == [(None, "no incident in the bundle")]
 
 
 def test_the_schema_file_ships_inside_the_schemas_package() -> None:
