@@ -92,7 +92,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -182,7 +182,7 @@ _FORCE_AREA_NAMES: Final[Mapping[str, str]] = {
 class StixEntry:
     """One version of one STIX object, and when this force's store added it."""
 
-    obj: Mapping[str, Any]
+    obj: Mapping[str, Any] = field(repr=False)  # record contents stay out of logs and tracebacks
     date_added: datetime
 
     @property
@@ -354,7 +354,7 @@ class _Version:
     """One stored version of a record, as exported: its payload without redacted fields."""
 
     number: int
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] = field(repr=False)
     redacted: tuple[str, ...]
     at: datetime  # when this store added it: TAXII's date_added, the objects' modified
     revoked: bool = False

@@ -669,3 +669,10 @@ def test_a_store_exported_with_the_cli_is_strict_stix(tmp_path: Path) -> None:
         assert [e.obj["extensions"][EXTENSION_ID]["record_version"] for e in chain] == [1, 2]
         assert chain[0].version < chain[1].version == objects[sid]["modified"]
         assert chain[0].date_added == view.appended_at
+
+
+def test_an_entry_keeps_record_contents_out_of_its_repr(records: Records) -> None:
+    entries = record_entries(records.views[0])
+    text = " ".join(repr(e) for e in entries)
+    assert records.plain.description not in text
+    assert str(records.plain.record_id) not in text
