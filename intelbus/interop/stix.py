@@ -49,7 +49,10 @@ needs (a behaviour taken out, coordinates changed) is revoked at that version. W
 and versions this agency did not hold are left out. An erased or pruned record, or one that is
 not visible (withheld, quarantined, withdrawn), exports nothing.
 
-Redaction: a field the policy redacted (the store keeps the ``[REDACTED]`` placeholder) is left
+What goes in: every field the force's policy let it keep, people's free text included (the
+description in ``description``, persons and vehicles, victim and offender details in the
+extension), so a STIX round trip keeps the record whole; what must not travel on is for the policy
+to redact. A field the policy redacted (the store keeps the ``[REDACTED]`` placeholder) is left
 out, never exported as a placeholder; its dotted path is listed in the extension's
 ``redacted_fields``.
 
