@@ -1,5 +1,6 @@
-"""Reading records to publish from JSON, JSON Lines, CSV or MISP events, one item at a time, errors
-per item.
+"""Reading records to publish from JSON, JSON Lines, CSV, a STIX 2.1 bundle or MISP events, one
+item at a time, errors per item (STIX: :mod:`intelbus.interop.stix_import`; MISP:
+:mod:`intelbus.interop.misp`).
 
 CSV columns use dotted names for nested fields (``place.force_area``, ``grading.tlp``); list fields
 (``behaviours``, ``grading.handling_conditions``) are separated by ``;``; a cell starting with ``[``
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from intelbus.interop.stix_import import records_from_stix
 from intelbus.policy.facts import Classification, Tlp
 from intelbus.records import (
     Behaviour,
@@ -63,8 +65,12 @@ def detect_format(name: str) -> str:
     return "jsonl"
 
 
-def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - one branch per format
-    """Items of a document in the given format; unreadable items are yielded with an error."""
+def read_items(  # noqa: PLR0912 - a branch per format
+    text: str, fmt: str, kind: str | None = None
+) -> Iterator[Item]:
+    """Items of a document in the given format; unreadable items are yielded with an error.
+
+    ``kind`` keeps the records of one kind where a document holds several (a STIX bundle)."""
     text = text.removeprefix("\ufeff")  # a byte order mark: Excel's "CSV UTF-8"
     if fmt == "json":
         try:
@@ -100,6 +106,10 @@ def read_items(text: str, fmt: str) -> Iterator[Item]:  # noqa: PLR0912 - one br
                 yield Item(f"line {n}", _unflatten(row))
             except ValueError as e:
                 yield Item(f"line {n}", None, str(e))
+    elif fmt == "stix":
+        # A STIX 2.1 bundle (OpenCTI, MISP or an intelbus export): one item per record.
+        for where, data, error in records_from_stix(text, kind):
+            yield Item(where, data, error)
     elif fmt == "misp":
         # MISP events (intelbus/interop/misp.py); PyMISP is imported only when asked for.
         from intelbus.interop.misp import records_from_misp  # noqa: PLC0415

@@ -1,6 +1,8 @@
-"""The Avro schemas of the bus (``.avsc`` files), shipped as package data.
+"""The Avro schemas of the bus (``.avsc`` files), shipped as package data, and the JSON schema of
+the bus's STIX 2.1 extension (``stix/``).
 
-Only ``intelbus.serde`` reads them, through :func:`schema_dir`.
+``intelbus.serde`` reads the Avro schemas, through :func:`schema_dir`; ``intelbus.interop.stix``
+names the STIX extension's schema (``stix/intelbus-record.v1.schema.json``).
 """
 
 from pathlib import Path

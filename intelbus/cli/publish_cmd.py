@@ -57,12 +57,12 @@ MAX_SKEW = timedelta(minutes=5)
 _CONFIG = typer.Option(..., "--config", help="The producer's config file.")
 
 
-def _items(source: str, fmt: str | None) -> tuple[list[Any], str]:
+def _items(source: str, fmt: str | None, kind: str | None = None) -> tuple[list[Any], str]:
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     chosen = fmt or detect_format(source)
-    if chosen not in ("json", "jsonl", "csv", "misp"):
-        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl, csv or misp")
-    items = list(read_items(text, chosen))
+    if chosen not in ("json", "jsonl", "csv", "stix", "misp"):
+        raise ConfigError(f"unknown --format {chosen!r}: use json, jsonl, csv, stix or misp")
+    items = list(read_items(text, chosen, kind))
     if not items:
         where = "stdin" if source == "-" else source
         raise ConfigError(
@@ -85,7 +85,7 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
     as_json: bool,
 ) -> None:
     model = KIND_TYPES[kind]
-    items, _ = _items(source, fmt)
+    items, _ = _items(source, fmt, kind)
     publisher = Publisher.from_config(ProducerConfig.load(config))
     counts = {"published": 0, "already": 0, "failed": 0}
     stopped: IntelbusError | None = None
@@ -178,7 +178,8 @@ def _command(kind: str) -> Callable[..., None]:
         fmt: str | None = typer.Option(
             None,
             "--format",
-            help="json, jsonl, csv or misp (MISP event JSON; default: from the file name).",
+            help="json, jsonl, csv, stix (a STIX 2.1 bundle) or misp (MISP event JSON); "
+            "default: from the file name.",
         ),
         to: list[str] = typer.Option(
             [], "--to", help="A named recipient (required for AMBER+STRICT and RED; repeat)."

@@ -391,8 +391,9 @@ def export(
     fmt: Format = typer.Option(
         Format.JSONL,
         "--format",
-        help="jsonl, csv, stix (sightings), geojson (records with a position), misp (MISP "
-        "events) or misp-feed (a MISP feed directory, given with --out).",
+        help="jsonl, csv, stix (a strict STIX 2.1 bundle of sightings and incidents, redacted "
+        "fields left out), geojson (records with a position), misp (MISP events) or misp-feed "
+        "(a MISP feed directory, given with --out).",
     ),
     out: Path = typer.Option(
         Path("-"), "--out", help="Output file (a directory for misp-feed); - for stdout."

@@ -2,7 +2,8 @@
 
 Every exporter streams: it takes an iterable of :class:`StoredRecordView` and writes as it goes, so
 exporting a store of any size needs memory for one record at a time. The STIX bundle is the one
-exception: a single JSON document, built in memory (it holds sightings only, without free text).
+exception: a single JSON document, built in memory (:mod:`intelbus.interop.stix` owns the mapping;
+there, unlike here, a redacted field is left out: STIX has no place for a placeholder).
 
 What an export carries is exactly what the store holds: redacted fields stay ``"[REDACTED]"`` and
 the stored policy hash and rule id travel with each row, so whoever receives the file can tell
@@ -32,13 +33,13 @@ import contextlib
 import csv
 import io
 import json
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
 from intelbus.files import PRIVATE_MODE, atomic_writer
+from intelbus.interop.stix import EXTENSION_ID, stix_bundle
 from intelbus.store.base import StoredRecordView
 
 #: Columns of the CSV export, in order. Nested payload fields are flattened with dots.
@@ -347,125 +348,17 @@ def write_export_file(path: Path, write: Callable[[IO[str]], int]) -> int:
 
 # --- STIX 2.1 ----------------------------------------------------------------------------------------
 
-# Deterministic STIX ids: the same stored record always exports to the same object id, so two
-# exports of one store (or two agencies' exports of one record) can be matched by id.
-_STIX_NAMESPACE: Final = uuid.UUID("6f1f5c2e-3b0a-5d39-9a41-2c1f1f3e7a10")
-
-# The TLP 1.0 marking definitions predefined by the STIX 2.1 specification (section 7.2.1.4).
-# TLP 2.0 labels map to their nearest 1.0 marking; the exact label is kept in x_intelbus_tlp.
-_TLP_MARKINGS: Final[Mapping[str, str]] = {
-    "CLEAR": "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9",
-    "GREEN": "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da",
-    "AMBER": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
-    "AMBER_STRICT": "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
-    "RED": "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
-}
-
-
-def _stix_id(kind: str, *parts: str) -> str:
-    return f"{kind}--{uuid.uuid5(_STIX_NAMESPACE, '|'.join((kind, *parts)))}"
-
-
-def _utc_stix_time(value: datetime) -> str:
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def stix_bundle(views: Iterable[StoredRecordView], *, exported_at: datetime) -> dict[str, Any]:
-    """A STIX 2.1 bundle of the **sightings** among ``views`` (incidents and retracted records skipped).
-
-    Each sighting becomes a ``sighting`` SRO whose ``sighting_of_ref`` is an ``attack-pattern``
-    per observed behaviour kind ("hostile reconnaissance: photographing", ...) and whose
-    ``where_sighted_refs`` is a ``location`` per police force area. The producer is an
-    ``identity``. The TLP becomes the matching predefined marking definition. Free text written
-    by people (descriptions, person and vehicle details) is not exported: STIX consumers index
-    and forward widely, and the store's own export keeps the full record for those who need it.
-    """
-    objects: dict[str, dict[str, Any]] = {}
-    now = _utc_stix_time(exported_at)
-    for view in views:
-        if view.kind != "sighting" or view.retracted:
-            continue
-        created = _utc_stix_time(view.created_at)
-        producer_ref = _stix_id("identity", view.producer_id)
-        objects.setdefault(
-            producer_ref,
-            {
-                "type": "identity",
-                "spec_version": "2.1",
-                "id": producer_ref,
-                "created": now,
-                "modified": now,
-                "name": view.producer_id,
-                "identity_class": "organization",
-            },
-        )
-        behaviours = (view.payload or {}).get("behaviours")
-        kinds = [str(b) for b in behaviours] if isinstance(behaviours, list) else ["unspecified"]
-        pattern_ref = _stix_id("attack-pattern", *sorted(kinds))
-        objects.setdefault(
-            pattern_ref,
-            {
-                "type": "attack-pattern",
-                "spec_version": "2.1",
-                "id": pattern_ref,
-                "created": now,
-                "modified": now,
-                "name": "Hostile reconnaissance: " + ", ".join(sorted(kinds)),
-            },
-        )
-        where: list[str] = []
-        if view.force_area:
-            location_ref = _stix_id("location", view.force_area)
-            objects.setdefault(
-                location_ref,
-                {
-                    "type": "location",
-                    "spec_version": "2.1",
-                    "id": location_ref,
-                    "created": now,
-                    "modified": now,
-                    "name": view.force_area,
-                    "region": "northern-europe",
-                    "country": "GB",
-                },
-            )
-            where.append(location_ref)
-        place = _place(view.payload or {})
-        seen = view.occurred_at or view.created_at
-        sighting: dict[str, Any] = {
-            "type": "sighting",
-            "spec_version": "2.1",
-            "id": _stix_id("sighting", view.record_id),
-            "created": created,
-            "modified": _utc_stix_time(max(view.created_at, view.appended_at)),
-            "created_by_ref": producer_ref,
-            "sighting_of_ref": pattern_ref,
-            "first_seen": _utc_stix_time(seen),
-            "last_seen": _utc_stix_time(seen),
-            "count": 1,
-            "x_intelbus_record_id": view.record_id,
-            "x_intelbus_tlp": view.tlp,
-            "x_intelbus_classification": view.classification,
-            "x_intelbus_site_kind": place.get("site_kind"),
-            "x_intelbus_version": view.version,
-        }
-        if where:
-            sighting["where_sighted_refs"] = where
-        marking = _TLP_MARKINGS.get(view.tlp or "")
-        if marking is not None:
-            sighting["object_marking_refs"] = [marking]
-        objects[sighting["id"]] = sighting
-    return {
-        "type": "bundle",
-        "id": _stix_id("bundle", now, *sorted(objects)),
-        "objects": list(objects.values()),
-    }
-
 
 def write_stix(views: Iterable[StoredRecordView], out: IO[str], *, exported_at: datetime) -> int:
-    """Write the bundle; returns the number of ``sighting`` objects in it."""
+    """Write a STIX 2.1 bundle of ``views`` (:func:`intelbus.interop.stix.stix_bundle`: sightings
+    and incidents, strict STIX, redacted fields left out); returns the number of records in it."""
     bundle = stix_bundle(views, exported_at=exported_at)
     json.dump(bundle, out, ensure_ascii=False, indent=2, sort_keys=True)
     out.write("\n")
-    return sum(1 for o in bundle["objects"] if o["type"] == "sighting")
+    return len(
+        {
+            ext[EXTENSION_ID]["record_id"]
+            for o in bundle["objects"]
+            if isinstance(ext := o.get("extensions"), dict) and EXTENSION_ID in ext
+        }
+    )

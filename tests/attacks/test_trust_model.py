@@ -24,11 +24,11 @@ from consumers.pipeline import RawRecord
 from intelbus.directory import edit
 from intelbus.envelope import seal
 from intelbus.errors import ConfigError, DirectoryExpired, PublishRefused, ReasonCode
+from intelbus.interop.stix import TLP2_MARKINGS, stix_bundle
 from intelbus.kinds import Family, RecordKind
 from intelbus.policy.rules import PolicySpec, SharingPolicy
 from intelbus.records import Correction, Incident, Retraction, Sighting
 from intelbus.samples import feed
-from intelbus.store.export import stix_bundle
 from intelbus.trust.model import Effect
 from tests.attacks.harness import attack, genuine_flows, inject, sighting
 from tests.simulator import (
@@ -162,14 +162,16 @@ def test_labels_follow_the_corrected_version(sim: BusSimulator, herts: Simulated
     assert [v.record_id for v in herts.store.list_records(tlp="AMBER")] == [record.record_id]
     assert record.record_id not in {v.record_id for v in herts.store.list_records(tlp="GREEN")}
     bundle = stix_bundle(herts.store.iter_records(), exported_at=datetime.now(UTC))
-    (stix,) = [
+    found = [
         o
         for o in bundle["objects"]
-        if o["type"] == "sighting" and o.get("x_intelbus_record_id") == record.record_id
+        if o["type"] == "sighting"
+        and o["external_references"]
+        == [{"source_name": "intelbus", "external_id": record.record_id}]
     ]
-    assert stix["object_marking_refs"] == [
-        "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82"
-    ]
+    assert found
+    # The TLP 2.0 AMBER marking definition (OASIS), on every sighting of the record.
+    assert {m for o in found for m in o["object_marking_refs"]} == {TLP2_MARKINGS["AMBER"][0]}
 
 
 def test_a_correction_that_policy_would_withhold_takes_the_record_out_of_use(

@@ -94,7 +94,7 @@ users_file = "users.json"
 cert_file = "{server_cert.cert_file}"
 key_file = "{server_cert.key_file}"
 ca_file = "{ca.ca_file}"
-page_size = 50""",
+page_size = 1000""",
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stix2
 from typer.testing import CliRunner
 
 from intelbus import samples
 from intelbus.cli.main import app
+from intelbus.interop.stix import stix_bundle
 from intelbus.kinds import KIND_BY_LABEL, RecordKind
 from intelbus.records import Sighting
 from intelbus.store import open_store
-from intelbus.store.export import CSV_COLUMNS, stix_bundle
+from intelbus.store.export import CSV_COLUMNS
 from intelbus.trust.model import (
     AmendmentStatus,
     Batch,
@@ -41,6 +43,7 @@ from intelbus.trust.model import (
     VersionDecision,
     VersionSource,
 )
+from tests.stixcheck import assert_strict
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 TOPIC = "intelbus.sightings"
@@ -413,37 +416,54 @@ def test_export_file_is_0600_and_never_written_through_a_link(filled, tmp_path: 
         assert len(list(csv.DictReader(fh))) == len(rows)
 
 
-def test_export_stix_bundle_is_well_formed(filled, tmp_path: Path) -> None:
+def test_export_stix_bundle_is_strict_stix(filled, tmp_path: Path) -> None:
     path, rows = filled
     out = tmp_path / "bundle.json"
     _run("store", "export", "--store", str(path), "--format", "stix", "--out", str(out), *WHY, *TO)
     bundle = json.loads(out.read_text())
-    assert bundle["type"] == "bundle"
+    assert_strict(bundle)
+    assert len(stix2.parse(bundle, allow_custom=False).objects) == len(bundle["objects"])
     objects = {o["id"]: o for o in bundle["objects"]}
-    sightings = [o for o in objects.values() if o["type"] == "sighting"]
-    live = [r for r in rows if r.kind == "sighting"][1:]  # the first one was retracted
-    assert sorted(s["x_intelbus_record_id"] for s in sightings) == sorted(r.record_id for r in live)
-    # Every sample sighting has a force area, so each has a location (and the loop below checks it).
-    assert all(s.get("where_sighted_refs") for s in sightings)
-    for s in sightings:
-        assert s["spec_version"] == "2.1"
-        assert objects[s["sighting_of_ref"]]["type"] == "attack-pattern"
-        assert objects[s["created_by_ref"]]["type"] == "identity"
-        for ref in s.get("where_sighted_refs", []):
-            assert objects[ref]["type"] == "location"
-        assert s["modified"] >= s["created"]
-        assert s["object_marking_refs"][0].startswith("marking-definition--")
-        # Free text written by people stays out of STIX.
-        assert "description" not in s
-    # The same record always gets the same STIX id.
+    mains = [o for o in objects.values() if o["type"] in ("sighting", "incident")]
+    by_record: dict[str, list[dict[str, Any]]] = {}
+    for o in mains:
+        (ref,) = o["external_references"]
+        assert ref["source_name"] == "intelbus"
+        by_record.setdefault(ref["external_id"], []).append(o)
+    # Sightings and incidents, the retracted one included (revoked).
+    assert sorted(by_record) == sorted(r.record_id for r in rows)
+    retracted = next(r for r in rows if r.kind == "sighting").record_id
+    assert all(o.get("revoked") is True for o in by_record[retracted])
+    assert not any(
+        o.get("revoked") for rid, os in by_record.items() if rid != retracted for o in os
+    )
+    for rid, found in by_record.items():
+        row = next(r for r in rows if r.record_id == rid)
+        for o in found:
+            assert o["type"] == row.kind
+            assert o["spec_version"] == "2.1"
+            assert objects[o["created_by_ref"]]["type"] == "identity"
+            assert o["modified"] >= o["created"]
+            # The TLP 2.0 marking, included in the bundle.
+            (marking,) = o["object_marking_refs"]
+            assert objects[marking]["name"] == "TLP:" + row.payload["grading"]["tlp"].replace(
+                "_", "+"
+            )
+            # Free text travels now (the policy kept it): the round trip keeps every field.
+            assert o["description"] == row.payload["description"]
+            if o["type"] == "sighting":
+                assert objects[o["sighting_of_ref"]]["type"] == "attack-pattern"
+                assert {objects[ref]["type"] for ref in o["where_sighted_refs"]} == {"location"}
+        if row.kind == "sighting":
+            assert len(found) == len(row.payload["behaviours"])  # one sighting per behaviour
+    assert "x_intelbus" not in out.read_text()
+    # The same record always gets the same STIX ids.
     store = open_store(str(path))
     try:
         again = stix_bundle(store.iter_records(), exported_at=datetime.now(UTC))
     finally:
         store.close()
-    assert {o["id"] for o in again["objects"] if o["type"] == "sighting"} == {
-        s["id"] for s in sightings
-    }
+    assert {o["id"] for o in again["objects"]} == set(objects)
 
 
 def test_quarantine_and_summary(filled) -> None:

@@ -314,7 +314,7 @@ def test_no_access_log_no_objects(store_path: Path) -> None:
     """If the entry cannot be written the request fails with a TAXII 500 and serves nothing."""
     with sqlite3.connect(store_path) as db:
         db.execute("DROP TABLE access_log")
-    got = _service(store_path).get(_objects_path(), {}, OPENCTI)
+    got = _service(store_path, page_size=1000).get(_objects_path(), {}, OPENCTI)
     assert got.status == 500
     assert "objects" not in got.body
     assert got.body["http_status"] == "500"
