@@ -1,7 +1,7 @@
 """``intelbus publish ...`` and ``intelbus heartbeat``: a producer's commands.
 
 ``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines, CSV or MISP
-event JSON (``--format misp``; docs/interop-misp.md) (a file, or
+event JSON (``--format misp``; docs/interop.md) (a file, or
 ``-`` for stdin; docs/inputs.md), makes what people type canonical, validates each item with the
 models (every problem of an item at once), publishes it, and prints what the broker acknowledged
 (record id, topic, partition, offset) or why not, item by item. It can be run again on the same

@@ -410,7 +410,7 @@ def export(
     justification: str | None = _JUSTIFICATION,
 ) -> None:
     """Export stored records (streamed, any size) as JSON Lines, CSV, a STIX 2.1 bundle, GeoJSON
-    or MISP events (docs/interop-misp.md).
+    or MISP events (docs/interop.md).
 
     A file given with --out is created with mode 0600 (chmod it to share it); misp-feed writes a
     MISP feed (manifest.json, hashes.csv and one <uuid>.json per event) into the directory --out.

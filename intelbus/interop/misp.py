@@ -30,7 +30,7 @@ description                    sighting: object ``annotation`` (type Annotation)
 persons[] (sighting)           object ``person`` each: text = summary; comment
                                ``approximate age: ...`` (the template has no age); a reference
                                ``wears`` to an object ``cloth`` (description = clothing). No name:
-                               the bus never carries one (docs/interop-misp.md)
+                               the bus never carries one (docs/interop.md)
 vehicles[] (sighting)          object ``vehicle`` each: license-plate-number, make, model,
                                exterior-color (when none is held, description ``no details
                                recorded`` or ``details withheld by policy``)
@@ -588,7 +588,7 @@ def taxonomy() -> dict[str, Any]:
         "version": 1,
         "uuid": uid(),
         "expanded": "intelbus",
-        "refs": ["docs/interop-misp.md"],
+        "refs": ["docs/interop.md"],
         "predicates": predicates,
         "values": values,
     }

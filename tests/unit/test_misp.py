@@ -757,9 +757,9 @@ def test_every_sample_record_round_trips_through_a_misp_event(seed: int) -> None
 
 
 def test_the_mapping_documents_every_schema_field() -> None:
-    """docs/interop-misp.md's table has a row for every field of both record schemas and of the
+    """docs/interop.md's table has a row for every field of both record schemas and of the
     common records they hold (people and vehicles: their fields named in their row)."""
-    doc = (REPO / "docs" / "interop-misp.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "interop.md").read_text(encoding="utf-8")
     rows = [line for line in doc.splitlines() if line.startswith(("| `", "| ("))]
     first = {
         name.removesuffix("[]")
