@@ -479,7 +479,13 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
         return value.astimezone(UTC).strftime(_TIME_FORMAT)
 
     def _dec_time(self, value: Any) -> datetime:  # noqa: ANN401 - driver value
-        return datetime.strptime(str(value), _TIME_FORMAT).replace(tzinfo=UTC)
+        text = str(value)
+        # What _enc_time wrote (always 27 characters: six-digit fraction and Z) is read with
+        # fromisoformat, ~20x faster than strptime, which was most of the cost of reading a record
+        # back (four times per record). Anything else takes the strict path, and fails there.
+        if len(text) == 27 and text[10] == "T" and text[19] == "." and text[26] == "Z":
+            return datetime.fromisoformat(text[:26]).replace(tzinfo=UTC)
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
 
     def _enc_json(self, value: object) -> str:
         return self._json_text(value)
