@@ -41,7 +41,14 @@ from intelbus.errors import (
 from intelbus.kinds import Family
 from intelbus.records import KIND_TYPES
 from producers.config import ProducerConfig
-from producers.inputs import detect_format, future_times, normalise, read_items
+from producers.inputs import (
+    TOO_DEEP,
+    detect_format,
+    future_times,
+    normalise,
+    read_items,
+    redaction_placeholders,
+)
 from producers.publisher import Publisher
 from producers.templates import template_text
 
@@ -98,6 +105,13 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
             try:
                 if item.data is None:
                     raise ValueError(item.error or "unreadable")
+                if placeholders := redaction_placeholders(item.data):
+                    # A redacted copy (a store's export): what its policy withheld must not be
+                    # published as if it had been said.
+                    raise ValueError(
+                        "holds the redaction placeholder [REDACTED] (a redacted copy, not the "
+                        f"record): {', '.join(placeholders)}"
+                    )
                 data, generated = normalise(item.data)
                 outcome["record_id"] = data["record_id"]
                 if generated:
@@ -121,6 +135,11 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
                 counts["already" if p.already else "published"] += 1
             except (ValueError, NoRecipients, PublishRefused, PublishPending) as e:
                 outcome.update(status="not published", error=str(e))
+                counts["failed"] += 1
+            except RecursionError:
+                # An item nested deeper than the models (or a deep copy) can walk: refused in one
+                # line, never a traceback.
+                outcome.update(status="not published", error=TOO_DEEP)
                 counts["failed"] += 1
             except (PublishError, KafkaUnavailableError) as e:
                 outcome.update(status="failed", error=str(e))

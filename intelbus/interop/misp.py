@@ -355,7 +355,10 @@ def misp_event(view: StoredRecordView) -> dict[str, Any]:
     event.analysis = _ANALYSIS.get(status or "", 0)
     tlp = _text(grading.get("tlp")) or view.tlp or ""
     handling = _text(grading.get("handling_code"))
-    event.distribution = 0 if handling == "C" else _DISTRIBUTION.get(tlp, 0)
+    # Only handling code P lets MISP share as far as the TLP says: C, and a code the export
+    # cannot read (redacted by policy, missing), keep the event in the organisation, as the
+    # store's own gate treats them as restricted (intelbus.cli.store_access).
+    event.distribution = _DISTRIBUTION.get(tlp, 0) if handling == "P" else 0
     event.info = _info(view, payload, place)
     for name in _tags(view, payload, tlp):
         event.add_tag(name).force_timestamp = True
@@ -620,7 +623,15 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
         try:
             event = MISPEvent()
             event.load({"Event": raw})
-        except (PyMISPError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        except (
+            PyMISPError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            RecursionError,  # an event nested deeper than PyMISP walks
+        ) as e:
             # The type only: a message could quote the content.
             yield (where, None, f"not a MISP event PyMISP can read: {type(e).__name__}")
             continue
@@ -631,11 +642,13 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
             yield (where, None, str(e))
 
 
-def _documents(text: str) -> list[Any] | str:
+def _documents(text: str) -> list[Any] | str:  # noqa: PLR0911 - one return per refusal
     """The events of a document (a list), or why it is not JSON (a string)."""
     text = text.removeprefix("\ufeff")
     try:
         doc = json.loads(text)
+    except RecursionError:  # json's parser recurses: one line, never a traceback
+        return "nested too deeply to be MISP events"
     except json.JSONDecodeError as whole:
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if len(lines) < 2:
@@ -646,6 +659,8 @@ def _documents(text: str) -> list[Any] | str:
                 docs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 return f"not JSON, nor JSON Lines: line {n}: {e.msg}"
+            except RecursionError:
+                return f"line {n}: nested too deeply to be a MISP event"
         return docs
     if isinstance(doc, dict) and isinstance(doc.get("response"), list):
         return list(doc["response"])
@@ -705,7 +720,9 @@ def _grading(tags: Mapping[str, list[str]]) -> dict[str, Any]:
     tlps = sorted({_TLP_FROM_TAG[t] for t in tags.get("tlp", []) if t in _TLP_FROM_TAG})
     unknown = sorted(t for t in tags.get("tlp", []) if t not in _TLP_FROM_TAG)
     problems = []
-    if unknown and not tlps:
+    if unknown:
+        # Even beside a known one: tlp:ex:chr or a misspelt tlp:amber-strict says something
+        # stricter may apply, and reading only the known tag would resolve it to the weaker.
         problems.append(
             f"TLP tag {unknown[0]} is not TLP 2.0 (use tlp:clear|green|amber|amber+strict|red)"
         )
@@ -750,10 +767,14 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         raise MispFormatError(
             'a redacted export (tag intelbus:status="redacted"): fields were left out, not published'
         )
+    if str(getattr(event, "info", "") or "").startswith("[RETRACTED]"):
+        raise MispFormatError("a retracted record (its title says [RETRACTED]): not published")
     grading = _grading(tags)
+    _check_sharing(event, grading)
     objects: dict[str, list[MISPObject]] = {}
     for o in _live(event.objects):
         objects.setdefault(str(o.name), []).append(o)
+    _check_not_redacted(objects)
     refs = _references(objects)
     grading["handling_conditions"], descriptions = _annotations(objects)
     # An analyst may have written the description as a plain text attribute of the event.
@@ -819,6 +840,71 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         )
     # Absent required fields stay absent: the model names each one, with every other problem.
     return {k: v for k, v in record.items() if v is not None or k in _NULLABLE}
+
+
+#: MISP distributions narrower than a community: 0 your organisation only, 4 a sharing group.
+_NARROW: Final = frozenset({0, 4})
+
+
+def _distribution(item: object) -> int | None:
+    raw = getattr(item, "distribution", None)
+    try:
+        return None if raw is None or raw == "" else int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_sharing(event: MISPEvent, grading: Mapping[str, Any]) -> None:
+    """Refuse an event whose MISP sharing says something other than its TLP tag.
+
+    The TLP tag is what the record is published with; an event (or one of its attributes or
+    objects) that MISP keeps within the organisation or a sharing group while the tag says
+    CLEAR or GREEN, or an attribute tagged with another TLP than the event, is a conflict: it is
+    refused with its reason, never resolved to the wider of the two.
+
+    Raises:
+        MispFormatError: the conflict, named.
+    """
+    tlp = str(grading["tlp"])
+    wide = tlp in ("CLEAR", "GREEN") and grading.get("handling_code") != "C"
+    items: list[tuple[str, object]] = [("the event", event)]
+    for o in _live(event.objects):
+        items.append((f"object {o.name}", o))
+        items.extend((f"an attribute of object {o.name}", a) for a in _live(o.attributes))
+    items.extend((f"attribute {a.type}", a) for a in _live(event.attributes))
+    for what, item in items:
+        if wide and _distribution(item) in _NARROW:
+            raise MispFormatError(
+                f"{what} is shared only within an organisation or sharing group (distribution "
+                f"{_distribution(item)}) but tagged TLP {tlp}: a conflict is refused, not resolved"
+            )
+        for tag in getattr(item, "tags", None) or ():
+            name = str(getattr(tag, "name", "")).strip().lower()
+            if name.startswith("tlp:") and _TLP_FROM_TAG.get(name) != tlp:
+                raise MispFormatError(
+                    f"{what} is tagged {name} but the event TLP {tlp}: a conflict is refused, "
+                    "not resolved"
+                )
+
+
+def _check_not_redacted(objects: Mapping[str, list[MISPObject]]) -> None:
+    """Refuse a redacted export whose ``intelbus:status="redacted"`` tag was taken off: its
+    record reference still names the redacted fields, or a vehicle says its details were
+    withheld (the placeholder itself is refused for every input format by the publisher).
+
+    Raises:
+        MispFormatError: it is a redacted copy.
+    """
+    for o in objects.get("internal-reference", []):
+        if "; redacted fields " in str(getattr(o, "comment", "") or ""):
+            raise MispFormatError(
+                "a redacted export (its record reference names redacted fields): not published"
+            )
+    for v in objects.get("vehicle", []):
+        if _first(_values(v), "description") == _WITHHELD:
+            raise MispFormatError(
+                "a redacted export (a vehicle's details were withheld by policy): not published"
+            )
 
 
 def _references(objects: Mapping[str, list[MISPObject]]) -> dict[str, str]:

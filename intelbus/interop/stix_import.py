@@ -64,6 +64,9 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
     except json.JSONDecodeError as e:
         yield "document", None, f"not JSON: {e.msg} at line {e.lineno}"
         return
+    except RecursionError:  # json's parser recurses: one line, never a traceback
+        yield "document", None, "nested too deeply to be a STIX bundle"
+        return
     if not isinstance(doc, Mapping) or doc.get("type") != "bundle":
         yield "document", None, "not a STIX bundle (an object with type 'bundle')"
         return
@@ -71,14 +74,7 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
     if not isinstance(raw, list):
         yield "document", None, "the bundle has no objects list"
         return
-    objects: dict[str, Mapping[str, Any]] = {}
-    for obj in raw:
-        if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
-            continue
-        known = objects.get(obj["id"])
-        # Several versions of one object: the latest (``modified``) stands.
-        if known is None or str(obj.get("modified", "")) >= str(known.get("modified", "")):
-            objects[obj["id"]] = obj
+    objects = _latest(raw)
     groups: dict[str, list[Mapping[str, Any]]] = {}
     wanted = (kind,) if kind is not None else _KINDS
     for obj in objects.values():
@@ -96,12 +92,32 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
         yield _record(members, objects, related)
 
 
+def _latest(raw: list[Any]) -> dict[str, Mapping[str, Any]]:
+    """The latest version (``modified``) of each object of the bundle, by id."""
+    objects: dict[str, Mapping[str, Any]] = {}
+    revoked: set[str] = set()
+    for obj in raw:
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+            continue
+        if obj.get("revoked") is True:
+            # Revocation is for good (STIX 2.1, 3.6): a "later" unrevoked version of a revoked
+            # object cannot bring a retracted record back.
+            revoked.add(obj["id"])
+        known = objects.get(obj["id"])
+        if known is None or str(obj.get("modified", "")) >= str(known.get("modified", "")):
+            objects[obj["id"]] = obj
+    for oid in revoked:
+        objects[oid] = {**objects[oid], "revoked": True}
+    return objects
+
+
 def _record_key(obj: Mapping[str, Any]) -> str:
     """The record an object belongs to: the record id in its extension or its intelbus external
     reference, else the object itself (another tool's sighting is one record)."""
     ext = _extension(obj)
     if ext is not None and isinstance(ext.get("record_id"), str):
-        return str(ext["record_id"])
+        # With the producer: two forces' records may share a record id, and must not merge.
+        return f"{ext.get('producer_id')}|{ext['record_id']}"
     for ref in obj.get("external_references") or ():
         if isinstance(ref, Mapping) and ref.get("source_name") == RECORD_SOURCE:
             return str(ref.get("external_id"))
@@ -114,7 +130,7 @@ def _extension(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return ext if isinstance(ext, Mapping) else None
 
 
-def _record(
+def _record(  # noqa: PLR0911 - one return per refusal
     members: list[Mapping[str, Any]],
     objects: Mapping[str, Mapping[str, Any]],
     related: Mapping[str, list[str]],
@@ -126,6 +142,9 @@ def _record(
     if not members:
         return where, None, "revoked: a revoked record is not published again"
     first = members[0]
+    problem = _disagreement(members)
+    if problem is not None:
+        return where, None, problem
     ext = _extension(first)
     if ext is None:
         return (
@@ -165,6 +184,24 @@ def _record(
         record.setdefault("persons", [])
         record.setdefault("vehicles", [])
     return where, record, None
+
+
+#: What every object of one record must say alike: only the first is read for them, so a second
+#: saying otherwise (another grading, TLP, description) would be dropped without a word.
+_RECORD_WIDE = ("extensions", "object_marking_refs", "description", "first_seen", "created_by_ref")
+
+
+def _disagreement(members: list[Mapping[str, Any]]) -> str | None:
+    """Why the objects of one record cannot be one record (they say different things), or None.
+
+    Conflicts are refused, never resolved: taking the first object's grading would let a second
+    sighting of the same record marked TLP:RED (or graded C) be published as the first says.
+    """
+    for key in _RECORD_WIDE:
+        values = {json.dumps(o.get(key), sort_keys=True, default=str) for o in members}
+        if len(values) > 1:
+            return f"the record's objects disagree on {key}: a conflict is refused, not resolved"
+    return None
 
 
 def _grading(ext: Mapping[str, Any], tlp: str) -> tuple[dict[str, Any] | None, str]:

@@ -178,7 +178,7 @@ class Authenticator:
         self._path = users_file
         self._lock = threading.Lock()
         self._verifying = threading.BoundedSemaphore(_MAX_VERIFYING)
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._users: dict[str, TaxiiUser] = {}
         self._key = _nacl.random_bytes(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
@@ -193,7 +193,9 @@ class Authenticator:
             st = self._path.stat()
         except OSError as e:
             raise ConfigError(f"cannot read {_USERS_WHAT} {self._path}: {e.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        # The inode and change time too: an edit that keeps the size and mtime (a backup put
+        # back with `cp -p`, two writes within one timestamp tick) is still a change.
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         with self._lock:
             if stamp == self._stamp:
                 return
@@ -246,7 +248,11 @@ class Authenticator:
             return Principal(user.name, "basic", user.justification)
         if certificate_user is not None:
             user = users.get(certificate_user)
-            if user is None:
+            # Only a certificate-only user (password null) comes in with a certificate: the bus
+            # CA's client certificates are issued for Kafka and sit on every host of an agency,
+            # so a certificate whose CN happens to be a password user's name (or a leaked one)
+            # must not stand in for that user's password.
+            if user is None or user.password_hash is not None:
                 raise AuthFailed(403, "this certificate's user may not read this server")
             return Principal(user.name, "certificate", user.justification)
         raise AuthFailed(401, "authenticate with a client certificate or HTTP Basic")

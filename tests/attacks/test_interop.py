@@ -1,0 +1,655 @@
+"""Attacks on issue 17's interoperability: the TAXII server, the STIX and MISP exports and the
+``publish --format stix|misp`` importers.
+
+Four attackers: an insider agency that may write to a topic (it controls the text of its records,
+which ends up in exports), a leaked key or password, an operator who changes settings, and a local
+user on the force's host (files the umask allows, processes, loopback). Each case asserts the
+refusal with its reason or status, that trusted state is unchanged (the store's records, the
+access log), and that the genuine feed still flows afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intelbus.cli.store_access import restriction
+from intelbus.interop.misp import misp_event, records_from_misp
+from intelbus.interop.stix import TLP2_MARKINGS, record_entries, stix_bundle
+from intelbus.interop.stix_import import records_from_stix
+from intelbus.interop.taxii import COLLECTIONS, SHARED_TYPES, TaxiiService, parse_query
+from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal, add_user
+from intelbus.policy.redact import REDACTED
+from intelbus.records import Sighting
+from intelbus.samples import feed
+from intelbus.store import Store, open_store
+from intelbus.store.access import AccessLog
+from intelbus.store.base import Expiry, StoredRecordView
+from producers.inputs import TOO_DEEP, read_items, redaction_placeholders
+from tests.stixcheck import assert_strict
+from tests.taxii_store import FAST, Filled, fill, users_file
+from tests.unit.test_misp import _analyst_event
+from tests.unit.test_misp import _record as misp_record
+from tests.unit.test_stix import _view
+
+SIGHTINGS = COLLECTIONS[0].id
+INCIDENTS = COLLECTIONS[1].id
+OPENCTI = Principal("opencti", "basic", None)
+DPO = Principal("dpo", "basic", "standing: review")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Store]:
+    store = open_store(str(path))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Filled:
+    return fill(tmp_path / "herts.sqlite", sightings=10, incidents=4)
+
+
+def _service(path: Path, page_size: int = 1000) -> TaxiiService:
+    return TaxiiService(
+        lambda: _opened(path), restriction=restriction, title="t", page_size=page_size
+    )
+
+
+def _log(path: Path) -> list[Any]:
+    with _opened(path) as store:
+        return AccessLog(store).entries(action="taxii")
+
+
+def _restricted(path: Path) -> tuple[set[str], set[tuple[str, str]]]:
+    """The ids of objects only restricted records export, and those records."""
+    with _opened(path) as store:
+        views = [v for v in store.iter_records() if v.visible]
+    closed = {(v.producer_id, v.record_id) for v in views if restriction(v) is not None}
+    open_ids = {e.id for v in views if restriction(v) is None for e in record_entries(v)}
+    closed_ids = {
+        e.id for v in views if restriction(v) is not None for e in record_entries(v)
+    } - open_ids
+    return closed_ids, closed
+
+
+def _objects(cid: str, tail: str = "") -> str:
+    return f"/api/collections/{cid}/objects/{tail}"
+
+
+# --- TAXII: disclosure. ------------------------------------------------------------------------------
+
+
+def test_taxii_no_endpoint_or_filter_shows_a_restricted_record_to_an_unjustified_user(
+    filled: Filled,
+) -> None:
+    """Every way of naming an object (listing, the object itself, its versions, the manifest,
+    match[id], match[type], every match[version], added_after at the dawn of time, a forged
+    ``next`` before everything) leaves a restricted record out for a user with no standing
+    justification, and the access log never names one for that user."""
+    closed_ids, closed = _restricted(filled.path)
+    assert closed_ids
+    assert closed
+    service = _service(filled.path)
+    before = len(_log(filled.path))
+    forged = base64.urlsafe_b64encode(
+        json.dumps(["0001-01-01T00:00:00.000000Z", "a", "0001-01-01T00:00:00.000000Z"]).encode()
+    ).decode()
+    seen: set[str] = set()
+    for cid in (SIGHTINGS, INCIDENTS):
+        for params in (
+            {},
+            {"match[version]": ["all"]},
+            {"match[version]": ["first"]},
+            {"match[id]": [",".join(sorted(closed_ids))]},
+            {"match[type]": ["sighting,incident,location,relationship"]},
+            {"added_after": ["0001-01-01T00:00:00Z"], "match[version]": ["all"]},
+            {"next": [forged], "match[version]": ["all"]},
+        ):
+            got = service.get(_objects(cid), params, OPENCTI)
+            assert got.status == 200
+            seen |= {o["id"] for o in got.body["objects"]}
+            manifest = service.get(f"/api/collections/{cid}/manifest/", params, OPENCTI)
+            seen |= {o["id"] for o in manifest.body["objects"]}
+        for oid in sorted(closed_ids):
+            assert service.get(_objects(cid, f"{oid}/"), {}, OPENCTI).status == 404
+            got = service.get(_objects(cid, f"{oid}/versions/"), {}, OPENCTI)
+            assert got.status == 404
+    assert not seen & closed_ids
+    after = _log(filled.path)[before:]
+    assert after  # the open records that were served are logged...
+    assert not {r for e in after for r in e.records} & closed  # ...never a closed one
+    # The genuine feed: the justified user gets them, and that read names its justification.
+    got = service.get(_objects(SIGHTINGS), {"match[version]": ["all"]}, DPO)
+    dpo_ids = {o["id"] for o in got.body["objects"]}
+    assert dpo_ids & closed_ids
+    last = _log(filled.path)[-1]
+    assert (last.user, last.justification) == ("dpo", "standing: review")
+
+
+def test_taxii_shared_objects_served_unlogged_carry_no_record_content(filled: Filled) -> None:
+    """The object types served without an access-log entry (identity, marking and extension
+    definitions, attack-patterns) hold nothing a record's producer wrote: no description,
+    person, place or reference of any record."""
+    with _opened(filled.path) as store:
+        views = [v for v in store.iter_records() if v.visible]
+    words: set[str] = set()
+    for v in views:
+        assert v.payload is not None
+        for key in ("description", "reporter_ref", "police_crime_reference"):
+            if isinstance(v.payload.get(key), str):
+                words.add(str(v.payload[key]))
+        place = v.payload.get("place")
+        if isinstance(place, dict):
+            words |= {str(place[k]) for k in ("site_name", "address_or_area") if place.get(k)}
+        words.add(v.record_id)
+    service = _service(filled.path)
+    before = len(_log(filled.path))
+    for cid in (SIGHTINGS, INCIDENTS):
+        got = service.get(_objects(cid), {"match[type]": [",".join(sorted(SHARED_TYPES))]}, DPO)
+        assert got.status == 200
+        assert got.body["objects"]
+        text = json.dumps(got.body)
+        assert not [w for w in words if w in text]
+    assert len(_log(filled.path)) == before  # served, unlogged: and nothing of a record in them
+
+
+def test_taxii_a_record_pruned_while_the_server_runs_is_gone_at_the_next_request(
+    filled: Filled,
+) -> None:
+    service = _service(filled.path)
+    with _opened(filled.path) as store:
+        views = [v for v in store.iter_records() if v.visible]
+    target = next(
+        v for v in views if v.kind == "sighting" and restriction(v) is None and not v.retracted
+    )
+    # Its own objects: those no other record exports (the force area's location is shared).
+    others = {e.id for v in views if v is not target for e in record_entries(v)}
+    own = {e.id for e in record_entries(target)} - others
+    assert any(oid.startswith("sighting--") for oid in own)
+    first = service.get(_objects(SIGHTINGS), {"match[version]": ["all"]}, OPENCTI)
+    assert own <= {o["id"] for o in first.body["objects"]}
+    with _opened(filled.path) as store:
+        store.prune([Expiry(target.producer_id, target.record_id, "rule", datetime.now(UTC))])
+    again = service.get(_objects(SIGHTINGS), {"match[version]": ["all"]}, OPENCTI)
+    assert not own & {o["id"] for o in again.body["objects"]}
+    for oid in own:
+        assert service.get(_objects(SIGHTINGS, f"{oid}/"), {}, OPENCTI).status == 404
+    assert (target.producer_id, target.record_id) not in set(_log(filled.path)[-1].records)
+    assert again.body["objects"]  # the rest still flows
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/collections/../collections/{c}/objects/", 404),
+        ("/api/collections/{c}/objects/..%2F..%2F/", 404),
+        ("/api/collections/{c}%2Fobjects/", 404),
+        ("/api/collections/{c}/objects/x/y/z/", 404),
+        ("/api/collections/{c}/objects", 404),
+        ("/api/collections/{i}/objects/{s}/", 404),  # a sighting asked of the incidents
+    ],
+)
+def test_taxii_path_tricks_serve_nothing_unlogged(filled: Filled, path: str, status: int) -> None:
+    with _opened(filled.path) as store:
+        sighting = next(
+            e.id
+            for v in store.iter_records()
+            if v.kind == "sighting" and v.visible and restriction(v) is None
+            for e in record_entries(v)
+            if e.id.startswith("sighting--")
+        )
+    service = _service(filled.path)
+    before = len(_log(filled.path))
+    got = service.get(path.format(c=SIGHTINGS, i=INCIDENTS, s=sighting), {}, OPENCTI)
+    assert got.status == status
+    assert "objects" not in got.body
+    assert len(_log(filled.path)) == before
+    # Doubled slashes route to the same endpoint: served, and logged like any read.
+    ok = service.get(f"//api//collections//{SIGHTINGS}//objects//", {}, OPENCTI)
+    assert ok.status == 200
+    assert ok.body["objects"]
+    assert len(_log(filled.path)) == before + 1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": ["9" * 5000]},  # int() refuses more than 4300 digits: was a 500
+        {"limit": ["\u00b2"]},  # str.isdigit() says yes, int() says no: was a 500
+        {"limit": ["\u0663"]},  # an Arabic-Indic three
+        {"added_after": ["0001-01-01T00:00:00+14:00"]},  # before year 1 in UTC: was a 500
+        {"added_after": ["9999-12-31T23:59:59-14:00"]},  # after year 9999 in UTC: was a 500
+        {"match[version]": ["0001-01-01T00:00:00+14:00"]},
+        {"limit": ["1"], "next": ["eyJhIjoxfQ"]},  # a token that is not ours
+    ],
+)
+def test_taxii_hostile_parameters_are_400_not_500(
+    filled: Filled, params: dict[str, list[str]]
+) -> None:
+    service = _service(filled.path)
+    before = len(_log(filled.path))
+    got = service.get(_objects(SIGHTINGS), params, OPENCTI)
+    assert got.status == 400, got.body
+    assert got.body["http_status"] == "400"
+    json.dumps(got.body)  # whatever it quotes back is JSON-safe
+    assert len(_log(filled.path)) == before
+    assert parse_query({"limit": ["3"]}, page_size=10).limit == 3
+    assert service.get(_objects(SIGHTINGS), {"limit": ["3"]}, OPENCTI).status == 200
+
+
+# --- TAXII: who may read. ----------------------------------------------------------------------------
+
+
+def _basic(user: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def test_taxii_a_bus_certificate_does_not_stand_in_for_a_password_user(tmp_path: Path) -> None:
+    """The bus CA issues every agency a client certificate for Kafka; one whose CN is the name
+    of a TAXII user with a password (or a leaked one) must not log in as that user. Was: it did."""
+    path = users_file(
+        tmp_path / "users.json", ("cst", "s3cret", "standing: cst"), ("fib", None, None)
+    )
+    auth = Authenticator(path)
+    with pytest.raises(AuthFailed) as e:
+        auth.authenticate(None, "cst")
+    assert e.value.status == 403
+    # The genuine ways in still work: the password, and a certificate-only user's certificate.
+    assert auth.authenticate(_basic("cst", "s3cret"), None).method == "basic"
+    assert auth.authenticate(None, "fib") == Principal("fib", "certificate", None)
+    # A certificate-only user has no password to guess, a stranger's certificate is no user.
+    with pytest.raises(AuthFailed) as e:
+        auth.authenticate(_basic("fib", ""), "fib")
+    assert e.value.status == 401
+    with pytest.raises(AuthFailed) as e:
+        auth.authenticate(None, "stranger")
+    assert e.value.status == 403
+
+
+def test_taxii_a_leaked_password_or_certificate_stops_working_when_the_user_is_removed(
+    tmp_path: Path,
+) -> None:
+    path = users_file(tmp_path / "users.json", ("opencti", "s3cret", None), ("fib", None, None))
+    auth = Authenticator(path)
+    assert auth.authenticate(_basic("opencti", "s3cret"), None).user == "opencti"  # cached
+    assert auth.authenticate(None, "fib").user == "fib"
+    path.write_text(json.dumps({"users": {}}))
+    with pytest.raises(AuthFailed):
+        auth.authenticate(_basic("opencti", "s3cret"), None)
+    with pytest.raises(AuthFailed) as e:
+        auth.authenticate(None, "fib")
+    assert e.value.status == 403
+
+
+def test_taxii_a_users_file_changed_without_changing_size_or_mtime_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """A password changed (same size: an Argon2id hash is fixed length) and the old mtime put back
+    (`cp -p` of a backup, or two writes within one timestamp tick): the server must not keep the
+    old password, cached or not. Was: the file was judged unchanged by (mtime, size)."""
+    path = users_file(tmp_path / "users.json", ("opencti", "old-secret", None))
+    auth = Authenticator(path)
+    assert auth.authenticate(_basic("opencti", "old-secret"), None).user == "opencti"
+    st = path.stat()
+    add_user(path, "opencti", "new-secret", **FAST)
+    assert path.stat().st_size == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(AuthFailed) as e:
+        auth.authenticate(_basic("opencti", "old-secret"), None)
+    assert e.value.status == 401
+    assert auth.authenticate(_basic("opencti", "new-secret"), None).user == "opencti"
+
+
+def test_taxii_a_users_file_others_may_read_or_a_symlink_to_one_fails_closed(
+    tmp_path: Path,
+) -> None:
+    path = users_file(tmp_path / "users.json", ("opencti", "s3cret", None))
+    auth = Authenticator(path)
+    assert auth.authenticate(_basic("opencti", "s3cret"), None).user == "opencti"
+    open_copy = tmp_path / "open.json"
+    open_copy.write_bytes(path.read_bytes())
+    open_copy.chmod(0o644)
+    path.unlink()
+    path.symlink_to(open_copy)
+    with pytest.raises(Exception) as e:  # noqa: PT011 - InsecureFileError, an IntelbusError
+        auth.authenticate(_basic("opencti", "s3cret"), None)
+    assert "group or others" in str(e.value)
+    assert "s3cret" not in str(e.value)
+    assert "argon2" not in str(e.value)
+
+
+# --- Exports: record text an insider controls. -------------------------------------------------------
+
+
+_HOSTILE = (
+    '"}], "object_marking_refs": ["'
+    + TLP2_MARKINGS["CLEAR"][0]
+    + '"], "x": "tlp:clear", intelbus:status="redacted" [REDACTED] x'
+)
+
+
+def _insider_sighting(tlp: str = "RED", handling: str = "P") -> Sighting:
+    data = feed(seed=71, sightings=1, incidents=0)[0].model_dump(mode="json")
+    data["description"] = _HOSTILE
+    data["place"]["site_name"] = _HOSTILE
+    data["place"]["address_or_area"] = 'tlp:clear"><script>'
+    data["reporter_ref"] = 'intelbus:handling-code="P"'
+    data["persons"] = [{"summary": _HOSTILE, "approx_age": "tlp:white", "clothing": REDACTED + "x"}]
+    conditions = [_HOSTILE] if handling == "C" else []
+    data["grading"].update(tlp=tlp, handling_code=handling, handling_conditions=conditions)
+    return Sighting.model_validate(data)
+
+
+def test_insider_text_cannot_add_markings_tags_or_change_sharing_in_exports() -> None:
+    """An agency's own free text (description, site name, persons, references, conditions) that
+    looks like JSON, STIX markings or MISP tags stays text: the STIX objects keep the record's one
+    TLP marking and pass the strict validator; the MISP event's tags come from enumerations only
+    and its distribution from the grading."""
+    model = _insider_sighting(handling="C")
+    view = _view(model, 1)
+    bundle = stix_bundle([view], exported_at=datetime.now(UTC))
+    assert_strict(bundle)
+    red = TLP2_MARKINGS["RED"][0]
+    for obj in bundle["objects"]:
+        if obj["type"] == "sighting" or "latitude" in obj:  # the record's own objects
+            assert obj["object_marking_refs"] == [red]
+    assert {o["id"] for o in bundle["objects"] if o["type"] == "marking-definition"} == {red}
+    event = misp_event(view)["Event"]
+    assert int(event["distribution"]) == 0
+    tags = sorted(t["name"] for t in event["Tag"])
+    assert "tlp:red" in tags
+    assert not [t for t in tags if t.startswith("tlp:") and t != "tlp:red"]
+    assert not [t for t in tags if "status" in t]
+    assert event["info"].startswith("Hostile reconnaissance: ")
+    assert _HOSTILE not in event["info"]
+    # Read back, the MISP event is the same record, text and all, still RED.
+    ((_, data, error),) = records_from_misp(json.dumps({"Event": event}))
+    assert error is None, error
+    assert data is not None
+    back = misp_record(data, "sighting")
+    assert back.description == _HOSTILE
+    assert back.grading.tlp.value == "RED"
+
+
+def test_misp_export_of_a_record_whose_handling_code_was_redacted_stays_in_the_organisation() -> (
+    None
+):
+    """A policy that redacts the handling code leaves an export that cannot tell P from C; the
+    store's gate treats it as restricted, and MISP must not share it community-wide. Was:
+    distribution 1 (this community) for a GREEN record."""
+    model = _insider_sighting(tlp="GREEN")
+    body = model.model_dump(mode="json")
+    body["grading"]["handling_code"] = REDACTED
+    view = replace(_view(model, 1), payload=body, redacted_fields=("grading.handling_code",))
+    assert restriction(view) is not None
+    assert int(misp_event(view)["Event"]["distribution"]) == 0
+    genuine = _view(_insider_sighting(tlp="GREEN"), 2)
+    assert int(misp_event(genuine)["Event"]["distribution"]) == 1
+
+
+def test_stix_export_keeps_the_second_lock_on_redacted_fields(filled: Filled) -> None:
+    """Should a stored payload (current or an earlier version) ever hold a value at a path the
+    store lists as redacted, the STIX export (and so TAXII) leaves it out, as the MISP and
+    subject exports do. Was: only a ``[REDACTED]`` placeholder in the payload was left out."""
+    model = _insider_sighting(tlp="GREEN")
+    person = "Mr A. N. Other of 12 Acacia Avenue"
+    body = model.model_dump(mode="json")
+    body["description"] = person
+    view = replace(_view(model, 1), payload=body, redacted_fields=("description",))
+    text = json.dumps([e.obj for e in record_entries(view)])
+    assert person not in text
+    assert '"redacted_fields": ["description"]' in text
+    assert person not in json.dumps(misp_event(view))
+    # Genuine: without a listed redaction the description is exported.
+    assert person in json.dumps([e.obj for e in record_entries(_view(model, 1, payload=body))])
+
+
+# --- Importers: publish --format stix. ---------------------------------------------------------------
+
+
+def _bundle(*models: Sighting) -> dict[str, Any]:
+    return stix_bundle([_view(m, i) for i, m in enumerate(models)], exported_at=datetime.now(UTC))
+
+
+def _two_behaviour_sighting(tlp: str = "GREEN") -> Sighting:
+    data = feed(seed=72, sightings=1, incidents=0)[0].model_dump(mode="json")
+    data["behaviours"] = ["FILMING", "LOITERING"]
+    data["grading"].update(tlp=tlp, handling_code="P", handling_conditions=[])
+    data["persons"], data["vehicles"] = [], []
+    return Sighting.model_validate(data)
+
+
+def _stix_results(bundle: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    return list(records_from_stix(json.dumps(bundle), "sighting"))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "ext_tlp_red",
+        "grading_c",
+        "classification_secret",
+        "description",
+        "marking_red_on_one",
+    ],
+)
+def test_stix_sightings_of_one_record_that_disagree_are_refused(edit: str) -> None:
+    """A record is one sighting per behaviour; only the first was read for the grading and text.
+    A second saying TLP:RED in the extension, handling code C, SECRET, or another description was
+    dropped silently: the record published as the first said. Refused now."""
+    bundle = _bundle(_two_behaviour_sighting())
+    sightings = [o for o in bundle["objects"] if o["type"] == "sighting"]
+    assert len(sightings) == 2
+    second = sightings[1]
+    ext = next(iter(second["extensions"].values()))
+    if edit == "ext_tlp_red":
+        ext["tlp"] = "RED"
+    elif edit == "grading_c":
+        ext["grading"]["handling_code"] = "C"
+    elif edit == "classification_secret":
+        ext["classification"] = "SECRET"
+    elif edit == "description":
+        second["description"] = "Something else entirely."
+    else:
+        second["object_marking_refs"] = [TLP2_MARKINGS["RED"][0]]
+    ((_, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    assert "disagree" in error or "different TLP" in error
+    # Genuine: the bundle as exported is one record, published whole.
+    ((_, data, error),) = _stix_results(_bundle(_two_behaviour_sighting()))
+    assert error is None
+    assert data is not None
+    assert data["behaviours"] == ["FILMING", "LOITERING"]
+
+
+def test_stix_a_revoked_object_cannot_be_unrevoked_by_a_later_version() -> None:
+    bundle = _bundle(_two_behaviour_sighting())
+    live = [o for o in bundle["objects"] if o["type"] == "sighting"]
+    revoked = [{**copy.deepcopy(o), "revoked": True} for o in live]
+    later = [{**copy.deepcopy(o), "modified": "2099-01-01T00:00:00.000Z"} for o in live]
+    bundle["objects"] += revoked + later
+    ((_, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    assert "revoked" in error
+
+
+def test_stix_two_producers_records_with_one_record_id_are_not_merged() -> None:
+    """A CST store's export holds records of many producers: two with the same record id must
+    stay two records (each published or refused on its own), not one with the other's fields."""
+    a, b = _two_behaviour_sighting("GREEN"), _two_behaviour_sighting("AMBER")
+    va = _view(a, 1)
+    vb = replace(_view(b, 2), producer_id="met-police", record_id=va.record_id)
+    bundle = stix_bundle([va, vb], exported_at=datetime.now(UTC))
+    results = _stix_results(bundle)
+    assert len(results) == 2
+    assert {r[1]["grading"]["tlp"] for r in results if r[1] is not None} == {"GREEN", "AMBER"}
+    # Provenance is never taken from the file: the record has no producer field to claim.
+    assert all("producer_id" not in r[1] for r in results if r[1] is not None)
+
+
+def test_stix_and_misp_copies_holding_the_redaction_placeholder_are_refused() -> None:
+    """A store's JSON Lines export keeps ``[REDACTED]`` where its policy withheld a value; a file
+    made from it (STIX, MISP, JSON) published again would pass the placeholder off as said.
+    ``publish`` refuses such an item, naming the fields."""
+    model = _two_behaviour_sighting()
+    bundle = _bundle(model)
+    for o in bundle["objects"]:
+        if o["type"] == "sighting":
+            o["description"] = REDACTED
+    ((_, data, error),) = _stix_results(bundle)
+    assert error is None
+    assert data is not None
+    assert redaction_placeholders(data) == ["description"]
+    jsonl = json.dumps({**model.model_dump(mode="json"), "reporter_ref": REDACTED})
+    ((item),) = list(read_items(jsonl, "jsonl"))
+    assert item.data is not None
+    assert redaction_placeholders(item.data) == ["reporter_ref"]
+    nested = {"persons": [{"summary": "x", "clothing": REDACTED}]}
+    assert redaction_placeholders(nested) == ["persons.clothing"]
+    assert redaction_placeholders(model.model_dump(mode="json")) == []  # genuine: nothing
+
+
+@pytest.mark.parametrize("fmt", ["stix", "misp", "json", "jsonl"])
+def test_deeply_nested_input_is_one_line_not_a_traceback(fmt: str) -> None:
+    text = "[" * 200_000 + "]" * 200_000
+    (item,) = list(read_items(text, fmt, "sighting"))
+    assert item.data is None
+    assert item.error is not None
+    assert "nested too deeply" in item.error
+    assert "\n" not in item.error
+    assert TOO_DEEP == "nested too deeply to be a record"
+
+
+# --- Importers: publish --format misp. ---------------------------------------------------------------
+
+
+def _misp(doc: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    ((_, data, error),) = records_from_misp(json.dumps({"Event": doc}))
+    return data, error
+
+
+def _genuine_misp_still_flows() -> None:
+    data, error = _misp(_analyst_event())
+    assert error is None
+    assert data is not None
+    assert misp_record(data, "sighting").grading.tlp.value == "GREEN"
+
+
+@pytest.mark.parametrize("extra", ["tlp:ex:chr", "tlp:amber-strict", "tlp:unclear"])
+def test_misp_an_unknown_tlp_tag_beside_a_known_one_is_refused(extra: str) -> None:
+    doc = _analyst_event()
+    doc["Tag"].append({"name": extra})
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "not TLP 2.0" in error
+    _genuine_misp_still_flows()
+
+
+@pytest.mark.parametrize("distribution", [0, 4, "0"])
+def test_misp_an_event_kept_in_the_organisation_is_not_published_as_green(
+    distribution: int | str,
+) -> None:
+    doc = _analyst_event()
+    doc["distribution"] = distribution
+    if distribution == 4:
+        doc["sharing_group_id"] = "1"
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "distribution" in error
+    _genuine_misp_still_flows()
+    # Consistent sharing is fine: GREEN to the community, AMBER kept in the organisation.
+    doc = _analyst_event()
+    doc["distribution"] = 1
+    assert _misp(doc)[1] is None
+    doc = _analyst_event()
+    doc["distribution"] = 0
+    doc["Tag"] = [t for t in doc["Tag"] if t["name"] != "tlp:green"] + [{"name": "tlp:amber"}]
+    assert _misp(doc)[1] is None
+
+
+@pytest.mark.parametrize("where", ["object", "event"])
+def test_misp_an_attribute_tagged_red_in_a_green_event_is_refused(where: str) -> None:
+    doc = _analyst_event()
+    if where == "object":
+        note = next(o for o in doc["Object"] if o["name"] == "annotation")
+        note["Attribute"][0]["Tag"] = [{"name": "tlp:red"}]
+    else:
+        doc.setdefault("Attribute", []).append(
+            {"type": "text", "category": "Other", "value": "Said in confidence.",
+             "Tag": [{"name": "tlp:red"}]}
+        )  # fmt: skip
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "tlp:red" in error
+    _genuine_misp_still_flows()
+
+
+def test_misp_an_attribute_kept_in_the_organisation_in_a_green_event_is_refused() -> None:
+    doc = _analyst_event()
+    note = next(o for o in doc["Object"] if o["name"] == "annotation")
+    note["Attribute"][0]["distribution"] = "0"
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "distribution 0" in error
+    _genuine_misp_still_flows()
+
+
+def _exported(view: StoredRecordView) -> dict[str, Any]:
+    event: dict[str, Any] = misp_event(view)["Event"]
+    return event
+
+
+def test_misp_a_retracted_or_redacted_export_with_its_status_tag_taken_off_is_refused() -> None:
+    model = _two_behaviour_sighting()
+    retracted = _exported(_view(model, 1, status="retracted"))
+    retracted["Tag"] = [t for t in retracted["Tag"] if "status" not in t["name"]]
+    data, error = _misp(retracted)
+    assert data is None
+    assert error is not None
+    assert "retracted" in error
+
+    body = _insider_sighting(tlp="GREEN").model_dump(mode="json")
+    body["description"] = REDACTED
+    view = replace(_view(model, 2), payload=body, redacted_fields=("description",))
+    redacted = _exported(view)
+    redacted["Tag"] = [t for t in redacted["Tag"] if "status" not in t["name"]]
+    data, error = _misp(redacted)
+    assert data is None
+    assert error is not None
+    assert "redacted" in error
+
+    body = model.model_dump(mode="json")
+    body["vehicles"] = [{"registration": REDACTED, "make": None, "model": None, "colour": None}]
+    view = replace(_view(model, 3), payload=body, redacted_fields=("vehicles.registration",))
+    withheld = _exported(view)
+    withheld["Tag"] = [t for t in withheld["Tag"] if "status" not in t["name"]]
+    for o in withheld["Object"]:
+        if o["name"] == "internal-reference":
+            o["comment"] = ""
+    data, error = _misp(withheld)
+    assert data is None
+    assert error is not None
+    assert "withheld" in error
+    # Genuine: the same record exported whole is published.
+    data, error = _misp(_exported(_view(model, 4)))
+    assert error is None
+    assert data is not None
