@@ -70,7 +70,8 @@ Why these choices:
 * ``threat_level_id`` is 4 (undefined): the records carry no threat level, and one is not
   invented. ``published`` is false: the receiving analyst publishes in MISP after review.
 * ``distribution``: CLEAR 3 (all communities), GREEN 1 (this community), AMBER, AMBER+STRICT, RED
-  or handling code C 0 (your organisation only): MISP must never sync further than TLP allows.
+  or any handling code but P (C, or one redacted by policy) 0 (your organisation only): MISP must
+  never sync further than TLP and handling allow.
 * A redacted field (``"[REDACTED]"`` in the store, listed in ``redacted_fields``) is left out:
   no attribute, never a placeholder. A retracted record is exported, tagged retracted, so a MISP
   instance that holds its earlier version learns of the retraction; erased and pruned records are
@@ -81,7 +82,12 @@ made in MISP: it needs a ``tlp:`` tag and the four grading tags, and refuses the
 (the grading is never defaulted). A record id missing from the event is its event uuid; the time
 may be the geolocation object's own first seen, the description a ``text`` attribute. An event
 tagged retracted or redacted is refused: the one was withdrawn by its producer, the other lacks
-what the exporting policy left out (read back, a missing list would claim "no persons").
+what the exporting policy left out (read back, a missing list would claim "no persons"); so is one
+whose title says ``[RETRACTED]`` or whose record reference or vehicles show a redaction with the
+tag taken off. Conflicts are refused, never resolved: a TLP tag no TLP 2.0 value names beside a
+known one (``tlp:ex:chr``), an attribute tagged another TLP than the event, or an event, object or
+attribute MISP keeps within the organisation or a sharing group (distribution 0 or 4) while the
+TLP says CLEAR or GREEN with handling code P.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ The users file (JSON, mode 0600, written by ``intelbus taxii add-user``) names e
                "cst": {"password": null, "justification": null}}}
 
 A client is either a user with a password (HTTP Basic, checked against the Argon2id hash) or a
-client certificate from the bus CA whose CN is a user (mutual TLS; the TLS layer has already
-checked the chain). A user without a password can only come in with a certificate. A
+client certificate from the bus CA whose CN is a certificate-only user (mutual TLS; the TLS layer
+has already checked the chain). A user without a password can only come in with a certificate; a
+user with one only with it (the bus CA's client certificates are issued for Kafka and live on an
+agency's hosts: one must not stand in for a password). A
 ``justification`` is the user's standing reason for reading restricted records (TLP:AMBER+STRICT,
 TLP:RED, handling code C); without one those records are left out of everything the user sees.
 

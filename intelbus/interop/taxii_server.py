@@ -86,6 +86,13 @@ def accepts_taxii(accept: str | None) -> bool:
     return False
 
 
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character escaped: a request line may carry an escape
+    sequence (ESC is not whitespace to http.server), and the console log renders strings raw, so
+    an unauthenticated client could otherwise drive the operator's terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def certificate_user(peer: dict[str, Any] | None) -> str | None:
     """The CN of a verified client certificate (``getpeercert()``), or None."""
     if not peer:
@@ -198,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "taxii.request",
             method=getattr(self, "command", None),
-            path=urlsplit(getattr(self, "path", "")).path[:200],
+            path=_printable(urlsplit(getattr(self, "path", "")).path[:200]),
             status=response.status,
             user=user,
         )

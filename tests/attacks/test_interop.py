@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.client
 import json
 import os
+import socket
+import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -27,8 +31,16 @@ from intelbus.cli.store_access import restriction
 from intelbus.interop.misp import misp_event, records_from_misp
 from intelbus.interop.stix import TLP2_MARKINGS, record_entries, stix_bundle
 from intelbus.interop.stix_import import records_from_stix
-from intelbus.interop.taxii import COLLECTIONS, SHARED_TYPES, TaxiiService, parse_query
+from intelbus.interop.taxii import (
+    COLLECTIONS,
+    SHARED_TYPES,
+    TAXII_MEDIA_TYPE,
+    TaxiiService,
+    parse_query,
+)
 from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal, add_user
+from intelbus.interop.taxii_config import is_loopback
+from intelbus.interop.taxii_server import TaxiiHttpServer
 from intelbus.policy.redact import REDACTED
 from intelbus.records import Sighting
 from intelbus.samples import feed
@@ -653,3 +665,92 @@ def test_misp_a_retracted_or_redacted_export_with_its_status_tag_taken_off_is_re
     data, error = _misp(_exported(_view(model, 4)))
     assert error is None
     assert data is not None
+
+
+# --- TAXII over HTTP, in process (loopback, as a local user reaches it). -----------------------------
+
+
+def test_taxii_http_methods_echoes_and_logs_give_nothing_away(
+    tmp_path: Path, filled: Filled, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """OPTIONS, HEAD and TRACE without credentials, a cert-only user's name with Basic, a
+    duplicated ``limit``, and hostile text in the path and query: each a TAXII JSON error, no
+    object, no access-log entry; the server's log lines hold neither the password nor the query.
+    The genuine client still reads afterwards."""
+    path = users_file(tmp_path / "users.json", ("opencti", "s3cret-pw", None), ("fib", None, None))
+    server = TaxiiHttpServer(("127.0.0.1", 0), _service(filled.path), Authenticator(path), None)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    port = server.server_address[1]
+
+    def ask(method: str, target: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, target, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read(), r.getheader("Content-Type") or ""
+        finally:
+            conn.close()
+
+    good = {"Accept": TAXII_MEDIA_TYPE, "Authorization": _basic("opencti", "s3cret-pw")}
+    hostile = '"}<script>alert(1)</script>{"x":"'
+    try:
+        before = len(_log(filled.path))
+        for method in ("OPTIONS", "HEAD", "TRACE", "PUT"):
+            status, body, kind = ask(method, _objects(SIGHTINGS), {"Accept": TAXII_MEDIA_TYPE})
+            assert status in (401, 405, 501), method
+            assert b"objects" not in body
+            assert kind == TAXII_MEDIA_TYPE
+        status, _, _ = ask("GET", _objects(SIGHTINGS), {**good, "Authorization": _basic("fib", "")})
+        assert status == 401
+        status, body, _ = ask("GET", _objects(SIGHTINGS) + "?limit=1&limit=1000", good)
+        assert status == 400
+        assert json.loads(body)["http_status"] == "400"
+        quoted = urllib.parse.quote(hostile)
+        for target in (
+            _objects(SIGHTINGS, f"{quoted}/"),
+            _objects(SIGHTINGS) + f"?added_after={quoted}",
+            _objects(SIGHTINGS) + f"?match[id]={quoted}",
+        ):
+            status, body, kind = ask("GET", target, good)
+            parsed = json.loads(body)  # whatever is quoted back stays inside JSON strings
+            assert "objects" not in parsed or parsed["objects"] == []
+            assert kind == TAXII_MEDIA_TYPE
+            assert b"<script>" not in body or status == 400
+        # An escape sequence in the request line (ESC is not whitespace to http.server): it must
+        # not reach the operator's terminal through the request log. Was: logged raw.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET /api/\x1b[2J\x1b]0;pwned\x07/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert raw.makefile("rb").readline().startswith(b"HTTP/1.1 401")
+        assert len(_log(filled.path)) == before
+        status, body, _ = ask("GET", _objects(SIGHTINGS) + "?match[id]=x,y", good)
+        assert status == 200
+        status, body, _ = ask("GET", _objects(SIGHTINGS) + "?limit=40", good)
+        assert status == 200
+        assert any(o["type"] == "sighting" for o in json.loads(body)["objects"])
+        assert len(_log(filled.path)) == before + 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    out = capfd.readouterr()
+    logs = out.out + out.err
+    assert "s3cret-pw" not in logs
+    assert "Traceback" not in logs
+    assert "limit=40" not in logs
+    assert "<script>" not in logs
+    assert "\x1b" not in logs
+    assert "\x07" not in logs
+
+
+_NOT_LOOPBACK = ("::", "127.1", "0x7f000001", "localhost.", "127.0.0.1 ", "[::]", "10.0.0.1")
+
+
+@pytest.mark.parametrize("host", [*_NOT_LOOPBACK, "0.0.0.0"])  # noqa: S104 - refused here
+def test_taxii_serve_refuses_anything_not_plainly_loopback_without_tls(host: str) -> None:
+    """``is_loopback`` fails closed: spellings that some resolvers read as loopback (``127.1``,
+    ``localhost.``) are refused too, and the wildcard addresses obviously."""
+    assert not is_loopback(host)
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
