@@ -94,7 +94,9 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import re
+import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -104,6 +106,7 @@ from typing import IO, Any, Final
 from pymisp import MISPEvent, MISPObject, MISPOrganisation
 from pymisp.exceptions import PyMISPError
 
+from intelbus.errors import InsecureFileError
 from intelbus.files import PRIVATE_MODE, atomic_writer
 from intelbus.policy.facts import Classification
 from intelbus.policy.redact import REDACTED
@@ -525,6 +528,7 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
         OSError: the directory cannot be created or written.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_feed_directory(directory)
     earlier = _listed(directory / "manifest.json")
     manifest: dict[str, Any] = {}
     hashes: list[str] = []
@@ -547,6 +551,32 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
     for gone in earlier - set(manifest):
         (directory / f"{gone}.json").unlink(missing_ok=True)
     return n
+
+
+def _check_feed_directory(directory: Path) -> None:
+    """Refuse a feed folder another local user could change: MISP pulls what ``manifest.json``
+    and the event files say, so whoever may write the folder (its owner, or group and others
+    with write permission), or whoever placed a symbolic link at its path, could swap in events
+    that MISP would take for this force's.
+
+    Raises:
+        InsecureFileError: a link, not a folder, someone else's, or writable by group or others.
+    """
+    st = directory.lstat()
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a symbolic link or not a folder"
+    elif st.st_uid != os.geteuid():
+        problem = "belongs to another user"
+    elif mode & 0o022:
+        problem = f"has mode {mode:04o}, so group or others can change what MISP pulls"
+    else:
+        return
+    raise InsecureFileError(
+        f"MISP feed folder {directory} {problem}: export into a folder only you may write",
+        path=directory,
+        mode=mode,
+    )
 
 
 def _listed(path: Path) -> set[str]:

@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from intelbus.cli.store_access import restriction
-from intelbus.interop.misp import misp_event, records_from_misp
+from intelbus.errors import InsecureFileError
+from intelbus.interop.misp import misp_event, records_from_misp, write_misp_feed
 from intelbus.interop.stix import TLP2_MARKINGS, record_entries, stix_bundle
 from intelbus.interop.stix_import import records_from_stix
 from intelbus.interop.taxii import (
@@ -754,3 +755,34 @@ def test_taxii_serve_refuses_anything_not_plainly_loopback_without_tls(host: str
     assert is_loopback("127.0.0.1")
     assert is_loopback("::1")
     assert is_loopback("localhost")
+
+
+# --- A local user and the MISP feed folder. ----------------------------------------------------------
+
+
+def test_misp_feed_into_a_folder_a_local_user_can_change_is_refused(
+    tmp_path: Path, filled: Filled
+) -> None:
+    """MISP pulls what the feed folder's manifest.json and event files say. A folder others may
+    write (a shared /srv/feeds, /tmp), or a symbolic link a local user planted at the path, would
+    let them swap in events MISP takes for the force's. Was: written into without a look."""
+    with _opened(filled.path) as store:
+        views = [v for v in store.iter_records() if v.visible]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(InsecureFileError) as e:
+        write_misp_feed(views, shared)
+    assert "group or others" in str(e.value)
+    assert list(shared.iterdir()) == []  # nothing written
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    planted = tmp_path / "feed"
+    planted.symlink_to(theirs)
+    with pytest.raises(InsecureFileError):
+        write_misp_feed(views, planted)
+    assert list(theirs.iterdir()) == []
+    # Genuine: a private folder gets the feed.
+    mine = tmp_path / "mine"
+    assert write_misp_feed(views, mine) == len(views)
+    assert (mine / "manifest.json").exists()
