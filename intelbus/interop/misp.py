@@ -720,6 +720,24 @@ def _parse_tags(event: MISPEvent) -> dict[str, list[str]]:
     return found
 
 
+def _tlp_tag(name: object) -> str | None:
+    """A tag of the ``tlp`` namespace in any spelling (``TLP : red``, ``tlp:red="true"``), lower
+    case without spaces; None for a tag of another namespace."""
+    squeezed = re.sub(r"\s+", "", str(name)).lower()
+    return squeezed if squeezed.startswith("tlp:") else None
+
+
+def _odd_tlp_tags(event: MISPEvent) -> list[str]:
+    """The event's ``tlp`` tags that are not plainly a TLP value (``tlp:red="yes"``, ``TLP :
+    red``): :func:`_parse_tags` would not read them as TLP, so the TLP read would be another."""
+    odd = []
+    for tag in event.tags:
+        raw = str(getattr(tag, "name", "")).strip().lower()
+        if _tlp_tag(raw) is not None and raw not in _TLP_FROM_TAG:
+            odd.append(raw)
+    return odd
+
+
 def _one(tags: Mapping[str, list[str]], predicate: str) -> str | None:
     values = sorted(set(tags.get(f"{TAG_NAMESPACE}:{predicate}", [])))
     if len(values) > 1:
@@ -805,6 +823,10 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         )
     if str(getattr(event, "info", "") or "").startswith("[RETRACTED]"):
         raise MispFormatError("a retracted record (its title says [RETRACTED]): not published")
+    if odd := _odd_tlp_tags(event):
+        raise MispFormatError(
+            f"TLP tag {odd[0][:40]} is not TLP 2.0 (use tlp:clear|green|amber|amber+strict|red)"
+        )
     grading = _grading(tags)
     _check_sharing(event, grading)
     objects: dict[str, list[MISPObject]] = {}
@@ -915,8 +937,8 @@ def _check_sharing(event: MISPEvent, grading: Mapping[str, Any]) -> None:
                 f"{_distribution(item)}) but tagged TLP {tlp}: a conflict is refused, not resolved"
             )
         for tag in getattr(item, "tags", None) or ():
-            name = str(getattr(tag, "name", "")).strip().lower()
-            if name.startswith("tlp:") and _TLP_FROM_TAG.get(name) != tlp:
+            name = _tlp_tag(getattr(tag, "name", ""))
+            if name is not None and _TLP_FROM_TAG.get(name) != tlp:
                 raise MispFormatError(
                     f"{what} is tagged {name} but the event TLP {tlp}: a conflict is refused, "
                     "not resolved"

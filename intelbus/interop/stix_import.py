@@ -10,7 +10,9 @@ record models like any other input: nothing here is trusted.
 Fail closed: an object without the extension's grading, or without exactly one TLP 2.0 marking
 (or whose marking and extension disagree), is refused with its own error; the grading and the TLP
 are never defaulted. A TLP 1.0 marking is refused too: its AMBER cannot tell AMBER from
-AMBER+STRICT. Revoked objects are skipped with an error (a revoked record is not to be
+AMBER+STRICT; so is any other marking beside the TLP 2.0 one, or a granular marking (what it says
+could not travel with the record). Objects of one record that disagree are refused, never
+resolved. Revoked objects are skipped with an error (a revoked record is not to be
 republished), and so is a force's redacted copy (the extension lists ``redacted_fields``): what a
 policy left out must not be published as never there. The sightings of one record (one per behaviour) are put back together by the
 record id in their extension.
@@ -230,6 +232,13 @@ def _tlp(members: list[Mapping[str, Any]]) -> tuple[str, str | None]:
     found: set[str] = set()
     for obj in members:
         refs = obj.get("object_marking_refs")
+        # Any other marking (TLP 1.0 RED beside TLP 2.0 GREEN, a statement, PAP) or a granular
+        # marking on one property says something this importer cannot carry: dropped, the record
+        # would travel under the weaker TLP alone. Refused instead.
+        other = [r for r in refs or () if r not in _TLP_BY_MARKING]
+        if other or obj.get("granular_markings"):
+            what = f"marking {str(other[0])[:80]}" if other else "a granular marking"
+            return "", f"{what} is not one TLP 2.0 marking of the whole object: not published"
         marks = {_TLP_BY_MARKING[r] for r in refs or () if r in _TLP_BY_MARKING}
         if len(marks) != 1:
             return "", "no single TLP 2.0 marking (object_marking_refs): TLP is never defaulted"

@@ -786,3 +786,46 @@ def test_misp_feed_into_a_folder_a_local_user_can_change_is_refused(
     mine = tmp_path / "mine"
     assert write_misp_feed(views, mine) == len(views)
     assert (mine / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    "refs",
+    [
+        ["GREEN", "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed"],  # TLP 1.0 RED
+        ["GREEN", "marking-definition--00000000-0000-4000-8000-000000000001"],  # a statement
+        ["GREEN", "granular"],
+    ],
+)
+def test_stix_a_second_marking_beside_tlp_green_is_refused_not_dropped(refs: list[str]) -> None:
+    """A TLP 1.0 RED marking, a statement marking, or a granular marking on the description beside
+    TLP 2.0 GREEN: only the TLP 2.0 marking was read, so the record went out GREEN. Was: accepted."""
+    bundle = _bundle(_two_behaviour_sighting())
+    for o in bundle["objects"]:
+        if o["type"] != "sighting":
+            continue
+        o["object_marking_refs"] = [TLP2_MARKINGS["GREEN"][0]] + [
+            r for r in refs[1:] if r != "granular"
+        ]
+        if "granular" in refs:
+            o["granular_markings"] = [
+                {"marking_ref": TLP2_MARKINGS["RED"][0], "selectors": ["description"]}
+            ]
+    ((_, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    assert "not one TLP 2.0 marking" in error
+    ((_, data, error),) = _stix_results(_bundle(_two_behaviour_sighting()))
+    assert error is None
+
+
+@pytest.mark.parametrize("tag", ['tlp:red="true"', "TLP : red", "tlp: amber+strict"])
+def test_misp_a_tlp_tag_in_another_spelling_is_refused_not_ignored(tag: str) -> None:
+    """A tlp tag that is not read as TLP was ignored, and the event published with its other,
+    weaker tlp tag. Was: accepted as GREEN."""
+    doc = _analyst_event()
+    doc["Tag"].append({"name": tag})
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "not TLP 2.0" in error
+    _genuine_misp_still_flows()
