@@ -94,12 +94,13 @@ def _user(name: str, entry: object) -> TaxiiUser:
 
 
 def load_users(path: Path) -> dict[str, TaxiiUser]:
-    """The users of ``path`` (which must be private: 0600).
+    """The users of ``path`` (which must be private, 0600, and this user's own).
 
     Raises:
-        ConfigError: unreadable, open to others, or not a users file.
+        InsecureFileError: open to others, or another user's (a local user's file at the path).
+        ConfigError: unreadable or not a users file.
     """
-    data = read_private(path, what=_USERS_WHAT)
+    data = read_private(path, what=_USERS_WHAT, own=True)
     try:
         raw = json.loads(data.decode())
         users = raw["users"]

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from intelbus import files
 from intelbus.cli.store_access import restriction
 from intelbus.errors import InsecureFileError
 from intelbus.interop.misp import misp_event, records_from_misp, write_misp_feed
@@ -50,7 +51,7 @@ from intelbus.store.access import AccessLog
 from intelbus.store.base import Expiry, StoredRecordView
 from producers.inputs import TOO_DEEP, read_items, redaction_placeholders
 from tests.stixcheck import assert_strict
-from tests.taxii_store import FAST, Filled, fill, users_file
+from tests.taxii_store import FAST, KEY, T0, Filled, fill, users_file
 from tests.unit.test_misp import _analyst_event
 from tests.unit.test_misp import _record as misp_record
 from tests.unit.test_stix import _view
@@ -829,3 +830,43 @@ def test_misp_a_tlp_tag_in_another_spelling_is_refused_not_ignored(tag: str) -> 
     assert error is not None
     assert "not TLP 2.0" in error
     _genuine_misp_still_flows()
+
+
+def test_taxii_records_of_a_withdrawn_key_are_gone_while_the_server_runs(filled: Filled) -> None:
+    """A producer's key leaked: the force withdraws what it signed since it was compromised. The
+    running server must stop serving those records (every version) at the next request."""
+    service = _service(filled.path)
+    first = service.get(_objects(SIGHTINGS), {"match[version]": ["all"]}, DPO)
+    own = {o["id"] for o in first.body["objects"] if o["type"] == "sighting"}
+    assert own
+    with _opened(filled.path) as store:
+        done = store.withdraw(KEY.hex(), T0)
+        assert done.records > 0
+    for params in ({"match[version]": ["all"]}, {}):
+        again = service.get(_objects(SIGHTINGS), params, DPO)
+        assert not own & {o["id"] for o in again.body["objects"]}
+    for oid in own:
+        assert service.get(_objects(SIGHTINGS, f"{oid}/versions/"), {}, DPO).status == 404
+
+
+def test_taxii_a_users_file_another_local_user_owns_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local user who can write the users file's folder (not the file) puts their own 0600 file
+    there, naming themselves a user with a standing justification. A server running as another
+    user cannot read it anyway; one running as root could, and did. Refused now. (The server is
+    made to run as another uid than the file's owner: chown needs root.)"""
+    path = users_file(tmp_path / "users.json", ("opencti", "s3cret", None))
+    auth = Authenticator(path)
+    assert auth.authenticate(_basic("opencti", "s3cret"), None).user == "opencti"
+    planted = users_file(tmp_path / "planted.json", ("mallory", "m", "standing: all of it"))
+    planted.replace(path)
+    owner = path.stat().st_uid
+    monkeypatch.setattr(files.os, "geteuid", lambda: owner + 1)
+    with pytest.raises(InsecureFileError) as e:
+        auth.authenticate(_basic("mallory", "m"), None)
+    assert "another user" in str(e.value)
+    with pytest.raises(InsecureFileError):
+        Authenticator(path)  # nor at start
+    monkeypatch.setattr(files.os, "geteuid", lambda: owner)
+    assert auth.authenticate(_basic("mallory", "m"), None).user == "mallory"  # its owner's: read
