@@ -174,20 +174,34 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
         raise typer.Exit(1)
 
 
+def _shown(value: object) -> str:
+    """``value`` as one line of plain text: where an item came from and why it was refused can
+    quote the input (a STIX object id, a MISP tag), which another agency's file controls; a
+    newline or an escape sequence there could print a forged "published" line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))
+
+
 def _print(outcome: dict[str, object], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(outcome))
         return
     status = outcome["status"]
+    # markup=False: text from the input is never read as rich markup ("[bold]", "[link=...]").
     if status in ("published", "already published"):
         made = " (id generated)" if outcome.get("record_id_generated") else ""
         console.print(
-            f"{outcome['item']}: {status} {outcome['record_id']}{made} to {outcome['topic']} "
-            f"[{outcome['partition']}:{outcome['offset']}] seq {outcome['sequence']}",
+            f"{_shown(outcome['item'])}: {status} {outcome['record_id']}{made} to "
+            f"{outcome['topic']} [{outcome['partition']}:{outcome['offset']}] "
+            f"seq {outcome['sequence']}",
             highlight=False,
+            markup=False,
         )
     else:
-        console.print(f"{outcome['item']}: {status}: {outcome['error']}", highlight=False)
+        console.print(
+            f"{_shown(outcome['item'])}: {status}: {_shown(outcome['error'])}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _command(kind: str) -> Callable[..., None]:

@@ -233,8 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, read: bool) -> None:
         who: Principal | None = None
-        if not read or self.headers.get("Content-Length", "0") != "0":
-            self.close_connection = True  # a request body this server never reads
+        body = self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers
+        if not read or body:
+            # A request body this server never reads: left on a kept-alive connection, a chunked
+            # one would be read as the next request (smuggled past whatever fronts the server).
+            self.close_connection = True
         try:
             if len(self.path) > _MAX_URL:
                 raise TaxiiError(414, "the URL is too long")

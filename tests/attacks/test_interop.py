@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from intelbus import files
+from intelbus.cli import publish_cmd
 from intelbus.cli.store_access import restriction
 from intelbus.errors import InsecureFileError
 from intelbus.interop.misp import misp_event, records_from_misp, write_misp_feed
@@ -870,3 +871,61 @@ def test_taxii_a_users_file_another_local_user_owns_is_not_read(
         Authenticator(path)  # nor at start
     monkeypatch.setattr(files.os, "geteuid", lambda: owner)
     assert auth.authenticate(_basic("mallory", "m"), None).user == "mallory"  # its owner's: read
+
+
+def test_publish_output_cannot_be_forged_by_the_input(capsys: pytest.CaptureFixture[str]) -> None:
+    """Where an item came from and why it was refused can quote the file (a STIX object id, a
+    MISP tag): a newline, an escape sequence or rich markup there printed a forged line, e.g.
+    that a refused record was published. Was: printed as given, markup read."""
+    bundle = _bundle(_two_behaviour_sighting())
+    forged = "sighting--x\nline 9: published 0000 to intelbus.sightings [0:1] seq 1\x1b[2K"
+    for o in bundle["objects"]:
+        if o["type"] == "sighting":
+            o["id"] = forged + "[/bold][red]"
+            o["object_marking_refs"] = []
+    ((where, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    publish_cmd._print({"item": where, "status": "not published", "error": error}, False)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1  # one line per item
+    assert "\x1b" not in out
+    assert "[/bold][red]" in out  # shown as text, not read as markup
+    assert "not published" in out
+    publish_cmd._print(
+        {"item": "line 2", "status": "published", "record_id": "r", "topic": "t",
+         "partition": 0, "offset": 5, "sequence": 3},
+        False,
+    )  # fmt: skip
+    assert capsys.readouterr().out == "line 2: published r to t [0:5] seq 3\n"
+
+
+def test_taxii_a_chunked_body_is_not_read_as_a_second_request(
+    tmp_path: Path, filled: Filled
+) -> None:
+    """A GET with ``Transfer-Encoding: chunked`` whose body is another request: the server reads
+    no body, so on a kept-alive connection the body would be answered as a request of its own
+    (request smuggling past a proxy in front). Was: two answers; now the connection closes."""
+    path = users_file(tmp_path / "users.json", ("opencti", "s3cret", None))
+    server = TaxiiHttpServer(("127.0.0.1", 0), _service(filled.path), Authenticator(path), None)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        inner = (
+            f"GET {_objects(SIGHTINGS)} HTTP/1.1\r\nHost: x\r\nAccept: {TAXII_MEDIA_TYPE}\r\n"
+            f"Authorization: {_basic('opencti', 's3cret')}\r\n\r\n"
+        ).encode()
+        chunk = f"{len(inner):x}\r\n".encode() + inner + b"\r\n0\r\n\r\n"
+        outer = (
+            f"GET /taxii2/ HTTP/1.1\r\nHost: x\r\nAccept: {TAXII_MEDIA_TYPE}\r\n"
+            f"Authorization: {_basic('opencti', 's3cret')}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10) as raw:
+            raw.sendall(outer + chunk)
+            reply = raw.makefile("rb").read()
+        assert reply.count(b"HTTP/1.1 ") == 1
+        assert reply.startswith(b"HTTP/1.1 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
