@@ -168,7 +168,10 @@ def _record(  # noqa: PLR0911 - one return per refusal
     record["grading"] = grading
     place_in = ext.get("place")
     place: dict[str, Any] = dict(place_in) if isinstance(place_in, Mapping) else {}
-    place.update(_coordinates(first, objects, related))
+    coordinates, problem = _coordinates(first, objects, related, tlp)
+    if problem is not None:
+        return where, None, problem
+    place.update(coordinates)
     record["place"] = place
     description = first.get("description")
     if isinstance(description, str):
@@ -252,19 +255,34 @@ def _coordinates(
     main: Mapping[str, Any],
     objects: Mapping[str, Mapping[str, Any]],
     related: Mapping[str, list[str]],
-) -> dict[str, float]:
-    """Latitude and longitude of the first point location the object refers to."""
+    tlp: str,
+) -> tuple[dict[str, float], str | None]:
+    """Latitude and longitude of the point location the object refers to, or why not.
+
+    Refused, not resolved: a point location marked otherwise than the record (its coordinates
+    TLP:RED under a GREEN sighting would travel GREEN), and two point locations that disagree.
+    """
     where = main.get("where_sighted_refs")
     refs = [str(r) for r in where] if isinstance(where, list) else []
     refs.extend(related.get(str(main.get("id")), ()))
+    found: set[tuple[float, float]] = set()
     for ref in refs:
         loc = objects.get(ref)
         if loc is None or loc.get("type") != "location":
             continue
         lat, lon = loc.get("latitude"), loc.get("longitude")
-        if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):
-            return {"latitude": float(lat), "longitude": float(lon)}
-    return {}
+        if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+            continue
+        marks = loc.get("object_marking_refs")
+        if loc.get("granular_markings") or (marks and list(marks) != [TLP2_MARKINGS[tlp][0]]):
+            return {}, "a location is marked otherwise than its record: not published"
+        found.add((float(lat), float(lon)))
+    if len(found) > 1:
+        return {}, "the record's point locations disagree: a conflict is refused, not resolved"
+    if not found:
+        return {}, None
+    ((lat, lon),) = found
+    return {"latitude": lat, "longitude": lon}, None
 
 
 def _behaviour(pattern: Mapping[str, Any] | None) -> str | None:

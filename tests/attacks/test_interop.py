@@ -929,3 +929,28 @@ def test_taxii_a_chunked_body_is_not_read_as_a_second_request(
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.mark.parametrize("edit", ["red_location", "second_point"])
+def test_stix_a_location_marked_or_placed_otherwise_than_its_record_is_refused(edit: str) -> None:
+    """The coordinates travel in a point location of their own: marked TLP:RED under a GREEN
+    sighting, they were published GREEN; two point locations, the first won. Was: accepted."""
+    bundle = _bundle(_two_behaviour_sighting())
+    point = next(o for o in bundle["objects"] if o["type"] == "location" and "latitude" in o)
+    if edit == "red_location":
+        point["object_marking_refs"] = [TLP2_MARKINGS["RED"][0]]
+    else:
+        other = {**copy.deepcopy(point), "id": "location--00000000-0000-4000-8000-00000000000f"}
+        other["latitude"] = point["latitude"] + 1
+        bundle["objects"].append(other)
+        for o in bundle["objects"]:
+            if o["type"] == "sighting":
+                o["where_sighted_refs"] = [*o["where_sighted_refs"], other["id"]]
+    ((_, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    assert "location" in error
+    ((_, data, error),) = _stix_results(_bundle(_two_behaviour_sighting()))
+    assert error is None
+    assert data is not None
+    assert "latitude" in data["place"]
