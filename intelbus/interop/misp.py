@@ -833,6 +833,11 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
     for o in _live(event.objects):
         objects.setdefault(str(o.name), []).append(o)
     _check_not_redacted(objects)
+    for single in ("geolocation", "incident", "victim"):
+        # One record has one place, one incident, one victim: of two, reading the first would
+        # drop the other without a word (another time, another place).
+        if len(objects.get(single, [])) > 1:
+            raise MispFormatError(f"{len(objects[single])} {single} objects: one record has one")
     refs = _references(objects)
     grading["handling_conditions"], descriptions = _annotations(objects)
     # An analyst may have written the description as a plain text attribute of the event.
@@ -998,6 +1003,8 @@ def _persons(objects: Mapping[str, list[MISPObject]]) -> tuple[list[dict[str, An
         v = _values(o)
         summary = _str_or_none(_first(v, "text"))
         if str(_first(v, "role") or "") == _OFFENDER:
+            if offender is not None:  # a second culprit would silently replace the first
+                raise MispFormatError("two offender descriptions (person with role Culprit)")
             offender = summary
             continue
         clothing = None

@@ -954,3 +954,20 @@ def test_stix_a_location_marked_or_placed_otherwise_than_its_record_is_refused(e
     assert error is None
     assert data is not None
     assert "latitude" in data["place"]
+
+
+def test_misp_two_places_for_one_record_are_refused_not_read_as_the_first() -> None:
+    doc = _analyst_event()
+    geo = next(o for o in doc["Object"] if o["name"] == "geolocation")
+    other = copy.deepcopy(geo)
+    other["uuid"] = "00000000-0000-4000-8000-0000000000ee"
+    for a in other["Attribute"]:
+        a["uuid"] = None
+        if a["object_relation"] == "first-seen":
+            a["value"] = "2026-10-04T09:00:00+01:00"
+    doc["Object"].append(other)
+    data, error = _misp(doc)
+    assert data is None
+    assert error is not None
+    assert "geolocation" in error
+    _genuine_misp_still_flows()
