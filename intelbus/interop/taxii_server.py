@@ -28,6 +28,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from intelbus.errors import ConfigError, IntelbusError
+from intelbus.files import check_private
 from intelbus.interop.taxii import TAXII_MEDIA_TYPE, Response, TaxiiError, TaxiiService
 from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal
 from intelbus.log import get_logger
@@ -56,7 +57,10 @@ def server_context(tls: TlsFiles) -> ssl.SSLContext:
 
     Raises:
         ConfigError: the files cannot be loaded.
+        InsecureFileError: the key file is open to group or others (a local user could read it
+            and pose as this server), as the bus's own TLS key files are refused.
     """
+    check_private(tls.key_file, what="TAXII server TLS key file")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from deploy.tls.certs import CertificateAuthority
 from intelbus import files
 from intelbus.cli import publish_cmd
 from intelbus.cli.store_access import restriction
@@ -43,7 +44,7 @@ from intelbus.interop.taxii import (
 )
 from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal, add_user
 from intelbus.interop.taxii_config import is_loopback
-from intelbus.interop.taxii_server import TaxiiHttpServer
+from intelbus.interop.taxii_server import TaxiiHttpServer, TlsFiles, server_context
 from intelbus.policy.redact import REDACTED
 from intelbus.records import Sighting
 from intelbus.samples import feed
@@ -971,3 +972,18 @@ def test_misp_two_places_for_one_record_are_refused_not_read_as_the_first() -> N
     assert error is not None
     assert "geolocation" in error
     _genuine_misp_still_flows()
+
+
+def test_taxii_a_server_key_others_may_read_is_refused(tmp_path: Path) -> None:
+    """The TAXII server's TLS key readable by group or others: a local user copies it and poses
+    as the server (to OpenCTI's connector, with the Basic password it sends). The bus refuses its
+    own TLS key files so; the TAXII server did not. Was: loaded."""
+    ca = CertificateAuthority.create(tmp_path / "tls")
+    cert = ca.issue_broker()
+    tls = TlsFiles(Path(cert.cert_file), Path(cert.key_file), Path(ca.ca_file))
+    Path(cert.key_file).chmod(0o644)
+    with pytest.raises(InsecureFileError) as e:
+        server_context(tls)
+    assert "group or others" in str(e.value)
+    Path(cert.key_file).chmod(0o600)
+    assert server_context(tls) is not None
