@@ -153,6 +153,19 @@ def test_taxii_no_endpoint_or_filter_shows_a_restricted_record_to_an_unjustified
     assert dpo_ids & closed_ids
     last = _log(filled.path)[-1]
     assert (last.user, last.justification) == ("dpo", "standing: review")
+    # The justified user's ``next`` tokens, replayed by the other: they name a place in the
+    # order, not a permission; what follows is still only what the other may see.
+    tokens = []
+    params: dict[str, list[str]] = {"limit": ["3"], "match[version]": ["all"]}
+    page = service.get(_objects(SIGHTINGS), params, DPO)
+    while page.body.get("more"):
+        tokens.append(page.body["next"])
+        page = service.get(_objects(SIGHTINGS), {**params, "next": [tokens[-1]]}, DPO)
+    assert tokens
+    for token in tokens:
+        got = service.get(_objects(SIGHTINGS), {**params, "next": [token]}, OPENCTI)
+        assert got.status == 200
+        assert not {o["id"] for o in got.body["objects"]} & closed_ids
 
 
 def test_taxii_shared_objects_served_unlogged_carry_no_record_content(filled: Filled) -> None:
