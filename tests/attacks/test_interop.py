@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from deploy.tls.certs import CertificateAuthority
 from intelbus import files
 from intelbus.cli import publish_cmd
+from intelbus.cli.main import app
 from intelbus.cli.store_access import restriction
 from intelbus.errors import InsecureFileError
 from intelbus.interop.misp import misp_event, records_from_misp, write_misp_feed
@@ -52,6 +54,7 @@ from intelbus.store import Store, open_store
 from intelbus.store.access import AccessLog
 from intelbus.store.base import Expiry, StoredRecordView
 from producers.inputs import TOO_DEEP, read_items, redaction_placeholders
+from tests.federation import Federation, sighting_for
 from tests.stixcheck import assert_strict
 from tests.taxii_store import FAST, KEY, T0, Filled, fill, users_file
 from tests.unit.test_misp import _analyst_event
@@ -1000,3 +1003,44 @@ def test_taxii_a_server_key_others_may_read_is_refused(tmp_path: Path) -> None:
     assert "group or others" in str(e.value)
     Path(cert.key_file).chmod(0o600)
     assert server_context(tls) is not None
+
+
+# --- publish, end to end on the real broker. ---------------------------------------------------------
+
+
+@pytest.mark.kafka
+def test_publish_refuses_placeholders_and_deep_nesting_and_still_publishes_the_rest(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    """``intelbus publish`` of a file holding a redacted copy (``[REDACTED]`` where a store's
+    policy withheld a value), an item nested too deeply for the models (was: a RecursionError
+    traceback that stopped the run), and a genuine record: the two are refused with one line each,
+    the genuine one is published and stored by the consumer, and nothing else."""
+    fed = Federation(tmp_path, bootstrap, "sqlite")
+    genuine = sighting_for("METROPOLITAN", "GREEN")
+    copy_of = sighting_for("METROPOLITAN", "GREEN").model_dump(mode="json")
+    copy_of["description"] = REDACTED
+    deep = sighting_for("METROPOLITAN", "GREEN").model_dump(mode="json")
+    nested: Any = "x"
+    for _ in range(700):  # json reads it; a deep copy of it (normalise) overflows the stack
+        nested = [nested]
+    deep["description"] = nested
+    lines = [json.dumps(copy_of), json.dumps(deep), genuine.model_dump_json()]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner(env={"INTELBUS_USER": "analyst.test"}).invoke(
+        app,
+        ["publish", "sighting", str(path), "--config", str(tmp_path / "producer.toml"), "--json"],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert out[0]["status"] == "not published"
+    assert "[REDACTED]" in out[0]["error"]
+    assert "description" in out[0]["error"]
+    assert out[1]["status"] == "not published"
+    assert out[1]["error"] == TOO_DEEP
+    assert out[2]["status"] == "published"
+    assert out[-1] == {"summary": {"published": 1, "already": 0, "failed": 2}}
+    stats = fed.consume("met-police")
+    assert stats.stored == 1
