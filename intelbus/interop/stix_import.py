@@ -180,11 +180,14 @@ def _record(  # noqa: PLR0911 - one return per refusal
         seen = first.get("first_seen")
         if isinstance(seen, str):
             record["observed_at"] = seen
-        record["behaviours"] = [
-            b
-            for b in (_behaviour(objects.get(str(o.get("sighting_of_ref")))) for o in members)
-            if b
-        ]
+        patterns = [objects.get(str(o.get("sighting_of_ref"))) for o in members]
+        if any(p is not None and _marked_otherwise(p, tlp) for p in patterns):
+            return (
+                where,
+                None,
+                "an attack-pattern is marked otherwise than its record: not published",
+            )
+        record["behaviours"] = [b for b in map(_behaviour, patterns) if b]
         # STIX has no empty list: none exported means none (redacted copies are refused above).
         record.setdefault("persons", [])
         record.setdefault("vehicles", [])
@@ -251,6 +254,15 @@ def _tlp(members: list[Mapping[str, Any]]) -> tuple[str, str | None]:
     return found.pop(), None
 
 
+def _marked_otherwise(obj: Mapping[str, Any], tlp: str) -> bool:
+    """Whether an object a record refers to (its location, its attack-pattern) carries a marking
+    other than the record's TLP: what it holds would travel under the record's TLP alone."""
+    marks = obj.get("object_marking_refs")
+    return bool(obj.get("granular_markings")) or bool(
+        marks and list(marks) != [TLP2_MARKINGS[tlp][0]]
+    )
+
+
 def _coordinates(
     main: Mapping[str, Any],
     objects: Mapping[str, Mapping[str, Any]],
@@ -273,8 +285,7 @@ def _coordinates(
         lat, lon = loc.get("latitude"), loc.get("longitude")
         if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
             continue
-        marks = loc.get("object_marking_refs")
-        if loc.get("granular_markings") or (marks and list(marks) != [TLP2_MARKINGS[tlp][0]]):
+        if _marked_otherwise(loc, tlp):
             return {}, "a location is marked otherwise than its record: not published"
         found.add((float(lat), float(lon)))
     if len(found) > 1:

@@ -1044,3 +1044,17 @@ def test_publish_refuses_placeholders_and_deep_nesting_and_still_publishes_the_r
     assert out[-1] == {"summary": {"published": 1, "already": 0, "failed": 2}}
     stats = fed.consume("met-police")
     assert stats.stored == 1
+
+
+def test_stix_an_attack_pattern_marked_red_under_a_green_sighting_is_refused() -> None:
+    """The behaviour travels as the sighted attack-pattern: marked TLP:RED (or granularly) under a
+    GREEN sighting, it was read into a GREEN record. Was: accepted."""
+    bundle = _bundle(_two_behaviour_sighting())
+    pattern = next(o for o in bundle["objects"] if o["type"] == "attack-pattern")
+    pattern["object_marking_refs"] = [TLP2_MARKINGS["RED"][0]]
+    ((_, data, error),) = _stix_results(bundle)
+    assert data is None
+    assert error is not None
+    assert "attack-pattern" in error
+    ((_, data, error),) = _stix_results(_bundle(_two_behaviour_sighting()))
+    assert error is None
