@@ -77,18 +77,28 @@ def check_private(path: Path, *, what: str = "private key file") -> None:
     _judge(path.stat(), path, what)
 
 
-def read_private(path: Path, *, what: str = "private key file") -> bytes:
+def read_private(path: Path, *, what: str = "private key file", own: bool = False) -> bytes:
     """The bytes of a private key file, refused if group or others may access it.
 
-    The mode is judged on the open file (``fstat``), so the file checked is the file read.
+    The mode is judged on the open file (``fstat``), so the file checked is the file read. With
+    ``own``, a file another user owns is refused too: a 0600 file is private to its owner, who
+    need not be us (root reads anyone's), so for a file that says who may do what (the TAXII
+    users file) a local user's own file planted at the path must not be read as ours.
 
     Raises:
-        InsecureFileError: open to group or others, or not a regular file.
+        InsecureFileError: open to group or others, not a regular file, or (``own``) another
+            user's.
         OSError: it does not exist or cannot be read.
     """
     # O_NONBLOCK: a FIFO planted at the path must not hang the open; it is refused just below.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     _judge_open(fd, path, what)
+    if own and os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise InsecureFileError(
+            f"{what} {path} belongs to another user: only this user's own file is read",
+            path=path,
+        )
     with os.fdopen(fd, "rb") as fh:
         return fh.read()
 

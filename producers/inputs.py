@@ -29,6 +29,7 @@ from typing import Any
 
 from intelbus.interop.stix_import import records_from_stix
 from intelbus.policy.facts import Classification, Tlp
+from intelbus.policy.redact import REDACTED
 from intelbus.records import (
     Behaviour,
     ForceArea,
@@ -43,6 +44,8 @@ from intelbus.records import (
 )
 from intelbus.spelling import canonical
 
+#: Why a document nested too deeply to read is refused (json and every walker of it recurse).
+TOO_DEEP = "nested too deeply to be a record"
 _LIST_FIELDS = frozenset({"behaviours", "grading.handling_conditions"})
 
 
@@ -78,6 +81,9 @@ def read_items(  # noqa: PLR0912 - a branch per format
         except json.JSONDecodeError as e:
             yield Item("document", None, f"not JSON: {e.msg} at line {e.lineno}")
             return
+        except RecursionError:  # json's parser recurses: refused in one line, not a traceback
+            yield Item("document", None, TOO_DEEP)
+            return
         items = doc if isinstance(doc, list) else [doc]
         for i, item in enumerate(items, 1):
             yield Item(
@@ -93,6 +99,9 @@ def read_items(  # noqa: PLR0912 - a branch per format
                 item = json.loads(line)
             except json.JSONDecodeError as e:
                 yield Item(f"line {n}", None, f"not JSON: {e.msg}")
+                continue
+            except RecursionError:
+                yield Item(f"line {n}", None, TOO_DEEP)
                 continue
             yield Item(
                 f"line {n}",
@@ -244,6 +253,27 @@ def _time(value: Any) -> Any:  # noqa: ANN401 - whatever was typed
     if parsed.tzinfo is None:
         return value  # a time without an offset is ambiguous: the model refuses it, saying so
     return parsed.astimezone(UTC).isoformat()
+
+
+def redaction_placeholders(data: object, path: str = "") -> list[str]:
+    """The dotted paths of ``data`` whose value is the redaction placeholder ``[REDACTED]``.
+
+    A store's JSON Lines or CSV export (or a MISP or STIX file another tool made from one) keeps
+    the placeholder where a policy withheld a value. Published again, the placeholder would travel
+    as if the producer had said it, and every receiving store would take the field for one its
+    own policy redacted: such an item is refused, naming the fields (never their values).
+    """
+    found: list[str] = []
+    pending: list[tuple[str, object]] = [(path, data)]
+    while pending:  # iterative: an item nested deeply is not a stack overflow
+        at, node = pending.pop()
+        if node == REDACTED:
+            found.append(at or "record")
+        elif isinstance(node, dict):
+            pending.extend((f"{at}.{k}" if at else str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            pending.extend((at, v) for v in node)
+    return sorted(set(found))
 
 
 def future_times(data: dict[str, Any], now: datetime, skew: timedelta) -> list[str]:

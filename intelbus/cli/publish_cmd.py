@@ -41,7 +41,14 @@ from intelbus.errors import (
 from intelbus.kinds import Family
 from intelbus.records import KIND_TYPES
 from producers.config import ProducerConfig
-from producers.inputs import detect_format, future_times, normalise, read_items
+from producers.inputs import (
+    TOO_DEEP,
+    detect_format,
+    future_times,
+    normalise,
+    read_items,
+    redaction_placeholders,
+)
 from producers.publisher import Publisher
 from producers.templates import template_text
 
@@ -98,6 +105,13 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
             try:
                 if item.data is None:
                     raise ValueError(item.error or "unreadable")
+                if placeholders := redaction_placeholders(item.data):
+                    # A redacted copy (a store's export): what its policy withheld must not be
+                    # published as if it had been said.
+                    raise ValueError(
+                        "holds the redaction placeholder [REDACTED] (a redacted copy, not the "
+                        f"record): {', '.join(placeholders)}"
+                    )
                 data, generated = normalise(item.data)
                 outcome["record_id"] = data["record_id"]
                 if generated:
@@ -121,6 +135,11 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
                 counts["already" if p.already else "published"] += 1
             except (ValueError, NoRecipients, PublishRefused, PublishPending) as e:
                 outcome.update(status="not published", error=str(e))
+                counts["failed"] += 1
+            except RecursionError:
+                # An item nested deeper than the models (or a deep copy) can walk: refused in one
+                # line, never a traceback.
+                outcome.update(status="not published", error=TOO_DEEP)
                 counts["failed"] += 1
             except (PublishError, KafkaUnavailableError) as e:
                 outcome.update(status="failed", error=str(e))
@@ -155,20 +174,34 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
         raise typer.Exit(1)
 
 
+def _shown(value: object) -> str:
+    """``value`` as one line of plain text: where an item came from and why it was refused can
+    quote the input (a STIX object id, a MISP tag), which another agency's file controls; a
+    newline or an escape sequence there could print a forged "published" line."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))
+
+
 def _print(outcome: dict[str, object], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(outcome))
         return
     status = outcome["status"]
+    # markup=False: text from the input is never read as rich markup ("[bold]", "[link=...]").
     if status in ("published", "already published"):
         made = " (id generated)" if outcome.get("record_id_generated") else ""
         console.print(
-            f"{outcome['item']}: {status} {outcome['record_id']}{made} to {outcome['topic']} "
-            f"[{outcome['partition']}:{outcome['offset']}] seq {outcome['sequence']}",
+            f"{_shown(outcome['item'])}: {status} {outcome['record_id']}{made} to "
+            f"{outcome['topic']} [{outcome['partition']}:{outcome['offset']}] "
+            f"seq {outcome['sequence']}",
             highlight=False,
+            markup=False,
         )
     else:
-        console.print(f"{outcome['item']}: {status}: {outcome['error']}", highlight=False)
+        console.print(
+            f"{_shown(outcome['item'])}: {status}: {_shown(outcome['error'])}",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _command(kind: str) -> Callable[..., None]:

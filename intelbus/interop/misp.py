@@ -70,7 +70,8 @@ Why these choices:
 * ``threat_level_id`` is 4 (undefined): the records carry no threat level, and one is not
   invented. ``published`` is false: the receiving analyst publishes in MISP after review.
 * ``distribution``: CLEAR 3 (all communities), GREEN 1 (this community), AMBER, AMBER+STRICT, RED
-  or handling code C 0 (your organisation only): MISP must never sync further than TLP allows.
+  or any handling code but P (C, or one redacted by policy) 0 (your organisation only): MISP must
+  never sync further than TLP and handling allow.
 * A redacted field (``"[REDACTED]"`` in the store, listed in ``redacted_fields``) is left out:
   no attribute, never a placeholder. A retracted record is exported, tagged retracted, so a MISP
   instance that holds its earlier version learns of the retraction; erased and pruned records are
@@ -81,14 +82,21 @@ made in MISP: it needs a ``tlp:`` tag and the four grading tags, and refuses the
 (the grading is never defaulted). A record id missing from the event is its event uuid; the time
 may be the geolocation object's own first seen, the description a ``text`` attribute. An event
 tagged retracted or redacted is refused: the one was withdrawn by its producer, the other lacks
-what the exporting policy left out (read back, a missing list would claim "no persons").
+what the exporting policy left out (read back, a missing list would claim "no persons"); so is one
+whose title says ``[RETRACTED]`` or whose record reference or vehicles show a redaction with the
+tag taken off. Conflicts are refused, never resolved: a TLP tag no TLP 2.0 value names beside a
+known one (``tlp:ex:chr``), an attribute tagged another TLP than the event, or an event, object or
+attribute MISP keeps within the organisation or a sharing group (distribution 0 or 4) while the
+TLP says CLEAR or GREEN with handling code P.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
 import re
+import stat
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -98,6 +106,7 @@ from typing import IO, Any, Final
 from pymisp import MISPEvent, MISPObject, MISPOrganisation
 from pymisp.exceptions import PyMISPError
 
+from intelbus.errors import InsecureFileError
 from intelbus.files import PRIVATE_MODE, atomic_writer
 from intelbus.policy.facts import Classification
 from intelbus.policy.redact import REDACTED
@@ -355,7 +364,10 @@ def misp_event(view: StoredRecordView) -> dict[str, Any]:
     event.analysis = _ANALYSIS.get(status or "", 0)
     tlp = _text(grading.get("tlp")) or view.tlp or ""
     handling = _text(grading.get("handling_code"))
-    event.distribution = 0 if handling == "C" else _DISTRIBUTION.get(tlp, 0)
+    # Only handling code P lets MISP share as far as the TLP says: C, and a code the export
+    # cannot read (redacted by policy, missing), keep the event in the organisation, as the
+    # store's own gate treats them as restricted (intelbus.cli.store_access).
+    event.distribution = _DISTRIBUTION.get(tlp, 0) if handling == "P" else 0
     event.info = _info(view, payload, place)
     for name in _tags(view, payload, tlp):
         event.add_tag(name).force_timestamp = True
@@ -516,6 +528,7 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
         OSError: the directory cannot be created or written.
     """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_feed_directory(directory)
     earlier = _listed(directory / "manifest.json")
     manifest: dict[str, Any] = {}
     hashes: list[str] = []
@@ -538,6 +551,32 @@ def write_misp_feed(views: Iterable[StoredRecordView], directory: Path) -> int:
     for gone in earlier - set(manifest):
         (directory / f"{gone}.json").unlink(missing_ok=True)
     return n
+
+
+def _check_feed_directory(directory: Path) -> None:
+    """Refuse a feed folder another local user could change: MISP pulls what ``manifest.json``
+    and the event files say, so whoever may write the folder (its owner, or group and others
+    with write permission), or whoever placed a symbolic link at its path, could swap in events
+    that MISP would take for this force's.
+
+    Raises:
+        InsecureFileError: a link, not a folder, someone else's, or writable by group or others.
+    """
+    st = directory.lstat()
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        problem = "is a symbolic link or not a folder"
+    elif st.st_uid != os.geteuid():
+        problem = "belongs to another user"
+    elif mode & 0o022:
+        problem = f"has mode {mode:04o}, so group or others can change what MISP pulls"
+    else:
+        return
+    raise InsecureFileError(
+        f"MISP feed folder {directory} {problem}: export into a folder only you may write",
+        path=directory,
+        mode=mode,
+    )
 
 
 def _listed(path: Path) -> set[str]:
@@ -620,7 +659,15 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
         try:
             event = MISPEvent()
             event.load({"Event": raw})
-        except (PyMISPError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        except (
+            PyMISPError,
+            ValueError,
+            TypeError,
+            KeyError,
+            AttributeError,
+            IndexError,
+            RecursionError,  # an event nested deeper than PyMISP walks
+        ) as e:
             # The type only: a message could quote the content.
             yield (where, None, f"not a MISP event PyMISP can read: {type(e).__name__}")
             continue
@@ -631,11 +678,13 @@ def records_from_misp(text: str) -> Iterator[tuple[str, dict[str, Any] | None, s
             yield (where, None, str(e))
 
 
-def _documents(text: str) -> list[Any] | str:
+def _documents(text: str) -> list[Any] | str:  # noqa: PLR0911 - one return per refusal
     """The events of a document (a list), or why it is not JSON (a string)."""
     text = text.removeprefix("\ufeff")
     try:
         doc = json.loads(text)
+    except RecursionError:  # json's parser recurses: one line, never a traceback
+        return "nested too deeply to be MISP events"
     except json.JSONDecodeError as whole:
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if len(lines) < 2:
@@ -646,6 +695,8 @@ def _documents(text: str) -> list[Any] | str:
                 docs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 return f"not JSON, nor JSON Lines: line {n}: {e.msg}"
+            except RecursionError:
+                return f"line {n}: nested too deeply to be a MISP event"
         return docs
     if isinstance(doc, dict) and isinstance(doc.get("response"), list):
         return list(doc["response"])
@@ -667,6 +718,24 @@ def _parse_tags(event: MISPEvent) -> dict[str, list[str]]:
         else:
             found.setdefault(f"{ns}:{pred}", []).append(value)
     return found
+
+
+def _tlp_tag(name: object) -> str | None:
+    """A tag of the ``tlp`` namespace in any spelling (``TLP : red``, ``tlp:red="true"``), lower
+    case without spaces; None for a tag of another namespace."""
+    squeezed = re.sub(r"\s+", "", str(name)).lower()
+    return squeezed if squeezed.startswith("tlp:") else None
+
+
+def _odd_tlp_tags(event: MISPEvent) -> list[str]:
+    """The event's ``tlp`` tags that are not plainly a TLP value (``tlp:red="yes"``, ``TLP :
+    red``): :func:`_parse_tags` would not read them as TLP, so the TLP read would be another."""
+    odd = []
+    for tag in event.tags:
+        raw = str(getattr(tag, "name", "")).strip().lower()
+        if _tlp_tag(raw) is not None and raw not in _TLP_FROM_TAG:
+            odd.append(raw)
+    return odd
 
 
 def _one(tags: Mapping[str, list[str]], predicate: str) -> str | None:
@@ -705,7 +774,9 @@ def _grading(tags: Mapping[str, list[str]]) -> dict[str, Any]:
     tlps = sorted({_TLP_FROM_TAG[t] for t in tags.get("tlp", []) if t in _TLP_FROM_TAG})
     unknown = sorted(t for t in tags.get("tlp", []) if t not in _TLP_FROM_TAG)
     problems = []
-    if unknown and not tlps:
+    if unknown:
+        # Even beside a known one: tlp:ex:chr or a misspelt tlp:amber-strict says something
+        # stricter may apply, and reading only the known tag would resolve it to the weaker.
         problems.append(
             f"TLP tag {unknown[0]} is not TLP 2.0 (use tlp:clear|green|amber|amber+strict|red)"
         )
@@ -750,10 +821,23 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
         raise MispFormatError(
             'a redacted export (tag intelbus:status="redacted"): fields were left out, not published'
         )
+    if str(getattr(event, "info", "") or "").startswith("[RETRACTED]"):
+        raise MispFormatError("a retracted record (its title says [RETRACTED]): not published")
+    if odd := _odd_tlp_tags(event):
+        raise MispFormatError(
+            f"TLP tag {odd[0][:40]} is not TLP 2.0 (use tlp:clear|green|amber|amber+strict|red)"
+        )
     grading = _grading(tags)
+    _check_sharing(event, grading)
     objects: dict[str, list[MISPObject]] = {}
     for o in _live(event.objects):
         objects.setdefault(str(o.name), []).append(o)
+    _check_not_redacted(objects)
+    for single in ("geolocation", "incident", "victim"):
+        # One record has one place, one incident, one victim: of two, reading the first would
+        # drop the other without a word (another time, another place).
+        if len(objects.get(single, [])) > 1:
+            raise MispFormatError(f"{len(objects[single])} {single} objects: one record has one")
     refs = _references(objects)
     grading["handling_conditions"], descriptions = _annotations(objects)
     # An analyst may have written the description as a plain text attribute of the event.
@@ -821,6 +905,71 @@ def record_from_event(event: MISPEvent) -> dict[str, Any]:
     return {k: v for k, v in record.items() if v is not None or k in _NULLABLE}
 
 
+#: MISP distributions narrower than a community: 0 your organisation only, 4 a sharing group.
+_NARROW: Final = frozenset({0, 4})
+
+
+def _distribution(item: object) -> int | None:
+    raw = getattr(item, "distribution", None)
+    try:
+        return None if raw is None or raw == "" else int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_sharing(event: MISPEvent, grading: Mapping[str, Any]) -> None:
+    """Refuse an event whose MISP sharing says something other than its TLP tag.
+
+    The TLP tag is what the record is published with; an event (or one of its attributes or
+    objects) that MISP keeps within the organisation or a sharing group while the tag says
+    CLEAR or GREEN, or an attribute tagged with another TLP than the event, is a conflict: it is
+    refused with its reason, never resolved to the wider of the two.
+
+    Raises:
+        MispFormatError: the conflict, named.
+    """
+    tlp = str(grading["tlp"])
+    wide = tlp in ("CLEAR", "GREEN") and grading.get("handling_code") != "C"
+    items: list[tuple[str, object]] = [("the event", event)]
+    for o in _live(event.objects):
+        items.append((f"object {o.name}", o))
+        items.extend((f"an attribute of object {o.name}", a) for a in _live(o.attributes))
+    items.extend((f"attribute {a.type}", a) for a in _live(event.attributes))
+    for what, item in items:
+        if wide and _distribution(item) in _NARROW:
+            raise MispFormatError(
+                f"{what} is shared only within an organisation or sharing group (distribution "
+                f"{_distribution(item)}) but tagged TLP {tlp}: a conflict is refused, not resolved"
+            )
+        for tag in getattr(item, "tags", None) or ():
+            name = _tlp_tag(getattr(tag, "name", ""))
+            if name is not None and _TLP_FROM_TAG.get(name) != tlp:
+                raise MispFormatError(
+                    f"{what} is tagged {name} but the event TLP {tlp}: a conflict is refused, "
+                    "not resolved"
+                )
+
+
+def _check_not_redacted(objects: Mapping[str, list[MISPObject]]) -> None:
+    """Refuse a redacted export whose ``intelbus:status="redacted"`` tag was taken off: its
+    record reference still names the redacted fields, or a vehicle says its details were
+    withheld (the placeholder itself is refused for every input format by the publisher).
+
+    Raises:
+        MispFormatError: it is a redacted copy.
+    """
+    for o in objects.get("internal-reference", []):
+        if "; redacted fields " in str(getattr(o, "comment", "") or ""):
+            raise MispFormatError(
+                "a redacted export (its record reference names redacted fields): not published"
+            )
+    for v in objects.get("vehicle", []):
+        if _first(_values(v), "description") == _WITHHELD:
+            raise MispFormatError(
+                "a redacted export (a vehicle's details were withheld by policy): not published"
+            )
+
+
 def _references(objects: Mapping[str, list[MISPObject]]) -> dict[str, str]:
     """internal-reference objects by their type (lower case): record id, reporter, crime ref."""
     refs: dict[str, str] = {}
@@ -854,6 +1003,8 @@ def _persons(objects: Mapping[str, list[MISPObject]]) -> tuple[list[dict[str, An
         v = _values(o)
         summary = _str_or_none(_first(v, "text"))
         if str(_first(v, "role") or "") == _OFFENDER:
+            if offender is not None:  # a second culprit would silently replace the first
+                raise MispFormatError("two offender descriptions (person with role Culprit)")
             offender = summary
             continue
         clothing = None

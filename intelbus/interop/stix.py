@@ -102,6 +102,7 @@ from typing import Any, Final
 
 from intelbus.policy.redact import REDACTED
 from intelbus.store.base import StoredRecordView
+from intelbus.store.subject import enforce_redactions
 from schemas import schema_dir
 
 #: The JSON schema of the intelbus property-extension (shipped with the package).
@@ -375,7 +376,10 @@ def _versions(view: StoredRecordView) -> list[_Version]:
         number: int, payload: Mapping[str, Any], at: datetime, added: datetime, revoked: bool
     ) -> None:
         found: list[str] = []
-        clean = _unredacted(payload, "", found)
+        # The second lock the MISP and subject exports have too: a value a stored payload (of any
+        # version) holds at a path the store lists as redacted does not go out.
+        locked = enforce_redactions(dict(payload), view.redacted_fields)
+        clean = _unredacted(locked, "", found)
         out.append(_Version(number, clean, tuple(found), at, added, revoked))
 
     # date_added is the store's clock, never the producer's or the broker's: a correction the

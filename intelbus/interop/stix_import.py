@@ -10,7 +10,9 @@ record models like any other input: nothing here is trusted.
 Fail closed: an object without the extension's grading, or without exactly one TLP 2.0 marking
 (or whose marking and extension disagree), is refused with its own error; the grading and the TLP
 are never defaulted. A TLP 1.0 marking is refused too: its AMBER cannot tell AMBER from
-AMBER+STRICT. Revoked objects are skipped with an error (a revoked record is not to be
+AMBER+STRICT; so is any other marking beside the TLP 2.0 one, or a granular marking (what it says
+could not travel with the record). Objects of one record that disagree are refused, never
+resolved. Revoked objects are skipped with an error (a revoked record is not to be
 republished), and so is a force's redacted copy (the extension lists ``redacted_fields``): what a
 policy left out must not be published as never there. The sightings of one record (one per behaviour) are put back together by the
 record id in their extension.
@@ -64,6 +66,9 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
     except json.JSONDecodeError as e:
         yield "document", None, f"not JSON: {e.msg} at line {e.lineno}"
         return
+    except RecursionError:  # json's parser recurses: one line, never a traceback
+        yield "document", None, "nested too deeply to be a STIX bundle"
+        return
     if not isinstance(doc, Mapping) or doc.get("type") != "bundle":
         yield "document", None, "not a STIX bundle (an object with type 'bundle')"
         return
@@ -71,14 +76,7 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
     if not isinstance(raw, list):
         yield "document", None, "the bundle has no objects list"
         return
-    objects: dict[str, Mapping[str, Any]] = {}
-    for obj in raw:
-        if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
-            continue
-        known = objects.get(obj["id"])
-        # Several versions of one object: the latest (``modified``) stands.
-        if known is None or str(obj.get("modified", "")) >= str(known.get("modified", "")):
-            objects[obj["id"]] = obj
+    objects = _latest(raw)
     groups: dict[str, list[Mapping[str, Any]]] = {}
     wanted = (kind,) if kind is not None else _KINDS
     for obj in objects.values():
@@ -96,12 +94,32 @@ def records_from_stix(text: str, kind: str | None = None) -> Iterator[Result]:
         yield _record(members, objects, related)
 
 
+def _latest(raw: list[Any]) -> dict[str, Mapping[str, Any]]:
+    """The latest version (``modified``) of each object of the bundle, by id."""
+    objects: dict[str, Mapping[str, Any]] = {}
+    revoked: set[str] = set()
+    for obj in raw:
+        if not isinstance(obj, Mapping) or not isinstance(obj.get("id"), str):
+            continue
+        if obj.get("revoked") is True:
+            # Revocation is for good (STIX 2.1, 3.6): a "later" unrevoked version of a revoked
+            # object cannot bring a retracted record back.
+            revoked.add(obj["id"])
+        known = objects.get(obj["id"])
+        if known is None or str(obj.get("modified", "")) >= str(known.get("modified", "")):
+            objects[obj["id"]] = obj
+    for oid in revoked:
+        objects[oid] = {**objects[oid], "revoked": True}
+    return objects
+
+
 def _record_key(obj: Mapping[str, Any]) -> str:
     """The record an object belongs to: the record id in its extension or its intelbus external
     reference, else the object itself (another tool's sighting is one record)."""
     ext = _extension(obj)
     if ext is not None and isinstance(ext.get("record_id"), str):
-        return str(ext["record_id"])
+        # With the producer: two forces' records may share a record id, and must not merge.
+        return f"{ext.get('producer_id')}|{ext['record_id']}"
     for ref in obj.get("external_references") or ():
         if isinstance(ref, Mapping) and ref.get("source_name") == RECORD_SOURCE:
             return str(ref.get("external_id"))
@@ -114,7 +132,7 @@ def _extension(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return ext if isinstance(ext, Mapping) else None
 
 
-def _record(
+def _record(  # noqa: PLR0911 - one return per refusal
     members: list[Mapping[str, Any]],
     objects: Mapping[str, Mapping[str, Any]],
     related: Mapping[str, list[str]],
@@ -126,6 +144,9 @@ def _record(
     if not members:
         return where, None, "revoked: a revoked record is not published again"
     first = members[0]
+    problem = _disagreement(members)
+    if problem is not None:
+        return where, None, problem
     ext = _extension(first)
     if ext is None:
         return (
@@ -147,7 +168,10 @@ def _record(
     record["grading"] = grading
     place_in = ext.get("place")
     place: dict[str, Any] = dict(place_in) if isinstance(place_in, Mapping) else {}
-    place.update(_coordinates(first, objects, related))
+    coordinates, problem = _coordinates(first, objects, related, tlp)
+    if problem is not None:
+        return where, None, problem
+    place.update(coordinates)
     record["place"] = place
     description = first.get("description")
     if isinstance(description, str):
@@ -156,15 +180,36 @@ def _record(
         seen = first.get("first_seen")
         if isinstance(seen, str):
             record["observed_at"] = seen
-        record["behaviours"] = [
-            b
-            for b in (_behaviour(objects.get(str(o.get("sighting_of_ref")))) for o in members)
-            if b
-        ]
+        patterns = [objects.get(str(o.get("sighting_of_ref"))) for o in members]
+        if any(p is not None and _marked_otherwise(p, tlp) for p in patterns):
+            return (
+                where,
+                None,
+                "an attack-pattern is marked otherwise than its record: not published",
+            )
+        record["behaviours"] = [b for b in map(_behaviour, patterns) if b]
         # STIX has no empty list: none exported means none (redacted copies are refused above).
         record.setdefault("persons", [])
         record.setdefault("vehicles", [])
     return where, record, None
+
+
+#: What every object of one record must say alike: only the first is read for them, so a second
+#: saying otherwise (another grading, TLP, description) would be dropped without a word.
+_RECORD_WIDE = ("extensions", "object_marking_refs", "description", "first_seen", "created_by_ref")
+
+
+def _disagreement(members: list[Mapping[str, Any]]) -> str | None:
+    """Why the objects of one record cannot be one record (they say different things), or None.
+
+    Conflicts are refused, never resolved: taking the first object's grading would let a second
+    sighting of the same record marked TLP:RED (or graded C) be published as the first says.
+    """
+    for key in _RECORD_WIDE:
+        values = {json.dumps(o.get(key), sort_keys=True, default=str) for o in members}
+        if len(values) > 1:
+            return f"the record's objects disagree on {key}: a conflict is refused, not resolved"
+    return None
 
 
 def _grading(ext: Mapping[str, Any], tlp: str) -> tuple[dict[str, Any] | None, str]:
@@ -193,6 +238,13 @@ def _tlp(members: list[Mapping[str, Any]]) -> tuple[str, str | None]:
     found: set[str] = set()
     for obj in members:
         refs = obj.get("object_marking_refs")
+        # Any other marking (TLP 1.0 RED beside TLP 2.0 GREEN, a statement, PAP) or a granular
+        # marking on one property says something this importer cannot carry: dropped, the record
+        # would travel under the weaker TLP alone. Refused instead.
+        other = [r for r in refs or () if r not in _TLP_BY_MARKING]
+        if other or obj.get("granular_markings"):
+            what = f"marking {str(other[0])[:80]}" if other else "a granular marking"
+            return "", f"{what} is not one TLP 2.0 marking of the whole object: not published"
         marks = {_TLP_BY_MARKING[r] for r in refs or () if r in _TLP_BY_MARKING}
         if len(marks) != 1:
             return "", "no single TLP 2.0 marking (object_marking_refs): TLP is never defaulted"
@@ -202,23 +254,46 @@ def _tlp(members: list[Mapping[str, Any]]) -> tuple[str, str | None]:
     return found.pop(), None
 
 
+def _marked_otherwise(obj: Mapping[str, Any], tlp: str) -> bool:
+    """Whether an object a record refers to (its location, its attack-pattern) carries a marking
+    other than the record's TLP: what it holds would travel under the record's TLP alone."""
+    marks = obj.get("object_marking_refs")
+    return bool(obj.get("granular_markings")) or bool(
+        marks and list(marks) != [TLP2_MARKINGS[tlp][0]]
+    )
+
+
 def _coordinates(
     main: Mapping[str, Any],
     objects: Mapping[str, Mapping[str, Any]],
     related: Mapping[str, list[str]],
-) -> dict[str, float]:
-    """Latitude and longitude of the first point location the object refers to."""
+    tlp: str,
+) -> tuple[dict[str, float], str | None]:
+    """Latitude and longitude of the point location the object refers to, or why not.
+
+    Refused, not resolved: a point location marked otherwise than the record (its coordinates
+    TLP:RED under a GREEN sighting would travel GREEN), and two point locations that disagree.
+    """
     where = main.get("where_sighted_refs")
     refs = [str(r) for r in where] if isinstance(where, list) else []
     refs.extend(related.get(str(main.get("id")), ()))
+    found: set[tuple[float, float]] = set()
     for ref in refs:
         loc = objects.get(ref)
         if loc is None or loc.get("type") != "location":
             continue
         lat, lon = loc.get("latitude"), loc.get("longitude")
-        if isinstance(lat, (int, float)) and isinstance(lon, (int, float)):
-            return {"latitude": float(lat), "longitude": float(lon)}
-    return {}
+        if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+            continue
+        if _marked_otherwise(loc, tlp):
+            return {}, "a location is marked otherwise than its record: not published"
+        found.add((float(lat), float(lon)))
+    if len(found) > 1:
+        return {}, "the record's point locations disagree: a conflict is refused, not resolved"
+    if not found:
+        return {}, None
+    ((lat, lon),) = found
+    return {"latitude": lat, "longitude": lon}, None
 
 
 def _behaviour(pattern: Mapping[str, Any] | None) -> str | None:

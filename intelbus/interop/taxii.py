@@ -130,9 +130,12 @@ def parse_timestamp(value: str, what: str) -> datetime:
             digits = len(rest) - len(rest.lstrip("0123456789"))
             text = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        parsed = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        # In UTC now: 0001-01-01T00:00:00+14:00 is before year 1 in UTC, and converting it
+        # later (to log the query) would be an OverflowError, a 500 for a client's typo.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise TaxiiError(400, f"{what} is not a timestamp", f"got {value[:40]!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 # --- The items a collection holds. -----------------------------------------------------------------
@@ -275,9 +278,12 @@ def parse_query(params: Mapping[str, Sequence[str]], *, page_size: int) -> Query
         one[name] = values[0]
     limit = None
     if "limit" in one:
-        if not one["limit"].isdigit() or int(one["limit"]) < 1:
+        text = one["limit"]
+        # ASCII digits, and few of them: str.isdigit also takes "²" (int() refuses it) and int()
+        # refuses more than 4300 digits; either would be a 500 for a client's typo.
+        if not (text.isascii() and text.isdigit() and len(text) <= 12) or int(text) < 1:
             raise TaxiiError(400, "limit is a positive integer")
-        limit = int(one["limit"])
+        limit = int(text)
     versions = tuple(_listed(one.get("match[version]", "last"))) or ("last",)
     for v in versions:
         if v not in ("last", "first", "all"):

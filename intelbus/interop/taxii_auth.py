@@ -7,8 +7,10 @@ The users file (JSON, mode 0600, written by ``intelbus taxii add-user``) names e
                "cst": {"password": null, "justification": null}}}
 
 A client is either a user with a password (HTTP Basic, checked against the Argon2id hash) or a
-client certificate from the bus CA whose CN is a user (mutual TLS; the TLS layer has already
-checked the chain). A user without a password can only come in with a certificate. A
+client certificate from the bus CA whose CN is a certificate-only user (mutual TLS; the TLS layer
+has already checked the chain). A user without a password can only come in with a certificate; a
+user with one only with it (the bus CA's client certificates are issued for Kafka and live on an
+agency's hosts: one must not stand in for a password). A
 ``justification`` is the user's standing reason for reading restricted records (TLP:AMBER+STRICT,
 TLP:RED, handling code C); without one those records are left out of everything the user sees.
 
@@ -92,12 +94,13 @@ def _user(name: str, entry: object) -> TaxiiUser:
 
 
 def load_users(path: Path) -> dict[str, TaxiiUser]:
-    """The users of ``path`` (which must be private: 0600).
+    """The users of ``path`` (which must be private, 0600, and this user's own).
 
     Raises:
-        ConfigError: unreadable, open to others, or not a users file.
+        InsecureFileError: open to others, or another user's (a local user's file at the path).
+        ConfigError: unreadable or not a users file.
     """
-    data = read_private(path, what=_USERS_WHAT)
+    data = read_private(path, what=_USERS_WHAT, own=True)
     try:
         raw = json.loads(data.decode())
         users = raw["users"]
@@ -178,7 +181,7 @@ class Authenticator:
         self._path = users_file
         self._lock = threading.Lock()
         self._verifying = threading.BoundedSemaphore(_MAX_VERIFYING)
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._users: dict[str, TaxiiUser] = {}
         self._key = _nacl.random_bytes(32)
         self._verified: dict[str, tuple[bytes, float]] = {}
@@ -193,7 +196,9 @@ class Authenticator:
             st = self._path.stat()
         except OSError as e:
             raise ConfigError(f"cannot read {_USERS_WHAT} {self._path}: {e.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
+        # The inode and change time too: an edit that keeps the size and mtime (a backup put
+        # back with `cp -p`, two writes within one timestamp tick) is still a change.
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         with self._lock:
             if stamp == self._stamp:
                 return
@@ -246,7 +251,11 @@ class Authenticator:
             return Principal(user.name, "basic", user.justification)
         if certificate_user is not None:
             user = users.get(certificate_user)
-            if user is None:
+            # Only a certificate-only user (password null) comes in with a certificate: the bus
+            # CA's client certificates are issued for Kafka and sit on every host of an agency,
+            # so a certificate whose CN happens to be a password user's name (or a leaked one)
+            # must not stand in for that user's password.
+            if user is None or user.password_hash is not None:
                 raise AuthFailed(403, "this certificate's user may not read this server")
             return Principal(user.name, "certificate", user.justification)
         raise AuthFailed(401, "authenticate with a client certificate or HTTP Basic")

@@ -28,6 +28,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from intelbus.errors import ConfigError, IntelbusError
+from intelbus.files import check_private
 from intelbus.interop.taxii import TAXII_MEDIA_TYPE, Response, TaxiiError, TaxiiService
 from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal
 from intelbus.log import get_logger
@@ -56,7 +57,10 @@ def server_context(tls: TlsFiles) -> ssl.SSLContext:
 
     Raises:
         ConfigError: the files cannot be loaded.
+        InsecureFileError: the key file is open to group or others (a local user could read it
+            and pose as this server), as the bus's own TLS key files are refused.
     """
+    check_private(tls.key_file, what="TAXII server TLS key file")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -84,6 +88,13 @@ def accepts_taxii(accept: str | None) -> bool:
         if not version or version == ["2.1"]:
             return True
     return False
+
+
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character escaped: a request line may carry an escape
+    sequence (ESC is not whitespace to http.server), and the console log renders strings raw, so
+    an unauthenticated client could otherwise drive the operator's terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def certificate_user(peer: dict[str, Any] | None) -> str | None:
@@ -198,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "taxii.request",
             method=getattr(self, "command", None),
-            path=urlsplit(getattr(self, "path", "")).path[:200],
+            path=_printable(urlsplit(getattr(self, "path", "")).path[:200]),
             status=response.status,
             user=user,
         )
@@ -226,8 +237,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, *, read: bool) -> None:
         who: Principal | None = None
-        if not read or self.headers.get("Content-Length", "0") != "0":
-            self.close_connection = True  # a request body this server never reads
+        body = self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers
+        if not read or body:
+            # A request body this server never reads: left on a kept-alive connection, a chunked
+            # one would be read as the next request (smuggled past whatever fronts the server).
+            self.close_connection = True
         try:
             if len(self.path) > _MAX_URL:
                 raise TaxiiError(414, "the URL is too long")
