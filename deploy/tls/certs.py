@@ -62,6 +62,7 @@ class Kind(enum.StrEnum):
     AGENCY = "agency"
     OPERATOR = "operator"
     BROKER = "broker"
+    SERVER = "server"
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +225,25 @@ class CertificateAuthority:
         _write_private(issued.key_file.with_name("broker.keystore.pem"), keystore)
         return issued
 
+    def issue_server(
+        self,
+        name: str,
+        hosts: Sequence[str] = (),
+        *,
+        now: datetime | None = None,
+        validity: timedelta = LEAF_VALIDITY,
+    ) -> IssuedCert:
+        """A certificate for a service other than Kafka (the TAXII server), SANs for loopback and
+        ``hosts``, written under ``servers/``.
+
+        It is good for serving TLS only (extended key usage serverAuth, not clientAuth), so its
+        key, which sits on a force's host, can neither act as a broker nor log in to one; the
+        brokers' key stays on the brokers.
+        """
+        check_agency_id(name)  # the same plain-name rule: it becomes a file name and a CN
+        names = tuple(dict.fromkeys((*LOOPBACK_HOSTS, *hosts)))
+        return self._issue(name, Kind.SERVER, names, now, validity, self.folder / "servers")
+
     def _issue(  # noqa: PLR0917 - private; every caller passes all six
         self,
         name: str,
@@ -245,6 +265,8 @@ class CertificateAuthority:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if kind is Kind.BROKER:
             usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)  # brokers also dial each other
+        elif kind is Kind.SERVER:
+            usages = [ExtendedKeyUsageOID.SERVER_AUTH]  # serves TLS; never a client of the bus
         ca_public = self.cert.public_key()
         builder = (
             x509.CertificateBuilder()

@@ -50,9 +50,18 @@ def certs(
     host: list[str] = typer.Option(
         [], "--host", help="A broker host name or IP for the SANs (loopback is always in)."
     ),
+    server: list[str] = typer.Option(
+        [],
+        "--server",
+        help="Issue servers/NAME.pem for a TAXII server (TLS serving only), with the --server-host "
+        "names (repeat).",
+    ),
+    server_host: list[str] = typer.Option(
+        [], "--server-host", help="A host name or IP for the --server certificates' SANs."
+    ),
     rotate: bool = typer.Option(False, "--rotate", help="Re-issue certificates that exist."),
 ) -> None:
-    """Create the CA if needed; issue broker, admin and agency certificates (keys 0600)."""
+    """Create the CA if needed; issue broker, admin, agency and server certificates (keys 0600)."""
     try:
         ca = CertificateAuthority.open_or_create(tls_dir)
         wanted = list(dict.fromkeys(agency))
@@ -74,6 +83,9 @@ def certs(
         for agency_id in wanted:
             if rotate or not (tls_dir / "clients" / f"{agency_id}.pem").exists():
                 issued.append(ca.issue_agency(agency_id))
+        for name in dict.fromkeys(server):
+            if rotate or server_host or not (tls_dir / "servers" / f"{name}.pem").exists():
+                issued.append(ca.issue_server(name, server_host))
     except IntelbusError as e:  # CertError, directory and config errors
         raise _fail(str(e), 2) from None
     table = Table(title=f"certificates issued under {tls_dir} (CA {ca.ca_file.name})")

@@ -995,7 +995,7 @@ def test_taxii_a_server_key_others_may_read_is_refused(tmp_path: Path) -> None:
     as the server (to OpenCTI's connector, with the Basic password it sends). The bus refuses its
     own TLS key files so; the TAXII server did not. Was: loaded."""
     ca = CertificateAuthority.create(tmp_path / "tls")
-    cert = ca.issue_broker()
+    cert = ca.issue_server("taxii")
     tls = TlsFiles(Path(cert.cert_file), Path(cert.key_file), Path(ca.ca_file))
     Path(cert.key_file).chmod(0o644)
     with pytest.raises(InsecureFileError) as e:

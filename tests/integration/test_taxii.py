@@ -62,6 +62,7 @@ class Deployment:
     cst: IssuedCert  # a user's client certificate
     nobody: IssuedCert  # the bus CA's, but of no user
     foreign: IssuedCert  # another CA's
+    server_only: IssuedCert  # the bus CA's, for serving TLS only, CN of a certificate user
     process: subprocess.Popen[bytes]
 
     def server(self, **kw: Any) -> Server:
@@ -76,9 +77,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     folder = tmp_path_factory.mktemp("taxii")
     filled = fill(folder / "herts.sqlite", sightings=24, incidents=6)
     ca = CertificateAuthority.create(folder / "tls")
-    server_cert = ca.issue_broker()
+    server_cert = ca.issue_server("taxii")
     cst, nobody = ca.issue_agency("cst"), ca.issue_agency("nobody")
     foreign = CertificateAuthority.create(folder / "foreign").issue_agency("cst")
+    server_only = ca.issue_server("cst")
     users_file(
         folder / "users.json",
         ("opencti", SECRETS["opencti"], None),
@@ -115,7 +117,14 @@ page_size = 1000""",
                     raise AssertionError(process.stderr.read().decode()[-2000:]) from None
                 time.sleep(0.1)
         yield Deployment(
-            f"https://127.0.0.1:{port}/", ca.ca_file, filled, cst, nobody, foreign, process
+            f"https://127.0.0.1:{port}/",
+            ca.ca_file,
+            filled,
+            cst,
+            nobody,
+            foreign,
+            server_only,
+            process,
         )
     finally:
         process.terminate()
@@ -243,6 +252,11 @@ def test_mutual_tls_with_the_bus_ca_only(deployment: Deployment) -> None:
         _ = deployment.server(
             cert=(str(deployment.foreign.cert_file), str(deployment.foreign.key_file))
         ).title
+    # A server certificate of the bus CA (serverAuth only: `deploy certs --server`) is no client
+    # certificate, even with a user's name as its CN: the handshake refuses it.
+    only = deployment.server_only
+    with pytest.raises(requests.exceptions.SSLError):
+        _ = deployment.server(cert=(str(only.cert_file), str(only.key_file))).title
 
 
 def test_media_types_methods_and_parameters(deployment: Deployment) -> None:

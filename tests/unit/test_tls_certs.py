@@ -272,3 +272,44 @@ def test_cli_issues_broker_admin_and_agency_certificates_once(tmp_path: Path) ->
         app, ["deploy", "certs", "--tls-dir", str(tls), "--agency", "admin"]
     )
     assert refused.exit_code == 2
+
+
+def test_server_certificate_serves_tls_only_with_its_sans(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """`deploy certs --server taxii --server-host taxii.herts.example`: serverAuth alone (its key,
+    on a force's host, cannot be a Kafka client or a broker), loopback and the host among its
+    SANs, key 0600; a TLS client that trusts the bus CA accepts it for that host name."""
+    from typer.testing import CliRunner  # noqa: PLC0415 - only these tests drive the CLI
+
+    from intelbus.cli.main import app  # noqa: PLC0415
+
+    tls = tmp_path / "tls"
+    args = ["deploy", "certs", "--tls-dir", str(tls), "--server", "taxii"]
+    done = CliRunner().invoke(app, [*args, "--server-host", "taxii.herts.example"])
+    assert done.exit_code == 0, done.output
+    cert = read_certificate(tls / "servers" / "taxii.pem")
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"localhost", "taxii.herts.example"}
+    assert _mode(tls / "servers" / "taxii.key") == 0o600
+    # A client checking the host name against the bus CA accepts it.
+    client = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(tls / "servers" / "taxii.pem"), str(tls / "servers" / "taxii.key"))
+    a, b = socket.socketpair()
+    result: dict[str, object] = {}
+
+    def serve() -> None:
+        with server.wrap_socket(a, server_side=True) as s:
+            result["ok"] = s.recv(1)
+
+    t = threading.Thread(target=serve)
+    t.start()
+    with client.wrap_socket(b, server_hostname="taxii.herts.example") as c:
+        c.sendall(b"x")
+    t.join(5)
+    assert result["ok"] == b"x"
+    invalid = CliRunner().invoke(app, ["deploy", "certs", "--tls-dir", str(tls), "--server", "a b"])
+    assert invalid.exit_code == 2
