@@ -199,6 +199,22 @@ class StixEntry:
         return str(self.obj.get("modified") or self.obj.get("created"))
 
 
+#: The record's fields the extension carries as they are (the importer copies them back).
+RECORD_FIELDS: Final = (
+    "occurred_at",
+    "persons",
+    "vehicles",
+    "reporter_ref",
+    "police_crime_reference",
+    "category",
+    "mode",
+    "victim_type",
+    "victim_details",
+    "offender_description",
+    "status",
+)
+
+
 def stix_id(kind: str, *parts: str) -> str:
     """A STIX id that is the same for the same parts in every export.
 
@@ -439,19 +455,7 @@ def _extension(view: StoredRecordView, version: _Version, tlp: str) -> dict[str,
     }
     if place:
         ext["place"] = place
-    for key in (
-        "occurred_at",
-        "persons",
-        "vehicles",
-        "reporter_ref",
-        "police_crime_reference",
-        "category",
-        "mode",
-        "victim_type",
-        "victim_details",
-        "offender_description",
-        "status",
-    ):
+    for key in RECORD_FIELDS:
         if p.get(key) is not None:
             ext[key] = p[key]
     if version.redacted:

@@ -27,6 +27,7 @@ from typing import Any
 from intelbus.interop.stix import (
     BEHAVIOUR_SOURCE,
     EXTENSION_ID,
+    RECORD_FIELDS,
     RECORD_SOURCE,
     TLP2_MARKINGS,
     UNSPECIFIED,
@@ -36,20 +37,7 @@ from intelbus.interop.stix import (
 _TLP_BY_MARKING = {marking: tlp for tlp, (marking, _, _) in TLP2_MARKINGS.items()}
 _KINDS = ("sighting", "incident")
 #: Extension properties copied back into the record as they are.
-_COPIED = (
-    "record_id",
-    "occurred_at",
-    "persons",
-    "vehicles",
-    "reporter_ref",
-    "police_crime_reference",
-    "category",
-    "mode",
-    "victim_type",
-    "victim_details",
-    "offender_description",
-    "status",
-)
+_COPIED = ("record_id", *RECORD_FIELDS)
 
 Result = tuple[str, dict[str, Any] | None, str | None]
 
