@@ -1,7 +1,7 @@
 """``intelbus publish ...`` and ``intelbus heartbeat``: a producer's commands.
 
-``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines, CSV or MISP
-event JSON (``--format misp``; docs/interop.md) (a file, or
+``publish sighting|incident|correction|retraction|erasure FILE`` reads JSON, JSON Lines, CSV, a STIX
+2.1 bundle (``--format stix``) or MISP event JSON (``--format misp``; docs/interop.md) (a file, or
 ``-`` for stdin; docs/inputs.md), makes what people type canonical, validates each item with the
 models (every problem of an item at once), publishes it, and prints what the broker acknowledged
 (record id, topic, partition, offset) or why not, item by item. It can be run again on the same
@@ -206,7 +206,10 @@ def _print(outcome: dict[str, object], as_json: bool) -> None:
 
 def _command(kind: str) -> Callable[..., None]:
     def command(
-        source: str = typer.Argument("-", help="A .json, .jsonl or .csv file, or - for stdin."),
+        source: str = typer.Argument(
+            "-",
+            help="A .json, .jsonl or .csv file (or STIX or MISP with --format), or - for stdin.",
+        ),
         config: Path = _CONFIG,
         fmt: str | None = typer.Option(
             None,
