@@ -40,6 +40,7 @@ from intelbus.kinds import Family
 from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
+from intelbus.web_config import WebConfig, resolve_paths
 
 
 class ConsumerConfig(BaseModel):
@@ -66,6 +67,8 @@ class ConsumerConfig(BaseModel):
     #: The read-only TAXII 2.1 server over this store (``intelbus taxii serve``); the consumer
     #: itself ignores it.
     taxii: TaxiiConfig | None = None
+    #: The analyst's and operator's console (``intelbus web``); the consumer itself ignores it.
+    web: WebConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> ConsumerConfig:
@@ -91,6 +94,9 @@ class ConsumerConfig(BaseModel):
             for key in TAXII_PATH_KEYS:
                 if key in taxii:
                     taxii[key] = str(base / taxii[key])
+        web = raw.get("web")
+        if isinstance(web, dict):
+            resolve_paths(web, base)
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:

@@ -32,6 +32,7 @@ from intelbus.errors import ConfigError
 from intelbus.tomlfile import read_toml
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
+from intelbus.web_config import WebConfig, resolve_paths
 
 
 class ProducerConfig(BaseModel):
@@ -53,6 +54,8 @@ class ProducerConfig(BaseModel):
     #: How long one record may take to be acknowledged, all attempts together, before the
     #: publish stops with one line and leaves it pending (``intelbus publish retry``).
     delivery_timeout_s: Annotated[float, Field(ge=1, le=600)] = 30.0
+    #: The report form (``intelbus web``); the publisher itself ignores it.
+    web: WebConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> ProducerConfig:
@@ -71,6 +74,9 @@ class ProducerConfig(BaseModel):
             for key in ("ca_file", "cert_file", "key_file"):
                 if key in tls:
                     tls[key] = str(base / tls[key])
+        web = raw.get("web")
+        if isinstance(web, dict):
+            resolve_paths(web, base)
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:

@@ -22,6 +22,7 @@ from intelbus.cli import (
     store_cmd,
     taxii_cmd,
     topics_cmd,
+    web_cmd,
 )
 from intelbus.log import configure
 
@@ -49,6 +50,7 @@ app.add_typer(store_cmd.app, name="store")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(deploy_cmd.app, name="deploy")
 app.add_typer(taxii_cmd.app, name="taxii")
+app.add_typer(web_cmd.app, name="web")
 
 
 def _version(value: bool) -> None:

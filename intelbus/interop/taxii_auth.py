@@ -240,22 +240,39 @@ class Authenticator:
             AuthFailed: 401 (no or wrong credentials), 403 (a certificate whose CN is no user).
             ConfigError: the users file cannot be read.
         """
-        users = self.users()
         if authorization is not None:
             creds = parse_basic(authorization)
             if creds is None:
                 raise AuthFailed(401, "credentials are HTTP Basic")
-            user = users.get(creds[0])
-            if not self._password_ok(user, creds[1]) or user is None:
-                raise AuthFailed(401, "wrong user name or password")
-            return Principal(user.name, "basic", user.justification)
+            return self.password(*creds)
         if certificate_user is not None:
-            user = users.get(certificate_user)
-            # Only a certificate-only user (password null) comes in with a certificate: the bus
-            # CA's client certificates are issued for Kafka and sit on every host of an agency,
-            # so a certificate whose CN happens to be a password user's name (or a leaked one)
-            # must not stand in for that user's password.
-            if user is None or user.password_hash is not None:
-                raise AuthFailed(403, "this certificate's user may not read this server")
-            return Principal(user.name, "certificate", user.justification)
+            return self.certificate(certificate_user)
         raise AuthFailed(401, "authenticate with a client certificate or HTTP Basic")
+
+    def password(self, name: str, password: str) -> Principal:
+        """The principal of a user name and password (Argon2id; as slow for unknown names).
+
+        Raises:
+            AuthFailed: 401, wrong user name or password.
+            ConfigError: the users file cannot be read.
+        """
+        user = self.users().get(name)
+        if not self._password_ok(user, password) or user is None:
+            raise AuthFailed(401, "wrong user name or password")
+        return Principal(user.name, "basic", user.justification)
+
+    def certificate(self, name: str) -> Principal:
+        """The principal of a verified client certificate's CN.
+
+        Raises:
+            AuthFailed: 403, the CN is no certificate-only user.
+            ConfigError: the users file cannot be read.
+        """
+        user = self.users().get(name)
+        # Only a certificate-only user (password null) comes in with a certificate: the bus
+        # CA's client certificates are issued for Kafka and sit on every host of an agency,
+        # so a certificate whose CN happens to be a password user's name (or a leaked one)
+        # must not stand in for that user's password.
+        if user is None or user.password_hash is not None:
+            raise AuthFailed(403, "this certificate's user may not read this server")
+        return Principal(user.name, "certificate", user.justification)

@@ -1,0 +1,125 @@
+"""Sign-in, sign-out and the home page: the only pages a stranger may reach is the sign-in form.
+
+Sign-in checks the user name and password against the users file (Argon2id, as slow for an
+unknown name as for a known one), or, with HTTPS and the bus CA configured, a client certificate
+whose CN is a certificate-only user (the same rule as the TAXII server: a certificate never
+stands in for a password user). The sign-in form is protected against login CSRF by a token in a
+short-lived cookie that must match the form's hidden field (there is no session to hold it yet).
+A new session (and cookie) is made at every sign-in, so a cookie planted before cannot be adopted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from intelbus.errors import IntelbusError
+from intelbus.interop.taxii_auth import AuthFailed, Principal
+from intelbus.log import get_logger
+from web.app import Page, Route
+from web.http import Response, local_path, redirect
+
+log = get_logger("web.signin")
+
+_MAX_NAME = 128
+_MAX_PASSWORD = 1024
+
+
+def _signin_form(page: Page, status: int = 200, error: str | None = None) -> Response:
+    console = page.console
+    token = secrets.token_urlsafe(24)
+    secure = "; Secure" if console.tls else ""
+    cookie = (
+        "Set-Cookie",
+        f"{console.signin_cookie}={token}; Path=/; Max-Age=900; HttpOnly; SameSite=Strict{secure}",
+    )
+    return page.render(
+        "signin.html",
+        status=status,
+        signin_token=token,
+        next=local_path(page.request.arg("next") or page.request.field("next")),
+        error=error,
+        certificate_user=page.request.certificate_user,
+    ).with_headers(cookie)
+
+
+def signin_page(page: Page) -> Response:
+    if page.session is not None:
+        return redirect(local_path(page.request.arg("next")))
+    return _signin_form(page)
+
+
+def _signin_token_ok(page: Page) -> bool:
+    sent = page.request.field("signin_token") or ""
+    held = page.request.cookies.get(page.console.signin_cookie) or ""
+    return bool(sent) and hmac.compare_digest(sent.encode(), held.encode())
+
+
+def _start(page: Page, who: Principal) -> Response:
+    console = page.console
+    console.sessions.drop(page.request.cookies.get(console.cookie))
+    token, _ = console.sessions.create(
+        who.user, "certificate" if who.method == "certificate" else "password"
+    )
+    log.info("web.signed_in", user=who.user, method=who.method)
+    return redirect(
+        local_path(page.request.field("next")),
+        console.session_cookie(token),
+        console.clear_cookie(console.signin_cookie),
+    )
+
+
+def signin(page: Page) -> Response:
+    if not _signin_token_ok(page):
+        return _signin_form(page, 403, "The sign-in form expired: try again.")
+    name = (page.request.field("user") or "").strip()
+    password = page.request.field("password") or ""
+    if not name or not password or len(name) > _MAX_NAME or len(password) > _MAX_PASSWORD:
+        return _signin_form(page, 401, "Give your user name and password.")
+    try:
+        who = page.console.auth.password(name, password)
+    except AuthFailed:
+        log.info("web.signin_refused", method="password")
+        return _signin_form(page, 401, "Wrong user name or password.")
+    except IntelbusError as e:
+        log.warning("web.users_file_unreadable", error=type(e).__name__)
+        return _signin_form(page, 503, "The console cannot read its users file: call its operator.")
+    return _start(page, who)
+
+
+def signin_certificate(page: Page) -> Response:
+    if not _signin_token_ok(page):
+        return _signin_form(page, 403, "The sign-in form expired: try again.")
+    cn = page.request.certificate_user
+    if cn is None:
+        return _signin_form(page, 401, "Your browser sent no certificate from the bus CA.")
+    try:
+        who = page.console.auth.certificate(cn)
+    except AuthFailed:
+        log.info("web.signin_refused", method="certificate")
+        return _signin_form(page, 403, "This certificate's user may not use this console.")
+    except IntelbusError as e:
+        log.warning("web.users_file_unreadable", error=type(e).__name__)
+        return _signin_form(page, 503, "The console cannot read its users file: call its operator.")
+    return _start(page, who)
+
+
+def signout(page: Page) -> Response:
+    console = page.console
+    console.sessions.drop(page.request.cookies.get(console.cookie))
+    log.info("web.signed_out", user=page.user)
+    return redirect("/signin", console.clear_cookie(console.cookie))
+
+
+def home(page: Page) -> Response:
+    first = page.console.nav[0].path if page.console.nav else "/signin"
+    return redirect(first)
+
+
+ROUTES = (
+    Route("GET", r"/signin", signin_page, public=True),
+    Route("POST", r"/signin", signin, public=True),
+    Route("POST", r"/signin/certificate", signin_certificate, public=True),
+    Route("POST", r"/signout", signout),
+    Route("GET", r"/", home),
+)
