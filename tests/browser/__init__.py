@@ -1,0 +1,1 @@
+"""Browser tests: the web console in Debian's headless Chromium (see kit.py)."""
