@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,10 @@ from intelbus.store import open_store
 from intelbus.store.access import AccessLog
 from tests.taxii_store import fill, users_file
 from tests.webconsole import Client, RunningConsole
+from web.app import Route
 from web.sessions import SessionStore
 
-PASSWORD = "correct horse battery"
+PASSWORD = "correct horse battery"  # noqa: S105 - a test user's
 CSP_PARTS = (
     "default-src 'none'",
     "script-src 'self'",
@@ -68,7 +70,8 @@ def test_every_page_without_a_session_goes_to_sign_in_and_names_no_page(
     for path in ("/", "/records", "/no-such-page", "/static/../web/app.py", "/signout"):
         reply = client.get(path)
         assert reply.status == 303, path
-        assert reply.location is not None and reply.location.startswith("/signin?next="), path
+        assert reply.location is not None, path
+        assert reply.location.startswith("/signin?next="), path
     # A POST without a session is refused outright (never performed, never redirected into).
     assert client.post("/signout", {"csrf": "x"}).status == 403
     assert client.post("/records", {"csrf": "x"}).status == 403
@@ -82,13 +85,16 @@ def test_sign_in_with_the_password_gives_a_fresh_http_only_strict_cookie(
     page = client.get("/signin")
     assert page.status == 200
     cookie = page.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
     reply = client.sign_in("ana", PASSWORD)
     assert reply.status == 303
     assert reply.location == "/"
     assert client.cookies["intelbus"] != "planted-by-someone-else"
     set_cookie = reply.headers["set-cookie"]
-    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/" in set_cookie
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=Strict" in set_cookie
+    assert "Path=/" in set_cookie
     assert client.get("/no-such-page").status == 404  # signed in: now the page is looked up
 
 
@@ -131,8 +137,6 @@ def test_sign_in_form_needs_its_own_token_login_csrf(running: RunningConsole) ->
 def test_next_never_leaves_the_console(running: RunningConsole, target: str) -> None:
     client = running.client()
     page = client.get("/signin")
-    import re
-
     token = re.search(r'name="signin_token" value="([^"]+)"', page.body)
     assert token is not None
     reply = client.post(
@@ -164,7 +168,8 @@ def test_posts_without_the_sessions_csrf_token_or_from_another_origin_are_refuse
     # Still signed in after every refusal; the genuine form works.
     assert client.get("/no-such-page").status == 404
     reply = client.post("/signout", {"csrf": token})
-    assert reply.status == 303 and reply.location == "/signin"
+    assert reply.status == 303
+    assert reply.location == "/signin"
     assert client.get("/no-such-page").status == 303
     assert other.get("/no-such-page").status == 404  # bob's session is his own
 
@@ -189,7 +194,8 @@ def test_security_headers_on_every_answer(running: RunningConsole) -> None:
     for reply in replies:
         csp = reply.headers["content-security-policy"]
         assert all(part in csp for part in CSP_PARTS), csp
-        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
         assert reply.headers["x-content-type-options"] == "nosniff"
         assert reply.headers["x-frame-options"] == "DENY"
         assert reply.headers["cache-control"] == "no-store"
@@ -284,7 +290,8 @@ def test_sessions_end_when_idle_and_at_the_end_of_their_lifetime() -> None:
     now = [1000.0]
     table = SessionStore(idle_s=60, lifetime_s=300, clock=lambda: now[0])
     token, session = table.create("ana", "password")
-    assert "csrf" not in repr(session) and token not in repr(session)
+    assert "csrf" not in repr(session)
+    assert token not in repr(session)
     now[0] += 59
     assert table.get(token) is session
     now[0] += 61
@@ -295,12 +302,11 @@ def test_sessions_end_when_idle_and_at_the_end_of_their_lifetime() -> None:
         if now[0] - 1120 <= 300:
             assert table.get(token) is not None
     assert table.get(token) is None  # kept busy, still ends at its lifetime
-    assert table.get("") is None and table.get("x" * 500) is None
+    assert table.get("") is None
+    assert table.get("x" * 500) is None
 
 
 def test_a_defect_in_a_page_is_a_500_page_without_a_traceback(running: RunningConsole) -> None:
-    from web.app import Route
-
     def broken(page: object) -> object:
         raise RuntimeError("secret record text")
 
@@ -311,7 +317,8 @@ def test_a_defect_in_a_page_is_a_500_page_without_a_traceback(running: RunningCo
     finally:
         console.routes = console.routes[:-1]
     assert reply.status == 500
-    assert "secret record text" not in reply.body and "Traceback" not in reply.body
+    assert "secret record text" not in reply.body
+    assert "Traceback" not in reply.body
     assert "reference" in reply.body
 
 
