@@ -35,6 +35,7 @@ from intelbus.interop.taxii_auth import Authenticator
 from intelbus.interop.taxii_config import is_loopback
 from intelbus.log import get_logger
 from intelbus.store import Store, open_store
+from intelbus.store.base import OWNER_META_KEY
 from intelbus.web_config import WebConfig
 from web.http import HTML, Request, Response, redirect, with_query
 from web.sessions import Session, SessionStore
@@ -351,6 +352,14 @@ class Console:
             raise PageError(404, "this console has no store")
         store = open_store(location)
         try:
+            # A config pointing at another agency's store (a copied file, a wrong path): its
+            # records are not this console's to show.
+            owner = store.meta(OWNER_META_KEY)
+            if owner is not None and owner != self.settings.agency:
+                log.warning("web.foreign_store", owner=owner, agency=self.settings.agency)
+                raise PageError(
+                    403, f"this store belongs to {owner}, not {self.settings.agency}: nothing shown"
+                )
             yield store
         finally:
             store.close()

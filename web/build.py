@@ -43,6 +43,9 @@ def settings_for(
     elif "store" in raw:
         loaded = ConsumerConfig.load(config_path)
         role, store = FORCE, loaded.store
+        if "://" not in store and not Path(store).exists():
+            # open_store would make an empty one: a console of nothing, at a mistyped path.
+            raise ConfigError(f"no store at {store}: run the consumer first, or fix `store`")
     else:
         raise ConfigError(
             f"{config_path} is neither a producer's config (agreement) nor a consumer's (store)"

@@ -19,7 +19,7 @@ from rich.console import Console as RichConsole
 from intelbus.errors import ConfigError, StoreError
 from intelbus.interop.taxii_auth import add_user
 from intelbus.log import get_logger
-from web.app import FORCE
+from web.app import FORCE, PageError
 from web.build import build_console, serve, settings_for
 
 app = typer.Typer(
@@ -47,8 +47,11 @@ def web(
     settings = settings_for(config, bind=bind, port=port)
     console = build_console(settings)
     if settings.role == FORCE:
-        with console.store():  # a store that cannot be opened fails now, not at the first page
-            pass
+        try:
+            with console.store():  # a store that cannot be opened fails now, not at the first page
+                pass
+        except PageError as e:  # another agency's store
+            raise ConfigError(str(e)) from None
     try:
         server = serve(console)
     except OSError as e:
