@@ -76,7 +76,12 @@ def settings_for(
 
 def build_console(settings: ConsoleSettings) -> Console:
     """The console for ``settings``, its users file read now (a bad file fails before listening)."""
-    auth = Authenticator(settings.web.users_file)
+    users = settings.web.users_file
+    if users is not None and not users.exists():
+        raise ConfigError(
+            f"no users file at {users}: add a user with `intelbus web add-user NAME --users {users}`"
+        )
+    auth = Authenticator(users)
     if settings.role == PRODUCER:
         routes, nav = (*common.ROUTES, *producer.ROUTES), producer.NAV
     else:

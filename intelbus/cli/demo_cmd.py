@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -253,6 +254,7 @@ def _run(
                 f'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'
                 f'agreement = "agreement.toml"\nstate_file = "state/cst.sqlite"\n'
                 f'environment = "{ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\ntopic_prefix = "{prefix}"\n'
+                + web_section("cst", partners=FORCES)
             )
             published, refused = _publish_feed(workspace, seed, records)
             console.print(
@@ -359,6 +361,24 @@ def _publish_feed(workspace: Path, seed: int, records: int) -> tuple[list[str], 
     return published, refused
 
 
+#: Each agency's console (``intelbus web --config WORKSPACE/<agency>.toml``) on its own port.
+WEB_PORTS = {"cst": 8801, "met-police": 8802, "herts-police": 8803, "gmp": 8804}
+
+
+def web_section(agency: str, partners: Iterable[str] = ()) -> str:
+    """The ``[web]`` section of an agency's demo config: loopback, its own port and users file
+    (empty until ``intelbus web add-user``); CST's names the forces' policies for its preview."""
+    text = (
+        f'\n[web]\nport = {WEB_PORTS[agency]}\nusers_file = "web-users/{agency}.json"\n'
+        'audit_reports = "reports/audit"\n'
+    )
+    if partners:
+        text += "[web.partner_policies]\n" + "".join(
+            f'{force} = "{force}.policy.toml"\n' for force in partners
+        )
+    return text
+
+
 def _consume_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, Stats]:
     """Each force's consumer, until idle, each with its own policy and SQLite store."""
     results: dict[str, Stats] = {}
@@ -369,7 +389,7 @@ def _consume_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, Stat
             f'agency = "{force}"\nkey_file = "keys/{force}.key"\ndirectory = "directory"\n'
             f'policy = "{force}.policy.toml"\nstore = "stores/{force}.sqlite"\n'
             f'environment = "{ENVIRONMENT}"\nbootstrap_servers = "{bootstrap}"\n'
-            f'topic_prefix = "{prefix}"\ngroup_id = "{prefix}.{force}"\n'
+            f'topic_prefix = "{prefix}"\ngroup_id = "{prefix}.{force}"\n' + web_section(force)
         )
         consumer = AgencyConsumer.from_config(ConsumerConfig.load(workspace / f"{force}.toml"))
         try:
@@ -420,3 +440,11 @@ def _summary(results: dict[str, Stats], seconds: float, workspace: Path) -> None
         )
     console.print(table)
     console.print(f"stores, keys, directory and configs are in {workspace}")
+    console.print(
+        "web consoles: add yourself with `intelbus web add-user NAME --users "
+        f"{workspace}/web-users/met-police.json`, then `intelbus web --config "
+        f"{workspace}/met-police.toml` and open http://127.0.0.1:{WEB_PORTS['met-police']}/ "
+        f"(herts-police {WEB_PORTS['herts-police']}, gmp {WEB_PORTS['gmp']}; CST's report form "
+        f"{WEB_PORTS['cst']} with --config {workspace}/producer.toml, which needs the broker)",
+        highlight=False,
+    )

@@ -90,5 +90,6 @@ def add_user_cmd(
             password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
         if not password:
             raise ConfigError("the password is empty")
+    users.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     new = add_user(users, name, password)
     err.print(f"{'added' if new else 'replaced'} console user {name} in {users}", highlight=False)
