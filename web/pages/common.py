@@ -11,6 +11,7 @@ A new session (and cookie) is made at every sign-in, so a cookie planted before 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 
 from intelbus.errors import IntelbusError
@@ -22,12 +23,16 @@ from web.http import Response, local_path, redirect
 log = get_logger("web.signin")
 
 _MAX_NAME = 128
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 _MAX_PASSWORD = 1024
 
 
 def _signin_form(page: Page, status: int = 200, error: str | None = None) -> Response:
     console = page.console
-    token = secrets.token_urlsafe(24)
+    # One token per browser while its cookie lives: a second sign-in page in another tab (or a
+    # favicon fetch that lands here) must not invalidate the form already on the screen.
+    held = page.request.cookies.get(console.signin_cookie, "")
+    token = held if _TOKEN.fullmatch(held) else secrets.token_urlsafe(24)
     secure = "; Secure" if console.tls else ""
     cookie = (
         "Set-Cookie",
@@ -111,15 +116,23 @@ def signout(page: Page) -> Response:
     return redirect("/signin", console.clear_cookie(console.cookie))
 
 
+def no_favicon(page: Page) -> Response:
+    # Browsers ask for /favicon.ico on their own; answered here so the request never reaches
+    # the sign-in redirect (the page names its icon: /static/favicon.svg).
+    return Response(404, b"", "text/plain; charset=utf-8")
+
+
 def home(page: Page) -> Response:
-    first = page.console.nav[0].path if page.console.nav else "/signin"
-    return redirect(first)
+    if page.console.nav:
+        return redirect(page.console.nav[0].path)
+    return page.render("home.html")
 
 
 ROUTES = (
     Route("GET", r"/signin", signin_page, public=True),
     Route("POST", r"/signin", signin, public=True),
     Route("POST", r"/signin/certificate", signin_certificate, public=True),
+    Route("GET", r"/favicon\.ico", no_favicon, public=True),
     Route("POST", r"/signout", signout),
     Route("GET", r"/", home),
 )
