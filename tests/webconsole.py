@@ -104,10 +104,9 @@ class Client:
         page = self.get("/signin")
         m = re.search(r'name="signin_token" value="([^"]+)"', page.body)
         assert m is not None, page.body[:300]
-        reply = self.post(
+        return self.post(
             "/signin", {"signin_token": m.group(1), "next": "/", "user": user, "password": password}
         )
-        return reply
 
 
 def web_section(users_file: Path, extra: str = "") -> str:
