@@ -58,6 +58,21 @@ class AccessNotLogged(IntelbusError):
     """The access log entry could not be written: nothing is shown."""
 
 
+def span(value: timedelta) -> str:
+    """A duration for a person: ``45 s``, ``12 min 5 s``, ``3 h 20 min``, ``2 d 4 h``."""
+    seconds = max(int(value.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
 # --- feeds ---------------------------------------------------------------------------------------
 
 
@@ -254,6 +269,10 @@ def lag_view(
     ends: EndOffsets = {}
     try:
         ends = broker_ends(config, topics, timeout_s=timeout_s)
+    except ConfigError as e:
+        # No address, or TLS settings that cannot be used: say which, it is the operator's fix.
+        log.warning("web.lag_broker_unusable", error=type(e).__name__)
+        warnings.append(f"the broker at {bootstrap} cannot be used ({e}): lag unknown")
     except IntelbusError as e:
         log.warning("web.lag_broker_unreachable", error=type(e).__name__)
         warnings.append(f"the broker at {bootstrap} cannot be reached: lag unknown")

@@ -153,6 +153,8 @@ def test_feeds_show_the_stale_feed_and_the_alive_one(setup: Setup) -> None:
     assert rows == ["gmp", "cst"]  # stale first
     gmp = reply.body[reply.body.index("<td>gmp</td>") : reply.body.index("<td>cst</td>")]
     assert "stale" in gmp
+    assert "<td>2 h 0 min</td>" in gmp  # silent for
+    assert "<td>1 min 0 s</td>" in gmp  # its interval
     assert "alive" not in gmp
     assert "alive" in reply.body[reply.body.index("<td>cst</td>") :]
 
@@ -338,3 +340,23 @@ def test_missing_records_show_on_the_feeds_page(setup: Setup) -> None:
     assert "1 missing range(s), 5 record(s) vouched for and not held" in reply.body
     assert "0&ndash;4" in reply.body
     assert "5 missing" in reply.body
+
+
+def test_the_quarantine_shows_nothing_when_the_access_log_cannot_be_written(setup: Setup) -> None:
+    """Fail closed: an entry that cannot be written (here: a user name the log refuses) means
+    no rows are returned."""
+    store = open_store(str(setup.store))
+    try:
+        with pytest.raises(ops.AccessNotLogged, match="nothing is shown"):
+            ops.read_quarantine(store, "", None)
+        assert AccessLog(store).entries(action="quarantine") == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0 s"), (45, "45 s"), (725, "12 min 5 s"), (12000, "3 h 20 min"), (187200, "2 d 4 h")],
+)
+def test_durations_read_as_a_person_says_them(seconds: int, text: str) -> None:
+    assert ops.span(timedelta(seconds=seconds)) == text

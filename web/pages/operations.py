@@ -28,7 +28,7 @@ def _config(page: Page) -> ConsumerConfig:
 def feeds(page: Page) -> Response:
     with page.console.store() as store:
         view = ops.feeds_view(store, page.console.clock())
-    return page.render("ops_feeds.html", view=view)
+    return page.render("ops_feeds.html", view=view, span=ops.span)
 
 
 def quarantine(page: Page) -> Response:
