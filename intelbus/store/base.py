@@ -519,7 +519,7 @@ ORDER BY event_at DESC, record_id, producer_id LIMIT ?
 """
 _QUARANTINE = """
 SELECT topic, kafka_partition, kafka_offset, raw_prefix, raw_size, raw_digest, reason, message,
-    record_id, producer_id, authentic
+    record_id, producer_id, authentic, quarantined_at
 FROM quarantine ORDER BY topic, kafka_partition, kafka_offset LIMIT ?
 """
 _EXPORT_PAGE = f"""
@@ -1636,8 +1636,9 @@ class SqlStore(abc.ABC):
                 None if rid is None else str(rid),
                 None if pid is None else str(pid),
                 bool(authentic),
+                self._dec_time(at),
             )
-            for t, p, o, raw, size, digest, reason, msg, rid, pid, authentic in self._query(
+            for t, p, o, raw, size, digest, reason, msg, rid, pid, authentic, at in self._query(
                 _QUARANTINE, (max(0, limit),)
             )
         ]

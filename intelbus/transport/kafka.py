@@ -604,6 +604,47 @@ def end_offsets(bootstrap_servers: str, topic: str, **overrides: Any) -> dict[in
         consumer.close()
 
 
+def log_end_offsets(
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    *,
+    security: TransportSecurity | None = None,
+    timeout_s: float = 4.0,
+) -> dict[str, dict[int, int] | None]:
+    """topic -> (partition -> log end offset), None for a topic the cluster does not have; read
+    without a group, every broker wait bounded by ``timeout_s`` (an operator's page must not hang
+    on a dead broker).
+
+    Raises:
+        KafkaUnavailableError: the cluster cannot be reached, or did not answer in time.
+        ConfigError: the TLS settings are unusable.
+    """
+    ms = max(int(timeout_s * 1000), 1000)
+    consumer = make_consumer(
+        bootstrap_servers,
+        security=security,
+        bootstrap_timeout_ms=ms,
+        request_timeout_ms=ms,
+        reconnect_backoff_max_ms=1000,
+    )
+    try:
+        found: dict[str, dict[int, int] | None] = {}
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                found[topic] = None
+                continue
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            try:
+                ends = consumer.end_offsets(tps, timeout_ms=ms)
+            except KafkaError as e:
+                raise KafkaUnavailableError(f"end offsets of {topic}: {type(e).__name__}") from e
+            found[topic] = {tp.partition: int(offset) for tp, offset in ends.items()}
+        return found
+    finally:
+        consumer.close()
+
+
 def close_producer(producer: Any, timeout_s: float = 5.0) -> None:
     """Close a producer, abandoning whatever it still has unacknowledged after ``timeout_s``.
 

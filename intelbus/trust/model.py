@@ -341,6 +341,8 @@ class Quarantined:
     record_id: str | None
     producer_id: str | None
     authentic: bool = False
+    #: When the store quarantined it (set by the store when read back; None before).
+    quarantined_at: datetime | None = None
 
     @property
     def raw(self) -> bytes:
