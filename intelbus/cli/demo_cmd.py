@@ -282,6 +282,9 @@ def _audit_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, AuditR
     history = dstore.load_folder(workspace / "directory")
     identity = AgencyIdentity.load(workspace / "keys" / "inspectorate.key")
     out: dict[str, AuditResult] = {}
+    # The reports the forces' consoles show the inspectorate (their [web] audit_reports).
+    reports = workspace / "reports" / "audit"
+    reports.mkdir(parents=True, exist_ok=True)
     for family in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS):
         source = KafkaSource(bootstrap, topic_name(family, prefix=prefix))
         try:
@@ -291,6 +294,7 @@ def _audit_all(workspace: Path, bootstrap: str, prefix: str) -> dict[str, AuditR
                 config=AuditConfig(environment=ENVIRONMENT),
                 identity=identity,
                 registry=SchemaRegistry.load(),
+                report=reports / f"{family.value}.json",
             )
         finally:
             source.close()
