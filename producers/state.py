@@ -67,7 +67,18 @@ CREATE TABLE IF NOT EXISTS send_notes (
     abandoned_at TEXT
 )
 """
-STATE_VERSION = 3
+# Version 4: the web console's copy of each record it published (the JSON its form produced), so
+# the officer can correct or retract it later from the record's page. It holds personal data, so
+# ``forget`` (an erasure) deletes it with the sealed bytes.
+_COPIES = """
+CREATE TABLE IF NOT EXISTS console_copies (
+    record_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    published_at TEXT NOT NULL
+)
+"""
+STATE_VERSION = 4
 _UPSERT_HEAD = (
     "INSERT INTO streams (stream, last_sequence, last_digest, kafka_partition, epoch) "
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
@@ -151,7 +162,10 @@ class ProducerState:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         ensure_private_file(path, what="producer state file")
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        # check_same_thread=False: the web console (a threaded server) and the heartbeat thread
+        # use one state from several threads; they serialise their calls (the publisher's lock,
+        # the console desk's lock), which is what sqlite3's check would otherwise enforce.
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -173,6 +187,7 @@ class ProducerState:
                 for statement in _UPGRADE_1:
                     self._db.execute(statement)
             self._db.execute(_NOTES)
+            self._db.execute(_COPIES)
             self._db.execute(f"PRAGMA user_version={STATE_VERSION}")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -352,7 +367,47 @@ class ProducerState:
         if prior.status == "pending":
             self.abandon(record_id)
         self._db.execute("UPDATE sends SET sealed = ? WHERE record_id = ?", (b"", record_id))
+        self._db.execute("DELETE FROM console_copies WHERE record_id = ?", (record_id,))
         return prior.status
+
+    def keep_copy(self, record_id: str, kind: str, payload_json: str) -> None:
+        """Keep (or replace) the console's copy of a record it published: the JSON its form
+        produced, so a correction can start from it. ``forget`` deletes it."""
+        self._db.execute(
+            "INSERT INTO console_copies (record_id, kind, payload, published_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET kind = excluded.kind, "
+            "payload = excluded.payload, published_at = excluded.published_at",
+            (record_id, kind, payload_json, _now()),
+        )
+
+    def copy(self, record_id: str) -> tuple[str, str] | None:
+        """The console's copy of ``record_id`` as (kind, payload JSON), or None."""
+        row = self._db.execute(
+            "SELECT kind, payload FROM console_copies WHERE record_id = ?", (record_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def sends(self, *, limit: int, offset: int = 0, exclude: Sequence[str] = ()) -> list[PriorSend]:
+        """Every send this state reserved, newest first (``exclude``: streams left out, such as
+        the heartbeats'), a page of ``limit`` from ``offset``."""
+        marks = ", ".join("?" for _ in exclude)
+        where = f"WHERE stream NOT IN ({marks})" if exclude else ""
+        rows = self._db.execute(
+            f"SELECT record_id FROM sends {where} ORDER BY rowid DESC LIMIT ? OFFSET ?",  # noqa: S608 - placeholders only
+            (*exclude, limit, offset),
+        ).fetchall()
+        found = (self.prior(str(r[0])) for r in rows)
+        return [p for p in found if p is not None]
+
+    def send_count(self, *, exclude: Sequence[str] = ()) -> int:
+        """How many sends :meth:`sends` pages through."""
+        marks = ", ".join("?" for _ in exclude)
+        where = f"WHERE stream NOT IN ({marks})" if exclude else ""
+        row = self._db.execute(
+            f"SELECT count(*) FROM sends {where}",  # noqa: S608 - placeholders only
+            tuple(exclude),
+        ).fetchone()
+        return int(row[0])
 
     def pending(self) -> list[PendingSend]:
         """Reserved but unacknowledged records, in stream and sequence order: resend them first.
