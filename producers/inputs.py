@@ -27,11 +27,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from intelbus.interop.stix_import import records_from_stix
 from intelbus.policy.facts import Classification, Tlp
 from intelbus.policy.redact import REDACTED
 from intelbus.records import (
+    KIND_TYPES,
     Behaviour,
+    DomainRecord,
     ForceArea,
     HandlingCode,
     IncidentCategory,
@@ -44,6 +48,8 @@ from intelbus.records import (
 )
 from intelbus.spelling import canonical
 
+#: A record may describe a time at most this far ahead (clocks drift; reports are not prophecy).
+MAX_SKEW = timedelta(minutes=5)
 #: Why a document nested too deeply to read is refused (json and every walker of it recurse).
 TOO_DEEP = "nested too deeply to be a record"
 _LIST_FIELDS = frozenset({"behaviours", "grading.handling_conditions"})
@@ -278,7 +284,11 @@ def redaction_placeholders(data: object, path: str = "") -> list[str]:
 
 def future_times(data: dict[str, Any], now: datetime, skew: timedelta) -> list[str]:
     """The time fields of an item that lie beyond ``now + skew`` (each a problem to report)."""
-    found: list[str] = []
+    return [f"{path}: {message}" for path, message in _future(data, now, skew)]
+
+
+def _future(data: dict[str, Any], now: datetime, skew: timedelta) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
     nodes = [("", data)]
     replacement = data.get("replacement")
     if isinstance(replacement, dict):
@@ -293,5 +303,99 @@ def future_times(data: dict[str, Any], now: datetime, skew: timedelta) -> list[s
             except ValueError:
                 continue
             if when.tzinfo is not None and when > now + skew:
-                found.append(f"{prefix}{name}: {value} is in the future")
+                found.append((f"{prefix}{name}", f"{value} is in the future"))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason an item is refused, and where: ``path`` is dotted as the item is nested
+    (``place.force_area``, ``persons.0.summary``), "" for the item as a whole. A form puts each
+    beside its field; the CLI joins them into one line."""
+
+    path: str
+    message: str
+
+
+class InputInvalid(ValueError):
+    """An item that is not a valid record: every problem at once, and the one line the CLI prints.
+
+    ``record_id`` and ``generated`` are known once the item was made canonical (None and False
+    when it was refused before that), so a caller can still say which record was refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        problems: tuple[Problem, ...],
+        record_id: str | None = None,
+        generated: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.record_id = record_id
+        self.generated = generated
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid record made from an item, its id, and whether that id was generated."""
+
+    record: DomainRecord
+    record_id: str
+    generated: bool
+
+
+_PLACEHOLDER = "holds the redaction placeholder [REDACTED] (a redacted copy, not the record)"
+
+
+def check_record(kind: str, data: dict[str, Any], now: datetime) -> Checked:
+    """``data`` as a record of ``kind``, validated as the CLI and the web console both validate.
+
+    One place for the rules, so a report typed into the console is refused or accepted exactly as
+    the same report in a file would be: no redaction placeholder, made canonical
+    (:func:`normalise`), no time beyond ``now + MAX_SKEW``, and the model's own rules.
+
+    Raises:
+        InputInvalid: every problem of the item (its str() is the CLI's one line).
+        KeyError: ``kind`` is not a record kind.
+        RecursionError: the item is nested deeper than can be walked (the caller says so).
+    """
+    model = KIND_TYPES[kind]
+    if placeholders := redaction_placeholders(data):
+        # A redacted copy (a store's export): what its policy withheld must not be published as
+        # if it had been said.
+        raise InputInvalid(
+            f"{_PLACEHOLDER}: {', '.join(placeholders)}",
+            tuple(Problem(path, _PLACEHOLDER) for path in _placeholder_paths(data)),
+        )
+    canonical_data, generated = normalise(data)
+    record_id = str(canonical_data["record_id"])
+    future = _future(canonical_data, now, MAX_SKEW)
+    problems = [Problem(path, message) for path, message in future]
+    try:
+        record = model.model_validate(canonical_data)
+    except ValidationError as e:
+        problems += [
+            Problem(".".join(map(str, x["loc"])), x["msg"]) for x in e.errors(include_url=False)
+        ]
+    if problems:
+        message = "; ".join(f"{p.path or 'record'}: {p.message}" for p in problems)
+        raise InputInvalid(message, tuple(problems), record_id, generated) from None
+    return Checked(record, record_id, generated)
+
+
+def _placeholder_paths(data: object) -> list[str]:
+    # As redaction_placeholders, but with list indexes (``persons.1.summary``), so a form can
+    # show the problem beside the right person; the CLI's line keeps the unindexed paths.
+    found: list[str] = []
+    pending: list[tuple[str, object]] = [("", data)]
+    while pending:
+        at, node = pending.pop()
+        if node == REDACTED:
+            found.append(at)
+        elif isinstance(node, dict):
+            pending.extend((f"{at}.{k}" if at else str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            pending.extend((f"{at}.{i}" if at else str(i), v) for i, v in enumerate(node))
+    return sorted(set(found))

@@ -21,12 +21,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from intelbus.errors import (
@@ -39,15 +38,14 @@ from intelbus.errors import (
     PublishRefused,
 )
 from intelbus.kinds import Family
-from intelbus.records import KIND_TYPES
 from producers.config import ProducerConfig
 from producers.inputs import (
+    MAX_SKEW,  # noqa: F401 - it lives with check_record now; still importable from here
     TOO_DEEP,
+    InputInvalid,
+    check_record,
     detect_format,
-    future_times,
-    normalise,
     read_items,
-    redaction_placeholders,
 )
 from producers.publisher import Publisher
 from producers.templates import template_text
@@ -59,8 +57,6 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-#: A record may describe a time at most this far ahead (clocks drift; reports are not prophecy).
-MAX_SKEW = timedelta(minutes=5)
 _CONFIG = typer.Option(..., "--config", help="The producer's config file.")
 
 
@@ -78,10 +74,6 @@ def _items(source: str, fmt: str | None, kind: str | None = None) -> tuple[list[
     return items, chosen
 
 
-def _problems(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'record'}: {x['msg']}" for x in e.errors())
-
-
 def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
     kind: str,
     source: str,
@@ -91,7 +83,6 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
     family: Family | None,
     as_json: bool,
 ) -> None:
-    model = KIND_TYPES[kind]
     items, _ = _items(source, fmt, kind)
     publisher = Publisher.from_config(ProducerConfig.load(config))
     counts = {"published": 0, "already": 0, "failed": 0}
@@ -105,24 +96,18 @@ def _publish(  # noqa: PLR0912, PLR0915 - one branch per outcome, each printed
             try:
                 if item.data is None:
                     raise ValueError(item.error or "unreadable")
-                if placeholders := redaction_placeholders(item.data):
-                    # A redacted copy (a store's export): what its policy withheld must not be
-                    # published as if it had been said.
-                    raise ValueError(
-                        "holds the redaction placeholder [REDACTED] (a redacted copy, not the "
-                        f"record): {', '.join(placeholders)}"
-                    )
-                data, generated = normalise(item.data)
-                outcome["record_id"] = data["record_id"]
-                if generated:
-                    outcome["record_id_generated"] = True
-                future = future_times(data, datetime.now(UTC), MAX_SKEW)
                 try:
-                    record = model.model_validate(data)
-                except ValidationError as e:
-                    raise ValueError("; ".join([*future, _problems(e)])) from None
-                if future:
-                    raise ValueError("; ".join(future))
+                    checked = check_record(kind, item.data, datetime.now(UTC))
+                except InputInvalid as e:
+                    if e.record_id is not None:
+                        outcome["record_id"] = e.record_id
+                    if e.generated:
+                        outcome["record_id_generated"] = True
+                    raise
+                outcome["record_id"] = checked.record_id
+                if checked.generated:
+                    outcome["record_id_generated"] = True
+                record = checked.record
                 p = publisher.publish(record, named=to, family=family)
                 outcome.update(
                     status="already published" if p.already else "published",
