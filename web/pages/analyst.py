@@ -192,11 +192,11 @@ def _shown(v: StoredRecordView) -> dict[str, Any]:
         "flags": flags(v),
         "key_id": None if v.key_id is None else v.key_id.hex(),
         "digest": v.digest.hex(),
-        "items": None if v.payload is None else payload_items(v.payload, v.redacted_fields),
+        "fields": None if v.payload is None else payload_items(v.payload, v.redacted_fields),
         "history": [
             {
                 "entry": h,
-                "items": None if h.payload is None else payload_items(h.payload, v.redacted_fields),
+                "fields": None if h.payload is None else payload_items(h.payload, v.redacted_fields),
             }
             for h in v.history
         ],
