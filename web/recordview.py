@@ -14,7 +14,6 @@ from typing import Any, Final
 
 from intelbus.policy.redact import REDACTED
 from intelbus.store import StoredRecordView
-from intelbus.store.export import event_time
 from intelbus.store.subject import enforce_redactions
 
 _SUMMARY_CHARS: Final = 90
@@ -116,6 +115,3 @@ def position(view: StoredRecordView) -> tuple[float | None, float | None]:
     lat, lon = place.get("latitude"), place.get("longitude")
     ok = isinstance(lat, (int, float)) and isinstance(lon, (int, float))
     return (float(lat), float(lon)) if ok else (None, None)  # type: ignore[arg-type]
-
-
-__all__ = ["Item", "event_time", "flags", "label", "payload_items", "position", "summary"]

@@ -196,7 +196,9 @@ def _shown(v: StoredRecordView) -> dict[str, Any]:
         "history": [
             {
                 "entry": h,
-                "fields": None if h.payload is None else payload_items(h.payload, v.redacted_fields),
+                "fields": None
+                if h.payload is None
+                else payload_items(h.payload, v.redacted_fields),
             }
             for h in v.history
         ],
