@@ -30,8 +30,6 @@ from rich.console import Console
 from rich.table import Table
 
 from intelbus.cli.exits import EXIT_ENVIRONMENT, EXIT_USAGE
-from intelbus.policy.facts import Tlp
-from intelbus.records import HandlingCode
 from intelbus.store import Store, StoredRecordView
 from intelbus.store.access import (
     AccessEntry,
@@ -44,6 +42,12 @@ from intelbus.store.access import (
     valid_user,
 )
 
+# The rules live in the store's access module (the web console applies them too); re-exported
+# here for the commands and callers that import them from this module.
+from intelbus.store.access import new_entry as new_entry  # noqa: PLC0414
+from intelbus.store.access import refs as refs  # noqa: PLC0414
+from intelbus.store.access import restriction as restriction  # noqa: PLC0414
+
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -52,9 +56,6 @@ USER_HELP = f"Who is reading (a named user, logged with every read; else {USER_E
 JUSTIFICATION_HELP = (
     "Why (logged); required to show or export TLP:AMBER+STRICT, TLP:RED or handling-code C records."
 )
-RESTRICTED_TLP = frozenset({Tlp.AMBER_STRICT.value, Tlp.RED.value})
-#: The one handling code that is not restricted: lawful sharing permitted, no conditions.
-UNRESTRICTED_HANDLING = HandlingCode.P.value
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
@@ -95,56 +96,12 @@ def check_recipient(value: str | None, *, required: bool) -> str | None:
         raise fail(f"--to: {e}") from None
 
 
-def _grading_reason(payload: Mapping[str, Any] | None) -> str | None:
-    if payload is None:
-        return None
-    grading = payload.get("grading")
-    if not isinstance(grading, Mapping):
-        return "its grading cannot be read"
-    tlp = grading.get("tlp")
-    if tlp in RESTRICTED_TLP:
-        return f"TLP:{str(tlp).replace('_', '+')}"
-    code = grading.get("handling_code")
-    if code != UNRESTRICTED_HANDLING:
-        return "handling code C" if code == HandlingCode.C.value else "its handling code is unknown"
-    return None
-
-
-def restriction(view: StoredRecordView) -> str | None:
-    """Why showing this record needs a justification (module docstring), or None."""
-    if view.tlp in RESTRICTED_TLP:
-        return f"TLP:{view.tlp.replace('_', '+')}"
-    for payload in (view.payload, *(h.payload for h in view.history)):
-        reason = _grading_reason(payload)
-        if reason is not None:
-            return reason
-    return None
-
-
-def refs(views: Iterable[StoredRecordView]) -> tuple[RecordRef, ...]:
-    """The (producer id, record id) pairs of ``views``."""
-    return tuple((v.producer_id, v.record_id) for v in views)
-
-
 def record(store: Store, entry: NewAccess) -> AccessEntry:
     """Append ``entry`` to the store's access log, or exit 3 having shown nothing (fail closed)."""
     try:
         return AccessLog(store).append(entry)
     except AccessLogError as e:
         raise fail(f"{e}; nothing was shown or written", EXIT_ENVIRONMENT) from None
-
-
-def new_entry(
-    user: str,
-    action: str,
-    records: Iterable[RecordRef] = (),
-    query: Mapping[str, Any] | None = None,
-    justification: str | None = None,
-    recipient: str | None = None,
-) -> NewAccess:
-    """A :class:`NewAccess`, with null filters dropped from the query."""
-    clean = {k: v for k, v in (query or {}).items() if v is not None}
-    return NewAccess(user, action, tuple(records), clean, justification, recipient)
 
 
 def gate(

@@ -41,12 +41,14 @@ from intelbus.spelling import allowed, canonical
 from intelbus.store import Store, StoredRecordView, open_store
 from intelbus.store.access import AccessLog, AccessLogError, parse_head, text_digest
 from intelbus.store.export import (
+    event_time,
+    export_selection,
+    export_views,
     record_dict,
+    record_filter,
     write_csv,
     write_export_file,
-    write_geojson,
-    write_jsonl,
-    write_stix,
+    write_format,
 )
 from intelbus.store.subject import Criterion, SubjectQuery, about_subject, enforce_redactions
 from intelbus.trust.completeness import DEFAULT_SETTLE, missing_records
@@ -157,33 +159,6 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _event_time(v: StoredRecordView) -> datetime:
-    return v.occurred_at if v.occurred_at is not None else v.created_at
-
-
-def record_filter(
-    *,
-    kind: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    area: str | None,
-    tlp: str | None,
-) -> Callable[[StoredRecordView], bool]:
-    """The same filter :meth:`Store.list_records` applies, for streaming exports."""
-
-    def keep(v: StoredRecordView) -> bool:
-        t = _event_time(v)
-        return (
-            (kind is None or v.kind == kind)
-            and (since is None or t >= since)
-            and (until is None or t < until)
-            and (area is None or v.force_area == area)
-            and (tlp is None or v.tlp == tlp)
-        )
-
-    return keep
-
-
 def _flags(v: StoredRecordView) -> str:
     flags = []
     if v.retracted:
@@ -216,7 +191,7 @@ def _table(title: str, views: list[StoredRecordView], *, narrow: bool = False) -
             "flags": _flags(v),
         }
         table.add_row(
-            _event_time(v).astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            event_time(v).astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
             v.kind,
             v.record_id,
             *(cells[c] for c in (("TLP", "flags") if narrow else wide)),
@@ -229,7 +204,7 @@ def _plain(views: list[StoredRecordView]) -> None:
     sys.stdout.write("when\tkind\trecord_id\tproducer\ttlp\tarea\tflags\n")
     for v in views:
         cells = (
-            _event_time(v).astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"),
+            event_time(v).astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"),
             v.kind,
             v.record_id,
             v.producer_id,
@@ -445,12 +420,7 @@ def export(
             logged = _export_gate(s, keep, who, why, recipient, filters, fmt, out)
         except IntelbusError as e:
             raise _fail(str(e)) from None
-        views = (
-            v
-            for v in s.iter_records()
-            if (v.producer_id, v.record_id) in logged
-            and (why is not None or access.restriction(v) is None)
-        )
+        views = export_views(s, logged, justified=why is not None)
         try:
             if fmt is Format.MISP_FEED:
                 from intelbus.interop.misp import write_misp_feed  # noqa: PLC0415 - PyMISP is slow to import
@@ -485,18 +455,12 @@ def _export_gate(
     out: Path,
 ) -> frozenset[tuple[str, str]]:
     """Write the export's entry (or refuse, logged) and return the ids it names."""
-    ids: list[tuple[str, str]] = []
-    restricted: tuple[str, str] | None = None
-    for v in s.iter_records():
-        if keep(v):
-            ids.append((v.producer_id, v.record_id))
-            if restricted is None and (reason := access.restriction(v)) is not None:
-                restricted = (v.record_id, reason)
+    ids, restricted = export_selection(s, keep)
     # The output path is not logged: a file name can itself name a person.
     query = {**filters, "format": fmt.value, "destination": "stdout" if str(out) == "-" else "file"}
     access.gate_refs(
         s,
-        tuple(ids),
+        ids,
         restricted,
         user=who,
         action="export",
@@ -508,17 +472,7 @@ def _export_gate(
 
 
 def _write(fmt: Format, views: Iterator[StoredRecordView], fh: IO[str]) -> int:
-    if fmt is Format.CSV:
-        return write_csv(views, fh)
-    if fmt is Format.STIX:
-        return write_stix(views, fh, exported_at=datetime.now(UTC))
-    if fmt is Format.GEOJSON:
-        return write_geojson(views, fh)
-    if fmt is Format.MISP:
-        from intelbus.interop.misp import write_misp  # noqa: PLC0415 - PyMISP is slow to import
-
-        return write_misp(views, fh)
-    return write_jsonl(views, fh)
+    return write_format(fmt.value, views, fh, exported_at=datetime.now(UTC))
 
 
 @app.command()

@@ -43,7 +43,9 @@ from typing import Any, Final
 
 from intelbus.errors import StoreError
 from intelbus.log import get_logger
-from intelbus.store.base import Cursor, SqlStore
+from intelbus.policy.facts import Tlp
+from intelbus.records import HandlingCode
+from intelbus.store.base import Cursor, SqlStore, StoredRecordView
 
 log = get_logger("intelbus.store.access")
 
@@ -176,6 +178,62 @@ class NewAccess:
                 raise ValueError("a record is named by (producer id, record id)")
         # The query must be JSON (it is hashed as such); checked here, not at commit time.
         _canonical(dict(self.query))
+
+
+def new_entry(  # noqa: PLR0917 - an entry's fields, in NewAccess's order
+    user: str,
+    action: str,
+    records: Iterable[RecordRef] = (),
+    query: Mapping[str, Any] | None = None,
+    justification: str | None = None,
+    recipient: str | None = None,
+) -> NewAccess:
+    """A :class:`NewAccess`, with null filters dropped from the query."""
+    clean = {k: v for k, v in (query or {}).items() if v is not None}
+    return NewAccess(user, action, tuple(records), clean, justification, recipient)
+
+
+def refs(views: Iterable[StoredRecordView]) -> tuple[RecordRef, ...]:
+    """The (producer id, record id) pairs of ``views``."""
+    return tuple((v.producer_id, v.record_id) for v in views)
+
+
+# --- Which records need a justification (the CLI's gate and the web console's share it). ---------
+
+RESTRICTED_TLP: Final = frozenset({Tlp.AMBER_STRICT.value, Tlp.RED.value})
+#: The one handling code that is not restricted: lawful sharing permitted, no conditions.
+UNRESTRICTED_HANDLING: Final = HandlingCode.P.value
+
+
+def _grading_reason(payload: Mapping[str, Any] | None) -> str | None:
+    if payload is None:
+        return None
+    grading = payload.get("grading")
+    if not isinstance(grading, Mapping):
+        return "its grading cannot be read"
+    tlp = grading.get("tlp")
+    if tlp in RESTRICTED_TLP:
+        return f"TLP:{str(tlp).replace('_', '+')}"
+    code = grading.get("handling_code")
+    if code != UNRESTRICTED_HANDLING:
+        return "handling code C" if code == HandlingCode.C.value else "its handling code is unknown"
+    return None
+
+
+def restriction(view: StoredRecordView) -> str | None:
+    """Why showing this record needs a justification, or None.
+
+    TLP:AMBER+STRICT or TLP:RED, or a handling code other than P (including one the store cannot
+    read: an unknown grading fails closed), in any version that would be shown (the current
+    payload and every earlier one).
+    """
+    if view.tlp in RESTRICTED_TLP:
+        return f"TLP:{view.tlp.replace('_', '+')}"
+    for payload in (view.payload, *(h.payload for h in view.history)):
+        reason = _grading_reason(payload)
+        if reason is not None:
+            return reason
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,14 +33,15 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
 from intelbus.files import PRIVATE_MODE, atomic_writer
 from intelbus.interop.stix import EXTENSION_ID, stix_bundle
-from intelbus.store.base import StoredRecordView
+from intelbus.store.access import RecordRef, restriction
+from intelbus.store.base import Store, StoredRecordView
 
 #: Columns of the CSV export, in order. Nested payload fields are flattened with dots.
 CSV_COLUMNS: Final = (
@@ -362,3 +363,85 @@ def write_stix(views: Iterable[StoredRecordView], out: IO[str], *, exported_at: 
             if isinstance(ext := o.get("extensions"), dict) and EXTENSION_ID in ext
         }
     )
+
+
+# --- One export, as the CLI and the web console run it -----------------------------------------------
+
+#: The formats written to one stream (misp-feed, a directory, is the CLI's alone).
+STREAM_FORMATS: Final = ("jsonl", "csv", "stix", "geojson", "misp")
+
+
+def event_time(view: StoredRecordView) -> datetime:
+    """When the event happened (observed or occurred), else when the record was created: what
+    ``--since`` and ``--until`` compare to."""
+    return view.occurred_at if view.occurred_at is not None else view.created_at
+
+
+def record_filter(
+    *,
+    kind: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    area: str | None,
+    tlp: str | None,
+) -> Callable[[StoredRecordView], bool]:
+    """The same filter :meth:`Store.list_records` applies (``since`` inclusive, ``until``
+    exclusive), for streaming exports."""
+
+    def keep(v: StoredRecordView) -> bool:
+        t = event_time(v)
+        return (
+            (kind is None or v.kind == kind)
+            and (since is None or t >= since)
+            and (until is None or t < until)
+            and (area is None or v.force_area == area)
+            and (tlp is None or v.tlp == tlp)
+        )
+
+    return keep
+
+
+def export_selection(
+    store: Store, keep: Callable[[StoredRecordView], bool]
+) -> tuple[tuple[RecordRef, ...], tuple[str, str] | None]:
+    """An export's first pass: the ids it names, and the first restricted record's id and why
+    (None when none is), for the access log entry written before the first byte."""
+    ids: list[RecordRef] = []
+    restricted: tuple[str, str] | None = None
+    for v in store.iter_records():
+        if keep(v):
+            ids.append((v.producer_id, v.record_id))
+            if restricted is None and (reason := restriction(v)) is not None:
+                restricted = (v.record_id, reason)
+    return tuple(ids), restricted
+
+
+def export_views(
+    store: Store, logged: frozenset[RecordRef], *, justified: bool
+) -> Iterator[StoredRecordView]:
+    """An export's second pass: exactly the records its entry named (one the consumer stored in
+    between is left out, not exported unlogged), and restricted ones only with a justification."""
+    return (
+        v
+        for v in store.iter_records()
+        if (v.producer_id, v.record_id) in logged and (justified or restriction(v) is None)
+    )
+
+
+def write_format(
+    fmt: str, views: Iterable[StoredRecordView], out: IO[str], *, exported_at: datetime
+) -> int:
+    """Write ``views`` to ``out`` in one of :data:`STREAM_FORMATS`; returns how many records."""
+    if fmt == "csv":
+        return write_csv(views, out)
+    if fmt == "stix":
+        return write_stix(views, out, exported_at=exported_at)
+    if fmt == "geojson":
+        return write_geojson(views, out)
+    if fmt == "misp":
+        from intelbus.interop.misp import write_misp  # noqa: PLC0415 - PyMISP is slow to import
+
+        return write_misp(views, out)
+    if fmt == "jsonl":
+        return write_jsonl(views, out)
+    raise ValueError(f"{fmt!r} is not an export format")
