@@ -125,5 +125,5 @@ def test_the_sign_in_page_fits_a_phone(browser: Browser, console: RunningConsole
     with browser.at_width(PHONE_WIDTH):
         browser.open(console.url + "/signin")
         browser.wait_for("form[action='/signin']")
-        assert browser.horizontal_overflow() == 0
+        assert browser.horizontal_overflow() <= 0  # negative: a vertical scrollbar
         browser.screenshot("signin-phone")
