@@ -215,6 +215,8 @@ def test_2_the_met_analyst_finds_it_in_the_list_and_opens_it(
         "Admitted by policy rule",
     ):
         assert expected in provenance, expected
+    assert "(in force at broker time)" in provenance  # the directory version it was judged under
+    assert "valid in directory v" in provenance
     assert DESCRIPTION in browser.text("article.record")
     _check_page(browser, url, "record")
 

@@ -32,6 +32,7 @@ from web.filters import AREAS, KINDS, TLPS, Filters, parse_filters
 from web.http import Response
 from web.links import link_groups, links_for
 from web.mapview import MapPoint, map_view
+from web.provenance import key_provenance, load_history
 from web.recordview import flags, payload_items, position, summary
 from web.timeline import TimelineItem, bars, timeline
 
@@ -175,7 +176,8 @@ def _record(page: Page, justification: str | None, error: str | None) -> Respons
             reason=refusal.reason,
             error=error,
         )
-    shown = [_shown(v) for v in views]
+    history = load_history(getattr(page.console.settings.config, "directory", None))
+    shown = [{**_shown(v), "key": key_provenance(history, v)} for v in views]
     return page.render(
         "analyst_record.html",
         record_id=record_id,
