@@ -271,8 +271,17 @@ def map_page(page: Page) -> Response:
                 MapPoint(v.record_id, lat, lon, summary(v) or v.kind, v.kind, event_time(v))
             )
         view = map_view(points, tile_url=page.console.settings.web.tile_url)
+    # The same points as a list under the map: readable by a screen reader, and on a phone,
+    # where a map's points are small to tap.
+    placed = [p for p in points if p.lat is not None and p.lon is not None] if view else []
     return page.render(
-        "analyst_map.html", status=200 if f.ok else 400, f=f, view=view, hidden=hidden, **_choices()
+        "analyst_map.html",
+        status=200 if f.ok else 400,
+        f=f,
+        view=view,
+        hidden=hidden,
+        placed=placed,
+        **_choices(),
     )
 
 
