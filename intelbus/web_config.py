@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from intelbus.interop.taxii_config import check_tls_files
+
 DEFAULT_PORT = 8800
 
 AgencyId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
@@ -68,10 +70,7 @@ class WebConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> WebConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (the console's HTTPS identity)")
-        if self.ca_file is not None and self.cert_file is None:
-            raise ValueError("ca_file (client certificates) needs cert_file and key_file (HTTPS)")
+        check_tls_files(self.cert_file, self.key_file, self.ca_file, "the console's")
         return self
 
     @property

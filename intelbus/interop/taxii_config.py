@@ -39,15 +39,25 @@ class TaxiiConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> TaxiiConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (the server's HTTPS identity)")
-        if self.ca_file is not None and self.cert_file is None:
-            raise ValueError("ca_file (client certificates) needs cert_file and key_file (HTTPS)")
+        check_tls_files(self.cert_file, self.key_file, self.ca_file, "the server's")
         return self
 
     @property
     def tls(self) -> bool:
         return self.cert_file is not None
+
+
+def check_tls_files(cert: Path | None, key: Path | None, ca: Path | None, whose: str) -> None:
+    """An HTTPS server's files come as a certificate and key together; a CA (for client
+    certificates) only with them.
+
+    Raises:
+        ValueError: they do not (pydantic reports it against the config section).
+    """
+    if (cert is None) != (key is None):
+        raise ValueError(f"cert_file and key_file go together ({whose} HTTPS identity)")
+    if ca is not None and cert is None:
+        raise ValueError("ca_file (client certificates) needs cert_file and key_file (HTTPS)")
 
 
 def is_loopback(host: str) -> bool:
