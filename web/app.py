@@ -19,6 +19,8 @@ analyst's and the operator's pages.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -270,10 +272,17 @@ class Console:
             return Response(200, static[0], static[1]), None
         session = self.sessions.get(request.cookies.get(self.cookie))
         user = None if session is None else session.user
-        if session is not None and session.user not in self._users():
-            # Removed from the users file: every session of theirs ends now.
-            self.sessions.drop_user(session.user)
-            session, user = None, None
+        if session is not None:
+            held = self.credential(session.user)
+            if held is None:
+                # Removed from the users file: every session of theirs ends now.
+                self.sessions.drop_user(session.user)
+                session, user = None, None
+            elif not hmac.compare_digest(held, session.credential):
+                # Their entry changed since this session signed in (a new password after a
+                # leak): this session ends; one made with the new password lives on.
+                self.sessions.drop(request.cookies.get(self.cookie))
+                session, user = None, None
         route, params, allowed = self._route(request)
         if (route is None or not route.public) and session is None:
             if request.method == "GET":
@@ -309,11 +318,17 @@ class Console:
             message = f"The console could not answer (reference {ref} in its log)."
             return self.render("error.html", page, status=500, message=message), user
 
-    def _users(self) -> set[str]:
+    def credential(self, user: str) -> bytes | None:
+        """A digest of ``user``'s entry in the users file (None: no such user, or the file is
+        unreadable, which signs everyone out: fail closed). A session remembers it at sign-in."""
         try:
-            return set(self.auth.users())
+            entry = self.auth.users().get(user)
         except IntelbusError:
-            return set()  # an unreadable users file signs everyone out (fail closed)
+            return None
+        if entry is None:
+            return None
+        held = b"certificate only" if entry.password_hash is None else entry.password_hash
+        return hashlib.blake2b(held, digest_size=32).digest()
 
     def _route(self, request: Request) -> tuple[Route | None, Mapping[str, str], bool]:
         allowed = False

@@ -64,7 +64,9 @@ def _start(page: Page, who: Principal) -> Response:
     console = page.console
     console.sessions.drop(page.request.cookies.get(console.cookie))
     token, _ = console.sessions.create(
-        who.user, "certificate" if who.method == "certificate" else "password"
+        who.user,
+        "certificate" if who.method == "certificate" else "password",
+        console.credential(who.user) or b"",
     )
     log.info("web.signed_in", user=who.user, method=who.method)
     return redirect(
