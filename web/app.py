@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -139,6 +140,24 @@ def _iso(value: datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def origin_refusal(request: Request) -> str | None:
+    """ "origin" when a POST says it came from another origin (``Origin``, else ``Referer``), or
+    from an opaque one (``null``); None when it names this console or nothing.
+
+    Cookies are not isolated by port: a page served by a local user on another port of this
+    host is "same site" (SameSite cookies go along) and can set cookies this console reads
+    (even ``__Host-`` ones, over HTTPS). Only the origin tells its forms from this console's.
+    """
+    source = request.header("origin") or request.header("referer")
+    if source == "null":
+        return "origin"
+    if source is not None:
+        parts = urlsplit(source)
+        if f"{parts.scheme}://{parts.netloc}".lower() != request.origin.lower():
+            return "origin"
+    return None
 
 
 class Console:
@@ -346,16 +365,7 @@ class Console:
         session = page.session
         if session is None or not session.check_csrf(page.request.field("csrf")):
             return "token"
-        source = page.request.header("origin") or page.request.header("referer")
-        if source is not None and source != "null":
-            from urllib.parse import urlsplit  # noqa: PLC0415 - only here
-
-            parts = urlsplit(source)
-            if f"{parts.scheme}://{parts.netloc}".lower() != page.request.origin.lower():
-                return "origin"
-        elif source == "null":
-            return "origin"
-        return None
+        return origin_refusal(page.request)
 
     # --- the store (a force's console) ---------------------------------------------------------
 
