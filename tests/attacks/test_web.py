@@ -1195,3 +1195,29 @@ def test_login_csrf_from_another_port_of_this_host_is_refused(setup: Setup) -> N
     assert setup.console.console.sessions.users() == {USER}  # no session for OTHER was made
     # The console's own form still signs the analyst in.
     setup.genuine_still_works()
+
+
+def test_a_link_whose_next_is_not_ascii_still_signs_the_analyst_in(setup: Setup) -> None:
+    """``/signin?next=/€`` in a link sent to an analyst: the Location header must still go out
+    (it is Latin-1 on the wire), or the sign-in ends in a dropped connection."""
+    client = setup.console.client()
+    page = client.get("/signin?next=/%E2%82%ACx")
+    m = re.search(r'name="signin_token" value="([^"]+)"', page.body)
+    assert m is not None
+    reply = client.post(
+        "/signin", {"signin_token": m.group(1), "next": "/€x", "user": USER, "password": PASSWORD}
+    )
+    assert reply.status == 303
+    assert reply.location == "/%E2%82%ACx"
+    assert "intelbus" in client.cookies
+    assert client.get("/records").status == 200
+    # Signed in already, the sign-in page redirects to next the same way.
+    assert client.get("/signin?next=/%E2%82%ACx").location == "/%E2%82%ACx"
+
+
+def test_an_overlong_page_number_is_a_page_not_a_defect(producer: Producer) -> None:
+    officer = producer.signed_in()
+    for number in ("99999999999999999999999", "-5", "1e9", "9" * 5000):
+        reply = officer.get(f"/sent?page={number}")
+        assert reply.status == 200, number
+        assert "could not answer" not in reply.body
