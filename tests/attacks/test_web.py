@@ -1221,3 +1221,22 @@ def test_an_overlong_page_number_is_a_page_not_a_defect(producer: Producer) -> N
         reply = officer.get(f"/sent?page={number}")
         assert reply.status == 200, number
         assert "could not answer" not in reply.body
+
+
+def test_one_client_holding_idle_connections_does_not_lock_the_analyst_out(setup: Setup) -> None:
+    """An unauthenticated client (here from 127.0.0.2) opens more idle connections than the
+    console serves at once, each sending half a request line; the analyst (from 127.0.0.1) must
+    still be answered. (Many addresses can still do it: noted in the report.)"""
+    idle = []
+    try:
+        for _ in range(70):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.2", 0))
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", setup.console.port))
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            idle.append(sock)
+        setup.genuine_still_works()
+    finally:
+        for sock in idle:
+            sock.close()
