@@ -1240,3 +1240,53 @@ def test_one_client_holding_idle_connections_does_not_lock_the_analyst_out(setup
     finally:
         for sock in idle:
             sock.close()
+
+
+@pytest.mark.kafka
+def test_publishing_again_on_refresh_sends_the_record_once(tmp_path: Path, bootstrap: str) -> None:
+    """The outcome page answers the publishing POST itself: a refresh (or a double click, or a
+    replayed request) posts the same form again. The record's id is derived from its contents,
+    so the second post is the same record, acknowledged as already sent, never a second one."""
+    from intelbus.store import open_store as open_force_store  # noqa: PLC0415
+    from tests.federation import Federation  # noqa: PLC0415 - a real broker and the Met
+    from tests.integration.test_web_publish import _form, _hidden  # noqa: PLC0415
+    from web.publishing import Desk  # noqa: PLC0415
+
+    fed = Federation(tmp_path, bootstrap, f"sqlite:///{tmp_path / 'unused.sqlite'}")
+    users = users_file(tmp_path / "users.json", (OFFICER, OFFICER_PASSWORD, None))
+    config = tmp_path / "producer.toml"
+    config.write_text(config.read_text() + web_section(users))
+    running = RunningConsole(config)
+    try:
+        client = running.client()
+        assert client.sign_in(OFFICER, OFFICER_PASSWORD).status == 303
+        csrf = client.get("/report/sighting").csrf()
+        preview = client.post(
+            "/report/sighting", {**_form("Filmed twice?"), "csrf": csrf, "action": "preview"}
+        )
+        assert preview.status == 200
+        carried = {**_hidden(preview), "action": ["publish"]}
+        first = client.post("/report/sighting", carried)
+        assert first.status == 200, first.body[:2000]
+        m = re.search(r'id="record-link">([0-9a-f-]{36})<', first.body)
+        assert m is not None
+        rid = m.group(1)
+        settings = running.console.settings
+        desk = next(v for v in settings.extras.values() if isinstance(v, Desk))
+        sent_before = desk.sent(limit=100, offset=0)[1]
+        again = client.post("/report/sighting", carried)  # the refresh
+        assert again.status == 200
+        assert rid in again.body
+        assert desk.sent(limit=100, offset=0)[1] == sent_before  # nothing new reserved
+        fed.consume("met-police")
+        store = open_force_store(fed.stores["met-police"])
+        try:
+            held = [v for v in store.iter_records() if v.producer_id == "cst"]
+            assert [v.record_id for v in held] == [rid]
+            assert held[0].version == 1
+        finally:
+            store.close()
+    finally:
+        running.stop()
+        desk = next(v for v in running.console.settings.extras.values() if isinstance(v, Desk))
+        desk.publisher().close()
