@@ -19,6 +19,8 @@ analyst's and the operator's pages.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -137,6 +140,24 @@ def _iso(value: datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def origin_refusal(request: Request) -> str | None:
+    """ "origin" when a POST says it came from another origin (``Origin``, else ``Referer``), or
+    from an opaque one (``null``); None when it names this console or nothing.
+
+    Cookies are not isolated by port: a page served by a local user on another port of this
+    host is "same site" (SameSite cookies go along) and can set cookies this console reads
+    (even ``__Host-`` ones, over HTTPS). Only the origin tells its forms from this console's.
+    """
+    source = request.header("origin") or request.header("referer")
+    if source == "null":
+        return "origin"
+    if source is not None:
+        parts = urlsplit(source)
+        if f"{parts.scheme}://{parts.netloc}".lower() != request.origin.lower():
+            return "origin"
+    return None
 
 
 class Console:
@@ -270,10 +291,17 @@ class Console:
             return Response(200, static[0], static[1]), None
         session = self.sessions.get(request.cookies.get(self.cookie))
         user = None if session is None else session.user
-        if session is not None and session.user not in self._users():
-            # Removed from the users file: every session of theirs ends now.
-            self.sessions.drop_user(session.user)
-            session, user = None, None
+        if session is not None:
+            held = self.credential(session.user)
+            if held is None:
+                # Removed from the users file: every session of theirs ends now.
+                self.sessions.drop_user(session.user)
+                session, user = None, None
+            elif not hmac.compare_digest(held, session.credential):
+                # Their entry changed since this session signed in (a new password after a
+                # leak): this session ends; one made with the new password lives on.
+                self.sessions.drop(request.cookies.get(self.cookie))
+                session, user = None, None
         route, params, allowed = self._route(request)
         if (route is None or not route.public) and session is None:
             if request.method == "GET":
@@ -309,11 +337,17 @@ class Console:
             message = f"The console could not answer (reference {ref} in its log)."
             return self.render("error.html", page, status=500, message=message), user
 
-    def _users(self) -> set[str]:
+    def credential(self, user: str) -> bytes | None:
+        """A digest of ``user``'s entry in the users file (None: no such user, or the file is
+        unreadable, which signs everyone out: fail closed). A session remembers it at sign-in."""
         try:
-            return set(self.auth.users())
+            entry = self.auth.users().get(user)
         except IntelbusError:
-            return set()  # an unreadable users file signs everyone out (fail closed)
+            return None
+        if entry is None:
+            return None
+        held = b"certificate only" if entry.password_hash is None else entry.password_hash
+        return hashlib.blake2b(held, digest_size=32).digest()
 
     def _route(self, request: Request) -> tuple[Route | None, Mapping[str, str], bool]:
         allowed = False
@@ -331,16 +365,7 @@ class Console:
         session = page.session
         if session is None or not session.check_csrf(page.request.field("csrf")):
             return "token"
-        source = page.request.header("origin") or page.request.header("referer")
-        if source is not None and source != "null":
-            from urllib.parse import urlsplit  # noqa: PLC0415 - only here
-
-            parts = urlsplit(source)
-            if f"{parts.scheme}://{parts.netloc}".lower() != page.request.origin.lower():
-                return "origin"
-        elif source == "null":
-            return "origin"
-        return None
+        return origin_refusal(page.request)
 
     # --- the store (a force's console) ---------------------------------------------------------
 

@@ -60,9 +60,19 @@ class Response:
         return Response(self.status, self.body, self.content_type, (*self.headers, *extra))
 
 
+#: What stays as it is in a Location: a URL's reserved and unreserved characters, and ``%``
+#: (a path already percent-encoded keeps its escapes).
+_LOCATION_SAFE: Final = "/?&=%#:;@!$'()*+,~-._"
+
+
 def redirect(location: str, *extra: tuple[str, str]) -> Response:
-    """A 303 See Other to a path of this console (after a POST, the browser GETs it)."""
-    return Response(303, b"", HTML, (("Location", location), *extra))
+    """A 303 See Other to a path of this console (after a POST, the browser GETs it).
+
+    Characters outside ASCII are percent-encoded: a header goes out as Latin-1, and the server
+    drops the connection on any other character, so a ``next=/€`` in a link sent to an analyst
+    would make their sign-in end in a broken connection.
+    """
+    return Response(303, b"", HTML, (("Location", quote(location, safe=_LOCATION_SAFE)), *extra))
 
 
 def parse_fields(text: str) -> dict[str, tuple[str, ...]]:

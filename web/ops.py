@@ -13,13 +13,16 @@ inspectorate's audit reports.
   3 a.m. needs the stored half exactly when the broker is the problem. Every broker wait is
   bounded, and the whole call is bounded again by a thread join.
 * Audit reports are files in the configured folder, listed by name; a name from a request is only
-  ever compared with that list, never joined to a path. Each report is checked against its own
+  ever compared with that list, never joined to a path. Only files the console's own user (or
+  root) owns and nobody else may write are listed: a report planted by another local user would
+  still match its own (unkeyed) digest. Each report is checked against its own
   digest (consumers.audit.report.verify_report) and a failure is part of what is shown.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -319,8 +322,19 @@ def list_reports(folder: Path) -> list[ReportFile]:
             st = path.stat()
         except OSError:
             continue
+        if not _trusted(st):
+            # Not listed, so not shown: a report's "verified" only says it matches its own
+            # unkeyed digest, which a local user who can drop a file in the folder (a shared or
+            # world-writable one) can compute for a report of their own making.
+            log.warning("web.audit_report_untrusted", report=path.name)
+            continue
         found.append(ReportFile(path.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
     return sorted(found, key=lambda r: (r.modified, r.name), reverse=True)
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """A report file the console's own user (or root) owns and nobody else may write."""
+    return st.st_uid in {os.getuid(), 0} and not st.st_mode & 0o022
 
 
 def find_report(folder: Path, name: str) -> Path | None:

@@ -34,6 +34,10 @@ log = get_logger("web.server")
 
 IDLE_TIMEOUT: Final = 30.0
 MAX_CONNECTIONS: Final = 64
+#: Connections one client address holds at once: without it one client opening MAX_CONNECTIONS
+#: idle connections (each waits IDLE_TIMEOUT for its request) locks every analyst out. (Clients
+#: behind one address, or many addresses, can still do it: a bound, not a cure.)
+MAX_PER_ADDRESS: Final = 16
 MAX_BODY: Final = 256 * 1024
 _MAX_URL: Final = 8192
 _FORM: Final = "application/x-www-form-urlencoded"
@@ -57,20 +61,44 @@ class WebServer(ThreadingHTTPServer):
         self.context = context
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._per_address: dict[str, int] = {}
+        self._count_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+        peer = str(client_address[0])
+        with self._count_lock:
+            held = self._per_address.get(peer, 0)
+            if held >= MAX_PER_ADDRESS:
+                refused = True
+            else:
+                refused = False
+                self._per_address[peer] = held + 1
+        if refused:
+            log.warning("web.too_many_connections", scope="address")
+            self.shutdown_request(request)
+            return
         if not self._slots.acquire(blocking=False):
+            self._release(peer)
             log.warning("web.too_many_connections")
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _release(self, peer: str) -> None:
+        with self._count_lock:
+            left = self._per_address.get(peer, 1) - 1
+            if left > 0:
+                self._per_address[peer] = left
+            else:
+                self._per_address.pop(peer, None)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._release(str(client_address[0]))
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host's name up (a DNS query that can hang); skip it.

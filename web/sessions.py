@@ -22,6 +22,11 @@ from typing import Final
 
 #: Sessions held at once; the oldest is dropped beyond it (sign-ins are Argon2id-throttled).
 MAX_SESSIONS: Final = 2000
+#: Sessions one user holds at once (a few browsers, a phone); beyond it their own oldest ends.
+#: Without it one user (or a thief with a leaked password: the Authenticator caches a verified
+#: password, so repeated sign-ins are cheap) could sign in MAX_SESSIONS times and push every
+#: other person's session out of the table.
+MAX_PER_USER: Final = 16
 
 
 @dataclass(slots=True)
@@ -33,6 +38,10 @@ class Session:
     created: float
     seen: float
     csrf: str = field(repr=False)
+    #: A digest of the users file's entry the person signed in against (its password hash, or
+    #: "certificate only"): when the operator changes that entry (a new password after a leak),
+    #: the sessions made with the old one end instead of living on for the rest of the shift.
+    credential: bytes = field(default=b"", repr=False)
     #: One-time messages for the next page (after a redirect).
     notices: list[str] = field(default_factory=list)
 
@@ -56,13 +65,20 @@ class SessionStore:
     def _name(self, token: str) -> bytes:
         return hashlib.blake2b(token.encode(), key=self._key, digest_size=32).digest()
 
-    def create(self, user: str, method: str) -> tuple[str, Session]:
-        """A new session for ``user``: (the cookie's value, the session)."""
+    def create(self, user: str, method: str, credential: bytes = b"") -> tuple[str, Session]:
+        """A new session for ``user`` (signed in against ``credential``, see
+        :attr:`Session.credential`): (the cookie's value, the session)."""
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        session = Session(user, method, now, now, secrets.token_urlsafe(32))
+        session = Session(user, method, now, now, secrets.token_urlsafe(32), credential=credential)
         with self._lock:
             self._expire(now)
+            own = sorted(
+                (k for k, v in self._sessions.items() if v.user == user),
+                key=lambda k: self._sessions[k].seen,
+            )
+            for k in own[: max(0, len(own) - MAX_PER_USER + 1)]:
+                del self._sessions[k]
             while len(self._sessions) >= MAX_SESSIONS:
                 oldest = min(self._sessions, key=lambda k: self._sessions[k].seen)
                 del self._sessions[oldest]

@@ -89,9 +89,13 @@ def records(page: Page) -> Response:
     if f.ok:
         with page.console.store() as store:
             if f.text is not None:
-                views = store.search(f.text, limit=f.limit)
+                # A hit on a restricted record would say what it holds ("the TLP:RED record
+                # mentions Zebedee") without a justification: guessing word by word reads it.
+                # Restricted records are left out of search results (the page says so); they are
+                # found through the list's filters and read one by one with a justification.
+                views = [v for v in store.search(f.text, limit=f.limit) if restriction(v) is None]
                 # A search term is personal data: its digest, never the text.
-                query = {**text_digest(f.text), "limit": f.limit}
+                query = {**text_digest(f.text), "limit": f.limit, "restricted_not_searched": True}
                 access.log_read(store, page.user, "search", views, query)
             else:
                 views = _listed(store, f)
@@ -140,21 +144,24 @@ def _record(page: Page, justification: str | None, error: str | None) -> Respons
             v for v in store.get_all(record_id) if producer is None or v.producer_id == producer
         ]
         held = [v for v in views if v.payload is not None]
-        restricted = access.first_restriction(held)
+        # Over every view, not only those with a current payload: the page shows each view's
+        # amendment history, and a record whose latest version is withheld here (payload None)
+        # still holds its earlier, possibly TLP:RED or handling-code-C, versions.
+        restricted = access.first_restriction(views)
         related: list[dict[str, Any]] = []
         if restricted is not None and justification is None:
             refusal = access.gate_refs(
                 store,
                 page.user,
                 "show",
-                refs(held),
+                refs(views),
                 restricted,
                 query=query,
                 justification=None,
             )
         else:
             related = _related(store, held, record_id) if held else []
-            named: list[RecordRef] = list(refs(held))
+            named: list[RecordRef] = list(refs(views))
             named += [(r["producer"], r["record_id"]) for g in related for r in g["rows"]]
             refusal = access.gate_refs(
                 store,

@@ -17,7 +17,7 @@ import secrets
 from intelbus.errors import IntelbusError
 from intelbus.interop.taxii_auth import AuthFailed, Principal
 from intelbus.log import get_logger
-from web.app import Page, Route
+from web.app import Page, Route, origin_refusal
 from web.http import Response, local_path, redirect
 
 log = get_logger("web.signin")
@@ -57,6 +57,12 @@ def signin_page(page: Page) -> Response:
 def _signin_token_ok(page: Page) -> bool:
     sent = page.request.field("signin_token") or ""
     held = page.request.cookies.get(page.console.signin_cookie) or ""
+    if origin_refusal(page.request) is not None:
+        # The token alone is not enough here: a local user's page on another port of this host
+        # can set the sign-in cookie (cookies ignore ports) and post a matching token with their
+        # own credentials, signing the analyst in as them (login CSRF).
+        log.warning("web.csrf_refused", reason="origin", user=None)
+        return False
     return bool(sent) and hmac.compare_digest(sent.encode(), held.encode())
 
 
@@ -64,7 +70,9 @@ def _start(page: Page, who: Principal) -> Response:
     console = page.console
     console.sessions.drop(page.request.cookies.get(console.cookie))
     token, _ = console.sessions.create(
-        who.user, "certificate" if who.method == "certificate" else "password"
+        who.user,
+        "certificate" if who.method == "certificate" else "password",
+        console.credential(who.user) or b"",
     )
     log.info("web.signed_in", user=who.user, method=who.method)
     return redirect(

@@ -33,6 +33,7 @@ from web.publishing import Copy, Desk, desk_for, form_values
 log = get_logger("web.producer")
 
 PAGE_SIZE: Final = 50
+_MAX_PAGE: Final = 1_000_000
 #: The page's own fields beside the form's (never part of the record).
 _OWN: Final = frozenset({"csrf", "action", "to"})
 _UUID: Final = r"(?P<record_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -214,7 +215,8 @@ def _publish(page: Page, desk: Desk, record: DomainRecord, named: Sequence[str])
 def sent_list(page: Page) -> Response:
     desk = _desk(page)
     try:
-        number = max(1, int(page.request.arg("page") or "1"))
+        # Bounded: a page number past SQLite's 64-bit integers would fail the query (a 500).
+        number = min(max(1, int(page.request.arg("page") or "1")), _MAX_PAGE)
     except ValueError:
         number = 1
     rows, total = desk.sent(limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
