@@ -52,7 +52,7 @@ from tests.taxii_store import (
     force_config,
     users_file,
 )
-from tests.webconsole import Client, RunningConsole, web_section
+from tests.webconsole import Client, Reply, RunningConsole, web_section
 
 USER, PASSWORD = "ana.analyst", "correct horse battery"
 OTHER, OTHER_PASSWORD = "bob.analyst", "staple battery horse"
@@ -251,7 +251,6 @@ def test_insider_markup_in_every_field_is_only_text_on_every_page(setup: Setup) 
     before = setup.views()
     pages = (
         "/records",
-        "/records?q=HYPERLINK",
         f"/records/{HOSTILE_A}",
         "/timeline",
         "/map",
@@ -264,6 +263,10 @@ def test_insider_markup_in_every_field_is_only_text_on_every_page(setup: Setup) 
         reply = setup.client.get(path)
         assert reply.status == 200, (path, reply.body[:300])
         _no_live_markup(path, reply.body)
+    found = _search(setup, "HYPERLINK")
+    assert found.status == 200
+    assert HOSTILE_A in found.body  # the search did find the insider's record
+    _no_live_markup("search", found.body)
     # The insider's text did reach the pages (escaped): the test looked where it lands.
     for path, shown in (("/records", 2), (f"/records/{HOSTILE_A}", 2), ("/links", 2)):
         body = setup.client.get(path).body
@@ -293,6 +296,12 @@ def test_insider_formula_is_neutralised_in_a_web_csv_export(setup: Setup) -> Non
     setup.genuine_still_works()
 
 
+def _search(setup: Setup, text: str) -> Reply:
+    """The search form, as the browser posts it."""
+    token = setup.client.get("/no-such-page").csrf()
+    return setup.client.post("/records", {"csrf": token, "q": text})
+
+
 def _number(text: str) -> bool:
     try:
         float(text)
@@ -311,7 +320,7 @@ def test_a_search_does_not_reveal_what_a_restricted_record_holds(setup: Setup) -
     before = setup.views()
     # Any word of the secret, guessed one at a time, must not single the record out: a hit
     # would tell the analyst what a TLP:RED record says without a justification.
-    reply = setup.client.get("/records?q=Zebedee")
+    reply = _search(setup, "Zebedee")
     assert reply.status == 200
     assert SECRET_ID not in reply.body
     assert "Restricted records are not searched" in reply.body
@@ -842,7 +851,7 @@ def test_logs_hold_no_password_search_text_justification_or_contents(
     stranger = setup.console.client()
     assert stranger.sign_in(USER, "Tr0ub4dor&3 wrong one").status == 401
     assert stranger.sign_in("x" * 100 + "\x1b[2J", "Tr0ub4dor&3 wrong one").status == 401
-    assert setup.client.get("/records?q=Nightjar+Zebedee").status == 200
+    assert _search(setup, "Nightjar Zebedee").status == 200
     page = setup.client.get(f"/records/{SECRET_ID}")
     assert (
         setup.client.post(
@@ -1128,12 +1137,16 @@ def test_markup_in_an_address_is_never_reflected_live(setup: Setup, path: str) -
 def test_a_search_term_stays_out_of_logs_access_log_and_other_sites(
     setup: Setup, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The search form is a GET (bookmarkable, as the list's filters): the term is in the
-    browser's address bar and history (not fixed, see the report). What the console controls
-    holds: the server's log keeps the path only, the access log a digest, and the page's
-    Referrer-Policy keeps the address from any other site."""
+    """The search form is a POST: the term is never in an address (browser history, Referer).
+    A search put in an address by hand is refused, not run. The server's log keeps the path
+    only, the access log a digest."""
     capfd.readouterr()
-    reply = setup.client.get("/records?q=Zebedee+Smith")
+    entries = len(setup.entries())
+    refused = setup.client.get("/records?q=Zebedee+Smith")
+    assert refused.status == 400
+    assert "search box" in refused.body
+    assert len(setup.entries()) == entries  # nothing read, nothing logged
+    reply = _search(setup, "Zebedee Smith")
     assert reply.status == 200
     assert reply.headers["referrer-policy"] == "same-origin"
     assert reply.headers["cache-control"] == "no-store"
@@ -1160,11 +1173,14 @@ def test_nothing_is_shown_when_the_access_log_cannot_be_written(setup: Setup) ->
     entries = len(setup.entries())
     token = setup.client.get("/export").csrf()
     try:
-        for path in ("/records", "/records?q=a", f"/records/{rid}", "/timeline", "/map", "/links"):
+        for path in ("/records", f"/records/{rid}", "/timeline", "/map", "/links"):
             reply = setup.client.get(path)
-            assert reply.status in (400, 503), (path, reply.status)
+            assert reply.status == 503, (path, reply.status)
             assert rid not in reply.body, path
             assert 'href="/records/' not in reply.body, path
+        searched = _search(setup, "a")
+        assert searched.status == 503
+        assert 'href="/records/' not in searched.body
         export = setup.client.post(
             "/export", {"csrf": token, "format": "jsonl", "to": TO, "justification": WHY}
         )

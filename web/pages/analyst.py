@@ -29,7 +29,7 @@ from intelbus.store.export import (
 from web import access
 from web.app import NavItem, Page, PageError, Route
 from web.filters import AREAS, KINDS, TLPS, Filters, parse_filters
-from web.http import Response
+from web.http import Response, redirect
 from web.links import link_groups, links_for
 from web.mapview import MapPoint, map_view
 from web.provenance import key_provenance, load_history
@@ -84,7 +84,17 @@ def _row(v: StoredRecordView) -> dict[str, Any]:
 
 
 def records(page: Page) -> Response:
-    f = _filters(page)
+    if page.request.method == "GET" and page.request.arg("q") is not None:
+        raise PageError(
+            400,
+            "type a search in the search box: in an address it would stay in the browser's history",
+        )
+    if page.request.method == "POST":
+        f = parse_filters(page.request.field)
+        if f.text is None and f.ok:
+            return redirect("/records")
+    else:
+        f = _filters(page)
     rows: list[dict[str, Any]] = []
     if f.ok:
         with page.console.store() as store:
@@ -417,6 +427,7 @@ def _stamp(when: datetime) -> str:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", r"/records", records),
+    Route("POST", r"/records", records),
     Route("GET", rf"/records/(?P<record_id>{_UUID})", record_page),
     Route("POST", rf"/records/(?P<record_id>{_UUID})", record_justified),
     Route("GET", r"/timeline", timeline_page),
