@@ -9,20 +9,17 @@ unexpected error is a 500 page and a log line naming its type, never a traceback
 
 TLS reuses the TAXII server's context (TLS 1.2+, client certificates from the bus CA optional);
 handshakes run in the connection's own thread with a timeout, so a slow client cannot hold the
-listener, and at most :data:`MAX_CONNECTIONS` are served at once.
+listener; connections are bounded in all and per client address (intelbus/httpserve.py).
 """
 
 from __future__ import annotations
 
-import socket
-import socketserver
 import ssl
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from intelbus.httpserve import IDLE_TIMEOUT, GuardedServer, handshake, printable
 from intelbus.interop.taxii_server import certificate_user
 from intelbus.log import get_logger
 from web.http import Request, Response, parse_cookies, parse_fields
@@ -32,99 +29,25 @@ if TYPE_CHECKING:
 
 log = get_logger("web.server")
 
-IDLE_TIMEOUT: Final = 30.0
-MAX_CONNECTIONS: Final = 64
-#: Connections one client address holds at once: without it one client opening MAX_CONNECTIONS
-#: idle connections (each waits IDLE_TIMEOUT for its request) locks every analyst out. (Clients
-#: behind one address, or many addresses, can still do it: a bound, not a cure.)
-MAX_PER_ADDRESS: Final = 16
 MAX_BODY: Final = 256 * 1024
 _MAX_URL: Final = 8192
 _FORM: Final = "application/x-www-form-urlencoded"
 
 
-def _printable(text: str) -> str:
-    """Non-printable characters escaped: a request path must not drive the operator's terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+class WebServer(GuardedServer):
+    """The console's listener; the console rides on it for the handlers."""
 
-
-class WebServer(ThreadingHTTPServer):
-    """The listener; the console and the TLS context ride on it for the handlers."""
-
-    daemon_threads = True
-    request_queue_size = 64
+    name = "web"
 
     def __init__(
         self, address: tuple[str, int], console: Console, context: ssl.SSLContext | None
     ) -> None:
         self.console = console
-        self.context = context
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._per_address: dict[str, int] = {}
-        self._count_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        peer = str(client_address[0])
-        with self._count_lock:
-            held = self._per_address.get(peer, 0)
-            if held >= MAX_PER_ADDRESS:
-                refused = True
-            else:
-                refused = False
-                self._per_address[peer] = held + 1
-        if refused:
-            log.warning("web.too_many_connections", scope="address")
-            self.shutdown_request(request)
-            return
-        if not self._slots.acquire(blocking=False):
-            self._release(peer)
-            log.warning("web.too_many_connections")
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def _release(self, peer: str) -> None:
-        with self._count_lock:
-            left = self._per_address.get(peer, 1) - 1
-            if left > 0:
-                self._per_address[peer] = left
-            else:
-                self._per_address.pop(peer, None)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-            self._release(str(client_address[0]))
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host's name up (a DNS query that can hang); skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.context is not None:
-            sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        log.warning("web.connection_failed", error=type(sys.exc_info()[1]).__name__)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
+        super().__init__(address, _Handler, context)
 
     @property
     def url(self) -> str:
-        host = str(self.server_address[0])
-        scheme = "https" if self.context is not None else "http"
-        shown = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{shown}:{self.port}/"
+        return self.base_url
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -137,13 +60,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError) as e:
-                log.info("web.handshake_refused", reason=type(e).__name__)
-                self.close_connection = True
-                raise
+        try:
+            handshake(self.connection, "web.handshake_refused")
+        except (ssl.SSLError, OSError):
+            self.close_connection = True
+            raise
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
         # http.server's lines hold the raw request line (a query can hold a search term).
@@ -172,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "web.request",
             method=getattr(self, "command", None),
-            path=_printable(urlsplit(getattr(self, "path", "")).path[:200]),
+            path=printable(urlsplit(getattr(self, "path", "")).path[:200]),
             status=response.status,
             user=user,
         )

@@ -9,26 +9,25 @@ log line naming its type, never a traceback or record contents.
 
 TLS: with ``cert_file``/``key_file`` the server speaks HTTPS only (TLS 1.2 or later); with
 ``ca_file`` as well, a client may present a certificate, which must chain to that CA (the bus
-CA), or the handshake fails. Handshakes run in the connection's own thread, with a timeout, so a
-slow client cannot hold the listener.
+CA), or the handshake fails. The listener (intelbus/httpserve.py, shared with the web console)
+runs handshakes in the connection's own thread with a timeout, so a slow client cannot hold it,
+and bounds connections in all and per client address.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import socketserver
 import ssl
-import threading
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from intelbus.errors import ConfigError, IntelbusError
 from intelbus.files import check_private
+from intelbus.httpserve import IDLE_TIMEOUT, GuardedServer, handshake, printable
 from intelbus.interop.taxii import TAXII_MEDIA_TYPE, Response, TaxiiError, TaxiiService
 from intelbus.interop.taxii_auth import Authenticator, AuthFailed, Principal
 from intelbus.log import get_logger
@@ -36,9 +35,6 @@ from intelbus.log import get_logger
 log = get_logger("intelbus.interop.taxii_server")
 
 #: Seconds a connection may stay silent (the handshake, a request line, keep-alive).
-IDLE_TIMEOUT: Final = 30.0
-#: Connections served at once (a thread each); more are closed at once, not queued.
-MAX_CONNECTIONS: Final = 64
 _MAX_URL: Final = 8192
 _REALM: Final = 'Basic realm="intelbus TAXII", charset="UTF-8"'
 
@@ -90,13 +86,6 @@ def accepts_taxii(accept: str | None) -> bool:
     return False
 
 
-def _printable(text: str) -> str:
-    """``text`` with every non-printable character escaped: a request line may carry an escape
-    sequence (ESC is not whitespace to http.server), and the console log renders strings raw, so
-    an unauthenticated client could otherwise drive the operator's terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 def certificate_user(peer: dict[str, Any] | None) -> str | None:
     """The CN of a verified client certificate (``getpeercert()``), or None."""
     if not peer:
@@ -108,11 +97,10 @@ def certificate_user(peer: dict[str, Any] | None) -> str | None:
     return None
 
 
-class TaxiiHttpServer(ThreadingHTTPServer):
-    """The listener; the service, authenticator and TLS context ride on it for the handlers."""
+class TaxiiHttpServer(GuardedServer):
+    """The listener; the service and authenticator ride on it for the handlers."""
 
-    daemon_threads = True
-    request_queue_size = 64
+    name = "taxii"
 
     def __init__(
         self,
@@ -123,50 +111,11 @@ class TaxiiHttpServer(ThreadingHTTPServer):
     ) -> None:
         self.service = service
         self.auth = auth
-        self.context = context
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        if not self._slots.acquire(blocking=False):
-            log.warning("taxii.too_many_connections")
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host's name up (a DNS query that can hang); skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.context is not None:
-            # The handshake runs later, in the handler's thread (see _Handler.setup).
-            sock = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        # socketserver would print a traceback to stderr: one line, with the type only.
-        import sys  # noqa: PLC0415 - only here
-
-        kind = type(sys.exc_info()[1]).__name__
-        log.warning("taxii.connection_failed", error=kind)
+        super().__init__(address, _Handler, context)
 
     @property
     def url(self) -> str:
-        host, port = str(self.server_address[0]), int(self.server_address[1])
-        scheme = "https" if self.context is not None else "http"
-        shown = f"[{host}]" if ":" in host else host
-        return f"{scheme}://{shown}:{port}/taxii2/"
+        return self.base_url + "taxii2/"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,14 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError) as e:
-                # A stranger's certificate, no TLS at all, a timeout: drop the connection.
-                log.info("taxii.handshake_refused", reason=type(e).__name__)
-                self.close_connection = True
-                raise
+        try:
+            handshake(self.connection, "taxii.handshake_refused")
+        except (ssl.SSLError, OSError):
+            # A stranger's certificate, no TLS at all, a timeout: drop the connection.
+            self.close_connection = True
+            raise
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
         # http.server's own lines hold the raw request line (a query can name an object):
@@ -209,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.info(
             "taxii.request",
             method=getattr(self, "command", None),
-            path=_printable(urlsplit(getattr(self, "path", "")).path[:200]),
+            path=printable(urlsplit(getattr(self, "path", "")).path[:200]),
             status=response.status,
             user=user,
         )
