@@ -11,7 +11,6 @@ a prompt (twice, not echoed) or, with ``--password-stdin``, one line of standard
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 
 from consumers.config import ConsumerConfig
 from intelbus.cli import store_access
+from intelbus.cli.passwords import new_password
 from intelbus.cli.store_cmd import resolve_store
 from intelbus.errors import ConfigError, IntelbusError
 from intelbus.interop.taxii import TaxiiService
@@ -120,13 +120,6 @@ def add_user_cmd(
     ),
 ) -> None:
     """Add or replace a TAXII user (its password hashed with Argon2id; never echoed)."""
-    password: str | None = None
-    if not certificate_only:
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-        if not password:
-            raise ConfigError("the password is empty")
+    password = new_password(certificate_only=certificate_only, from_stdin=password_stdin)
     new = add_user(users, name, password, justification=justification)
     err.print(f"{'added' if new else 'replaced'} TAXII user {name} in {users}", highlight=False)

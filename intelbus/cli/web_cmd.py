@@ -10,12 +10,12 @@ Exit 3: the store cannot be opened, or the address is in use.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console as RichConsole
 
+from intelbus.cli.passwords import new_password
 from intelbus.errors import ConfigError, StoreError
 from intelbus.interop.taxii_auth import add_user
 from intelbus.log import get_logger
@@ -82,14 +82,7 @@ def add_user_cmd(
     ),
 ) -> None:
     """Add or replace a console user (the password hashed with Argon2id; never echoed)."""
-    password: str | None = None
-    if not certificate_only:
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-        if not password:
-            raise ConfigError("the password is empty")
+    password = new_password(certificate_only=certificate_only, from_stdin=password_stdin)
     users.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     new = add_user(users, name, password)
     err.print(f"{'added' if new else 'replaced'} console user {name} in {users}", highlight=False)
