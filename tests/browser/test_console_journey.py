@@ -192,12 +192,20 @@ def test_2_the_met_analyst_finds_it_in_the_list_and_opens_it(
     browser.wait_for("table.records")
     _set(browser, "kind", "sighting")
     _set(browser, "area", "METROPOLITAN")
-    browser.click("form.filters button[type=submit]")
+    browser.click("form.filters[method=get] button[type=submit]")
     browser.wait_for("table.records")
     assert "kind=sighting" in browser.driver.current_url
     ids = [e.text for e in browser.driver.find_elements(By.CSS_SELECTOR, "td.record-id a")]
     assert journey.record_id in ids
     _check_page(browser, url, "records")
+    # The search box: the term finds it and never reaches the address (browser history).
+    token = DESCRIPTION.rsplit("(", 1)[1].rstrip(").")
+    _set(browser, "q", token)
+    browser.click("form.search button[type=submit]")
+    browser.wait_for("table.records")
+    ids = [e.text for e in browser.driver.find_elements(By.CSS_SELECTOR, "td.record-id a")]
+    assert journey.record_id in ids
+    assert token not in browser.driver.current_url
     # Another area's filter leaves it out.
     browser.open(url + "/records?area=HERTFORDSHIRE")
     browser.wait_for("main h1")
