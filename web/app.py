@@ -42,6 +42,7 @@ from intelbus.store.base import OWNER_META_KEY
 from intelbus.web_config import WebConfig
 from web.http import HTML, Request, Response, redirect, with_query
 from web.sessions import Session, SessionStore
+from web.throttle import SigninThrottle
 
 log = get_logger("web.app")
 
@@ -186,6 +187,7 @@ class Console:
         # site or sub-domain can plant or overwrite it.
         self.cookie = "__Host-intelbus" if self.tls else "intelbus"
         self.signin_cookie = "__Host-intelbus-signin" if self.tls else "intelbus-signin"
+        self.throttle = SigninThrottle()
         self._static = _static_files()
         self._hosts = self._allowed_hosts()
         self.env = Environment(

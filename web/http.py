@@ -30,6 +30,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: The CN of a client certificate that chained to the bus CA (TLS with ``ca_file``), or None.
     certificate_user: str | None = None
+    #: The client's address (the TCP peer; behind a proxy, the proxy's).
+    peer: str = ""
     #: ``https://host:port`` or ``http://host:port``: what this console's pages are served as.
     origin: str = ""
 

@@ -146,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             cookies=parse_cookies(self.headers.get("Cookie")),
             headers={k.lower(): v for k, v in self.headers.items()},
             certificate_user=cert,
+            peer=str(self.client_address[0]),
             origin=f"{scheme}://{host}",
         )
 

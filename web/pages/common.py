@@ -68,6 +68,7 @@ def _signin_token_ok(page: Page) -> bool:
 
 def _start(page: Page, who: Principal) -> Response:
     console = page.console
+    console.throttle.succeeded(page.request.peer, who.user)
     console.sessions.drop(page.request.cookies.get(console.cookie))
     token, _ = console.sessions.create(
         who.user,
@@ -89,9 +90,21 @@ def signin(page: Page) -> Response:
     password = page.request.field("password") or ""
     if not name or not password or len(name) > _MAX_NAME or len(password) > _MAX_PASSWORD:
         return _signin_form(page, 401, "Give your user name and password.")
+    throttle, peer = page.console.throttle, page.request.peer
+    wait = throttle.wait_s(peer, name)
+    if wait > 0:
+        # Not even checked: the answer must not tell a guesser whether this try was right.
+        log.warning("web.signin_throttled", method="password")
+        minutes = max(1, round(wait / 60))
+        return _signin_form(
+            page,
+            429,
+            f"Too many failed sign-ins for this user from here: try again in {minutes} minute(s).",
+        )
     try:
         who = page.console.auth.password(name, password)
     except AuthFailed:
+        throttle.failed(peer, name)
         log.info("web.signin_refused", method="password")
         return _signin_form(page, 401, "Wrong user name or password.")
     except IntelbusError as e:
