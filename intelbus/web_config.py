@@ -25,29 +25,23 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from intelbus.interop.taxii_config import check_tls_files
+from intelbus.interop.taxii_config import ListenerConfig
 
 DEFAULT_PORT = 8800
 
 AgencyId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,62}$")]
 
 
-class WebConfig(BaseModel):
+class WebConfig(ListenerConfig):
     """Validated ``[web]`` settings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    bind: Annotated[str, Field(min_length=1, max_length=253)] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = DEFAULT_PORT
     #: Host names the console answers to besides its address (and localhost when on loopback):
     #: a request naming any other host is refused, so a web page whose name an attacker points at
     #: 127.0.0.1 (DNS rebinding) cannot read the console from a browser on this machine.
     hosts: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")], ...] = ()
-    users_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    ca_file: Path | None = None
     session_idle_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 30.0
     session_hours: Annotated[float, Field(gt=0, le=24)] = 10.0
     tile_url: str | None = None
@@ -67,15 +61,6 @@ class WebConfig(BaseModel):
         if any(c in value for c in "'\"; <>\\"):
             raise ValueError("tile_url may not hold quotes, semicolons, spaces or angle brackets")
         return value
-
-    @model_validator(mode="after")
-    def _tls_pairs(self) -> WebConfig:
-        check_tls_files(self.cert_file, self.key_file, self.ca_file, "the console's")
-        return self
-
-    @property
-    def tls(self) -> bool:
-        return self.cert_file is not None
 
     @property
     def tile_origin(self) -> str | None:

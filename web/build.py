@@ -16,7 +16,6 @@ from pathlib import Path
 from consumers.config import ConsumerConfig
 from intelbus.errors import ConfigError
 from intelbus.interop.taxii_auth import Authenticator
-from intelbus.interop.taxii_config import is_loopback
 from intelbus.interop.taxii_server import TlsFiles, server_context
 from intelbus.tomlfile import read_toml
 from intelbus.web_config import WebConfig
@@ -50,20 +49,9 @@ def settings_for(
         raise ConfigError(
             f"{config_path} is neither a producer's config (agreement) nor a consumer's (store)"
         )
-    web = loaded.web or WebConfig()
-    changes: dict[str, object] = {}
-    if bind is not None:
-        changes["bind"] = bind
-    if port is not None:
-        changes["port"] = port
-    web = web.model_copy(update=changes)
-    if not web.tls and not is_loopback(web.bind):
-        raise ConfigError(
-            f"refusing to serve the console on {web.bind} without HTTPS: set cert_file and "
-            "key_file in [web], or bind to 127.0.0.1"
-        )
-    if web.users_file is None:
-        raise ConfigError("no users_file in [web]: add users with `intelbus web add-user`")
+    web = (loaded.web or WebConfig()).serving(
+        bind, port, what="the console", section="web", secure="HTTPS"
+    )
     return ConsoleSettings(
         agency=loaded.agency,
         role=role,

@@ -93,20 +93,6 @@ def summary(view: StoredRecordView) -> str:
     return text if len(text) <= _SUMMARY_CHARS else text[: _SUMMARY_CHARS - 1] + "…"
 
 
-def flags(view: StoredRecordView) -> list[str]:
-    """Status flags as ``store list`` shows them: retracted, superseded, vN, redacted."""
-    out = []
-    if view.retracted:
-        out.append("retracted")
-    if view.superseded:
-        out.append(view.status)
-    if view.version > 1:
-        out.append(f"v{view.version}")
-    if view.redacted_fields:
-        out.append("redacted")
-    return out
-
-
 def position(view: StoredRecordView) -> tuple[float | None, float | None]:
     """The record's latitude and longitude (None when absent or redacted)."""
     place = (view.payload or {}).get("place")

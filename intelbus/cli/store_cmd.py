@@ -46,6 +46,7 @@ from intelbus.store.export import (
     export_views,
     record_dict,
     record_filter,
+    status_flags,
     write_csv,
     write_export_file,
     write_format,
@@ -160,16 +161,7 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def _flags(v: StoredRecordView) -> str:
-    flags = []
-    if v.retracted:
-        flags.append("retracted")
-    if v.superseded:
-        flags.append(v.status)
-    if v.version > 1:
-        flags.append(f"v{v.version}")
-    if v.redacted_fields:
-        flags.append("redacted")
-    return ",".join(flags)
+    return ",".join(status_flags(v))
 
 
 def _table(title: str, views: list[StoredRecordView], *, narrow: bool = False) -> Table:

@@ -25,7 +25,7 @@ from intelbus.cli.store_cmd import resolve_store
 from intelbus.errors import ConfigError, IntelbusError
 from intelbus.interop.taxii import TaxiiService
 from intelbus.interop.taxii_auth import Authenticator, add_user
-from intelbus.interop.taxii_config import TaxiiConfig, is_loopback
+from intelbus.interop.taxii_config import TaxiiConfig
 from intelbus.interop.taxii_server import TaxiiHttpServer, TlsFiles, server_context
 from intelbus.log import get_logger
 from intelbus.store import Store, open_store
@@ -37,20 +37,7 @@ log = get_logger("intelbus.cli.taxii")
 
 def _settings(config: ConsumerConfig, bind: str | None, port: int | None) -> TaxiiConfig:
     base = config.taxii or TaxiiConfig()
-    changes: dict[str, object] = {}
-    if bind is not None:
-        changes["bind"] = bind
-    if port is not None:
-        changes["port"] = port
-    settings = base.model_copy(update=changes)
-    if not settings.tls and not is_loopback(settings.bind):
-        raise ConfigError(
-            f"refusing to serve TAXII on {settings.bind} without TLS: set cert_file and key_file "
-            "in [taxii], or bind to 127.0.0.1"
-        )
-    if settings.users_file is None:
-        raise ConfigError("no users_file in [taxii]: add users with `intelbus taxii add-user`")
-    return settings
+    return base.serving(bind, port, what="TAXII", section="taxii", secure="TLS")
 
 
 @app.command()

@@ -102,6 +102,21 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def status_flags(view: StoredRecordView) -> list[str]:
+    """A record's status as `store list` and the console show it: retracted, superseded (its
+    status), vN, redacted."""
+    out = []
+    if view.retracted:
+        out.append("retracted")
+    if view.superseded:
+        out.append(view.status)
+    if view.version > 1:
+        out.append(f"v{view.version}")
+    if view.redacted_fields:
+        out.append("redacted")
+    return out
+
+
 def record_dict(view: StoredRecordView, *, history: bool = True) -> dict[str, Any]:
     """A JSON-ready dict of one stored record: provenance, policy decision, payload, history."""
     out: dict[str, Any] = {

@@ -24,6 +24,7 @@ from intelbus.store.export import (
     export_selection,
     export_views,
     record_filter,
+    status_flags,
     write_format,
 )
 from web import access
@@ -33,7 +34,7 @@ from web.http import Response, redirect
 from web.links import link_groups, links_for
 from web.mapview import MapPoint, map_view
 from web.provenance import key_provenance, load_history
-from web.recordview import flags, payload_items, position, summary
+from web.recordview import payload_items, position, summary
 from web.timeline import TimelineItem, bars, timeline
 
 _UUID: Final = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -73,7 +74,7 @@ def _row(v: StoredRecordView) -> dict[str, Any]:
         "producer": v.producer_id,
         "tlp": v.tlp or "",
         "area": v.force_area or "",
-        "flags": flags(v),
+        "flags": status_flags(v),
         "restricted": restricted,
         # Contents only of what needs no justification (the list's rule, as `store list`).
         "summary": None if restricted else summary(v),
@@ -208,7 +209,7 @@ def _shown(v: StoredRecordView) -> dict[str, Any]:
     return {
         "view": v,
         "when": event_time(v),
-        "flags": flags(v),
+        "flags": status_flags(v),
         "key_id": None if v.key_id is None else v.key_id.hex(),
         "digest": v.digest.hex(),
         "fields": None if v.payload is None else payload_items(v.payload, v.redacted_fields),
