@@ -61,6 +61,7 @@ from intelbus.serde.registry import SchemaRegistry
 from intelbus.store import open_store
 from intelbus.store.base import Store
 from intelbus.transport import kafka as transport
+from intelbus.transport.client import KafkaClient
 from intelbus.transport.security import TransportSecurity
 from intelbus.transport.topics import topic_name
 from intelbus.trust.model import Batch, Effect, Prepared, Verdict
@@ -216,6 +217,7 @@ class AgencyConsumer:
         topics: list[str],
         batch_size: int = 500,
         security: TransportSecurity | None = None,
+        client: KafkaClient | None = None,
         liveness: LivenessWatch | None = None,
         follower: DirectoryFollower | None = None,
         policy_watch: PolicyWatch | None = None,
@@ -230,6 +232,8 @@ class AgencyConsumer:
         self.topics = topics
         self.batch_size = batch_size
         self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
+        # None: INTELBUS_KAFKA_CLIENT, else kafka-python (intelbus/transport/client.py).
+        self.client = KafkaClient.resolve(client)
         self.bootstrap = bootstrap_servers
         self.follower = follower
         self.policy_watch = policy_watch  # None: the policy is fixed for the run (tests)
@@ -395,6 +399,7 @@ class AgencyConsumer:
         consumer = transport.make_consumer(
             self.bootstrap,
             security=self.security,
+            client=self.client,
             group_id=self.group_id,
             max_poll_records=self.batch_size,
             # Measured (bench/perf.py): with kafka-python's defaults (500 ms, 1 MiB) every
@@ -562,12 +567,14 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
     )
     bootstrap = config.bootstrap()
     security = config.transport_security()
+    client = config.transport_client()
     follower = DirectoryFollower(
         history,
         bootstrap_servers=bootstrap,
         topic=topic_name(Family.DIRECTORY, prefix=config.topic_prefix),
         folder=config.directory,
         security=security,
+        client=client,
     )
     return AgencyConsumer(
         pipeline=pipeline,
@@ -576,6 +583,7 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
         store=open_store(config.store, owner=config.agency),
         bootstrap_servers=bootstrap,
         security=security,
+        client=client,
         group_id=config.group,
         topics=[topic_name(f, prefix=config.topic_prefix) for f in config.families],
         batch_size=config.batch_size,

@@ -7,6 +7,7 @@
     store = "stores/herts.sqlite"     # a path (SQLite) or a postgresql:// URL
     environment = "demo"
     bootstrap_servers = "127.0.0.1:9092"   # or KAFKA_BOOTSTRAP_SERVERS
+    kafka_client = "kafka-python"      # or "confluent-kafka" (the rdkafka extra); INTELBUS_KAFKA_CLIENT
     group_id = "herts-police"
     topic_prefix = "intelbus"
     families = ["sightings", "incidents", "heartbeats"]
@@ -38,6 +39,7 @@ from intelbus.interop.taxii_config import PATH_KEYS as TAXII_PATH_KEYS
 from intelbus.interop.taxii_config import TaxiiConfig
 from intelbus.kinds import Family
 from intelbus.tomlfile import read_toml
+from intelbus.transport.client import KafkaClient, parse_client_setting
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
 from intelbus.web_config import WebConfig, resolve_paths
@@ -55,6 +57,8 @@ class ConsumerConfig(BaseModel):
     store: str
     environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
     bootstrap_servers: str | None = None
+    #: The client library that carries the records (None: INTELBUS_KAFKA_CLIENT, else kafka-python).
+    kafka_client: KafkaClient | None = None
     group_id: str | None = None
     topic_prefix: str = DEFAULT_PREFIX
     security: SecurityMode = SecurityMode.OPTIONAL
@@ -97,10 +101,12 @@ class ConsumerConfig(BaseModel):
         web = raw.get("web")
         if isinstance(web, dict):
             resolve_paths(web, base)
+        parse_client_setting(raw, path)
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"invalid consumer config {path}: {e}") from e
+        config.transport_client()  # an unknown INTELBUS_KAFKA_CLIENT, or a missing extra: now
         if config.security is SecurityMode.REQUIRED:
             config.transport_security()  # refuse plaintext now, not at the first connection
         return config
@@ -112,6 +118,15 @@ class ConsumerConfig(BaseModel):
             ConfigError: ``security = "required"`` without a client certificate, or unusable files.
         """
         return TransportSecurity.build(mode=self.security, tls=self.tls, environ=environ)
+
+    def transport_client(self, environ: Mapping[str, str] | None = None) -> KafkaClient:
+        """The Kafka client library: ``kafka_client``, else ``INTELBUS_KAFKA_CLIENT``, else
+        kafka-python.
+
+        Raises:
+            ConfigError: an unknown name in the variable, or confluent-kafka not installed.
+        """
+        return KafkaClient.resolve(self.kafka_client, environ)
 
     def bootstrap(self) -> str:
         """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.

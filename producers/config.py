@@ -7,6 +7,7 @@
     state_file = "state/cst.sqlite"    # sequence numbers, hash chains, unacknowledged sends
     environment = "demo"
     bootstrap_servers = "127.0.0.1:9092"   # or KAFKA_BOOTSTRAP_SERVERS
+    kafka_client = "kafka-python"      # or "confluent-kafka" (the rdkafka extra); INTELBUS_KAFKA_CLIENT
     topic_prefix = "intelbus"
     heartbeat_interval_s = 30
     security = "required"              # refuse plaintext (default "optional": local development)
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from intelbus.errors import ConfigError
 from intelbus.tomlfile import read_toml
+from intelbus.transport.client import KafkaClient, parse_client_setting
 from intelbus.transport.security import SecurityMode, TlsConfig, TransportSecurity
 from intelbus.transport.topics import DEFAULT_PREFIX
 from intelbus.web_config import WebConfig, resolve_paths
@@ -47,6 +49,8 @@ class ProducerConfig(BaseModel):
     state_file: Path
     environment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
     bootstrap_servers: str | None = None
+    #: The client library that carries the records (None: INTELBUS_KAFKA_CLIENT, else kafka-python).
+    kafka_client: KafkaClient | None = None
     topic_prefix: str = DEFAULT_PREFIX
     security: SecurityMode = SecurityMode.OPTIONAL
     tls: TlsConfig | None = None
@@ -77,10 +81,12 @@ class ProducerConfig(BaseModel):
         web = raw.get("web")
         if isinstance(web, dict):
             resolve_paths(web, base)
+        parse_client_setting(raw, path)
         try:
             config = cls.model_validate(raw)
         except ValidationError as e:
             raise ConfigError(f"invalid producer config {path}: {e}") from e
+        config.transport_client()  # an unknown INTELBUS_KAFKA_CLIENT, or a missing extra: now
         if config.security is SecurityMode.REQUIRED:
             config.transport_security()  # refuse plaintext now, not at the first connection
         return config
@@ -92,6 +98,15 @@ class ProducerConfig(BaseModel):
             ConfigError: ``security = "required"`` without a client certificate, or unusable files.
         """
         return TransportSecurity.build(mode=self.security, tls=self.tls, environ=environ)
+
+    def transport_client(self, environ: Mapping[str, str] | None = None) -> KafkaClient:
+        """The Kafka client library: ``kafka_client``, else ``INTELBUS_KAFKA_CLIENT``, else
+        kafka-python.
+
+        Raises:
+            ConfigError: an unknown name in the variable, or confluent-kafka not installed.
+        """
+        return KafkaClient.resolve(self.kafka_client, environ)
 
     def bootstrap(self) -> str:
         """Bootstrap servers from the config, else KAFKA_BOOTSTRAP_SERVERS.

@@ -67,6 +67,7 @@ from intelbus.records import (
 )
 from intelbus.serde.registry import SchemaRegistry
 from intelbus.transport import kafka as transport
+from intelbus.transport.client import KafkaClient
 from intelbus.transport.security import TransportSecurity
 from intelbus.transport.topics import topic_name
 from producers import sync
@@ -132,6 +133,7 @@ class Publisher:
         topic_prefix: str,
         datakeys: DataKeyCache | None = None,
         security: TransportSecurity | None = None,
+        client: KafkaClient | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         follower: DirectoryFollower | None = None,
         delivery_timeout_s: float = 60.0 * SEND_ATTEMPTS,
@@ -150,6 +152,8 @@ class Publisher:
         self.prefix = topic_prefix
         self.datakeys = datakeys if datakeys is not None else DataKeyCache()
         self.security = security  # None: the environment's settings (INTELBUS_SECURITY, ...)
+        # None: INTELBUS_KAFKA_CLIENT, else kafka-python (intelbus/transport/client.py).
+        self.client = KafkaClient.resolve(client)
         self.clock = clock
         self._producer: Any = None
         self.follower = follower
@@ -225,7 +229,9 @@ class Publisher:
         """A stable partition for this producer's stream on ``topic``: a hash of the producer id
         over the partitions the topic has now. Chosen once; the state keeps it."""
         if self._producer is None:
-            self._producer = transport.make_producer(self.bootstrap, security=self.security)
+            self._producer = transport.make_producer(
+                self.bootstrap, security=self.security, client=self.client
+            )
         count = transport.partition_count(self._producer, topic)
         digest = hashlib.blake2b(self.identity.agency_id.encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") % count
@@ -381,7 +387,9 @@ class Publisher:
                 )
             self.state.reserve_many(reservations)
             if self._producer is None:
-                self._producer = transport.make_producer(self.bootstrap, security=self.security)
+                self._producer = transport.make_producer(
+                    self.bootstrap, security=self.security, client=self.client
+                )
             results = transport.send_many(
                 self._producer,
                 [(r.head.stream, r.sealed, r.head.partition) for r in reservations],
@@ -547,6 +555,7 @@ class Publisher:
             topics=[*names, topic_name(Family.HEARTBEATS, prefix=self.prefix)],
             bootstrap=self.bootstrap,
             security=self.security,
+            client=self.client,
         )
 
     def resync(self) -> list[StateHead]:
@@ -564,6 +573,7 @@ class Publisher:
             ],
             bootstrap=self.bootstrap,
             security=self.security,
+            client=self.client,
             directory=self.directory,
             environment=self.environment,
         )
@@ -573,7 +583,9 @@ class Publisher:
         deadline = time.monotonic() + self.delivery_timeout_s
         for attempt in range(1, SEND_ATTEMPTS + 1):
             if self._producer is None:
-                self._producer = transport.make_producer(self.bootstrap, security=self.security)
+                self._producer = transport.make_producer(
+                    self.bootstrap, security=self.security, client=self.client
+                )
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -688,12 +700,14 @@ def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> 
     history = dstore.load_folder(config.directory)
     bootstrap = config.bootstrap()
     security = config.transport_security()
+    client = config.transport_client()
     follower = DirectoryFollower(
         history,
         bootstrap_servers=bootstrap,
         topic=topic_name(Family.DIRECTORY, prefix=config.topic_prefix),
         folder=config.directory,
         security=security,
+        client=client,
     )
     return Publisher(
         identity=identity,
@@ -703,6 +717,7 @@ def build_publisher(config: ProducerConfig, passphrase: bytes | None = None) -> 
         state=ProducerState(config.state_file),
         bootstrap_servers=bootstrap,
         security=security,
+        client=client,
         environment=config.environment,
         topic_prefix=config.topic_prefix,
         follower=follower,

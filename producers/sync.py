@@ -28,6 +28,7 @@ from intelbus.envelope.verify import verify
 from intelbus.envelope.wire import parse
 from intelbus.errors import RecordError, StateBehind
 from intelbus.transport import kafka as transport
+from intelbus.transport.client import KafkaClient
 from intelbus.transport.kafka import Message
 from intelbus.transport.security import TransportSecurity
 from producers.state import ProducerState, StreamHead
@@ -57,10 +58,14 @@ def _mine(messages: Iterator[Message], agency: str) -> Iterator[tuple[Message, s
 
 
 def _read(
-    bootstrap: str, topic: str, partitions: dict[int, int], security: TransportSecurity | None
+    bootstrap: str,
+    topic: str,
+    partitions: dict[int, int],
+    security: TransportSecurity | None,
+    client: KafkaClient,
 ) -> Iterator[Message]:
     """The records of ``topic`` from each partition's start offset to its end (as seen now)."""
-    consumer = transport.make_consumer(bootstrap, group_id=None, security=security)
+    consumer = transport.make_consumer(bootstrap, group_id=None, security=security, client=client)
     try:
         for partition, start in sorted(partitions.items()):
             records, _ = transport.read_partition(consumer, topic, partition, start)
@@ -70,14 +75,18 @@ def _read(
 
 
 def _scan(
-    bootstrap: str, topic: str, security: TransportSecurity | None, state: ProducerState
+    bootstrap: str,
+    topic: str,
+    security: TransportSecurity | None,
+    client: KafkaClient,
+    state: ProducerState,
 ) -> Iterator[Message]:
     head = state.head(topic)
     start = state.acked_offset(topic)
     if head.partition >= 0 and start is not None:
-        return _read(bootstrap, topic, {head.partition: start + 1}, security)
+        return _read(bootstrap, topic, {head.partition: start + 1}, security, client)
     everything = dict.fromkeys(transport.partition_ids(bootstrap, topic, security=security), 0)
-    return _read(bootstrap, topic, everything, security)
+    return _read(bootstrap, topic, everything, security, client)
 
 
 def check(
@@ -87,6 +96,7 @@ def check(
     topics: list[str],
     bootstrap: str,
     security: TransportSecurity | None,
+    client: KafkaClient = KafkaClient.KAFKA_PYTHON,
 ) -> None:
     """Refuse to publish on a state file the topic is ahead of (module docstring).
 
@@ -95,7 +105,7 @@ def check(
         KafkaUnavailableError: a topic could not be read.
     """
     for topic in topics:
-        for m, record_id in _mine(_scan(bootstrap, topic, security, state), agency):
+        for m, record_id in _mine(_scan(bootstrap, topic, security, client, state), agency):
             if state.prior(record_id) is None:
                 raise StateBehind(
                     f"{topic}[{m.partition}] holds {agency}'s record {record_id} (offset "
@@ -113,6 +123,7 @@ def resync(
     bootstrap: str,
     security: TransportSecurity | None,
     directory: DirectoryHistory,
+    client: KafkaClient = KafkaClient.KAFKA_PYTHON,
     environment: str,
 ) -> list[StreamHead]:
     """Set each stream's head to this agency's newest verified record on the topic; returns the
@@ -130,7 +141,7 @@ def resync(
     for topic in topics:
         found: list[tuple[tuple[float, int, int], Found]] = []
         everything = dict.fromkeys(transport.partition_ids(bootstrap, topic, security=security), 0)
-        for m, record_id in _mine(_read(bootstrap, topic, everything, security), agency):
+        for m, record_id in _mine(_read(bootstrap, topic, everything, security, client), agency):
             try:
                 v = verify(
                     m.value,

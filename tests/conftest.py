@@ -15,11 +15,38 @@ import pytest
 
 from deploy.kafka.provider import ProvidedKafka, provide_kafka
 from intelbus.errors import KafkaUnavailableError
+from intelbus.transport.client import ENV_CLIENT, KafkaClient
 
 #: PostgreSQL store fixtures (``postgres_url``, ``store_url``) for every test folder.
 pytest_plugins = ["tests.pgfixtures"]
 
 OPT_OUT_ENV = "INTELBUS_SKIP_KAFKA_TESTS"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--transport",
+        choices=[c.value for c in KafkaClient],
+        default=None,
+        help=(
+            "the Kafka client every publisher, consumer, directory follower and auditor the tests "
+            f"build uses unless a test names one (sets {ENV_CLIENT}; default: that variable, else "
+            "kafka-python). scripts/test runs the transport-sensitive tests on confluent-kafka too."
+        ),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--transport`` is the environment's choice for the whole session, subprocesses included
+    (every role resolves an unset client from INTELBUS_KAFKA_CLIENT)."""
+    chosen = config.getoption("--transport")
+    if chosen:
+        os.environ[ENV_CLIENT] = chosen
+    KafkaClient.resolve()  # an unknown name in the variable fails the session at once
+
+
+def pytest_report_header() -> str:
+    return f"kafka client (transport): {KafkaClient.resolve().value}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,7 +85,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     )
     skipped = sum(1 for rep in stats.get("skipped", []) if "kafka" in rep.keywords)
     terminalreporter.write_line(
-        f"kafka: {ran} test(s) ran against a real Apache Kafka broker, {skipped} skipped"
+        f"kafka: {ran} test(s) ran against a real Apache Kafka broker, {skipped} skipped "
+        f"(transport {KafkaClient.resolve().value})"
     )
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from intelbus.errors import KafkaUnavailableError
 from intelbus.transport import kafka as transport
+from intelbus.transport.client import KafkaClient
 from intelbus.transport.kafka import Message
 from intelbus.transport.security import TransportSecurity
 
@@ -45,7 +46,14 @@ class KafkaSource:
     """A topic on a real broker, read with a consumer of its own: no group id, manual assignment,
     auto-commit off, so a replay never commits an offset nor joins (or disturbs) any group."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, **overrides: object) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client: KafkaClient | None = None,
+        **overrides: object,
+    ) -> None:
         self.topic = topic
         self._bootstrap = bootstrap_servers
         security = overrides.get("security")
@@ -58,6 +66,8 @@ class KafkaSource:
             "max_partition_fetch_bytes": 8 * 1024 * 1024,
         }
         settings.update(overrides)
+        # None: INTELBUS_KAFKA_CLIENT, else kafka-python (intelbus/transport/client.py).
+        settings["client"] = KafkaClient.resolve(client)
         self._consumer = transport.make_consumer(bootstrap_servers, **settings)
 
     def bounds(self) -> dict[int, tuple[int, int]]:

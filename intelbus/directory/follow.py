@@ -28,6 +28,7 @@ from intelbus.directory.trust import DirectoryHistory
 from intelbus.errors import DirectoryError, DirectoryExpired, IntelbusError, TopicMissing
 from intelbus.log import get_logger
 from intelbus.transport import kafka as transport
+from intelbus.transport.client import KafkaClient
 from intelbus.transport.security import TransportSecurity
 
 log = get_logger("intelbus.directory.follow")
@@ -112,12 +113,15 @@ class DirectoryFollower:
         topic: str,
         folder: Path | None = None,
         security: TransportSecurity | None = None,
+        client: KafkaClient | None = None,
     ) -> None:
         self.history = history
         self.bootstrap = bootstrap_servers
         self.topic = topic
         self.folder = folder
         self.security = security
+        # None: INTELBUS_KAFKA_CLIENT, else kafka-python (intelbus/transport/client.py).
+        self.client = KafkaClient.resolve(client)
         self.next_offset = 0
         self.problems: list[str] = []
         self.missing = False  # the topic did not exist at the last read
@@ -132,7 +136,7 @@ class DirectoryFollower:
         """
         if self._consumer is None:
             self._consumer = transport.make_consumer(
-                self.bootstrap, group_id=None, security=self.security
+                self.bootstrap, group_id=None, security=self.security, client=self.client
             )
         try:
             messages, self.next_offset = transport.read_partition(

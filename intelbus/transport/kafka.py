@@ -1,4 +1,9 @@
-"""The only module that imports kafka-python.
+"""The only module that imports kafka-python, and the one adapter every caller speaks to Kafka with.
+
+Producers and consumers are kafka-python's unless ``client=KafkaClient.CONFLUENT_KAFKA`` builds
+librdkafka ones (:mod:`intelbus.transport.rdkafka`, an optional extra); the data-path functions
+below (send, poll, commit, read...) take either and behave the same. Admin operations are
+kafka-python's whichever client carries the records.
 
 It turns kafka-python's exceptions into :class:`~intelbus.errors.KafkaUnavailableError` at this
 boundary, and builds producers and consumers with the settings the bus relies on (idempotent,
@@ -51,6 +56,7 @@ from kafka.protocol.metadata import MetadataRequest
 
 from intelbus.errors import KafkaUnavailableError, NotAuthorized, SendFailed, TopicMissing
 from intelbus.log import get_logger
+from intelbus.transport.client import ConsumerClient, KafkaClient, ProducerClient
 from intelbus.transport.security import (
     AclBinding,
     AclOperation,
@@ -110,14 +116,20 @@ def _unreachable(
     listener that speaks TLS (it would otherwise just time out, with no hint why). ``settings``
     are the client's (its security protocol)."""
     message = f"cannot reach Kafka at {bootstrap_servers}: {type(error).__name__}"
-    if settings.get("security_protocol", "PLAINTEXT") == "PLAINTEXT" and _speaks_tls(
-        bootstrap_servers
-    ):
-        message += (
-            "; the broker speaks TLS and this client has no certificate: set INTELBUS_TLS_CA, "
-            "INTELBUS_TLS_CERT and INTELBUS_TLS_KEY, or [tls] in the config (docs/operations.md)"
-        )
+    if settings.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+        message += speaks_tls_hint(bootstrap_servers)
     return KafkaUnavailableError(message)
+
+
+def speaks_tls_hint(bootstrap_servers: str) -> str:
+    """The hint a plaintext client that could not connect adds to its error when the listener
+    speaks TLS (empty when it does not)."""
+    if not _speaks_tls(bootstrap_servers):
+        return ""
+    return (
+        "; the broker speaks TLS and this client has no certificate: set INTELBUS_TLS_CA, "
+        "INTELBUS_TLS_CERT and INTELBUS_TLS_KEY, or [tls] in the config (docs/operations.md)"
+    )
 
 
 def _speaks_tls(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
@@ -654,6 +666,9 @@ def close_producer(producer: Any, timeout_s: float = 5.0) -> None:
     timed-out flush is expected there: the records still buffered were already reported as not
     acknowledged and are resent with the same bytes by their caller. Never raises.
     """
+    if isinstance(producer, ProducerClient):
+        producer.close(timeout_s)
+        return
     try:
         producer.close(timeout=timeout_s)
     except KafkaError:
@@ -670,14 +685,22 @@ def close_producer(producer: Any, timeout_s: float = 5.0) -> None:
 
 
 def make_producer(
-    bootstrap_servers: str, *, security: TransportSecurity | None = None, **overrides: Any
+    bootstrap_servers: str,
+    *,
+    security: TransportSecurity | None = None,
+    client: KafkaClient = KafkaClient.KAFKA_PYTHON,
+    **overrides: Any,
 ) -> Any:
-    """A ``KafkaProducer`` with the bus's durable settings.
+    """A ``KafkaProducer`` with the bus's durable settings (with ``client`` confluent-kafka, a
+    librdkafka producer with the same settings). ``overrides`` use kafka-python's names.
 
     Raises:
         KafkaUnavailableError: the cluster cannot be reached at construction time.
-        ConfigError: the TLS settings are unusable (or required and missing).
+        ConfigError: the TLS settings are unusable (or required and missing), or the client is
+            not installed.
     """
+    if client is KafkaClient.CONFLUENT_KAFKA:
+        return _rdkafka().make_producer(bootstrap_servers, security, overrides)
     try:
         return KafkaProducer(
             bootstrap_servers=bootstrap_servers,
@@ -687,8 +710,23 @@ def make_producer(
         raise _unreachable(bootstrap_servers, {**_security_kwargs(security), **overrides}, e) from e
 
 
+def _rdkafka() -> Any:
+    """:mod:`intelbus.transport.rdkafka`, imported on first use: confluent-kafka is optional.
+
+    Raises:
+        ConfigError: confluent-kafka is not installed.
+    """
+    KafkaClient.CONFLUENT_KAFKA.require_installed()
+    from intelbus.transport import rdkafka  # noqa: PLC0415 - optional dependency
+
+    return rdkafka
+
+
 def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any:
     """A ``KafkaConsumer`` that never auto-commits: offsets are committed after the store commits.
+
+    ``client=KafkaClient.CONFLUENT_KAFKA`` among the overrides builds a librdkafka consumer with
+    the same settings instead; the other overrides use kafka-python's names either way.
 
     ``security=`` (a :class:`TransportSecurity`) may be among the overrides; without it the
     ``INTELBUS_*`` environment decides. (It is taken from ``overrides`` rather than named, so
@@ -699,6 +737,9 @@ def make_consumer(bootstrap_servers: str, *topics: str, **overrides: Any) -> Any
         ConfigError: the TLS settings are unusable (or required and missing).
     """
     security: TransportSecurity | None = overrides.pop("security", None)
+    client: KafkaClient = overrides.pop("client", None) or KafkaClient.KAFKA_PYTHON
+    if client is KafkaClient.CONFLUENT_KAFKA:
+        return _rdkafka().make_consumer(bootstrap_servers, topics, security, overrides)
     settings: dict[str, Any] = {
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -721,6 +762,9 @@ def read_all(consumer: Any, topic: str, *, timeout_s: float = 60.0) -> Iterator[
     Raises:
         KafkaUnavailableError: the topic does not exist, or the end was not reached in time.
     """
+    if isinstance(consumer, ConsumerClient):
+        yield from consumer.read_all(topic, timeout_s=timeout_s)
+        return
     partitions = consumer.partitions_for_topic(topic)
     if not partitions:
         raise _missing_topic(consumer, topic)
@@ -749,10 +793,14 @@ class SendNotAuthorized(SendFailed, NotAuthorized):
     :class:`~intelbus.transport.security.NotAuthorized`; :attr:`resource_type` says what was denied.
     """
 
-    def __init__(self, message: str, *, denied: BaseException) -> None:
+    def __init__(
+        self, message: str, *, denied: BaseException, resource_type: str | None = None
+    ) -> None:
         super().__init__(message, indeterminate=False)
-        typed = not_authorized(denied, "send")
-        self.resource_type = typed.resource_type if typed is not None else "unknown"
+        if resource_type is None:
+            typed = not_authorized(denied, "send")
+            resource_type = typed.resource_type if typed is not None else "unknown"
+        self.resource_type = resource_type
 
 
 def send_and_wait(
@@ -773,6 +821,10 @@ def send_and_wait(
         SendFailed: not acknowledged. ``indeterminate`` is True for timeouts and lost connections,
             where the record may have been written anyway: resend the *same* bytes, never reseal.
     """
+    if isinstance(producer, ProducerClient):
+        return producer.send_and_wait(
+            topic, value, key=key, partition=partition, timeout_s=timeout_s
+        )
     try:
         meta = producer.send(topic, value=value, key=key, partition=partition).get(
             timeout=timeout_s
@@ -812,6 +864,8 @@ def send_many(
     silent (a blackholed broker, tests/faults) at its request timeout, so its own delivery
     timeout alone did not end the wait.
     """
+    if isinstance(producer, ProducerClient):
+        return producer.send_many(items, key=key, timeout_s=timeout_s)
     if timeout_s is None:
         timeout_s = _delivery_timeout_s(producer) + 5.0
     futures: list[Any] = []
@@ -867,6 +921,9 @@ def subscribe(
     Partitions it gives no offset for are read from the beginning: the store, not Kafka's
     committed offsets, says what has been processed (offsets are stored with the records).
     """
+    if isinstance(consumer, ConsumerClient):
+        consumer.subscribe(list(topics), on_assigned=on_assigned, on_revoked=on_revoked)
+        return
 
     class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         def on_partitions_revoked(self, revoked: Any) -> None:
@@ -891,6 +948,8 @@ def poll(consumer: Any, *, timeout_ms: int, max_records: int) -> list[Message]:
     Raises:
         KafkaUnavailableError: the poll failed.
     """
+    if isinstance(consumer, ConsumerClient):
+        return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
     try:
         batch = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
     except KafkaError as e:
@@ -913,6 +972,8 @@ def commit(consumer: Any, offsets: Mapping[tuple[str, int], int]) -> bool:
     """
     if not offsets:
         return True
+    if isinstance(consumer, ConsumerClient):
+        return consumer.commit(offsets)
     try:
         consumer.commit(
             {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
@@ -926,6 +987,9 @@ def rewind(
     consumer: Any, positions: Callable[[list[tuple[str, int]]], Mapping[tuple[str, int], int]]
 ) -> None:
     """Seek every currently assigned partition back to the offsets ``positions`` gives (else the start)."""
+    if isinstance(consumer, ConsumerClient):
+        consumer.rewind(positions)
+        return
     tps = list(consumer.assignment())
     wanted = positions([(tp.topic, tp.partition) for tp in tps])
     for tp in tps:
@@ -938,6 +1002,8 @@ def rewind(
 
 def has_assignment(consumer: Any) -> bool:
     """True once the group has assigned this member at least one partition."""
+    if isinstance(consumer, ConsumerClient):
+        return consumer.has_assignment()
     return bool(consumer.assignment())
 
 
@@ -950,6 +1016,8 @@ def partition_bounds(consumer: Any, topic: str) -> dict[int, tuple[int, int]]:
     Raises:
         KafkaUnavailableError: the topic does not exist or the cluster cannot be reached.
     """
+    if isinstance(consumer, ConsumerClient):
+        return consumer.partition_bounds(topic)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -970,6 +1038,8 @@ def offsets_at(
     Raises:
         KafkaUnavailableError: the lookup failed.
     """
+    if isinstance(consumer, ConsumerClient):
+        return consumer.offsets_at(topic, list(partitions), at)
     ms = int(at.timestamp() * 1000)
     try:
         found = consumer.offsets_for_times({TopicPartition(topic, p): ms for p in partitions})
@@ -980,6 +1050,9 @@ def offsets_at(
 
 def assign_at(consumer: Any, topic: str, partition: int, offset: int) -> None:
     """Manually assign exactly one partition (no group, nothing committed) and seek to ``offset``."""
+    if isinstance(consumer, ConsumerClient):
+        consumer.assign_at(topic, partition, offset)
+        return
     tp = TopicPartition(topic, partition)
     consumer.assign([tp])
     consumer.seek(tp, offset)
@@ -987,6 +1060,8 @@ def assign_at(consumer: Any, topic: str, partition: int, offset: int) -> None:
 
 def position(consumer: Any, topic: str, partition: int) -> int:
     """The offset of the next record the consumer will fetch from one assigned partition."""
+    if isinstance(consumer, ConsumerClient):
+        return consumer.position(topic, partition)
     return int(consumer.position(TopicPartition(topic, partition)))
 
 
@@ -1044,6 +1119,8 @@ def partition_count(producer: Any, topic: str) -> int:
     Raises:
         KafkaUnavailableError: the topic does not exist or its metadata did not arrive.
     """
+    if isinstance(producer, ProducerClient):
+        return producer.partition_count(topic)
     try:
         partitions = producer.partitions_for(topic)
     except KafkaError as e:

@@ -5,7 +5,8 @@ certificate a client presents is what the brokers' ACLs judge (CN = agency id). 
 
 * :class:`TlsConfig`, the ``[tls]`` section of a producer, consumer or auditor config file;
 * :class:`TransportSecurity`, the frozen, checked settings a client is built with, from a config
-  section and ``INTELBUS_*`` environment variables, turned into kafka-python keyword arguments;
+  section and ``INTELBUS_*`` environment variables, turned into kafka-python keyword arguments
+  (or librdkafka's settings, for the confluent-kafka transport);
 * the typed errors the transport boundary (:mod:`intelbus.transport.kafka`) maps kafka-python's
   authorization failures to.
 
@@ -171,6 +172,30 @@ class TransportSecurity:
                 )
             kwargs["ssl_password"] = password
         return kwargs
+
+    def librdkafka_config(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The same settings under librdkafka's names (the confluent-kafka transport).
+
+        As :meth:`client_kwargs`: the passphrase is read from its variable at the last moment and
+        goes only into the client's config.
+
+        Raises:
+            ConfigError: the named passphrase variable is not set.
+        """
+        kwargs = self.client_kwargs(environ)
+        if self.tls is None:
+            return {"security.protocol": "PLAINTEXT"}
+        config: dict[str, Any] = {
+            "security.protocol": "SSL",
+            "ssl.ca.location": kwargs["ssl_cafile"],
+            "ssl.certificate.location": kwargs["ssl_certfile"],
+            "ssl.key.location": kwargs["ssl_keyfile"],
+            # kafka-python's ssl_check_hostname: the broker's name checked against its certificate.
+            "ssl.endpoint.identification.algorithm": "https" if self.tls.check_hostname else "none",
+        }
+        if "ssl_password" in kwargs:
+            config["ssl.key.password"] = kwargs["ssl_password"]
+        return config
 
     @classmethod
     def build(
