@@ -39,9 +39,13 @@ action = "store"
 class BenchFederation:
     """Keys, a threshold-signed directory, an agreement, and producer/consumer configs."""
 
-    def __init__(self, root: Path, bootstrap: str, *, slots: int = 24) -> None:
+    def __init__(
+        self, root: Path, bootstrap: str, *, slots: int = 24, create_topics: bool = True
+    ) -> None:
         self.root = root
         self.bootstrap = bootstrap
+        # False only for bench/publish_profile.py, which profiles with no broker at all.
+        self.create_topics = create_topics
         # The directory binds CST to the exact topics it may publish to, so every set of topics a
         # run will use is registered up front; prefix_topics_fresh() moves to the next set.
         run = uuid.uuid4().hex[:8]
@@ -69,7 +73,8 @@ class BenchFederation:
         if slot >= len(self.prefixes):
             raise RuntimeError("out of pre-registered topic sets: raise `slots`")
         self.slot = slot
-        transport.create_topics(self.bootstrap, bus_topics(prefix=self.prefix))
+        if self.create_topics:
+            transport.create_topics(self.bootstrap, bus_topics(prefix=self.prefix))
         (self.root / "producer.toml").write_text(
             'agency = "cst"\nkey_file = "keys/cst.key"\ndirectory = "directory"\n'
             f'agreement = "agreement.toml"\nstate_file = "state/cst-{slot}.sqlite"\n'

@@ -117,6 +117,62 @@ class _Prepared:
     target: uuid.UUID | None  # the record a correction or retraction amends
 
 
+class _Lookups:
+    """What one call decides once for all its records: the directory's readers, the agreement's
+    recipients per distinct deciding facts, and each recipient's sealing key, all at one instant
+    (``now``). Each record still gets exactly the answer it would get alone, and the same errors.
+    """
+
+    __slots__ = ("_agreement", "_directory", "_keys", "_known", "_recipients", "now")
+
+    def __init__(
+        self, directory: DirectoryHistory, agreement: SharingAgreement, now: datetime
+    ) -> None:
+        self._directory = directory
+        self._agreement = agreement
+        self.now = now
+        self._known: dict[str, object] | None = None
+        self._recipients: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._keys: dict[str, SealingKey] = {}
+
+    def recipients(self, record: DomainRecord, named: Sequence[str]) -> tuple[str, ...]:
+        """The agreement's recipients for ``record`` (see :meth:`Publisher.recipients_for`).
+
+        Raises:
+            NoRecipients: none, or one the directory does not list as a consumer or auditor.
+        """
+        facts = record.replacement.facts() if isinstance(record, Correction) else record.facts()
+        decided = (self._agreement.deciding(facts), tuple(named))
+        found = self._recipients.get(decided)
+        if found is None:
+            if self._known is None:
+                self._known = {
+                    a.agency_id: a
+                    for a in self._directory.latest.agencies
+                    if (Role.CONSUMER in a.roles or Role.AUDITOR in a.roles)
+                    and a.removed_at is None
+                }
+            found = self._agreement.recipients(facts, named=named, known=self._known)
+            self._recipients[decided] = found  # only answers are kept: a refusal raises each time
+        return found
+
+    def keys(self, recipients: Sequence[str]) -> tuple[SealingKey, ...]:
+        """Each recipient's sealing key now.
+
+        Raises:
+            UnknownKey: a recipient has no usable key.
+            NoCurrentEpoch: its key lists encryption epochs, none covering now.
+        """
+        out = []
+        for agency in recipients:
+            key = self._keys.get(agency)
+            if key is None:
+                key = self._directory.sealing_key(agency, self.now)
+                self._keys[agency] = key
+            out.append(key)
+        return tuple(out)
+
+
 class Publisher:
     """One producer identity publishing to one bus environment."""
 
@@ -244,13 +300,7 @@ class Publisher:
         Raises:
             NoRecipients: none, or one the directory does not list as a consumer or auditor.
         """
-        facts = record.replacement.facts() if isinstance(record, Correction) else record.facts()
-        known = {
-            a.agency_id: a
-            for a in self.directory.latest.agencies
-            if (Role.CONSUMER in a.roles or Role.AUDITOR in a.roles) and a.removed_at is None
-        }
-        return self.agreement.recipients(facts, named=named, known=known)
+        return self._lookups().recipients(record, named)
 
     def publish(
         self, record: DomainRecord, *, named: Sequence[str] = (), family: Family | None = None
@@ -350,7 +400,8 @@ class Publisher:
             UnknownKey: a recipient has no usable key; nothing was published.
             PublishError: some records were not acknowledged; they stay pending.
         """
-        prepared = [self._prepare(r, named, family) for r in records]
+        lookups = self._lookups()
+        prepared = [self._prepare(r, named, family, lookups) for r in records]
         for topic in sorted({p.topic for p in prepared}):
             self.check_directory(topic)
         with self._lock:
@@ -434,13 +485,18 @@ class Publisher:
         return out
 
     def _prepare(
-        self, record: DomainRecord, named: Sequence[str], family: Family | None
+        self,
+        record: DomainRecord,
+        named: Sequence[str],
+        family: Family | None,
+        lookups: _Lookups | None = None,
     ) -> _Prepared:
         topic = self.topic_for(record, family)
-        recipients = self.recipients_for(record, named)
-        now = self.clock()
-        keys = tuple(self.directory.sealing_key(a, now) for a in recipients)
-        fingerprint, payload = self.registry.encode(record.SCHEMA, record.to_avro())
+        if lookups is None:
+            lookups = self._lookups()
+        recipients = lookups.recipients(record, named)
+        keys = lookups.keys(recipients)
+        fingerprint, payload = self.registry.encode_model(record)
         target: str | None = None
         if isinstance(record, Correction):
             target = record.corrects_record_id
@@ -457,6 +513,10 @@ class Publisher:
             uuid.UUID(record.record_id),
             None if target is None else uuid.UUID(target),
         )
+
+    def _lookups(self) -> _Lookups:
+        """The directory and agreement decisions for one call, taken at one instant."""
+        return _Lookups(self.directory, self.agreement, self.clock())
 
     def _publish_payload(
         self,

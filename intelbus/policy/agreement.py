@@ -116,6 +116,12 @@ class SharingAgreement(BaseModel):
                 raise NoRecipients(f"recipients not in the directory: {', '.join(unknown)}")
         return tuple(sorted(chosen))
 
+    @staticmethod
+    def deciding(facts: RecordFacts) -> tuple[object, ...]:
+        """Every fact :meth:`recipients` reads (its messages included): records equal here get the
+        same recipients, so a batch can decide once per distinct value."""
+        return (facts.kind, facts.tlp, facts.handling_code, facts.conditions, facts.force_area)
+
     def addressable(self) -> frozenset[str]:
         """Every agency the agreement's lists can address without naming it for a record: member
         forces, AMBER partners, the forces of its force areas and its auditors."""

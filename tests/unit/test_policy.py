@@ -692,3 +692,48 @@ def test_every_policy_in_the_repository_loads(where: str) -> None:
     spec = PolicySpec.model_validate(REPOSITORY_POLICIES[where])
     assert rules_module.policy_problems(spec) == ()
     SharingPolicy.from_spec(spec)
+
+
+def test_records_equal_in_the_deciding_facts_get_the_same_recipients() -> None:
+    """The publisher decides once per distinct ``deciding`` value in a batch: every fact the
+    agreement reads must be in it, so two records equal there can never need different answers
+    (or different refusals)."""
+    import itertools  # noqa: PLC0415 - this test only
+
+    def answer(f: RecordFacts, named: tuple[str, ...]) -> object:
+        try:
+            return AGREEMENT.recipients(f, named=named)
+        except NoRecipients as e:
+            return str(e)
+
+    grid = [
+        facts(
+            kind=kind,
+            tlp=tlp,
+            classification=cls,
+            handling_code=code,
+            conditions=conds if code == "C" else (),
+            source_evaluation=src,
+            assessment=assess,
+            force_area=area,
+            occurred_at=when,
+        )
+        for kind, tlp, cls, code, conds, src, assess, area, when in itertools.product(
+            ("sighting", "incident"),
+            tuple(Tlp),
+            (Classification.OFFICIAL, Classification.OFFICIAL_SENSITIVE),
+            ("P", "C"),
+            (("no-onward-disclosure",), ("other",)),
+            ("1", "3"),
+            ("A", "E"),
+            ("HERTFORDSHIRE", "GREATER_MANCHESTER", None),
+            (NOW, None),
+        )
+    ]
+    for named in ((), ("gmp",)):
+        seen: dict[tuple[object, ...], object] = {}
+        for f in grid:
+            got = answer(f, named)
+            assert seen.setdefault(AGREEMENT.deciding(f), got) == got
+        # It is a real partition: the answers do differ between deciding values.
+        assert len({repr(v) for v in seen.values()}) > 3
