@@ -41,6 +41,7 @@ from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
 from consumers.pipeline import AgencyPipeline, RawRecord
 from consumers.policy_watch import PolicyWatch
+from consumers.prepare_pool import Pending, PreparePool, default_workers
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, require_fresh
 from intelbus.directory.trust import DirectoryHistory
@@ -48,6 +49,7 @@ from intelbus.errors import (
     ConfigError,
     KeyNotCurrent,
     PolicyReloadFailed,
+    PrepareFailed,
     ReasonCode,
     StoreError,
     TopicMisconfigured,
@@ -123,6 +125,28 @@ class _CrashWhenOffsetsWritten(dict[tuple[str, int], int]):
     def items(self) -> Any:  # noqa: ANN401 - dict's own items view type
         _crash("mid_transaction")
         return super().items()
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A polled batch handed to intake, not yet judged (its number counts non-empty polls)."""
+
+    raws: list[RawRecord]
+    pending: Pending | PrepareFailed
+    number: int
+    rebalances: int  # the consumer's count when it was polled
+
+
+@dataclass
+class _Loop:
+    """The poll loop's counters, and the batch being prepared while the one before commits."""
+
+    crash: _CrashPlan
+    idle: int = 0
+    unassigned: int = 0
+    failures: int = 0
+    polled: int = 0
+    inflight: _InFlight | None = None
 
 
 @dataclass
@@ -224,8 +248,11 @@ class AgencyConsumer:
         directory_every_s: float = DIRECTORY_EVERY_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         prune_every_s: float = 0.0,
+        prepare_workers: int = 0,
     ) -> None:
         self.pipeline = pipeline
+        #: Intake on worker processes (consumers/prepare_pool.py); 0 or 1: in this thread.
+        self.pool = PreparePool(prepare_workers)
         self.store = store
         self.liveness = liveness or LivenessWatch()
         self.group_id = group_id
@@ -246,6 +273,7 @@ class AgencyConsumer:
         self._next_prune = 0.0
         self._expiring_logged = False
         self._untimed_warned = False
+        self._rebalances = 0  # assignments and revocations seen (a batch in flight is dropped)
 
     @classmethod
     def from_config(cls, config: ConsumerConfig, passphrase: bytes | None = None) -> AgencyConsumer:
@@ -259,6 +287,15 @@ class AgencyConsumer:
                 positions[(topic, partition)] = offset
         log.info("partitions.assigned", count=len(partitions), group=self.group_id)
         return positions
+
+    def _rebalanced(self, partitions: list[tuple[str, int]]) -> Mapping[tuple[str, int], int]:
+        self._rebalances += 1
+        return self._on_assigned(partitions)
+
+    def _revoked(self) -> None:
+        # A batch polled before this may belong to partitions another member now reads from the
+        # store's offsets: one still in flight is dropped, not committed (see run()).
+        self._rebalances += 1
 
     def maybe_prune(self) -> int:
         """Prune payloads past the policy's retention when the schedule says so (issue 16);
@@ -357,8 +394,19 @@ class AgencyConsumer:
         """Withdraw from the store what the directory no longer trusts (each key and time once)."""
         return apply_withdrawals(self.store, self.pipeline.directory, self.clock())
 
-    def _prepare(self, raws: list[RawRecord]) -> list[Prepared]:
-        prepared = self.pipeline.prepare(raws)
+    def _prepare(self, raws: list[RawRecord], pending: Pending | None = None) -> list[Prepared]:
+        """The batch prepared under the directory this consumer now holds.
+
+        Raises:
+            PrepareFailed: the prepare workers died (twice) on it.
+        """
+        if pending is None:
+            pending = self.pool.submit(self.pipeline, raws)
+        prepared = pending.result()
+        if pending.directory_versions != len(self.pipeline.directory.versions):
+            # Prepared ahead (overlapped with the previous commit) and a directory version was
+            # followed since: prepared again under the directory in force now.
+            prepared = self.pool.prepare(self.pipeline, raws)
         unknown = [
             i
             for i, p in enumerate(prepared)
@@ -366,7 +414,7 @@ class AgencyConsumer:
         ]
         if unknown and self.follower is not None and self.follow_directory(force=True):
             # A newer directory version arrived: judge those records again with it.
-            again = self.pipeline.prepare([raws[i] for i in unknown])
+            again = self.pool.prepare(self.pipeline, [raws[i] for i in unknown])
             for i, p in zip(unknown, again, strict=True):
                 prepared[i] = p
         return prepared
@@ -412,14 +460,13 @@ class AgencyConsumer:
             heartbeat_interval_ms=3_000,
         )
         transport.subscribe(
-            consumer, self.topics, on_assigned=self._on_assigned, on_revoked=lambda: None
+            consumer, self.topics, on_assigned=self._rebalanced, on_revoked=self._revoked
         )
-        idle = 0
-        unassigned = 0
-        failures = 0
-        crash = _CrashPlan.from_env()
-        polled = 0
+        loop = _Loop(_CrashPlan.from_env())
         try:
+            # Forked before the first poll, when the Kafka client's heartbeat thread starts
+            # (a fork copies only the forking thread).
+            self.pool.start(self.pipeline)
             while not self.stop_event.is_set():
                 self.follow_directory()
                 # Once per poll loop, before the next batch is judged: still the one writer,
@@ -427,45 +474,81 @@ class AgencyConsumer:
                 self.store.check_writer()
                 self.reload_policy()
                 self.maybe_prune()
-                messages = transport.poll(consumer, timeout_ms=poll_ms, max_records=self.batch_size)
-                if len(messages) < self.batch_size and transport.has_assignment(consumer):
-                    self.liveness.maybe_check(self.store)  # caught up: judge the feeds
-                if not messages:
-                    # Idle only counts once partitions are assigned: after a crash the group waits
-                    # for the dead member's session to expire before it hands partitions over.
-                    if transport.has_assignment(consumer):
-                        idle += 1
-                    else:
-                        unassigned += 1
-                    # A minute with no partitions assigned at all: give up waiting.
-                    if until_idle and (idle >= idle_polls or unassigned >= 120):
-                        break
+                if not self._turn(consumer, loop, poll_ms, on_batch):
                     continue
-                idle = 0
-                polled += 1
-                if self._process(consumer, messages, crash, polled):
-                    failures = 0
+                # Idle only counts once partitions are assigned: after a crash the group waits
+                # for the dead member's session to expire before it hands partitions over.
+                if transport.has_assignment(consumer):
+                    loop.idle += 1
                 else:
-                    failures += 1
-                    if failures >= MAX_COMMIT_FAILURES:
-                        raise StoreError(f"the store failed {failures} times in a row")
-                    continue
+                    loop.unassigned += 1
+                # A minute with no partitions assigned at all: give up waiting.
+                if until_idle and (loop.idle >= idle_polls or loop.unassigned >= 120):
+                    break
+            if loop.inflight is not None and self._finish(consumer, loop.inflight, loop.crash):
+                loop.inflight = None  # stopped: the batch in flight is committed, not dropped
                 if on_batch is not None:
                     on_batch(self.stats)
         finally:
             consumer.close()
+            self.pool.close()
             if self.follower is not None:
                 self.follower.close()
         return self.stats
 
-    def _process(
+    def _turn(
         self,
         consumer: Any,  # noqa: ANN401 - kafka-python's consumer, opaque outside the transport
-        messages: list[transport.Message],
-        crash: _CrashPlan,
-        polled: int,
+        loop: _Loop,
+        poll_ms: int,
+        on_batch: Callable[[Stats], None] | None,
     ) -> bool:
-        """Judge and commit one polled batch; False (and rewound) if the store failed."""
+        """Poll once and commit what is due; True if the poll was idle (nothing polled or due).
+
+        With prepare workers, the batch just polled is handed to them and the one polled last
+        time is judged and committed here meanwhile (intake overlaps the commit). Without, each
+        batch is prepared and committed before the next poll.
+
+        Raises:
+            StoreError: the store (or intake's workers) failed repeatedly.
+        """
+        parallel = self.pool.parallel
+        # A batch in flight is not kept waiting for the broker: take what is buffered.
+        messages = transport.poll(
+            consumer,
+            timeout_ms=0 if loop.inflight is not None else poll_ms,
+            max_records=self.batch_size,
+        )
+        started = None
+        if messages:
+            loop.polled += 1
+            loop.crash.reached("after_poll", loop.polled)
+            started = self._start(messages, loop.polled)
+        due, loop.inflight = (loop.inflight, started) if parallel else (started, None)
+        caught_up = len(messages) < self.batch_size and transport.has_assignment(consumer)
+        if caught_up and (due is None or not parallel):
+            self.liveness.maybe_check(self.store)  # caught up: judge the feeds
+        if due is None:
+            if messages:
+                loop.idle = 0
+            return not messages
+        loop.idle = 0
+        if not self._finish(consumer, due, loop.crash):
+            # Rewound to the store's offsets: what was polled since is read again.
+            loop.inflight = None
+            loop.failures += 1
+            if loop.failures >= MAX_COMMIT_FAILURES:
+                raise StoreError(f"the store failed {loop.failures} times in a row")
+            return False
+        loop.failures = 0
+        if caught_up and parallel:
+            self.liveness.maybe_check(self.store)  # the batch before is in, too
+        if on_batch is not None:
+            on_batch(self.stats)
+        return False
+
+    def _start(self, messages: list[transport.Message], polled: int) -> _InFlight:
+        """Hand a polled batch to intake (the workers, or prepared here and now)."""
         untimed = next((m for m in messages if m.appended_at is None), None)
         if untimed is not None and not self._untimed_warned:
             # A topic changed to CreateTime while we run: the start check will refuse it next
@@ -477,16 +560,42 @@ class AgencyConsumer:
                 partition=untimed.partition,
                 offset=untimed.offset,
             )
-        crash.reached("after_poll", polled)
         raws = [RawRecord(m.topic, m.partition, m.offset, m.value, m.appended_at) for m in messages]
-        prepared = self._prepare(raws)
         try:
-            batch, verdicts = self.pipeline.commit(
+            pending: Pending | PrepareFailed = self.pool.submit(self.pipeline, raws)
+        except PrepareFailed as e:
+            pending = e
+        return _InFlight(raws, pending, polled, self._rebalances)
+
+    def _finish(
+        self,
+        consumer: Any,  # noqa: ANN401 - kafka-python's consumer, opaque outside the transport
+        batch: _InFlight,
+        crash: _CrashPlan,
+    ) -> bool:
+        """Judge and commit one batch; False (and rewound) if intake's workers or the store
+        failed: nothing of it was kept, and it is read again from the store's offsets."""
+        if batch.rebalances != self._rebalances:
+            # Polled ahead, then the group rebalanced: its partitions may be another member's
+            # now, which reads them from the store's offsets. Not committed here; if they are
+            # still ours, the assignment sought back to the store's offsets and it is read again.
+            log.info("batch.dropped_on_rebalance", records=len(batch.raws))
+            return True
+        try:
+            if isinstance(batch.pending, PrepareFailed):
+                raise batch.pending
+            prepared = self._prepare(batch.raws, batch.pending)
+        except PrepareFailed as e:
+            log.error("prepare.failed", error=type(e).__name__)  # noqa: TRY400
+            transport.rewind(consumer, self._on_assigned)
+            return False
+        try:
+            committed, verdicts = self.pipeline.commit(
                 self.store,
                 self.group_id,
-                raws,
+                batch.raws,
                 prepared,
-                before_write=lambda b: crash.in_transaction(b, polled),
+                before_write=lambda b: crash.in_transaction(b, batch.number),
             )
         except Exception as e:  # noqa: BLE001 - any store failure: nothing kept, read again
             # Type only: a driver message may quote row values.
@@ -494,8 +603,8 @@ class AgencyConsumer:
             # Nothing of the batch was kept: read it again from the store's offsets.
             transport.rewind(consumer, self._on_assigned)
             return False
-        crash.reached("after_db_commit", polled)
-        self._committed(consumer, batch, verdicts)
+        crash.reached("after_db_commit", batch.number)
+        self._committed(consumer, committed, verdicts)
         return True
 
     def _committed(self, consumer: Any, batch: Batch, verdicts: list[Verdict]) -> None:  # noqa: ANN401
@@ -590,4 +699,7 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
         follower=follower,
         policy_watch=policy_watch,
         prune_every_s=config.prune_every_s,
+        prepare_workers=(
+            default_workers() if config.prepare_workers is None else config.prepare_workers
+        ),
     )

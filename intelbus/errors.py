@@ -176,6 +176,11 @@ class StoreError(InfraError):
     """The store could not commit or read. Nothing of a failed batch was kept; retry the batch."""
 
 
+class PrepareFailed(InfraError):
+    """The worker processes preparing a batch died (again). Nothing of the batch was judged or
+    committed; read it again from the store's offsets."""
+
+
 # --- Whose is this: a consumer's own store, key and policy. -------------------------------------------
 
 
@@ -432,6 +437,15 @@ class Shredded(EnvelopeError):
         self.epoch_id = epoch_id
         self.agency_id = agency_id
         self.destroyed_at = destroyed_at
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields: the default (cls, args) pickling would drop them, and a prepare
+        # worker hands this back to the consumer through a pipe (consumers/prepare_pool.py).
+        return (_shredded, (str(self.args[0]), self.epoch_id, self.agency_id, self.destroyed_at))
+
+
+def _shredded(message: str, epoch_id: str, agency_id: str, destroyed_at: str) -> Shredded:
+    return Shredded(message, epoch_id=epoch_id, agency_id=agency_id, destroyed_at=destroyed_at)
 
 
 class EpochKeyMissing(EnvelopeError, Refused):

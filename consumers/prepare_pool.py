@@ -1,0 +1,247 @@
+"""Intake on both cores: a batch's records prepared by worker processes, judged in order here.
+
+Intake (:meth:`~intelbus.trust.intake.Intake.prepare`: size, verification, unwrap, decryption,
+Avro decode, validation) is a pure function of a record's bytes and position, the agency's keys
+and the directory, so records may be prepared in any order by any worker. Everything that
+depends on order (the judge's chain check, the store commit, the offsets) stays in the calling
+process, exactly as in the serial path: a batch's :class:`Prepared` list comes back in the
+batch's order, and the caller judges and commits it as it would a serially prepared one.
+
+**Processes, not threads**, measured (bench/consume_profile.py): libsodium releases the GIL, but
+most of intake's time is Python (the envelope parse, Avro decode, pydantic validation), so worker
+threads gained little; forked processes run it on the other core.
+
+**Keys.** Workers are *forked* from the consumer with the pipeline's :class:`Intake` already in
+memory (its private keys included): nothing secret is pickled, sent or written anywhere. What
+crosses the pipes is a record's bytes and position in, its :class:`Prepared` result out (the
+decrypted contents among it: process to process, never to disk).
+
+**The directory in force.** A worker holds the directory as it was when the worker was forked.
+Each batch is tagged with the directory's generation (its number of trusted versions) and the
+intake it was prepared for; when either changed since the fork (a directory version followed
+between batches, a new pipeline), the workers are replaced by fresh forks before the batch is
+prepared, so a batch is always prepared under the directory the consumer holds when it submits it.
+
+**A worker that dies** (killed, out of memory) breaks the pool: the batch is prepared once more by
+fresh workers, and if that fails too, :class:`~intelbus.errors.PrepareFailed` is raised. Nothing
+of the batch has been judged or committed by then, so the consumer reads it again from the
+store's offsets; no record is lost and no offset moves.
+
+``workers`` 0 or 1 prepares in the calling thread (the serial path, and the default in tests).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from intelbus.errors import PrepareFailed
+from intelbus.log import get_logger
+from intelbus.trust.intake import Intake
+from intelbus.trust.model import Position, Prepared
+
+if TYPE_CHECKING:
+    from consumers.pipeline import AgencyPipeline, RawRecord
+
+log = get_logger("consumers.prepare_pool")
+
+#: Records per task: small enough that both workers stay busy to the end of a batch, large
+#: enough that the per-task overhead (a pickle round trip) is a few percent.
+CHUNK_RECORDS = 50
+
+
+def default_workers() -> int:
+    """Two or more cores: one worker per core (the consumer's own process judges and commits
+    meanwhile); one core: serial (0)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores if cores is not None and cores >= 2 else 0
+
+
+# --- inside a worker --------------------------------------------------------------------------------
+
+_INTAKE: Intake | None = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the consumer dies, even by SIGKILL (a worker
+    holds its own copy of the task pipe, so it would otherwise wait on it for ever)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: workers exit on EOF only
+        return
+    if os.getppid() != parent:  # the consumer died before the call above took effect
+        os._exit(1)
+
+
+def _install(intake: Intake, parent: int) -> None:
+    # Runs in the forked worker: the intake (with its keys) is the parent's object, inherited
+    # through fork, not pickled.
+    global _INTAKE  # noqa: PLW0603 - the worker's one piece of state, set once at its start
+    _die_with_parent(parent)
+    _INTAKE = intake
+
+
+def _prepare_chunk(items: list[tuple[Position, bytes]]) -> list[Prepared]:
+    intake = _INTAKE
+    if intake is None:  # pragma: no cover - only if a worker was started without _install
+        raise RuntimeError("prepare worker has no intake")
+    return [intake.prepare(position, value) for position, value in items]
+
+
+# --- in the consumer --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Generation:
+    """What a worker's fork captured: which intake, under which directory."""
+
+    intake: int  # id() of the pipeline's Intake
+    directory: int  # how many directory versions the pipeline trusts
+
+
+def _generation(pipeline: AgencyPipeline) -> _Generation:
+    return _Generation(id(pipeline.intake), len(pipeline.directory.versions))
+
+
+class Pending:
+    """A batch being prepared; :meth:`result` waits for it (in the batch's order)."""
+
+    def __init__(
+        self,
+        pool: PreparePool,
+        pipeline: AgencyPipeline,
+        raws: Sequence[RawRecord],
+        futures: list[Future[list[Prepared]]] | None,
+        done: list[Prepared] | None,
+    ) -> None:
+        self._pool = pool
+        self._pipeline = pipeline
+        self._raws = raws
+        self._futures = futures
+        self._done = done
+        #: The directory generation the batch is being prepared under.
+        self.directory_versions = len(pipeline.directory.versions)
+
+    def result(self) -> list[Prepared]:
+        """The prepared batch, in order.
+
+        Raises:
+            PrepareFailed: the workers died twice on this batch (nothing of it was judged).
+        """
+        if self._done is not None:
+            return self._done
+        assert self._futures is not None  # noqa: S101 - one of the two is always set
+        try:
+            out = [p for f in self._futures for p in f.result()]
+        except BrokenProcessPool:
+            log.warning("prepare.workers_died", records=len(self._raws))
+            self._pool.reset()
+            try:
+                out = self._pool.run_now(self._pipeline, self._raws)
+            except BrokenProcessPool:
+                self._pool.reset()
+                raise PrepareFailed(
+                    f"the prepare workers died twice on a batch of {len(self._raws)} records; "
+                    "nothing of it was judged or committed"
+                ) from None
+        self._done = out
+        return out
+
+
+class PreparePool:
+    """Prepares batches with ``workers`` forked processes (0 or 1: in the calling thread)."""
+
+    def __init__(self, workers: int, *, chunk: int = CHUNK_RECORDS) -> None:
+        if workers < 0:
+            raise ValueError("workers must be 0 or more")
+        if chunk < 1:
+            raise ValueError("chunk must be 1 or more")
+        self.workers = workers
+        self.chunk = chunk
+        self._executor: ProcessPoolExecutor | None = None
+        self._generation: _Generation | None = None
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    def start(self, pipeline: AgencyPipeline) -> None:
+        """Fork the workers now for ``pipeline`` (before other threads start, ideally)."""
+        if self.parallel:
+            # The executor forks its workers at the first task: one that does nothing.
+            self._executor_for(pipeline).submit(_prepare_chunk, []).result()
+
+    def submit(self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]) -> Pending:
+        """Start preparing ``raws`` (serially: prepared now)."""
+        if not self.parallel or not raws:
+            return Pending(self, pipeline, raws, None, pipeline.prepare(raws))
+        try:
+            futures = self._submit(pipeline, raws)
+        except BrokenProcessPool:
+            self.reset()
+            futures = self._submit(pipeline, raws)
+        return Pending(self, pipeline, raws, futures, None)
+
+    def prepare(self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]) -> list[Prepared]:
+        """Prepare ``raws`` and wait (see :meth:`Pending.result`)."""
+        return self.submit(pipeline, raws).result()
+
+    def run_now(self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]) -> list[Prepared]:
+        """Prepare ``raws`` on the workers and wait (BrokenProcessPool propagates)."""
+        return [p for f in self._submit(pipeline, raws) for p in f.result()]
+
+    def _submit(
+        self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]
+    ) -> list[Future[list[Prepared]]]:
+        executor = self._executor_for(pipeline)
+        items = [(r.position, r.value) for r in raws]
+        return [
+            executor.submit(_prepare_chunk, items[i : i + self.chunk])
+            for i in range(0, len(items), self.chunk)
+        ]
+
+    def _executor_for(self, pipeline: AgencyPipeline) -> ProcessPoolExecutor:
+        generation = _generation(pipeline)
+        if self._executor is not None and generation != self._generation:
+            # A newer directory (or another pipeline): the forks hold the old one.
+            log.info("prepare.workers_refreshed", directory_versions=generation.directory)
+            self.reset()
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_install,
+                initargs=(pipeline.intake, os.getpid()),
+            )
+            self._generation = generation
+        return self._executor
+
+    def reset(self) -> None:
+        """Stop the workers (the next batch forks fresh ones)."""
+        executor, self._executor, self._generation = self._executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self.reset()
+
+    def __enter__(self) -> PreparePool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
