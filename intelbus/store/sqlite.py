@@ -476,7 +476,12 @@ SET next_offset = max(offsets.next_offset, excluded.next_offset)
             return None
         if value.utcoffset() is None:
             raise StoreError("timestamps must be timezone-aware")
-        return value.astimezone(UTC).strftime(_TIME_FORMAT)
+        value = value.astimezone(UTC)
+        if value.year >= 1000:
+            # The same 27 characters as strftime(_TIME_FORMAT), about four times faster (it was
+            # a tenth of writing a record); strftime does not zero-pad years before 1000.
+            return value.isoformat(timespec="microseconds")[:26] + "Z"
+        return value.strftime(_TIME_FORMAT)
 
     def _dec_time(self, value: Any) -> datetime:  # noqa: ANN401 - driver value
         text = str(value)
