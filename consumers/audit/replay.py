@@ -6,8 +6,9 @@ Per record (docs/audit.md, "Checks"):
    size, broker time, envelope verification against the directory at the broker's append time
    (key valid for this producer, role and topic; revocations and compromise windows), signature,
    environment, topic and partition binding; and when the auditor holds a recipient key and the
-   record is addressed to it, opening and decoding. PyNaCl releases the GIL inside libsodium, so
-   signatures verify on every core. Contents never leave the worker's result.
+   record is addressed to it, opening and decoding. Workers are processes (parsing is Python and
+   holds the GIL); what a worker refused or opened is prepared again here, so findings are the
+   serial path's. A worker never sends contents back.
 2. **Judgement** (main thread, in offset order): the consumer's own
    :class:`~intelbus.trust.judge.Judge` (family, chain, identity, amendments), against the
    auditor's ledger instead of a force's store, so an auditor and a consumer reach the same
@@ -78,7 +79,7 @@ class AuditConfig:
 
 
 class Verifier:
-    """Step 1, pure and thread-safe (one instance shared by the workers)."""
+    """Step 1, pure (each forked worker process inherits one; consumers/audit/workers.py)."""
 
     def __init__(self, intake: Intake) -> None:
         self.intake = intake
@@ -526,8 +527,8 @@ def _unlabel(label: str) -> StreamKey:
 
 
 class Replay:
-    """Reads partitions in order, verifies each batch in the pool while the next one is fetched,
-    and judges the results in offset order."""
+    """Reads partitions in order, verifies each batch in the worker processes while the previous
+    one is judged, and judges the results in offset order (``workers`` 1: serial)."""
 
     def __init__(
         self,
