@@ -212,7 +212,7 @@ def main() -> None:
     print(f"audit replay benchmark: {audits[0]['records']:,.0f} records, median of {args.reps}")
     print(
         f"python {platform.python_version()}, PyNaCl {nacl.__version__}, {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s), {args.workers} verify thread(s)"
+        f"{os.cpu_count()} CPU(s), {args.workers} verify worker(s)"
     )
     print(f"  integrity findings           {audits[0]['findings']:>10.0f}")
     print(f"  ed25519 verify floor (1 core) {floor:>10,.0f} /s  ({floor_us:.1f} us)")

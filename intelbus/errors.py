@@ -172,6 +172,11 @@ class TopicMisconfigured(InfraError):
     read or committed until an operator fixes the topic."""
 
 
+class AuditWorkerError(InfraError):
+    """An auditor's verify worker process died or answered for other records than it was given:
+    the replay stops (no report claims records that nobody checked)."""
+
+
 class StoreError(InfraError):
     """The store could not commit or read. Nothing of a failed batch was kept; retry the batch."""
 

@@ -1,13 +1,14 @@
-"""The replay engine: intake in a small thread pool, the shared judge in order on one thread.
+"""The replay engine: intake in worker processes, the shared judge in order in this one.
 
 Per record (docs/audit.md, "Checks"):
 
-1. **Intake** (worker thread): exactly the consumer's :class:`~intelbus.trust.intake.Intake`:
+1. **Intake** (a worker process, consumers/audit/workers.py): exactly the consumer's :class:`~intelbus.trust.intake.Intake`:
    size, broker time, envelope verification against the directory at the broker's append time
    (key valid for this producer, role and topic; revocations and compromise windows), signature,
    environment, topic and partition binding; and when the auditor holds a recipient key and the
-   record is addressed to it, opening and decoding. PyNaCl releases the GIL inside libsodium, so
-   signatures verify on every core. Contents never leave the worker's result.
+   record is addressed to it, opening and decoding. Workers are processes (parsing is Python and
+   holds the GIL); what a worker refused or opened is prepared again here, so findings are the
+   serial path's. A worker never sends contents back.
 2. **Judgement** (main thread, in offset order): the consumer's own
    :class:`~intelbus.trust.judge.Judge` (family, chain, identity, amendments), against the
    auditor's ledger instead of a force's store, so an auditor and a consumer reach the same
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 import math
 import os
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,7 @@ from consumers.audit.state import (
     PartitionSpan,
 )
 from consumers.audit.storecheck import StoreCheck
+from consumers.audit.workers import IntakePool
 from intelbus.chain import DEFAULT_MAX_GAP, StreamKey
 from intelbus.directory.model import DirectoryBody, Role
 from intelbus.directory.trust import DirectoryHistory
@@ -77,7 +79,7 @@ class AuditConfig:
 
 
 class Verifier:
-    """Step 1, pure and thread-safe (one instance shared by the workers)."""
+    """Step 1, pure (each forked worker process inherits one; consumers/audit/workers.py)."""
 
     def __init__(self, intake: Intake) -> None:
         self.intake = intake
@@ -115,6 +117,13 @@ class AuditJudge:
             if Role.PRODUCER in a.roles
         )
         self._recipients_ok: dict[tuple[int, bool, tuple[tuple[str, bytes], ...]], str | None] = {}
+        self._last_recipients: tuple[object, int, bool, str | None] | None = None
+        # The history an audit judges against is fixed for the whole replay.
+        self._bodies = [doc.signed for doc in history.versions]
+        self._issued = [b.issued_at for b in self._bodies]
+        self._issued_sorted = all(
+            a <= b for a, b in zip(self._issued, self._issued[1:], strict=False)
+        )
         #: A force's store held to this topic (issue 16), when the auditor was given one.
         self.store_check: StoreCheck | None = None
         self._new_judge()
@@ -347,19 +356,33 @@ class AuditJudge:
         """Each recipient must be a consumer or auditor, with that key, in the version in force
         (and, with the producer's sharing agreement, one it can address)."""
         at = pos.appended_at or v.created_at
-        body = self.history.in_force_at(at)
+        body = self._in_force_at(at)
         if body is None:  # intake already refused such a record
             return
-        entries = tuple((r.agency_id, r.key_id) for r in v.recipients)
         agreement = self.config.agreement
         # The agreement binds its own producer only: the answer depends on the producer then.
         bound = agreement is not None and agreement.producer == v.producer_id
-        slot = (body.version, bound, entries)
-        if slot not in self._recipients_ok:
-            if len(self._recipients_ok) >= _MAX_RECIPIENT_CACHE:
-                self._recipients_ok.clear()
-            self._recipients_ok[slot] = self._recipient_problem(body, entries, at, v.producer_id)
-        problem = self._recipients_ok[slot]
+        recipients = v.recipients
+        last = self._last_recipients
+        if (
+            last is not None
+            and last[0] is recipients
+            and last[1] == body.version
+            and last[2] == bound
+        ):
+            # The very same list as the record before (a data key's reuse window): same answer.
+            problem = last[3]
+        else:
+            entries = tuple((r.agency_id, r.key_id) for r in recipients)
+            slot = (body.version, bound, entries)
+            if slot not in self._recipients_ok:
+                if len(self._recipients_ok) >= _MAX_RECIPIENT_CACHE:
+                    self._recipients_ok.clear()
+                self._recipients_ok[slot] = self._recipient_problem(
+                    body, entries, at, v.producer_id
+                )
+            problem = self._recipients_ok[slot]
+            self._last_recipients = (recipients, body.version, bound, problem)
         if problem is not None:
             self._find(
                 pos,
@@ -368,6 +391,14 @@ class AuditJudge:
                 record=ids,
                 authentic=True,
             )
+
+    def _in_force_at(self, at: datetime) -> DirectoryBody | None:
+        """As :meth:`DirectoryHistory.in_force_at`, by bisection when the versions' issue times
+        are in order (they are: each version is issued after the one before)."""
+        if not self._issued_sorted:
+            return self.history.in_force_at(at)
+        i = bisect_right(self._issued, at)
+        return self._bodies[i - 1] if i else None
 
     def _recipient_problem(
         self,
@@ -496,8 +527,8 @@ def _unlabel(label: str) -> StreamKey:
 
 
 class Replay:
-    """Reads partitions in order, verifies each batch in the pool while the next one is fetched,
-    and judges the results in offset order."""
+    """Reads partitions in order, verifies each batch in the worker processes while the previous
+    one is judged, and judges the results in offset order (``workers`` 1: serial)."""
 
     def __init__(
         self,
@@ -521,27 +552,11 @@ class Replay:
     def remaining(self) -> int:
         return sum(max(0, end - start) for start, end in self.positions.values())
 
-    def _submit(
-        self, pool: ThreadPoolExecutor, batch: list[Message]
-    ) -> list[Future[list[Prepared]]]:
-        size = max(1, math.ceil(len(batch) / (self.workers * 2)))
-        return [
-            pool.submit(self.verifier.check_all, batch[i : i + size])
-            for i in range(0, len(batch), size)
-        ]
-
-    def _judge(self, partition: int, futures: list[Future[list[Prepared]]]) -> int:
-        n = 0
-        last = -1
-        for f in futures:
-            prepared = f.result()
-            self.judge.judge_batch(prepared)
-            if prepared:
-                last = prepared[-1].position.offset
-                n += len(prepared)
-        if n:
-            self.positions[partition][0] = last + 1
-        return n
+    def _judge(self, partition: int, prepared: list[Prepared]) -> int:
+        self.judge.judge_batch(prepared)
+        if prepared:
+            self.positions[partition][0] = prepared[-1].position.offset + 1
+        return len(prepared)
 
     def batches(self) -> Iterator[tuple[int, list[Message]]]:
         for partition, (start, end) in list(self.positions.items()):
@@ -557,23 +572,22 @@ class Replay:
     ) -> bool:
         """Replay everything left; True when complete, False when stopped by ``stop_after``."""
         done = 0
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="audit-verify") as pool:
-            pending: tuple[int, list[Future[list[Prepared]]]] | None = None
+        with IntakePool(self.verifier, self.workers) as pool:
+            pending: tuple[int, Callable[[], list[Prepared]]] | None = None
             for partition, batch in self.batches():
-                submitted = (partition, self._submit(pool, batch))
+                submitted = (partition, pool.submit(batch))
                 if pending is not None:
-                    # Judge the previous batch while the pool verifies this one.
-                    n = self._judge(*pending)
+                    # Judge the previous batch while the workers prepare this one.
+                    n = self._judge(pending[0], pending[1]())
                     done += n
                     if on_batch is not None:
                         on_batch(n)
                     if stop_after is not None and done >= stop_after:
-                        for f in submitted[1]:
-                            f.cancel()
+                        pool.cancel()
                         return False
                 pending = submitted
             if pending is not None:
-                n = self._judge(*pending)
+                n = self._judge(pending[0], pending[1]())
                 if on_batch is not None:
                     on_batch(n)
         return True

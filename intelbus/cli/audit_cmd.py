@@ -206,7 +206,12 @@ def replay(
     as_of: str = typer.Option(
         "now", "--as-of", help="Judge the last heartbeat's age at this time (ISO 8601 or now)."
     ),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Verify threads."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Verify worker processes (default: one per core; 1: serial, in one process).",
+    ),
     batch_size: int = typer.Option(2000, "--batch-size", min=1, max=100_000),
     directory_topic: str | None = typer.Option(
         None,
@@ -404,7 +409,7 @@ def _replay_one(
     run = result.run
     console.print(
         f"{run['records_this_run']} records in {run['seconds']}s "
-        f"({run['records_per_second']} records/s, {run['workers']} verify threads)"
+        f"({run['records_per_second']} records/s, {run['workers']} verify workers)"
     )
     if report is not None:
         console.print(f"report: {report}")
