@@ -64,7 +64,7 @@ MAX_SEQUENCE = 2**63 - 1  # stores keep it in a signed 64-bit integer (SQLite IN
 MAX_PARTITION = 2**31 - 1  # Kafka partitions are signed 32-bit ids
 #: v3: the most records one batch signature covers (docs/envelope.md, "Batch signatures (v3)":
 #: chosen from measurements; each doubling adds 32 bytes to every record of the batch).
-MAX_BATCH = 256
+MAX_BATCH = 64
 
 KEY_ID_BYTES = 16
 DIGEST_BYTES = 32

@@ -102,7 +102,7 @@ def test_constants_are_the_documented_ones(version: int) -> None:
         assert bytes.fromhex(constants["digest_person"]) == DIGEST_PERSONS[version]
         assert constants["partition"] == PARTITION
     if version == 3:
-        assert constants["max_batch"] == 256
+        assert constants["max_batch"] == 64
 
 
 @pytest.mark.parametrize(("version", "vector"), _cases("positive"))
