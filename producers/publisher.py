@@ -40,7 +40,7 @@ from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, require_fresh
 from intelbus.directory.model import Role
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.envelope import DataKeyCache, seal
+from intelbus.envelope import MAX_BATCH, BatchItem, DataKeyCache, Sealed, seal, seal_batch
 from intelbus.errors import (
     ConfigError,
     NoRecipients,
@@ -386,6 +386,9 @@ class Publisher:
     ) -> list[Published]:
         """Publish several records: one durable reservation for all, sends pipelined, then acks.
 
+        The records of one stream are sealed as batches of up to ``MAX_BATCH`` (envelope format
+        3): one signature for each batch, every record still verifiable alone.
+
         Every record is prepared (recipients, keys, encoding) before any is sealed, so a record
         that cannot be published (fail closed) stops the whole call before anything is reserved.
         Returns only once every record was acknowledged, in order.
@@ -405,37 +408,11 @@ class Publisher:
         for topic in sorted({p.topic for p in prepared}):
             self.check_directory(topic)
         with self._lock:
-            heads: dict[str, StateHead] = {}
-            reservations: list[Reservation] = []
-            for p in prepared:
-                head = self._head(p.topic, heads)
-                sealed = seal(
-                    self.identity,
-                    environment=self.environment,
-                    topic=p.topic,
-                    kind=p.kind,
-                    sequence=head.next_sequence,
-                    prev_digest=head.last_digest,
-                    schema_fingerprint=p.fingerprint,
-                    payload=p.payload,
-                    recipients=p.keys,
-                    partition=head.partition,
-                    target_record_id=p.target,
-                    record_id=p.record_id,
-                    datakeys=self.datakeys,
-                )
-                reservations.append(
-                    Reservation(
-                        head,
-                        str(p.record_id),
-                        sealed.digest,
-                        sealed.data,
-                        _content_digest(p.payload),
-                    )
-                )
-                heads[p.topic] = StateHead(
-                    p.topic, head.next_sequence, sealed.digest, head.partition, head.epoch
-                )
+            sealed = self._seal_batches(prepared)
+            reservations = [
+                Reservation(head, str(p.record_id), s.digest, s.data, _content_digest(p.payload))
+                for p, (head, s) in zip(prepared, sealed, strict=True)
+            ]
             self.state.reserve_many(reservations)
             if self._producer is None:
                 self._producer = transport.make_producer(
@@ -483,6 +460,47 @@ class Publisher:
         ]
         log.info("records.published", count=len(out))
         return out
+
+    def _seal_batches(self, prepared: Sequence[_Prepared]) -> list[tuple[StateHead, Sealed]]:
+        """Each record sealed as its stream's next, with the head before it, in ``prepared``'s
+        order. A stream's records (one topic: one partition under this key) are signed in
+        batches of up to ``MAX_BATCH``, each record chained to the one before it."""
+        by_topic: dict[str, list[int]] = {}
+        for i, p in enumerate(prepared):
+            by_topic.setdefault(p.topic, []).append(i)
+        out: dict[int, tuple[StateHead, Sealed]] = {}
+        for topic, indices in by_topic.items():
+            head = self._head(topic)
+            for start in range(0, len(indices), MAX_BATCH):
+                chunk = indices[start : start + MAX_BATCH]
+                items = [
+                    BatchItem(
+                        kind=prepared[i].kind,
+                        sequence=head.next_sequence + k,
+                        # The first continues the stream's head; the others chain inside.
+                        prev_digest=head.last_digest if k == 0 else None,
+                        schema_fingerprint=prepared[i].fingerprint,
+                        payload=prepared[i].payload,
+                        recipients=prepared[i].keys,
+                        target_record_id=prepared[i].target,
+                        record_id=prepared[i].record_id,
+                    )
+                    for k, i in enumerate(chunk)
+                ]
+                batch = seal_batch(
+                    self.identity,
+                    items,
+                    environment=self.environment,
+                    topic=topic,
+                    partition=head.partition,
+                    datakeys=self.datakeys,
+                )
+                for i, s in zip(chunk, batch, strict=True):
+                    out[i] = (head, s)
+                    head = StateHead(
+                        topic, head.next_sequence, s.digest, head.partition, head.epoch
+                    )
+        return [out[i] for i in range(len(prepared))]
 
     def _prepare(
         self,

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from intelbus.directory.trust import DirectoryHistory
-from intelbus.envelope.verify import verify
+from intelbus.envelope.verify import RootCache, verify
 from intelbus.envelope.wire import parse
 from intelbus.errors import RecordError, StateBehind
 from intelbus.transport import kafka as transport
@@ -138,6 +138,7 @@ def resync(
             "this state file has pending sends: `intelbus publish retry` (or abandon) first"
         )
     moved: list[StreamHead] = []
+    roots = RootCache()  # one Ed25519 verification per batch of ours read back
     for topic in topics:
         found: list[tuple[tuple[float, int, int], Found]] = []
         everything = dict.fromkeys(transport.partition_ids(bootstrap, topic, security=security), 0)
@@ -150,6 +151,7 @@ def resync(
                     expected_topic=topic,
                     expected_partition=m.partition,
                     witnessed_at=m.appended_at,
+                    roots=roots,
                 )
             except RecordError:
                 continue  # not verifiably ours: it must not move our state

@@ -9,8 +9,16 @@
    the associated data is a domain prefix plus the header bytes.
 4. Sign a domain prefix plus every byte so far with the producer's Ed25519 key; append the signature.
 
-:func:`seal` draws the nonce, the data key (and its ephemeral keys) and the time;
-:func:`_seal_from_parts` takes them, for test vectors (STYLE.md pattern 8).
+Format 3 (what producers write) signs batches: steps 1-3 make each record's leaf bytes; step 4
+builds the RFC 9162 Merkle tree over the batch's leaves (:mod:`intelbus.envelope.merkle`), signs
+the root message once (:func:`~intelbus.envelope.wire.batch_root_message`), and appends to every
+record its proof trailer: tree size, leaf index, inclusion path, root signature. A record still
+verifies alone; a reader of the batch verifies one signature. :func:`seal` of one record is a
+batch of one (tree size 1, empty path).
+
+:func:`seal` and :func:`seal_batch` draw the nonces, data keys (and their ephemeral keys) and
+times; :func:`_seal_from_parts` and :func:`_seal_batch_from_parts` take them, for test vectors
+(STYLE.md pattern 8).
 """
 
 from __future__ import annotations
@@ -21,18 +29,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from intelbus import _nacl
+from intelbus.envelope import merkle
 from intelbus.envelope.datakey import DataKey, DataKeyCache, new_data_key, recipient_set
 from intelbus.envelope.verify import record_digest
 from intelbus.envelope.wire import (
     FORMAT_V1,
+    FORMAT_V3,
     FORMAT_VERSION,
+    MAX_BATCH,
+    BatchProof,
     EnvelopeHeader,
     aead_prefix,
+    batch_root_message,
     encode_body,
     encode_header,
+    encode_trailer,
     from_micros,
     sign_prefix,
     to_micros,
+    trailer_bytes,
 )
 from intelbus.identity import AgencyIdentity, SealingKey
 from intelbus.kinds import RecordKind
@@ -49,6 +64,24 @@ class Sealed:
     @property
     def record_id(self) -> uuid.UUID:
         return self.header.record_id
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One record of a batch: what differs between the records :func:`seal_batch` signs at once.
+
+    ``prev_digest`` None means "the digest of the item before it in this batch", the stream's
+    chain (refused for the first item, which must name its predecessor).
+    """
+
+    kind: RecordKind
+    sequence: int
+    prev_digest: bytes | None
+    schema_fingerprint: bytes
+    payload: bytes = field(repr=False)
+    recipients: tuple[SealingKey, ...]
+    target_record_id: uuid.UUID | None = None
+    record_id: uuid.UUID | None = None
 
 
 def seal(
@@ -71,10 +104,11 @@ def seal(
     """Seal ``payload`` for ``recipients`` and sign it as ``identity``.
 
     ``partition`` is the Kafka partition the record will be sent to, bound into the signature
-    (format v2); ``target_record_id`` the record a correction or retraction amends. ``record_id``
-    defaults to a random UUID; ``datakeys`` enables the bounded data-key reuse window (without it
-    every record gets a fresh data key). ``format_version`` 1 writes the legacy layout (no
-    partition, no target): only tests and vectors need it.
+    (formats 2 and 3); ``target_record_id`` the record a correction or retraction amends.
+    ``record_id`` defaults to a random UUID; ``datakeys`` enables the bounded data-key reuse
+    window (without it every record gets a fresh data key). Format 3 (the default) signs a batch
+    of one (:func:`seal_batch`); ``format_version`` 2 and 1 write the earlier layouts: only tests
+    and vectors need them.
 
     Raises:
         ValueError: a field is out of its bounds (id charset or length, no recipients, an agency
@@ -126,12 +160,182 @@ def _seal_from_parts(
     ``data_key`` comes from :func:`~intelbus.envelope.datakey.wrap_data_key` (which takes the
     ephemeral keys) or from a cache. Never call this with a fixed nonce in production.
     """
+    if format_version == FORMAT_V3:
+        item = BatchItem(
+            kind=kind,
+            sequence=sequence,
+            prev_digest=prev_digest,
+            schema_fingerprint=schema_fingerprint,
+            payload=payload,
+            recipients=tuple(recipients),
+            target_record_id=target_record_id,
+            record_id=record_id,
+        )
+        (sealed,) = _seal_batch_from_parts(
+            identity,
+            [item],
+            environment=environment,
+            topic=topic,
+            partition=partition,
+            data_keys=[data_key],
+            nonces=[nonce],
+            times=[now],
+        )
+        return sealed
+    header = _header(
+        identity,
+        environment=environment,
+        topic=topic,
+        kind=kind,
+        record_id=record_id,
+        sequence=sequence,
+        prev_digest=prev_digest,
+        schema_fingerprint=schema_fingerprint,
+        recipients=recipients,
+        data_key=data_key,
+        nonce=nonce,
+        now=now,
+        partition=None if format_version == FORMAT_V1 else partition,
+        target_record_id=None if format_version == FORMAT_V1 else target_record_id,
+        format_version=format_version,
+    )
+    signed = _leaf(header, data_key, nonce, payload)
+    # Sealing step 4: the signature covers every byte before it.
+    signature = identity.sign(sign_prefix(format_version) + signed)
+    return Sealed(signed + signature, record_digest(signed, format_version), header)
+
+
+def seal_batch(
+    identity: AgencyIdentity,
+    items: Sequence[BatchItem],
+    *,
+    environment: str,
+    topic: str,
+    partition: int,
+    datakeys: DataKeyCache | None = None,
+) -> list[Sealed]:
+    """Seal a batch of records of one stream place and sign them with one signature (format 3).
+
+    Every record of a batch shares the environment, topic, partition, producer and key id (the
+    root message binds them, so the API takes them once). Each item gets its own data key (from
+    ``datakeys`` if given), random nonce, creation time and, unless it names one, random record
+    id. Returns the sealed records in the items' order; ``Sealed.digest`` is each record's digest
+    (its leaf's, independent of the batch).
+
+    Raises:
+        ValueError: no items or more than :data:`~intelbus.envelope.wire.MAX_BATCH`, the first
+            item without a ``prev_digest``, two items with one record id, or a field out of its
+            bounds (as :func:`seal`).
+        OversizeEnvelope: a record would exceed the size or recipient caps.
+    """
+    return _seal_batch_from_parts(
+        identity,
+        items,
+        environment=environment,
+        topic=topic,
+        partition=partition,
+        data_keys=[
+            datakeys.get(i.recipients) if datakeys is not None else new_data_key(i.recipients)
+            for i in items
+        ],
+        nonces=[_nacl.random_bytes(_nacl.AEAD_NONCE_BYTES) for _ in items],
+        times=[datetime.now(UTC)] * len(items),
+    )
+
+
+def _seal_batch_from_parts(
+    identity: AgencyIdentity,
+    items: Sequence[BatchItem],
+    *,
+    environment: str,
+    topic: str,
+    partition: int | None,
+    data_keys: Sequence[DataKey],
+    nonces: Sequence[bytes],
+    times: Sequence[datetime],
+) -> list[Sealed]:
+    """:func:`seal_batch` with every random or time-dependent input given (test vectors only).
+
+    An item without a record id gets a random one. Never call this with fixed nonces in
+    production.
+    """
+    size = len(items)
+    if not 1 <= size <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} records, not {size}")
+    if not len(data_keys) == len(nonces) == len(times) == size:
+        raise ValueError("one data key, nonce and time per item")
+    if items[0].prev_digest is None:
+        raise ValueError("the first record of a batch must name its previous digest")
+    record_ids = [i.record_id if i.record_id is not None else uuid.uuid4() for i in items]
+    if len(set(record_ids)) != size:
+        raise ValueError("two records of one batch have one record id")
+    # Sealing steps 1-3 per record: its leaf bytes, chained to the record before it unless told.
+    headers: list[EnvelopeHeader] = []
+    leaves: list[bytes] = []
+    digests: list[bytes] = []
+    for index, (item, rid, data_key, nonce, now) in enumerate(
+        zip(items, record_ids, data_keys, nonces, times, strict=True)
+    ):
+        prev = item.prev_digest if item.prev_digest is not None else digests[-1]
+        header = _header(
+            identity,
+            environment=environment,
+            topic=topic,
+            kind=item.kind,
+            record_id=rid,
+            sequence=item.sequence,
+            prev_digest=prev,
+            schema_fingerprint=item.schema_fingerprint,
+            recipients=item.recipients,
+            data_key=data_key,
+            nonce=nonce,
+            now=now,
+            partition=partition,
+            target_record_id=item.target_record_id,
+            format_version=FORMAT_V3,
+        )
+        leaf = _leaf(header, data_key, nonce, item.payload, trailer_bytes(index, size))
+        headers.append(header)
+        leaves.append(leaf)
+        digests.append(record_digest(leaf, FORMAT_V3))
+    # Sealing step 4: one signature over the root message, built as a verifier will build it.
+    tree = merkle.levels([merkle.leaf_hash(leaf) for leaf in leaves])
+    signature = identity.sign(batch_root_message(headers[0], size, tree[-1][0]))
+    return [
+        Sealed(
+            leaf + encode_trailer(BatchProof(size, i, merkle.path_from_levels(tree, i)), signature),
+            digest,
+            header,
+        )
+        for i, (leaf, digest, header) in enumerate(zip(leaves, digests, headers, strict=True))
+    ]
+
+
+def _header(
+    identity: AgencyIdentity,
+    *,
+    environment: str,
+    topic: str,
+    kind: RecordKind,
+    record_id: uuid.UUID,
+    sequence: int,
+    prev_digest: bytes,
+    schema_fingerprint: bytes,
+    recipients: Sequence[SealingKey],
+    data_key: DataKey,
+    nonce: bytes,
+    now: datetime,
+    partition: int | None,
+    target_record_id: uuid.UUID | None,
+    format_version: int,
+) -> EnvelopeHeader:
+    """Sealing step 2's header (checking the nonce and the data key's recipients on the way)."""
     if len(nonce) != _nacl.AEAD_NONCE_BYTES:
         raise ValueError("nonce must be 24 bytes")
     # The wraps must be for exactly the recipients asked for (a stale cache entry would be a bug).
     if tuple((w.agency_id, w.key_id) for w in data_key.wraps) != recipient_set(recipients):
         raise ValueError("data key is not wrapped for this recipient set")
-    header = EnvelopeHeader(
+    return EnvelopeHeader(
         kind=kind,
         # As parse() will see it: UTC, whole microseconds (a naive time is refused here).
         created_at=from_micros(to_micros(now)),
@@ -145,15 +349,22 @@ def _seal_from_parts(
         schema_fingerprint=schema_fingerprint,
         recipients=data_key.wraps,
         format_version=format_version,
-        partition=None if format_version == FORMAT_V1 else partition,
-        target_record_id=None if format_version == FORMAT_V1 else target_record_id,
+        partition=partition,
+        target_record_id=target_record_id,
     )
-    header_bytes = encode_header(header)  # sealing step 2; checks every cap parse() enforces
-    # Sealing step 3: the AD binds the whole header, so this ciphertext opens under no other header.
+
+
+def _leaf(
+    header: EnvelopeHeader,
+    data_key: DataKey,
+    nonce: bytes,
+    payload: bytes,
+    trailer: int = _nacl.SIGNATURE_BYTES,
+) -> bytes:
+    """Sealing steps 2-3: the header's bytes, the payload encrypted under them, as one body."""
+    header_bytes = encode_header(header)  # checks every cap parse() enforces
+    # The AD binds the whole header, so this ciphertext opens under no other header.
     ciphertext = _nacl.aead_encrypt(
-        data_key.key, nonce, payload, aead_prefix(format_version) + header_bytes
+        data_key.key, nonce, payload, aead_prefix(header.format_version) + header_bytes
     )
-    signed = encode_body(header_bytes, nonce, ciphertext)
-    # Sealing step 4: the signature covers every byte before it.
-    signature = identity.sign(sign_prefix(format_version) + signed)
-    return Sealed(signed + signature, record_digest(signed, format_version), header)
+    return encode_body(header_bytes, nonce, ciphertext, trailer)

@@ -9,10 +9,16 @@ Anyone can run this, an auditor without read rights included. The steps, in this
    time (the signed creation time only offline, where no broker witnessed the record): unknown,
    not valid for that producer/role/topic/time, or revoked.
 4. Check the resolved key is the one asked for, and belongs to the claimed producer.
-5. Verify the Ed25519 signature over the domain prefix and every byte before the signature.
-6. Bindings: the signed environment, topic and (format v2) partition must be the ones the record
-   was read from.
-7. Compute the record digest (BLAKE2b-256 of the signed bytes, personalised per format version).
+5. Verify the Ed25519 signature. Formats 1 and 2: over the domain prefix and every byte before
+   the signature. Format 3: hash the record's leaf bytes, follow its inclusion path to the batch
+   root (RFC 9162 §2.1.3.2, :mod:`intelbus.envelope.merkle`), build the root message from the
+   record's own header (:func:`~intelbus.envelope.wire.batch_root_message`), and verify the root
+   signature over it, unless a :class:`RootCache` holds exactly this (key, root message,
+   signature) from an earlier success.
+6. Bindings: the signed environment, topic and (formats 2 and 3) partition must be the ones the
+   record was read from.
+7. Compute the record digest (BLAKE2b-256 of the signed bytes, personalised per format version;
+   in format 3 the leaf bytes, so a record's digest does not depend on the batch that signed it).
 
 Bindings are checked after the signature on purpose: a :class:`~intelbus.errors.BindingMismatch`
 then always means "a genuine record, in the wrong place" (a copy), never random damage.
@@ -24,22 +30,26 @@ chain is judged by the caller (:mod:`intelbus.chain`) from ``sequence``, ``prev_
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from intelbus import _nacl
+from intelbus.envelope import merkle
 from intelbus.envelope.wire import (
     DIGEST_BYTES,
     FORMAT_V1,
     EnvelopeHeader,
     RecipientEntry,
     SealedRecord,
+    batch_root_message,
     digest_person,
     parse,
     sign_prefix,
 )
-from intelbus.errors import BindingMismatch, UnknownKey
+from intelbus.errors import BadSignature, BindingMismatch, MalformedEnvelope, UnknownKey
 from intelbus.identity import KeyResolver, PublicIdentity
 from intelbus.kinds import RecordKind
 
@@ -52,6 +62,56 @@ def record_digest(signed_bytes: bytes, version: int = FORMAT_V1) -> bytes:
     valid record.
     """
     return _nacl.blake2b(signed_bytes, digest_size=DIGEST_BYTES, person=digest_person(version))
+
+
+DEFAULT_ROOT_CACHE = 4_096
+
+
+class RootCache:
+    """Batch-root signatures already verified: a bounded LRU of (signer public key, root message,
+    signature) triples, shared by the threads of one reader.
+
+    A format-3 batch of n records carries one root signature; verifying it once and remembering
+    the success saves n - 1 Ed25519 verifications. What is remembered is only ever a success, and
+    only what the verifier computed itself: the public key its resolver returned for this record
+    (key resolution is never cached: a key revoked since is refused before the cache is asked),
+    the root message it built from this record's own header and the root its leaf and path lead
+    to, and the signature bytes the record carries. So a hit means "this exact Ed25519 check
+    succeeded before", a deterministic computation repeated, and a record that would fail alone
+    fails with a warm cache too: a forged path leads to another root (a miss, then a failed
+    verification), and a record with its signature bytes replaced is another key (libsodium's
+    signatures are non-malleable, so one (key, message) has one valid signature).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_ROOT_CACHE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._lock = threading.Lock()  # auditors verify in worker threads (consumers/audit/replay)
+
+    def __repr__(self) -> str:
+        return f"RootCache({len(self._ok)}/{self.capacity})"
+
+    def __len__(self) -> int:
+        return len(self._ok)
+
+    def verify(self, public: bytes, message: bytes, signature: bytes) -> None:
+        """Verify ``signature`` over ``message`` by ``public``, or find that exact success cached.
+
+        Raises:
+            BadSignature: it does not verify (nothing is cached).
+        """
+        key = (public, message, signature)
+        with self._lock:
+            if key in self._ok:
+                self._ok.move_to_end(key)
+                return
+        _nacl.verify_signature(public, message, signature)  # outside the lock: the slow part
+        with self._lock:
+            self._ok[key] = None
+            if len(self._ok) > self.capacity:
+                self._ok.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +164,12 @@ class VerifiedRecord:
 
     @property
     def partition(self) -> int | None:
-        """The partition the producer bound the record to (format v2), else None."""
+        """The partition the producer bound the record to (formats 2 and 3), else None."""
         return self.sealed.header.partition
 
     @property
     def target_record_id(self) -> uuid.UUID | None:
-        """The record a v2 correction or retraction amends, else None."""
+        """The record a v2/v3 correction or retraction amends, else None."""
         return self.sealed.header.target_record_id
 
     @property
@@ -131,7 +191,7 @@ class VerifiedRecord:
     @property
     def size(self) -> int:
         """The record's size in bytes on the wire."""
-        return len(self.sealed.signed_bytes) + len(self.sealed.signature)
+        return self.sealed.size
 
 
 def verify(
@@ -142,6 +202,7 @@ def verify(
     expected_topic: str,
     expected_partition: int | None = None,
     witnessed_at: datetime | None,
+    roots: RootCache | None = None,
 ) -> VerifiedRecord:
     """Verify an envelope (docs/envelope.md steps 1-7, as numbered in this module's docstring).
 
@@ -150,14 +211,19 @@ def verify(
     checked by hand), where the signed creation time is all there is; consumers and auditors
     refuse a bus record without a broker time before calling this.
 
-    ``expected_partition`` is the partition the record was read from: a v2 record bound to another
-    partition is a copy in the wrong place. None skips the check (a record not read from Kafka).
+    ``expected_partition`` is the partition the record was read from: a v2 or v3 record bound to
+    another partition is a copy in the wrong place. None skips the check (a record not read from
+    Kafka).
+
+    ``roots``, a reader's :class:`RootCache`, spares the Ed25519 verification of a format-3 batch
+    root this reader has already verified with the same key (every other step is still done for
+    every record, key resolution included).
 
     Raises:
         OversizeEnvelope, MalformedEnvelope, UnsupportedVersion: steps 1-2.
         UnknownKey, KeyNotValid, KeyRevoked: step 3 (from the resolver).
         BindingMismatch: step 4 (resolver answered for another key or agency) and step 6.
-        BadSignature: step 5.
+        BadSignature: step 5 (in format 3 also: an inclusion path that leads to no signed root).
     """
     sealed = parse(record_bytes)  # steps 1 and 2: the only read of unverified bytes
     h = sealed.header
@@ -174,10 +240,34 @@ def verify(
             f"record {rid}: key {h.key_id.hex()} belongs to {signer.agency_id}, "
             f"the record claims producer {h.producer_id}"
         )
-    # Step 5: the signature over the domain prefix and every byte before it.
-    _nacl.verify_signature(
-        signer.sign_public, sign_prefix(h.format_version) + sealed.signed_bytes, sealed.signature
-    )
+    # Step 5.
+    proof = sealed.proof
+    if proof is None:
+        # Formats 1 and 2: the signature over the domain prefix and every byte before it.
+        _nacl.verify_signature(
+            signer.sign_public,
+            sign_prefix(h.format_version) + sealed.signed_bytes,
+            sealed.signature,
+        )
+    else:
+        # Format 3: the leaf hash is computed here from the record's bytes (never taken from it),
+        # and the root message from its own signed header, never from the trailer.
+        try:
+            root = merkle.root_from_proof(
+                merkle.leaf_hash(sealed.signed_bytes), proof.leaf_index, proof.tree_size, proof.path
+            )
+        except ValueError as e:  # parse() checked these bounds already: defence in depth
+            raise MalformedEnvelope(f"record {rid}: {e}") from None
+        message = batch_root_message(h, proof.tree_size, root)
+        try:
+            if roots is None:
+                _nacl.verify_signature(signer.sign_public, message, sealed.signature)
+            else:
+                roots.verify(signer.sign_public, message, sealed.signature)
+        except BadSignature:
+            raise BadSignature(
+                f"record {rid}: its inclusion path leads to no root signed by key {h.key_id.hex()}"
+            ) from None
     # Step 6: the signed context must be where the record was read (cross-topic/environment copy).
     if h.environment != expected_environment:
         raise BindingMismatch(

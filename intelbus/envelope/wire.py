@@ -1,24 +1,31 @@
 """The envelope's byte layout, and the only code that reads unverified bytes.
 
-Two layouts share one reader (docs/envelope.md, "Byte layout", has the tables). Integers are
+Three layouts share one reader (docs/envelope.md, "Byte layout", has the tables). Integers are
 big-endian::
 
     fixed v1   magic "IBUS" | version u8 = 1 | suite u8 | kind u8 | flags u8 | created_us i64 |
                sequence u64 | record_id 16 | key_id 16 | prev_digest 32                (88 bytes)
     fixed v2   the same fields with version = 2, then | partition u32 | target_record_id 16
                                                                                       (108 bytes)
+    fixed v3   as v2, with version = 3                                                (108 bytes)
     ids        environment, topic, producer_id, schema_fingerprint: u8 length + bytes each
     recipients count u8, then per recipient: agency u8 length + bytes | recipient key id 16 |
                wrapped data key 80
     payload    nonce 24 | ciphertext length u32 | ciphertext (payload + 16-byte tag)
-    signature  64
+    signature  v1, v2: 64
+    trailer    v3: tree_size u16 | leaf_index u16 | path count u8 | path 32 x count |
+               root signature 64
 
 Version 2 binds each record to the Kafka partition its producer chose for the stream (Kafka
 orders records within a partition only, so a stream's chain is only meaningful there) and names
 the record a correction or retraction amends (so an auditor who cannot decrypt can still tell a
-foreign amendment). Version 1 records stay readable and verifiable for ever.
+foreign amendment). Version 3 signs batches: the producer signs the root of an RFC 9162 Merkle
+tree over a batch's records (:mod:`intelbus.envelope.merkle`), and each record carries that
+signature and its own inclusion path, so it still verifies alone. Versions 1 and 2 stay readable
+and verifiable for ever.
 
-Everything before the signature is signed (the "signed bytes"); everything before the nonce (the
+Everything before the signature (v1, v2) or the proof trailer (v3) is the record's body, the
+"signed bytes" (in v3 the Merkle leaf, signed through the root); everything before the nonce (the
 "header") is the AEAD's associated data. Parsing is bounded: every length is checked against a
 named cap and against the bytes that remain, and trailing bytes are refused. Nothing here trusts
 the bytes it reads: the parsed record is *unverified* until
@@ -33,14 +40,18 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from intelbus.envelope.merkle import path_length
 from intelbus.errors import MalformedEnvelope, OversizeEnvelope, UnsupportedVersion
 from intelbus.kinds import RecordKind
 
 MAGIC = b"IBUS"
 FORMAT_V1 = 1
 FORMAT_V2 = 2
-FORMAT_VERSION = FORMAT_V2  # what producers write; both are read
-SUPPORTED_VERSIONS = (FORMAT_V1, FORMAT_V2)
+FORMAT_V3 = 3
+FORMAT_VERSION = FORMAT_V3  # what producers write; every version is read
+SUPPORTED_VERSIONS = (FORMAT_V1, FORMAT_V2, FORMAT_V3)
+#: Versions with the 108-byte fixed part (partition and target bound).
+_BOUND_VERSIONS = (FORMAT_V2, FORMAT_V3)
 SUITE_ED25519_X25519_XCHACHA20 = 1  # Ed25519, X25519 sealed box, XChaCha20-Poly1305, BLAKE2b
 
 # Hard caps (docs/envelope.md, "Size caps"). MAX_RECORD_BYTES is checked before any other work.
@@ -51,6 +62,9 @@ MAX_TOPIC_BYTES = 249  # Kafka's own limit on topic names
 MAX_FINGERPRINT_BYTES = 32
 MAX_SEQUENCE = 2**63 - 1  # stores keep it in a signed 64-bit integer (SQLite INTEGER, Kafka long)
 MAX_PARTITION = 2**31 - 1  # Kafka partitions are signed 32-bit ids
+#: v3: the most records one batch signature covers (docs/envelope.md, "Batch signatures (v3)":
+#: chosen from measurements; each doubling adds 32 bytes to every record of the batch).
+MAX_BATCH = 64
 
 KEY_ID_BYTES = 16
 DIGEST_BYTES = 32
@@ -66,6 +80,8 @@ _V2_EXTRA = struct.Struct(">I16s")
 FIXED_BYTES_V2 = FIXED_BYTES + _V2_EXTRA.size  # 108
 NO_TARGET = bytes(16)  # v2 target_record_id of a record that amends nothing
 _CT_LEN = struct.Struct(">I")
+_PROOF_HEAD = struct.Struct(">HHB")  # v3 trailer: tree_size, leaf_index, path count
+PATH_HASH_BYTES = 32
 
 # Domain separation (docs/envelope.md, "What is signed"): a signature or an AEAD tag made for an
 # envelope can never be mistaken for one made for anything else (a directory version, a key file).
@@ -75,14 +91,21 @@ DIGEST_PERSON = b"ibus-record-v1"  # BLAKE2b personalisation of the record diges
 SIGN_PREFIX_V2 = b"intelbus/envelope/v2/signature\x00"
 AEAD_PREFIX_V2 = b"intelbus/envelope/v2/payload\x00"
 DIGEST_PERSON_V2 = b"ibus-record-v2"
+#: v3 signs a batch root, never a record's bytes: its own prefix, so no v1/v2 signature (over a
+#: prefix and a body) can ever pass for a root signature, nor the reverse.
+ROOT_SIGN_PREFIX_V3 = b"intelbus/envelope/v3/batch-root\x00"
+AEAD_PREFIX_V3 = b"intelbus/envelope/v3/payload\x00"
+DIGEST_PERSON_V3 = b"ibus-record-v3"
 _PREFIXES = {
     FORMAT_V1: (SIGN_PREFIX, AEAD_PREFIX, DIGEST_PERSON),
     FORMAT_V2: (SIGN_PREFIX_V2, AEAD_PREFIX_V2, DIGEST_PERSON_V2),
+    FORMAT_V3: (ROOT_SIGN_PREFIX_V3, AEAD_PREFIX_V3, DIGEST_PERSON_V3),
 }
 
 
 def sign_prefix(version: int) -> bytes:
-    """The signature's domain prefix for a format version."""
+    """The signature's domain prefix for a format version (v3: of the batch-root message, see
+    :func:`batch_root_message`; a v3 signature never covers a prefix and a body)."""
     return _PREFIXES[version][0]
 
 
@@ -125,11 +148,12 @@ class EnvelopeHeader:
     producer_id: str
     schema_fingerprint: bytes
     recipients: tuple[RecipientEntry, ...]
-    #: The envelope format version the record was written in (1 or 2).
+    #: The envelope format version the record was written in (1, 2 or 3).
     format_version: int = FORMAT_VERSION
-    #: v2: the Kafka partition its producer bound the record to; None in v1 (not bound).
+    #: v2, v3: the Kafka partition its producer bound the record to; None in v1 (not bound).
     partition: int | None = None
-    #: v2: the record a correction or retraction amends (None when it amends nothing, and in v1).
+    #: v2, v3: the record a correction or retraction amends (None when it amends nothing, and
+    #: in v1).
     target_record_id: uuid.UUID | None = None
 
     @property
@@ -139,15 +163,37 @@ class EnvelopeHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchProof:
+    """A v3 record's place in its batch: the tree's size, its leaf index, and its inclusion path
+    (RFC 9162 §2.1.3.1, siblings from the leaf upwards). Unverified until the root it leads to
+    carries a good signature."""
+
+    tree_size: int
+    leaf_index: int
+    path: tuple[bytes, ...] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class SealedRecord:
     """A parsed but **unverified** envelope, and the byte ranges its checks need."""
 
     header: EnvelopeHeader
     nonce: bytes = field(repr=False)
     ciphertext: bytes = field(repr=False)
+    #: v1, v2: the signature over the prefix and the signed bytes; v3: the batch root's.
     signature: bytes = field(repr=False)
-    signed_bytes: bytes = field(repr=False)  # everything before the signature
+    #: Everything before the signature (v1, v2) or the proof trailer (v3: the Merkle leaf).
+    signed_bytes: bytes = field(repr=False)
     header_bytes: bytes = field(repr=False)  # everything before the nonce: the AEAD's AD
+    #: v3: the record's inclusion proof in its signed batch; None in v1 and v2.
+    proof: BatchProof | None = None
+
+    @property
+    def size(self) -> int:
+        """The record's size in bytes on the wire."""
+        if self.proof is None:
+            return len(self.signed_bytes) + SIGNATURE_BYTES
+        return len(self.signed_bytes) + trailer_bytes(self.proof.leaf_index, self.proof.tree_size)
 
 
 def to_micros(t: datetime) -> int:
@@ -237,20 +283,25 @@ def encode_header(h: EnvelopeHeader) -> bytes:
 
 def _version_extra(h: EnvelopeHeader) -> bytes:
     """The fixed fields a format version adds after the common 88 bytes (none in v1)."""
-    if h.format_version != FORMAT_V2:
+    if h.format_version not in _BOUND_VERSIONS:
         if h.partition is not None or h.target_record_id is not None:
             raise ValueError("a v1 record binds no partition and names no target")
         return b""
     if h.partition is None or not 0 <= h.partition <= MAX_PARTITION:
-        raise ValueError(f"a v2 record needs a partition in 0..{MAX_PARTITION}")
+        raise ValueError(f"a v{h.format_version} record needs a partition in 0..{MAX_PARTITION}")
     target = NO_TARGET if h.target_record_id is None else h.target_record_id.bytes
     if target == NO_TARGET and h.target_record_id is not None:
         raise ValueError("the nil UUID cannot be a target record id")
     return _V2_EXTRA.pack(h.partition, target)
 
 
-def encode_body(header_bytes: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
-    """Header, nonce, ciphertext length and ciphertext: the signed bytes.
+def encode_body(
+    header_bytes: bytes, nonce: bytes, ciphertext: bytes, trailer: int = SIGNATURE_BYTES
+) -> bytes:
+    """Header, nonce, ciphertext length and ciphertext: the signed bytes (v3: the leaf bytes).
+
+    ``trailer`` is the size of what will follow: the signature (v1, v2), or the proof trailer
+    (v3, :func:`trailer_bytes`), so the whole record is held to the size cap.
 
     Raises:
         ValueError: the nonce is not 24 bytes or the ciphertext is shorter than its tag.
@@ -258,21 +309,89 @@ def encode_body(header_bytes: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
     """
     if len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
         raise ValueError("nonce must be 24 bytes and the ciphertext at least its tag")
-    size = len(header_bytes) + NONCE_BYTES + CT_LEN_BYTES + len(ciphertext) + SIGNATURE_BYTES
+    size = len(header_bytes) + NONCE_BYTES + CT_LEN_BYTES + len(ciphertext) + trailer
     if size > MAX_RECORD_BYTES:
         raise OversizeEnvelope(f"record of {size} bytes would exceed {MAX_RECORD_BYTES}")
     return header_bytes + nonce + _CT_LEN.pack(len(ciphertext)) + ciphertext
 
 
-def encode(header: EnvelopeHeader, nonce: bytes, ciphertext: bytes, signature: bytes) -> bytes:
+def encode(
+    header: EnvelopeHeader,
+    nonce: bytes,
+    ciphertext: bytes,
+    signature: bytes,
+    proof: BatchProof | None = None,
+) -> bytes:
     """A whole record from its parts (the signature is not checked here; see ``seal``).
 
+    ``proof`` is required for a v3 header and refused for the others.
+
     Raises:
-        ValueError, OversizeEnvelope: as :func:`encode_header` and :func:`encode_body`.
+        ValueError, OversizeEnvelope: as :func:`encode_header`, :func:`encode_body` and
+            :func:`encode_trailer`.
     """
-    if len(signature) != SIGNATURE_BYTES:
-        raise ValueError("signature must be 64 bytes")
-    return encode_body(encode_header(header), nonce, ciphertext) + signature
+    if (proof is not None) != (header.format_version == FORMAT_V3):
+        raise ValueError("a v3 record needs its batch proof, and only a v3 record has one")
+    if proof is None:
+        if len(signature) != SIGNATURE_BYTES:
+            raise ValueError("signature must be 64 bytes")
+        return encode_body(encode_header(header), nonce, ciphertext) + signature
+    trailer = encode_trailer(proof, signature)
+    return encode_body(encode_header(header), nonce, ciphertext, len(trailer)) + trailer
+
+
+def trailer_bytes(leaf_index: int, tree_size: int) -> int:
+    """The size of a v3 proof trailer: 5 bytes, the path, the root signature.
+
+    Raises:
+        ValueError: ``leaf_index`` is not in a tree of ``tree_size`` leaves.
+    """
+    return _PROOF_HEAD.size + PATH_HASH_BYTES * path_length(leaf_index, tree_size) + SIGNATURE_BYTES
+
+
+def encode_trailer(proof: BatchProof, signature: bytes) -> bytes:
+    """A v3 proof trailer. Refuses anything :func:`parse` would refuse.
+
+    Raises:
+        ValueError: the tree size is outside 1..:data:`MAX_BATCH`, the index outside the tree,
+            the path not exactly as long as RFC 9162 makes it for (index, size), a hash or the
+            signature of the wrong length.
+    """
+    if not 1 <= proof.tree_size <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} records, not {proof.tree_size}")
+    if len(proof.path) != path_length(proof.leaf_index, proof.tree_size):
+        raise ValueError("the inclusion path does not have the length its index and size give")
+    if any(len(p) != PATH_HASH_BYTES for p in proof.path) or len(signature) != SIGNATURE_BYTES:
+        raise ValueError("path hashes must be 32 bytes and the signature 64")
+    head = _PROOF_HEAD.pack(proof.tree_size, proof.leaf_index, len(proof.path))
+    return head + b"".join(proof.path) + signature
+
+
+def batch_root_message(h: EnvelopeHeader, tree_size: int, root: bytes) -> bytes:
+    """What a v3 root signature covers, built from a record's own (signed) header.
+
+    ``prefix || environment || topic || partition u32 || producer id || key id || tree_size u16
+    || root``, the variable ids length-prefixed (u8) as in the header: a root and its signature
+    made for one environment, topic, partition, producer, key or tree size verify for no other.
+
+    Raises:
+        ValueError: not a v3 header, or a field out of its bounds.
+    """
+    if h.format_version != FORMAT_V3 or h.partition is None:
+        raise ValueError("only a v3 record, bound to a partition, has a batch root")
+    if not 1 <= tree_size <= MAX_BATCH or len(root) != PATH_HASH_BYTES:
+        raise ValueError("tree size or root out of bounds")
+    if len(h.key_id) != KEY_ID_BYTES or not 0 <= h.partition <= MAX_PARTITION:
+        raise ValueError("key id or partition out of bounds")
+    out = bytearray(ROOT_SIGN_PREFIX_V3)
+    _put_short(out, _check_id(h.environment, "environment", MAX_ID_BYTES))
+    _put_short(out, _check_id(h.topic, "topic", MAX_TOPIC_BYTES))
+    out += struct.pack(">I", h.partition)
+    _put_short(out, _check_id(h.producer_id, "producer id", MAX_ID_BYTES))
+    out += h.key_id
+    out += struct.pack(">H", tree_size)
+    out += root
+    return bytes(out)
 
 
 # --- Reading unverified bytes (docs/envelope.md, verification step 2) --------------------------------
@@ -329,8 +448,8 @@ class _Fixed:
 
 
 def _unverified_fixed(r: _UnverifiedReader) -> _Fixed:
-    """The fixed part (88 bytes in v1, 108 in v2): magic and version first, so a future layout
-    is refused as unsupported before its length is assumed."""
+    """The fixed part (88 bytes in v1, 108 in v2 and v3): magic and version first, so a future
+    layout is refused as unsupported before its length is assumed."""
     head = r.take(6, "fixed header")
     if head[:4] != MAGIC:
         raise MalformedEnvelope("not an intelbus envelope (bad magic)")
@@ -357,7 +476,7 @@ def _unverified_fixed(r: _UnverifiedReader) -> _Fixed:
         raise MalformedEnvelope("creation time out of range") from e
     partition: int | None = None
     target: uuid.UUID | None = None
-    if version == FORMAT_V2:
+    if version in _BOUND_VERSIONS:
         partition, raw_target = _V2_EXTRA.unpack(r.take(_V2_EXTRA.size, "fixed header"))
         if partition > MAX_PARTITION:
             raise MalformedEnvelope(f"partition {partition} out of range")
@@ -412,16 +531,23 @@ def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
     (ct_len,) = _CT_LEN.unpack(r.take(CT_LEN_BYTES, "ciphertext length"))
     if ct_len < TAG_BYTES:
         raise MalformedEnvelope(f"ciphertext of {ct_len} bytes is shorter than its tag")
-    # The length must account for exactly the bytes left before the signature: no more (truncated)
-    # and no fewer (trailing bytes).
     remaining = len(data) - r.pos
-    if ct_len + SIGNATURE_BYTES != remaining:
-        raise MalformedEnvelope(
-            f"ciphertext length {ct_len} + signature does not match the {remaining} bytes left"
-        )
-    ciphertext = r.take(ct_len, "ciphertext")
-    signed_end = r.pos
-    signature = r.take(SIGNATURE_BYTES, "signature")
+    proof: BatchProof | None = None
+    if f.version != FORMAT_V3:
+        # The length must account for exactly the bytes left before the signature: no more
+        # (truncated) and no fewer (trailing bytes).
+        if ct_len + SIGNATURE_BYTES != remaining:
+            raise MalformedEnvelope(
+                f"ciphertext length {ct_len} + signature does not match the {remaining} bytes left"
+            )
+        ciphertext = r.take(ct_len, "ciphertext")
+        signed_end = r.pos
+        signature = r.take(SIGNATURE_BYTES, "signature")
+    else:
+        ciphertext = r.take(ct_len, "ciphertext")
+        signed_end = r.pos
+        proof = _unverified_proof(r)
+        signature = r.take(SIGNATURE_BYTES, "root signature")
     header = EnvelopeHeader(
         kind=f.kind,
         created_at=f.created,
@@ -445,4 +571,34 @@ def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
         signature=signature,
         signed_bytes=data[:signed_end],
         header_bytes=data[:header_end],
+        proof=proof,
     )
+
+
+def _unverified_proof(r: _UnverifiedReader) -> BatchProof:
+    """A v3 proof trailer's tree size, leaf index and path, each against its bound."""
+    tree_size, index, count = _PROOF_HEAD.unpack(r.take(_PROOF_HEAD.size, "proof trailer"))
+    # First the trailer's length: the path and the root signature must end exactly at the last
+    # byte (truncation, trailing bytes and a wrong ciphertext length are all malformed here).
+    left = len(r.data) - r.pos
+    if PATH_HASH_BYTES * count + SIGNATURE_BYTES != left:
+        raise MalformedEnvelope(
+            f"an inclusion path of {count} hashes and the root signature do not match the "
+            f"{left} bytes left"
+        )
+    if tree_size == 0:
+        raise MalformedEnvelope("batch tree size 0")
+    if tree_size > MAX_BATCH:
+        raise OversizeEnvelope(f"batch of {tree_size} records exceeds {MAX_BATCH}")
+    if index >= tree_size:
+        raise MalformedEnvelope(f"leaf index {index} is not in a batch of {tree_size}")
+    # RFC 9162 fixes the path's length for (index, size): one layout per position, so a path
+    # padded or cut short is refused here, before any hashing.
+    expected = path_length(index, tree_size)
+    if count != expected:
+        raise MalformedEnvelope(
+            f"inclusion path of {count} hashes; leaf {index} of {tree_size} needs {expected}"
+        )
+    raw = r.take(PATH_HASH_BYTES * count, "inclusion path")
+    path = tuple(raw[i : i + PATH_HASH_BYTES] for i in range(0, len(raw), PATH_HASH_BYTES))
+    return BatchProof(tree_size, index, path)

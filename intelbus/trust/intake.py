@@ -12,8 +12,9 @@
    A record sealed to an encryption epoch whose key the recipient destroyed is kept as
    ``shredded`` (not a content error): the judge counts it and keeps nothing of it.
 
-No I/O and no shared mutable state beyond the unwrap cache, so auditors run this in worker
-threads. Every failure is a typed :class:`~intelbus.errors.RecordError` kept in the result,
+No I/O and no shared mutable state beyond the unwrap cache and the root cache (format 3's batch
+signatures: one Ed25519 verification per batch, see intelbus/envelope/verify.py), so auditors
+run this in worker threads. Every failure is a typed :class:`~intelbus.errors.RecordError` kept in the result,
 never raised: the judge decides what it means.
 """
 
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from intelbus.directory.trust import DirectoryHistory
 from intelbus.envelope.epochs import EpochKeys
 from intelbus.envelope.unseal import UnwrapCache, open_record
-from intelbus.envelope.verify import verify
+from intelbus.envelope.verify import RootCache, verify
 from intelbus.envelope.wire import MAX_RECORD_BYTES, parse
 from intelbus.errors import NoBrokerTime, OversizeEnvelope, RecordError, Shredded, UnhandledValue
 from intelbus.identity import AgencyIdentity, KeyResolver
@@ -57,6 +58,8 @@ class Intake:
         self.identity = identity
         self.registry = registry
         self._unwrap = UnwrapCache(identity) if identity is not None else None
+        #: Batch roots this reader verified (successes only; keys are still resolved per record).
+        self._roots = RootCache()
         #: The reader's encryption-epoch keyring (held and destroyed epoch keys), if it has one.
         self.epochs = epochs
 
@@ -86,6 +89,7 @@ class Intake:
                 expected_topic=position.topic,
                 expected_partition=position.partition,
                 witnessed_at=position.appended_at,
+                roots=self._roots,
             )
         except RecordError as e:
             return Prepared(position, value, error=e, claim=claim_of(value))

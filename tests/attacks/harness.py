@@ -21,9 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from consumers.pipeline import RawRecord
+from intelbus.envelope import merkle
 from intelbus.envelope.verify import record_digest
-from intelbus.envelope.wire import parse
+from intelbus.envelope.wire import (
+    FORMAT_V3,
+    SIGNATURE_BYTES,
+    BatchProof,
+    batch_root_message,
+    encode_trailer,
+    parse,
+    sign_prefix,
+)
 from intelbus.errors import ReasonCode
+from intelbus.identity import AgencyIdentity
 from intelbus.records import Sighting
 from intelbus.samples import feed
 from intelbus.trust.judge import QUARANTINE_PREFIX_BYTES, stream_key
@@ -41,6 +51,25 @@ def sighting(area: str = "HERTFORDSHIRE", tlp: str = "GREEN", seed: int = 31) ->
         tlp=tlp, handling_code="P", handling_conditions=[], assessment="B", source_evaluation="S1"
     )
     return Sighting.model_validate(data)
+
+
+def trailer_of(value: bytes) -> bytes:
+    """What follows a record's signed bytes: its signature (v1, v2) or its proof trailer (v3)."""
+    return value[len(parse(value).signed_bytes) :]
+
+
+def resign(identity: AgencyIdentity, body: bytes) -> bytes:
+    """A record's signed bytes (its body; in v3 its leaf) signed by ``identity`` as its format
+    signs a record alone: prefix and body (v1, v2), or a batch of one (v3: the root message of
+    the one-leaf tree, built from the body's own header). What an insider or a thief with the
+    key does."""
+    version = body[4]
+    if version != FORMAT_V3:
+        return body + identity.sign(sign_prefix(version) + body)
+    # The header as parse() reads it: the body behind a placeholder batch-of-one trailer.
+    header = parse(body + encode_trailer(BatchProof(1, 0, ()), bytes(SIGNATURE_BYTES))).header
+    signature = identity.sign(batch_root_message(header, 1, merkle.root([body])))
+    return body + encode_trailer(BatchProof(1, 0, ()), signature)
 
 
 def inject(

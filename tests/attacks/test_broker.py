@@ -43,7 +43,7 @@ from intelbus.directory.model import Role, SignedDirectory
 from intelbus.directory.trust import sign
 from intelbus.envelope import seal
 from intelbus.envelope.verify import record_digest
-from intelbus.envelope.wire import SIGN_PREFIX_V2, encode_body, encode_header, parse
+from intelbus.envelope.wire import encode_body, encode_header, parse
 from intelbus.errors import ReasonCode, SendFailed
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
@@ -53,6 +53,7 @@ from intelbus.transport import kafka as transport
 from intelbus.transport.topics import TopicSpec, topic_name
 from producers.config import ProducerConfig
 from producers.publisher import build_publisher
+from tests.attacks.harness import resign, trailer_of
 from tests.attacks.report import attack_result, genuine_result
 from tests.federation import Federation
 from tests.federation import sighting_for as _sighting
@@ -179,7 +180,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
         pa, pb = parse(value_a), parse(value_b)
         send(
             "splice",
-            pa.header_bytes + pb.signed_bytes[len(pb.header_bytes) :] + pa.signature,
+            pa.header_bytes + pb.signed_bytes[len(pb.header_bytes) :] + trailer_of(value_a),
             R.BAD_SIGNATURE,
         )
         send("cross_topic_copy", value_a, R.BINDING_MISMATCH, topic=incidents)
@@ -254,11 +255,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, bootstrap: str) -> Scenar
         body = encode_body(as_rogue, pa.nonce, pa.ciphertext)
         send(
             "forwarding",
-            body + rogue.sign(SIGN_PREFIX_V2 + body),
+            resign(rogue, body),
             R.DECRYPTION_FAILED,
             partition=head.partition,
         )
-        assert record_digest(body, 2) != record_digest(pa.signed_bytes, 2)
+        version = pa.header.format_version
+        assert record_digest(body, version) != record_digest(pa.signed_bytes, version)
     finally:
         rogue_pub.close()
         raw.close()

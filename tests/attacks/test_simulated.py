@@ -34,7 +34,7 @@ from intelbus.envelope.seal import _seal_from_parts
 from intelbus.envelope.wire import (
     FIXED_BYTES,
     FIXED_BYTES_V2,
-    SIGN_PREFIX_V2,
+    FORMAT_V3,
     SIGNATURE_BYTES,
     encode_body,
     encode_header,
@@ -45,7 +45,14 @@ from intelbus.identity import AgencyIdentity
 from intelbus.kinds import Family, RecordKind
 from intelbus.records import Correction, Heartbeat, Retraction
 from intelbus.trust.model import Effect
-from tests.attacks.harness import attack, genuine_flows, inject, sighting
+from tests.attacks.harness import (
+    attack,
+    genuine_flows,
+    inject,
+    resign,
+    sighting,
+    trailer_of,
+)
 from tests.simulator import _ADMIN_SEEDS, ENV, INCIDENTS, SIGHTINGS, BusSimulator, SimulatedConsumer
 
 R = ReasonCode
@@ -71,10 +78,6 @@ def _deliver_ok(consumer: SimulatedConsumer, raw: RawRecord) -> None:
     assert verdict.effect is Effect.STORED, verdict
 
 
-def _resign(identity: AgencyIdentity, signed_bytes: bytes) -> bytes:
-    return signed_bytes + identity.sign(SIGN_PREFIX_V2 + signed_bytes)
-
-
 def _cst(sim: BusSimulator) -> int:
     """CST's partition on every topic here."""
     return sim.partition_of("cst")
@@ -93,9 +96,13 @@ def _regions(value: bytes) -> list[tuple[str, range, set[ReasonCode]]]:
     """
     sealed = parse(value)
     h = sealed.header
+    assert h.format_version == FORMAT_V3
+    assert sealed.proof is not None
+    assert (sealed.proof.tree_size, sealed.proof.path) == (1, ())  # published alone
     out: list[tuple[str, range, set[ReasonCode]]] = [
         ("magic", range(4), {R.MALFORMED}),
-        ("version", range(4, 5), {R.UNSUPPORTED_VERSION}),
+        # 3 becomes 2 or 1 (still read, another layout: malformed) or an unknown version.
+        ("version", range(4, 5), {R.UNSUPPORTED_VERSION, R.MALFORMED}),
         ("suite", range(5, 6), {R.UNSUPPORTED_VERSION}),
         ("kind", range(6, 7), {R.MALFORMED, R.BAD_SIGNATURE}),
         ("flags", range(7, 8), {R.MALFORMED}),
@@ -130,10 +137,20 @@ def _regions(value: bytes) -> list[tuple[str, range, set[ReasonCode]]]:
         out.append((f"recipient{i}.key_id_and_wrap", range(pos, pos + 96), {R.BAD_SIGNATURE}))
         pos += 96
     out.append(("nonce", range(pos, pos + 24), {R.BAD_SIGNATURE}))
-    out.append(("ciphertext.length", range(pos + 24, pos + 28), {R.MALFORMED}))
+    # A wrong length moves the v3 proof trailer: its own length check refuses it (malformed),
+    # unless the bytes now read as the trailer happen to hold a consistent path count, and then
+    # a tree size over MAX_BATCH (oversize) or an impossible index or path (malformed).
+    out.append(("ciphertext.length", range(pos + 24, pos + 28), {R.MALFORMED, R.OVERSIZE}))
     pos += 28
-    out.append(("ciphertext", range(pos, len(value) - SIGNATURE_BYTES), {R.BAD_SIGNATURE}))
-    out.append(("signature", range(len(value) - SIGNATURE_BYTES, len(value)), {R.BAD_SIGNATURE}))
+    leaf_end = len(sealed.signed_bytes)
+    out.append(("ciphertext", range(pos, leaf_end), {R.BAD_SIGNATURE}))
+    # The proof trailer of a batch of one: any other size, index or path length is impossible
+    # (0, a path of the wrong length, or over MAX_BATCH).
+    out.append(("tree_size", range(leaf_end, leaf_end + 2), {R.MALFORMED, R.OVERSIZE}))
+    out.append(("leaf_index", range(leaf_end + 2, leaf_end + 4), {R.MALFORMED}))
+    out.append(("path_count", range(leaf_end + 4, leaf_end + 5), {R.MALFORMED}))
+    out.append(("signature", range(leaf_end + 5, len(value)), {R.BAD_SIGNATURE}))
+    assert len(value) - leaf_end - 5 == SIGNATURE_BYTES
     covered = sum(len(r) for _, r, _ in out)
     assert covered == len(value), "the region map must cover every byte exactly once"
     return out
@@ -202,9 +219,9 @@ def test_unsigned_and_wrongly_signed_records_are_bad_signature(
     """A zeroed signature, and one made by another agency's key over CST's claims: BAD_SIGNATURE."""
     value = _fresh(sim).value
     sim.log.pop()
-    body = value[:-SIGNATURE_BYTES]
-    unsigned = body + bytes(SIGNATURE_BYTES)
-    by_rogue = _resign(sim.identities["rogue"], body)
+    body = parse(value).signed_bytes
+    unsigned = body + trailer_of(value)[:-SIGNATURE_BYTES] + bytes(SIGNATURE_BYTES)
+    by_rogue = resign(sim.identities["rogue"], body)
     attack(herts, [inject(sim, unsigned)], R.BAD_SIGNATURE, case="unsigned")
     attack(herts, [inject(sim, by_rogue)], R.BAD_SIGNATURE, case="wrong_signature")
     genuine_flows(herts, sim, case="bad_signature")
@@ -536,16 +553,17 @@ def test_a_heartbeat_speaking_for_another_producer_is_refused(
 
 def test_splices_between_records_are_refused(sim: BusSimulator, herts: SimulatedConsumer) -> None:
     """Header of A with nonce+ciphertext of B; A with B's key wraps: the signature no longer holds."""
-    a = parse(_fresh(sim, seed=60).value)
+    a_value = _fresh(sim, seed=60).value
+    a = parse(a_value)
     b = parse(_fresh(sim, seed=61, tlp="AMBER").value)  # another recipient set: other wraps
     del sim.log[-2:]
     a_header, b_header = a.header_bytes, b.header_bytes
     ct_of_b = b.signed_bytes[len(b_header) :]
-    header_a_body_b = a_header + ct_of_b + a.signature
+    header_a_body_b = a_header + ct_of_b + trailer_of(a_value)
     herts_a = next(r for r in a.header.recipients if r.agency_id == "herts-police")
     herts_b = next(r for r in b.header.recipients if r.agency_id == "herts-police")
     assert herts_a.wrapped_key != herts_b.wrapped_key
-    a_with_b_wrap = (a.signed_bytes + a.signature).replace(herts_a.wrapped_key, herts_b.wrapped_key)
+    a_with_b_wrap = a_value.replace(herts_a.wrapped_key, herts_b.wrapped_key)
     attack(herts, [inject(sim, header_a_body_b)], R.BAD_SIGNATURE, case="splice.header_ciphertext")
     attack(herts, [inject(sim, a_with_b_wrap)], R.BAD_SIGNATURE, case="splice.key_wrap")
     genuine_flows(herts, sim, case="splice")
@@ -565,7 +583,7 @@ def test_a_re_signed_splice_does_not_decrypt(sim: BusSimulator, herts: Simulated
         recipients=b.header.recipients,
     )
     body = encode_body(encode_header(header), a.nonce, a.ciphertext)
-    spliced = _resign(sim.identities["cst"], body)
+    spliced = resign(sim.identities["cst"], body)
     attack(
         herts, [inject(sim, spliced)], R.DECRYPTION_FAILED, case="splice.resigned", authentic=True
     )
@@ -580,7 +598,8 @@ def test_surreptitious_forwarding_is_refused(sim: BusSimulator, herts: Simulated
     binds the original header, so it does not decrypt)."""
     pub = sim.publisher()
     pub.publish(sighting(seed=64, tlp="RED"), named=["met-police"])
-    red = parse(sim.log.pop().value)
+    red_value = sim.log.pop().value
+    red, red_trailer = parse(red_value), trailer_of(red_value)
     met = sim.identities["met-police"]
     met_entry = red.header.recipients[0]
     data_key = met.open_sealed(met_entry.wrapped_key)
@@ -593,7 +612,7 @@ def test_surreptitious_forwarding_is_refused(sim: BusSimulator, herts: Simulated
         wrapped_key=_nacl.seal(herts_pub.enc_public, data_key),
     )
     added = replace(red.header, recipients=(herts_entry, met_entry))
-    forwarded = encode_body(encode_header(added), red.nonce, red.ciphertext) + red.signature
+    forwarded = encode_body(encode_header(added), red.nonce, red.ciphertext) + red_trailer
     attack(herts, [inject(sim, forwarded)], R.BAD_SIGNATURE, case="forwarding.added_wrap")
 
     as_rogue = replace(
@@ -605,7 +624,7 @@ def test_surreptitious_forwarding_is_refused(sim: BusSimulator, herts: Simulated
         recipients=(herts_entry,),
     )
     body = encode_body(encode_header(as_rogue), red.nonce, red.ciphertext)
-    resealed = _resign(sim.identities["rogue"], body)
+    resealed = resign(sim.identities["rogue"], body)
     attack(
         herts,
         [inject(sim, resealed)],

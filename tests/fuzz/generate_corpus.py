@@ -5,10 +5,10 @@ the outcome it must keep (``<outcome>--<name>``), computed here when the file is
 
 * ``envelope/*.bin``: what :func:`intelbus.envelope.wire.parse` (structure only, no keys) gives:
   a reason code, or ``parses``. Every entry must also be quarantined by a consumer pipeline.
-  Seeded from the committed format v2 vectors (tests/vectors/envelope_v2.json) and structural
-  cases built on its r1 (flips at each field, the partition and target included, truncations at
-  each boundary, splices), plus a few ``v1-`` entries from envelope_v1.json: both formats are
-  read. Only this part can be regenerated alone: ``.venv/bin/python -c "from
+  Seeded from the committed format v3 vectors (tests/vectors/envelope_v3.json) and structural
+  cases built on its r1 (flips at each field, the partition, target and proof trailer included,
+  truncations at each boundary, splices), every format v2 case as ``v2-`` entries (from
+  envelope_v2.json) and a few ``v1-`` entries from envelope_v1.json: every format is read. Only this part can be regenerated alone: ``.venv/bin/python -c "from
   tests.fuzz.generate_corpus import write_envelopes; write_envelopes()"``.
 * ``avro/*.bin``: ``<outcome>--<schema>--<name>``: what decoding with that schema's current
   fingerprint gives (``ok`` or ``schema_violation``). Seeded from the attack suite's Avro bombs.
@@ -29,7 +29,14 @@ import json
 from pathlib import Path
 
 from intelbus.cli import demo_cmd
-from intelbus.envelope.wire import FIXED_BYTES, FIXED_BYTES_V2, FORMAT_V1, FORMAT_V2, parse
+from intelbus.envelope.wire import (
+    FIXED_BYTES,
+    FIXED_BYTES_V2,
+    FORMAT_V1,
+    FORMAT_V2,
+    FORMAT_V3,
+    parse,
+)
 from intelbus.errors import RecordError, SchemaDefinitionError, SchemaViolation
 from intelbus.samples import feed
 from intelbus.serde.compat import lint, normalise
@@ -39,6 +46,7 @@ CORPUS = Path(__file__).parent / "corpus"
 VECTORS = {
     FORMAT_V1: Path(__file__).parents[1] / "vectors" / "envelope_v1.json",
     FORMAT_V2: Path(__file__).parents[1] / "vectors" / "envelope_v2.json",
+    FORMAT_V3: Path(__file__).parents[1] / "vectors" / "envelope_v3.json",
 }
 #: The v1 entries kept beside the v2 ones (``v1-<name>``): genuine records, a splice, a forward,
 #: and structural cases at v1's own offsets.
@@ -85,8 +93,10 @@ def _write(folder: str, outcome: str, name: str, data: bytes, suffix: str) -> No
 
 
 def _envelopes() -> dict[str, bytes]:
-    """Every envelope seed, by name: format v2's cases, and a few of v1's named ``v1-...``."""
-    out = _envelope_cases(FORMAT_V2)
+    """Every envelope seed, by name: format v3's cases, v2's named ``v2-...``, and a few of v1's
+    named ``v1-...``."""
+    out = _envelope_cases(FORMAT_V3)
+    out |= {f"v2-{name}": data for name, data in _envelope_cases(FORMAT_V2).items()}
     v1 = _envelope_cases(FORMAT_V1)
     out |= {f"v1-{name}": v1[name] for name in V1_KEPT}
     return out
@@ -120,10 +130,17 @@ def _envelope_cases(version: int) -> dict[str, bytes]:
         "ct-length": header_end + 24,
         "signature": len(r1) - 1,
     }
-    if version == FORMAT_V2:
+    leaf_end = len(sealed.signed_bytes)
+    if version != FORMAT_V1:
         fields["partition-top-bit"] = FIXED_BYTES  # beyond Kafka's signed 32-bit partitions
         fields["partition-low-bit"] = FIXED_BYTES + 3
         fields["target"] = FIXED_BYTES + 4
+    if version == FORMAT_V3:  # the proof trailer: tree size, leaf index, path count, path
+        fields["tree-size"] = leaf_end
+        fields["tree-size-low-byte"] = leaf_end + 1
+        fields["leaf-index"] = leaf_end + 2
+        fields["path-count"] = leaf_end + 4
+        fields["path"] = leaf_end + 5
     for name, at in fields.items():
         flipped = bytearray(r1)
         flipped[at] ^= 0x80
@@ -131,6 +148,8 @@ def _envelope_cases(version: int) -> dict[str, bytes]:
     if version == FORMAT_V2:
         # The version byte alone turned into the other supported version.
         out["version-2-as-1"] = r1[:4] + bytes([FORMAT_V1]) + r1[5:]
+    if version == FORMAT_V3:
+        out["version-3-as-2"] = r1[:4] + bytes([FORMAT_V2]) + r1[5:]
     truncations = {
         "empty": 0,
         "magic-only": 4,
@@ -138,13 +157,16 @@ def _envelope_cases(version: int) -> dict[str, bytes]:
         "header": header_end,
         "before-signature": len(r1) - 64,
     }
-    if version == FORMAT_V2:
+    if version != FORMAT_V1:
         truncations["fixed-header-v1-part"] = FIXED_BYTES
+    if version == FORMAT_V3:
+        truncations["before-trailer"] = leaf_end
+        truncations["in-path"] = leaf_end + 5 + 16
     for name, n in truncations.items():
         out[f"truncated-{name}"] = r1[:n]
     p2 = parse(r2)
     out["splice-header-r1-body-r2"] = (
-        sealed.header_bytes + p2.signed_bytes[len(p2.header_bytes) :] + sealed.signature
+        sealed.header_bytes + p2.signed_bytes[len(p2.header_bytes) :] + r1[leaf_end:]
     )
     out["ct-length-max"] = sealed.header_bytes + sealed.nonce + b"\xff\xff\xff\xff" + b"\x00" * 80
     out["truncated-in-recipients"] = r1[: header_end - 1]

@@ -57,11 +57,12 @@ def test_the_corpus_covers_every_target() -> None:
     assert len(FILES) >= 60
 
 
-def test_the_envelope_corpus_holds_both_formats() -> None:
-    """Records of format v2 and of format v1 (still read) are both among the parsable entries."""
+def test_the_envelope_corpus_holds_every_format() -> None:
+    """Records of format v3 and of formats v2 and v1 (still read) are all among the parsable
+    entries."""
     parsable = [p for p in FILES if p.parent.name == "envelope" and p.name.startswith("parses--")]
     versions = {p.read_bytes()[4] for p in parsable}
-    assert versions >= {1, 2}
+    assert versions >= {1, 2, 3}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.name}")

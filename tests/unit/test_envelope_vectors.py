@@ -1,9 +1,10 @@
-"""The committed envelope test vectors (tests/vectors/envelope_v1.json and envelope_v2.json) stay true.
+"""The committed envelope test vectors (tests/vectors/envelope_v1.json, _v2.json, _v3.json) stay true.
 
 * Regenerating them from the fixed seeds gives the committed files byte for byte: the wire format
   has not drifted, and format v1 (records already on topics) is still written and read as it was.
 * Every positive vector verifies with public keys only, gives its digest, and opens for each of
-  its recipients; its signature and digest are the documented constructions (literal prefixes).
+  its recipients; its signature and digest are the documented constructions (literal prefixes;
+  in format 3 the Merkle root and root message are rebuilt here from hashlib, independently).
 * Every negative vector fails with exactly its reason code, at its stage.
 """
 
@@ -19,7 +20,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.public import PrivateKey, SealedBox
 from nacl.signing import VerifyKey
 
-from intelbus.envelope import open_record, parse, verify
+from intelbus.envelope import RootCache, open_record, parse, verify
 from intelbus.errors import EnvelopeError
 from intelbus.identity import StaticKeyRing
 from tests.vectors.generate_envelope_vectors import OUTS, PARTITION, identities, render
@@ -33,17 +34,26 @@ VERSIONS = sorted(DOCS)
 SIGN_PREFIXES = {
     1: b"intelbus/envelope/v1/signature\x00",
     2: b"intelbus/envelope/v2/signature\x00",
+    3: b"intelbus/envelope/v3/batch-root\x00",  # over the root message, never over a body
 }
-AEAD_PREFIXES = {1: b"intelbus/envelope/v1/payload\x00", 2: b"intelbus/envelope/v2/payload\x00"}
-DIGEST_PERSONS = {1: b"ibus-record-v1", 2: b"ibus-record-v2"}
+AEAD_PREFIXES = {
+    1: b"intelbus/envelope/v1/payload\x00",
+    2: b"intelbus/envelope/v2/payload\x00",
+    3: b"intelbus/envelope/v3/payload\x00",
+}
+DIGEST_PERSONS = {1: b"ibus-record-v1", 2: b"ibus-record-v2", 3: b"ibus-record-v3"}
 
 # envelope_v1.json was written when format 2 did not exist: its ``unsupported_version`` vector
 # is r1 with version byte 2. The file must not change (it proves old records still verify), and
 # since format v2 that byte is read as v2: the v2 reader takes v1's ids as partition and target
 # and fails on the lengths that follow. The record is still refused, with the reason below.
 # envelope_v2.json carries the successors: ``unsupported_version`` (byte 3) and
-# ``v1_record_with_version_byte_2`` / ``v1_record_reframed_as_v2``.
-SUPERSEDED = {(1, "unsupported_version"): "oversize"}
+# ``v1_record_with_version_byte_2`` / ``v1_record_reframed_as_v2``. Likewise envelope_v2.json's
+# ``unsupported_version`` is r1 with version byte 3, read since format v3 as a v3 record whose
+# proof trailer starts in its signature (a path count that does not fit the bytes left);
+# envelope_v3.json carries the successors (``unsupported_version`` with byte 4, and
+# ``v2_record_with_version_byte_3``).
+SUPERSEDED = {(1, "unsupported_version"): "oversize", (2, "unsupported_version"): "malformed"}
 
 
 def _cases(kind: str) -> list[Any]:
@@ -63,7 +73,7 @@ def test_vectors_regenerate_identically(version: int) -> None:
 
 def test_both_format_versions_have_a_file() -> None:
     """A vector file silently lost would make the tests below check nothing."""
-    assert VERSIONS == [1, 2]
+    assert VERSIONS == [1, 2, 3]
     for version, doc in DOCS.items():
         assert doc["format"] == f"intelbus-envelope-vectors-v{version}"
         assert doc["positive"]
@@ -87,10 +97,12 @@ def test_constants_are_the_documented_ones(version: int) -> None:
     constants = DOCS[version]["constants"]
     assert bytes.fromhex(constants["sign_prefix"]) == SIGN_PREFIXES[version]
     assert bytes.fromhex(constants["aead_prefix"]) == AEAD_PREFIXES[version]
-    assert constants["fixed_header_bytes"] == {1: 88, 2: 108}[version]
-    if version == 2:
-        assert bytes.fromhex(constants["digest_person"]) == DIGEST_PERSONS[2]
+    assert constants["fixed_header_bytes"] == {1: 88, 2: 108, 3: 108}[version]
+    if version >= 2:
+        assert bytes.fromhex(constants["digest_person"]) == DIGEST_PERSONS[version]
         assert constants["partition"] == PARTITION
+    if version == 3:
+        assert constants["max_batch"] == 64
 
 
 @pytest.mark.parametrize(("version", "vector"), _cases("positive"))
@@ -99,7 +111,7 @@ def test_positive_vector(version: int, vector: dict[str, Any]) -> None:
     record = bytes.fromhex(vector["expected_record"])
     ring = StaticKeyRing([IDS["cst"].public])
     # A v1 record binds no partition: read from any partition, it verifies.
-    read_from = vector["partition"] if version == 2 else 7
+    read_from = vector["partition"] if version >= 2 else 7
     verified = verify(
         record,
         ring,
@@ -126,16 +138,81 @@ def test_positive_vector(version: int, vector: dict[str, Any]) -> None:
         assert open_record(verified, IDS[name]).hex() == vector["payload"]
 
 
+def _sha256(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def _rfc9162_root(leaf: bytes, index: int, size: int, path: list[bytes]) -> bytes:
+    """The root of an inclusion path, written out here from RFC 9162 §2.1.3.2 with hashlib (the
+    module under test is not used), leaf hash SHA-256(0x00 || leaf), node SHA-256(0x01 || l || r).
+    """
+    fn, sn, r = index, size - 1, _sha256(b"\x00" + leaf)
+    for p in path:
+        assert sn != 0
+        if fn % 2 == 1 or fn == sn:
+            r = _sha256(b"\x01" + p + r)
+            while fn % 2 == 0 and fn != 0:
+                fn, sn = fn // 2, sn // 2
+        else:
+            r = _sha256(b"\x01" + r + p)
+        fn, sn = fn // 2, sn // 2
+    assert sn == 0
+    return r
+
+
+def _v3_split(record: bytes) -> tuple[bytes, int, int, list[bytes], bytes]:
+    """(leaf bytes, tree size, leaf index, path, root signature) of a v3 record, by hand: the
+    ciphertext length sits at a known place after the header the parser reports."""
+    header_len = len(parse(record).header_bytes)
+    ct_len = int.from_bytes(record[header_len + 24 : header_len + 28], "big")
+    leaf_end = header_len + 28 + ct_len
+    size = int.from_bytes(record[leaf_end : leaf_end + 2], "big")
+    index = int.from_bytes(record[leaf_end + 2 : leaf_end + 4], "big")
+    count = record[leaf_end + 4]
+    path_at = leaf_end + 5
+    path = [record[path_at + 32 * i : path_at + 32 * (i + 1)] for i in range(count)]
+    assert len(record) == path_at + 32 * count + 64
+    return record[:leaf_end], size, index, path, record[-64:]
+
+
+def _root_message(vector: dict[str, Any], size: int, root: bytes) -> bytes:
+    """docs/envelope.md, "Batch signatures (v3)": the signed root message, spelled out."""
+    env, topic, producer = (vector[k].encode() for k in ("environment", "topic", "producer"))
+    return (
+        SIGN_PREFIXES[3]
+        + bytes([len(env)])
+        + env
+        + bytes([len(topic)])
+        + topic
+        + vector["partition"].to_bytes(4, "big")
+        + bytes([len(producer)])
+        + producer
+        + IDS["cst"].key_id
+        + size.to_bytes(2, "big")
+        + root
+    )
+
+
 @pytest.mark.parametrize(("version", "vector"), _cases("positive"))
 def test_positive_vector_is_the_documented_construction(
     version: int, vector: dict[str, Any]
 ) -> None:
-    """Signature: Ed25519 over the version's literal prefix and the signed bytes, and over no
-    other version's prefix. Digest: BLAKE2b-256 with the version's personalisation."""
+    """Signature: Ed25519 over the version's literal prefix and the signed bytes (v3: over the
+    root message of the Merkle root its leaf and path lead to), and over no other version's
+    prefix. Digest: BLAKE2b-256 with the version's personalisation, over the body (v3: the leaf
+    bytes, without the proof trailer)."""
     record = bytes.fromhex(vector["expected_record"])
-    body, signature = record[:-64], record[-64:]
     key = VerifyKey(IDS["cst"].public.sign_public)
-    key.verify(SIGN_PREFIXES[version] + body, signature)
+    if version == 3:
+        body, size, index, path, signature = _v3_split(record)
+        assert (size, index) == (vector["tree_size"], vector["leaf_index"])
+        key.verify(_root_message(vector, size, _rfc9162_root(body, index, size, path)), signature)
+        for prefix in SIGN_PREFIXES.values():
+            with pytest.raises(BadSignatureError):
+                key.verify(prefix + body, signature)
+    else:
+        body, signature = record[:-64], record[-64:]
+        key.verify(SIGN_PREFIXES[version] + body, signature)
     for other, prefix in SIGN_PREFIXES.items():
         if other != version:
             with pytest.raises(BadSignatureError):
@@ -167,20 +244,56 @@ def test_chain_links_in_vectors(version: int) -> None:
         assert after["prev_digest"] == before["expected_digest"]
 
 
-def test_v2_retraction_vector_names_r1_as_its_target() -> None:
+@pytest.mark.parametrize("version", [2, 3])
+def test_retraction_vector_names_r1_as_its_target(version: int) -> None:
     """r4 (a retraction) binds r1's record id; r1..r3 amend nothing."""
-    r1, r2, r3, r4 = DOCS[2]["positive"]
+    r1, r2, r3, r4 = DOCS[version]["positive"]
     assert r4["kind"] == 4
     assert r4["target_record_id"] == r1["record_id"]
     assert [r["target_record_id"] for r in (r1, r2, r3)] == [None, None, None]
 
 
-def test_v1_and_v2_vectors_share_no_record_nonce_or_data_key() -> None:
+@pytest.mark.parametrize(("a", "b"), list(itertools.combinations(VERSIONS, 2)))
+def test_vector_files_share_no_record_nonce_or_data_key(a: int, b: int) -> None:
     """Each file draws its own random inputs: no (data key, nonce) pair is used twice."""
     for field in ("record_id", "nonce", "data_key", "expected_record"):
-        v1 = {p[field] for p in DOCS[1]["positive"]}
-        v2 = {p[field] for p in DOCS[2]["positive"]}
-        assert not v1 & v2, field
+        left = {p[field] for p in DOCS[a]["positive"]}
+        right = {p[field] for p in DOCS[b]["positive"]}
+        assert not left & right, field
+
+
+def test_v3_vectors_are_one_batch_of_three_and_one_of_one() -> None:
+    """r1..r3 carry one root signature (leaves 0, 1, 2 of a tree of 3); r4 is a batch of one,
+    its trailer 5 bytes longer than v2's bare signature; each verifies alone, and a reader with a
+    root cache verifies r1..r3 with one Ed25519 check (the cache holds one entry after them)."""
+    positives = DOCS[3]["positive"]
+    records = [bytes.fromhex(p["expected_record"]) for p in positives]
+    assert [(p["tree_size"], p["leaf_index"]) for p in positives] == [
+        (3, 0),
+        (3, 1),
+        (3, 2),
+        (1, 0),
+    ]
+    assert len({r[-64:] for r in records[:3]}) == 1
+    assert records[3][-64:] != records[0][-64:]
+    _body, size, index, path, _sig = _v3_split(records[3])
+    assert (size, index, path) == (1, 0, [])
+    v2_r4 = bytes.fromhex(DOCS[2]["positive"][3]["expected_record"])
+    assert len(records[3]) == len(v2_r4) + 5
+    ring = StaticKeyRing([IDS["cst"].public])
+    cache = RootCache()
+    for p, record in zip(positives, records, strict=True):
+        v = verify(
+            record,
+            ring,
+            expected_environment=p["environment"],
+            expected_topic=p["topic"],
+            expected_partition=p["partition"],
+            witnessed_at=None,
+            roots=cache,
+        )
+        assert v.digest.hex() == p["expected_digest"]
+    assert len(cache) == 2  # one root for r1..r3, one for r4
 
 
 @pytest.mark.parametrize(("version", "vector"), _cases("negative"))
@@ -210,7 +323,7 @@ def test_superseded_expectations_still_name_committed_vectors() -> None:
     for (version, name), _now in SUPERSEDED.items():
         vector = next(v for v in DOCS[version]["negative"] if v["name"] == name)
         assert vector["expected_reason"] == "unsupported_version"
-        assert bytes.fromhex(vector["record"])[4] == 2
+        assert bytes.fromhex(vector["record"])[4] == version + 1
 
 
 V1_ATTACKS = {
@@ -245,21 +358,72 @@ V2_ATTACKS = {
 }
 
 
+V3_ATTACKS = {
+    "path_sibling_flipped",
+    "path_top_flipped",
+    "path_of_another_leaf",
+    "path_from_another_batch",
+    "signature_from_another_batch",
+    "leaf_index_changed",
+    "tree_size_bigger_same_root",
+    "index_and_size_shifted_same_root",
+    "tree_size_smaller_recomputed_path",
+    "tree_size_smaller_same_path",
+    "path_too_long",
+    "path_too_short",
+    "tree_size_zero",
+    "leaf_index_past_size",
+    "batch_over_max",
+    "trailer_truncated",
+    "leaf_is_a_node",
+    "root_signed_for_another_topic",
+    "root_signed_for_another_environment",
+    "root_signed_for_another_partition",
+    "root_signed_for_another_key_id",
+    "root_signed_for_another_tree_size",
+    "root_signed_without_prefix",
+    "v3_leaf_signed_with_v2_prefix",
+    "v3_payload_under_v2_aead_prefix",
+    "v2_record_with_version_byte_3",
+    "v2_record_reframed_as_v3",
+    "v3_record_with_version_byte_2",
+    "v3_record_reframed_as_v2",
+}
+#: The v2 cases of the v1/v2 boundary, which v3's file replaces with its own boundary cases.
+V1_V2_BOUNDARY = {
+    "v2_body_signed_with_v1_prefix",
+    "v1_body_signed_with_v2_prefix",
+    "v2_payload_under_v1_aead_prefix",
+    "v1_record_with_version_byte_2",
+    "v1_record_reframed_as_v2",
+    "v2_record_reframed_as_v1",
+}
+
+
 def test_negative_vectors_cover_every_attack() -> None:
     """Each file keeps one vector per named attack (a vector silently dropped would fail here);
-    v2 has every v1 case, in format v2, and its own."""
+    v2 has every v1 case, in format v2, and its own; v3 every v2 case but the v1/v2 boundary,
+    in format v3, and its own."""
     v1 = {v["name"] for v in DOCS[1]["negative"]}
     v2 = {v["name"] for v in DOCS[2]["negative"]}
+    v3 = {v["name"] for v in DOCS[3]["negative"]}
     assert v1 >= V1_ATTACKS
     assert v1 <= v2
     assert v2 >= V2_ATTACKS
-    same_cases = [v for v in DOCS[2]["negative"] if v["name"] in v1 - {"unsupported_version"}]
-    assert all(bytes.fromhex(v["record"])[4] == 2 for v in same_cases)  # v2 records, not v1's
+    assert v2 - V1_V2_BOUNDARY <= v3
+    assert v3 >= V3_ATTACKS
+    for version, cases in ((2, v1), (3, v2 - V1_V2_BOUNDARY)):
+        same = [
+            v for v in DOCS[version]["negative"] if v["name"] in cases - {"unsupported_version"}
+        ]
+        assert same
+        assert all(bytes.fromhex(v["record"])[4] == version for v in same)  # not older records
 
 
-def test_v2_partition_cases_are_read_where_they_claim() -> None:
+@pytest.mark.parametrize("version", [2, 3])
+def test_partition_cases_are_read_where_they_claim(version: int) -> None:
     """partition_changed is read from the partition it was changed to: only the signature can
     refuse it (a BindingMismatch there would mean the binding, not the signature, caught it)."""
-    (changed,) = (v for v in DOCS[2]["negative"] if v["name"] == "partition_changed")
+    (changed,) = (v for v in DOCS[version]["negative"] if v["name"] == "partition_changed")
     record = bytes.fromhex(changed["record"])
     assert int.from_bytes(record[88:92], "big") == changed["partition"] == PARTITION + 1

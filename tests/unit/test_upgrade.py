@@ -17,7 +17,7 @@ from pathlib import Path
 
 from intelbus.chain import ANY_PARTITION, LEGACY_EPOCH, ChainState, StreamKey
 from intelbus.envelope import seal
-from intelbus.envelope.wire import FORMAT_V1, FORMAT_V2, parse
+from intelbus.envelope.wire import FORMAT_V1, FORMAT_VERSION, parse
 from intelbus.errors import ReasonCode
 from intelbus.kinds import RecordKind
 from intelbus.trust.judge import Judge, keys_for
@@ -110,8 +110,10 @@ def test_v1_records_then_the_upgraded_producer_s_v2_epoch_flow_without_a_gap(
         pub.publish(sighting(seed=311))
         first, second = sim.log[-2:]
         h1, h2 = parse(first.value).header, parse(second.value).header
+        # Format 2 when the upgrade was written; format 3 (batch signatures) since: the same
+        # fixed part, so the same epoch rule.
         assert (h1.format_version, h1.sequence, h1.prev_digest, h1.partition) == (
-            FORMAT_V2,
+            FORMAT_VERSION,
             0,
             v1[-1][1],  # the new epoch links to the last v1 record
             0,
