@@ -62,11 +62,12 @@ class BenchFederation:
         forces: int = 10,
         producers: int = 1,
         agencies: int = 0,
-        client: str | None = None,
+        client: tuple[str, str] | None = None,
     ) -> None:
         self.root = root
         self.bootstrap = bootstrap
-        #: The Kafka client written into producer configs (None: the config's default).
+        #: The producer config's Kafka client setting and value written into producer configs,
+        #: e.g. ("kafka_client", "confluent-kafka"); None: the config's default.
         self.client = client
         self.forces = tuple(f"f{i:02d}" for i in range(1, forces + 1))
         self.producers = ("cst", *(f"p{i:03d}" for i in range(2, producers + 1)))
@@ -111,7 +112,7 @@ class BenchFederation:
     def producer_config(self, producer: str, path: Path | None = None) -> Path:
         """A config for ``producer`` writing the current topic set from a fresh stream."""
         path = path or self.root / f"producer-{producer}.toml"
-        client = "" if self.client is None else f'client = "{self.client}"\n'
+        client = "" if self.client is None else f'{self.client[0]} = "{self.client[1]}"\n'
         path.write_text(
             f'agency = "{producer}"\nkey_file = "keys/{producer}.key"\ndirectory = "directory"\n'
             f'agreement = "agreement-{producer}.toml"\n'
@@ -169,12 +170,14 @@ class BenchFederation:
             for prefix in self.prefixes
             for f in (Family.SIGHTINGS, Family.INCIDENTS, Family.HEARTBEATS)
         )
+        # Padding first: a lookup that scans the agencies in order then pays for every one of
+        # them, as it would for the agencies added last to a real, grown directory.
         members: list[tuple[str, tuple[Role, ...], tuple[str, ...], tuple[str, ...]]] = [
-            (p, (Role.PRODUCER,), topics, ()) for p in self.producers
+            (x, (Role.CONSUMER,), (), ()) for x in self.padding
         ]
+        members += [(p, (Role.PRODUCER,), topics, ()) for p in self.producers]
         members += [(f, (Role.CONSUMER,), (), ("HERTFORDSHIRE",)) for f in self.forces]
         members += [("auditor", (Role.AUDITOR,), (), ())]
-        members += [(x, (Role.CONSUMER,), (), ()) for x in self.padding]
         agencies = [
             Agency(
                 agency_id=agency,

@@ -1,18 +1,23 @@
-"""The cost of security, measured against plain Kafka clients in the same run (issue 8).
+"""The cost of security, measured against plain Kafka clients in the same run (issues 8, 19).
 
-    scripts/bench                       # starts its own broker (or uses KAFKA_BOOTSTRAP_SERVERS)
+    scripts/bench                       # everything, ending with issue 19's target table
     scripts/bench --quick               # a smaller run, for checking the script itself
+    scripts/bench --curves-only         # only the scale curves (bench/curves.py)
+    scripts/bench --no-curves --rss-records 100000
 
 Every figure is the median of ``--reps`` repetitions, each on a fresh topic. Throughput ratios
 divide our figure by the plain kafka-python figure for records of the same byte size with the same
 producer settings (acks=all, idempotent, no compression), measured minutes apart on the same
 broker, so a noisy shared machine moves both sides. Results go to ``bench/results/latest.json``
-(every figure, versions, CPU count) and ``bench/results/latest.md`` (the table).
+(every figure, versions, CPU count) and ``bench/results/latest.md`` (the tables; the target
+table last, as printed); the curves' PNGs to ``docs/performance/``.
 
 Sections: crypto floor; baseline (kafka-python produce/consume, its bundled producer benchmark,
-confluent-kafka as the ceiling); sealed publish for 1, 3 and 10 recipients; the consume pipeline
-into SQLite and PostgreSQL for several batch sizes; audit replay; publish-to-stored latency at a
-fixed offered load; peak memory of the consumer and the auditor over a large topic.
+confluent-kafka as the ceiling); sealed publish for 1, 3 and 10 recipients, and through
+librdkafka when the build has that transport; the consume pipeline into SQLite and PostgreSQL for
+several batch sizes; publish-to-stored latency at fixed offered loads; RSS of the consumer and the
+auditor over ``--rss-records`` (1,000,000 by default) and the audit replay rate over the same
+topic; the scale curves (bench/curves.py); the target table (bench/targets.py).
 """
 
 from __future__ import annotations
@@ -81,6 +86,15 @@ def per_call_us(fn: Callable[[], object], iterations: int, reps: int) -> float:
             fn()
         samples.append((time.perf_counter() - start) / iterations * 1e6)
     return median(samples)
+
+
+def verify_floor_us(iterations: int = 3000) -> float:
+    """One Ed25519 verification of ~900 signed bytes on one core (us): the audit target's floor."""
+    ident = AgencyIdentity.generate("floor")
+    msg = _nacl.random_bytes(900)
+    sig = _nacl.sign(ident.signing_seed(), msg)
+    pub = ident.public.sign_public
+    return per_call_us(lambda: _nacl.verify_signature(pub, msg, sig), iterations, 3)
 
 
 def say(msg: str) -> None:
@@ -305,15 +319,22 @@ def sealed_publish(fed: BenchFederation, count: int, recipients: int) -> tuple[f
 
 
 RDKAFKA = "confluent-kafka"
+#: The producer config's setting that chooses the Kafka client, by the names builds have used.
+CLIENT_SETTINGS = ("kafka_client", "client")
+
+
+def client_setting() -> str | None:
+    """The producer config's client setting in this build, or None (no such setting)."""
+    return next((k for k in CLIENT_SETTINGS if k in ProducerConfig.model_fields), None)
 
 
 def rdkafka_available() -> str | None:
     """None when this build can publish through librdkafka; else why not (said in the table).
 
-    The producer config chooses the Kafka client with ``client = "confluent-kafka"``; a build
+    The producer config chooses the Kafka client (``kafka_client = "confluent-kafka"``); a build
     without that setting refuses the key (unknown keys are refused), so it is checked here rather
     than measured as a wrong figure."""
-    if "client" not in ProducerConfig.model_fields:
+    if client_setting() is None:
         return "n/a (transport not available in this build)"
     try:
         import confluent_kafka  # noqa: F401, PLC0415 - optional (the bench extra)
@@ -322,21 +343,27 @@ def rdkafka_available() -> str | None:
     return None
 
 
+def use_client(fed: BenchFederation, client: str | None) -> None:
+    """Producer configs written from now on choose ``client`` (None: the build's default)."""
+    setting = client_setting()
+    fed.client = None if client is None or setting is None else (setting, client)
+    fed.producer_config("cst", fed.root / "producer.toml")
+
+
 def rdkafka_publish(
     fed: BenchFederation, count: int, reps: int, baseline_rps: float
 ) -> dict[str, Any]:
     """Sealed publish, 3 recipients, exactly as the kafka-python row but with the producer
-    config's ``client = "confluent-kafka"``; the ratio is against plain kafka-python produce of
+    config's ``kafka_client = "confluent-kafka"``; the ratio is against plain kafka-python produce of
     the same bytes (the 3-recipient baseline of this run)."""
     why = rdkafka_available()
     if why is not None:
         return {"why": why, "ratio": None}
-    fed.client = RDKAFKA
+    use_client(fed, RDKAFKA)
     try:
         rates = [sealed_publish(fed, count, 3)[0] for _ in range(reps)]
     finally:
-        fed.client = None
-        fed.producer_config("cst", fed.root / "producer.toml")
+        use_client(fed, None)
     return {
         "sealed_rps": median(rates),
         "baseline_rps": baseline_rps,
@@ -525,7 +552,7 @@ def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path
     results["publish"] = publish
     size3 = publish["3"]["sealed_bytes"]
 
-    say("== sealed publish through librdkafka (client = confluent-kafka)")
+    say("== sealed publish through librdkafka (kafka_client = confluent-kafka)")
     results["rdkafka_publish"] = rdkafka_publish(fed, n, args.reps, publish["3"]["baseline_rps"])
     say(f"  {results['rdkafka_publish'].get('why') or results['rdkafka_publish']['ratio']}")
 
@@ -623,10 +650,11 @@ def memory_and_audit(
     through librdkafka when this build has it); run the consumer once and the auditor (``--reps``
     times up to 200,000 records, once beyond), each a separate process whose RSS is sampled. The
     audit rate is the auditor's own (its report's records/s, start-up excluded), compared with
-    the Ed25519 verify floor on one core measured in this run. Returns the topic too."""
+    the Ed25519 verify floor on one core measured beside each replay (the median of those, before
+    and after). Returns the topic too."""
     count = args.rss_records
     fast = rdkafka_available() is None
-    fed.client = RDKAFKA if fast else None
+    use_client(fed, RDKAFKA if fast else None)
     fed.prefix_topics_fresh()
     started = time.perf_counter()
     publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
@@ -640,8 +668,7 @@ def memory_and_audit(
                 say(f"  published {i:,} in {done:.0f} s (~{done / i * count / 60:.0f} min for all)")
     finally:
         publisher.close()
-        fed.client = None
-        fed.producer_config("cst", fed.root / "producer.toml")
+        use_client(fed, None)
     topic = fed.sightings_topic
     publish_s = time.perf_counter() - started
     say(
@@ -662,8 +689,12 @@ def memory_and_audit(
         f"  consumer: {memory['consume_seconds']:.0f} s, {memory['consumer']['peak_mib']:.0f} MiB peak"
     )
     rates: list[float] = []
+    floors: list[float] = []
     rss: list[dict[str, float]] = []
     for rep in range(args.reps if count <= 200_000 else 1):
+        # The floor beside each replay, not only the run's first minute: on a shared machine
+        # the load changes between sections, and the ratio must compare like with like.
+        floors.append(verify_floor_us())
         report = work / f"audit-{rep}.json"
         audit_cmd = [sys.executable, "-m", "intelbus.cli", "audit", "replay"]
         rss.append(
@@ -687,14 +718,17 @@ def memory_and_audit(
         if run["records_this_run"] != count:
             raise RuntimeError(f"the audit read {run['records_this_run']} of {count} records")
         rates.append(float(run["records_per_second"]))
+    floors.append(verify_floor_us())
     memory["auditor"] = max(rss, key=lambda r: r["peak_mib"])
-    floor = 1e6 / verify_us
+    floor = 1e6 / median(floors)
     audit = {
         "records": count,
         "rps": median(rates),
         "verify_floor_one_core_rps": floor,
         "vs_verify_floor": median(rates) / floor,
         "samples": rates,
+        "verify_floor_us_samples": floors,
+        "verify_floor_us_at_start": verify_us,
     }
     say(f"  audit replay {median(rates):.0f}/s, {median(rates) / floor:.2f}x the one-core floor")
     return memory, audit, topic

@@ -25,7 +25,7 @@ def plot_all(curves: list[Curve], folder: Path = PLOTS) -> list[Path]:
         if curve.key == "auditor":
             ax.plot(xs, [p.extra["seconds"] for p in curve.points], "o-", label="replay time")
             ax.set_ylabel("auditor replay time (s)")
-            ax.set_yscale("log")
+            ax.set_ylim(bottom=0)  # linear axes: a linear cost is a straight line
             ax2 = ax.twinx()
             ax2.plot(
                 xs,
@@ -37,7 +37,7 @@ def plot_all(curves: list[Curve], folder: Path = PLOTS) -> list[Path]:
             ax2.set_ylabel("auditor peak RSS (MiB)")
             ax2.set_ylim(bottom=0)
             lines = ax.get_lines() + ax2.get_lines()
-            ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
+            ax.legend(lines, [str(line.get_label()) for line in lines], loc="lower right")
         else:
             pub = [p.publish_us for p in curve.points]
             if not all(math.isnan(v) for v in pub):

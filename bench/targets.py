@@ -86,8 +86,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.append(
             _ratio_row(
                 "audit replay vs the one-core Ed25519 verify floor",
-                f"{audit['rps']:,.0f}/s vs {audit['verify_floor_one_core_rps']:,.0f}/s "
-                f"({audit['records']:,} records)",
+                f"{audit['rps']:,.0f}/s vs {audit['verify_floor_one_core_rps']:,.0f}/s, "
+                f"floor measured beside the replay ({audit['records']:,} records)",
                 audit["vs_verify_floor"],
                 2,
             )
