@@ -1,24 +1,30 @@
-"""The cost of security, measured against plain Kafka clients in the same run (issue 8).
+"""The cost of security, measured against plain Kafka clients in the same run (issues 8, 19).
 
-    scripts/bench                       # starts its own broker (or uses KAFKA_BOOTSTRAP_SERVERS)
+    scripts/bench                       # everything, ending with issue 19's target table
     scripts/bench --quick               # a smaller run, for checking the script itself
+    scripts/bench --curves-only         # only the scale curves (bench/curves.py)
+    scripts/bench --no-curves --rss-records 100000
 
 Every figure is the median of ``--reps`` repetitions, each on a fresh topic. Throughput ratios
 divide our figure by the plain kafka-python figure for records of the same byte size with the same
 producer settings (acks=all, idempotent, no compression), measured minutes apart on the same
 broker, so a noisy shared machine moves both sides. Results go to ``bench/results/latest.json``
-(every figure, versions, CPU count) and ``bench/results/latest.md`` (the table).
+(every figure, versions, CPU count) and ``bench/results/latest.md`` (the tables; the target
+table last, as printed); the curves' PNGs to ``docs/performance/``.
 
 Sections: crypto floor; baseline (kafka-python produce/consume, its bundled producer benchmark,
-confluent-kafka as the ceiling); sealed publish for 1, 3 and 10 recipients; the consume pipeline
-into SQLite and PostgreSQL for several batch sizes; audit replay; publish-to-stored latency at a
-fixed offered load; peak memory of the consumer and the auditor over a large topic.
+confluent-kafka as the ceiling); sealed publish for 1, 3 and 10 recipients, and through
+librdkafka when the build has that transport; the consume pipeline into SQLite and PostgreSQL for
+several batch sizes; publish-to-stored latency at fixed offered loads; RSS of the consumer and the
+auditor over ``--rss-records`` (1,000,000 by default) and the audit replay rate over the same
+topic; the scale curves (bench/curves.py); the target table (bench/targets.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -41,9 +47,11 @@ from typing import Any
 import fastavro
 import kafka
 
+from bench import targets
+from bench.curves import CurveSettings, all_curves
 from bench.federation import FORCES, BenchFederation, red_sightings
-from consumers.agency import build_consumer
-from consumers.config import ConsumerConfig
+from bench.pipeline import CHUNK, consume_pipeline, publish_timed
+from bench.plots import plot_all
 from deploy.kafka.jars import KAFKA_VERSION
 from deploy.kafka.provider import provide_kafka
 from intelbus import _nacl
@@ -59,7 +67,7 @@ from producers.publisher import build_publisher
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-CHUNK = 500  # records per publish_many call
+BIG_CHUNK = 2000  # records per publish_many call when filling the long topic
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -78,6 +86,15 @@ def per_call_us(fn: Callable[[], object], iterations: int, reps: int) -> float:
             fn()
         samples.append((time.perf_counter() - start) / iterations * 1e6)
     return median(samples)
+
+
+def verify_floor_us(iterations: int = 3000) -> float:
+    """One Ed25519 verification of ~900 signed bytes on one core (us): the audit target's floor."""
+    ident = AgencyIdentity.generate("floor")
+    msg = _nacl.random_bytes(900)
+    sig = _nacl.sign(ident.signing_seed(), msg)
+    pub = ident.public.sign_public
+    return per_call_us(lambda: _nacl.verify_signature(pub, msg, sig), iterations, 3)
 
 
 def say(msg: str) -> None:
@@ -292,16 +309,7 @@ def sealed_publish(fed: BenchFederation, count: int, recipients: int) -> tuple[f
     and the sealed size. A fresh producer state each time, so every run starts a new stream."""
     records = red_sightings(count, seed=recipients)
     fed.prefix_topics_fresh()
-    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
-    named = list(FORCES[:recipients])
-    try:
-        publisher.publish(records[0], named=named)  # connects; not timed
-        start = time.perf_counter()
-        for i in range(1, count, CHUNK):
-            publisher.publish_many(records[i : i + CHUNK], named=named)
-        elapsed = time.perf_counter() - start
-    finally:
-        publisher.close()
+    elapsed = publish_timed(fed, records, fed.forces[:recipients])
     consumer = transport.make_consumer(fed.bootstrap)
     try:
         sample = next(iter(transport.read_all(consumer, fed.sightings_topic)))
@@ -310,36 +318,58 @@ def sealed_publish(fed: BenchFederation, count: int, recipients: int) -> tuple[f
     return (count - 1) / elapsed, len(sample.value)
 
 
-# --- 3. the consume pipeline ----------------------------------------------------------------------
+RDKAFKA = "confluent-kafka"
+#: The producer config's setting that chooses the Kafka client, by the names builds have used.
+CLIENT_SETTINGS = ("kafka_client", "client")
 
 
-def consume_pipeline(fed: BenchFederation, store: str, batch_size: int, count: int) -> float:
-    """Verify, decrypt, decode, policy and store ``count`` records already on the topic; records/s
-    from the first poll to the last store commit (the idle wait at the end is not counted)."""
-    name = f"c{uuid.uuid4().hex[:8]}"
-    consumer = build_consumer(
-        ConsumerConfig.load(fed.consumer_config(name, store, batch_size=batch_size))
-    )
-    marks: list[float] = []
-    assigned: list[float] = []
-    on_assigned = consumer._on_assigned
+def client_setting() -> str | None:
+    """The producer config's client setting in this build, or None (no such setting)."""
+    return next((k for k in CLIENT_SETTINGS if k in ProducerConfig.model_fields), None)
 
-    def timed(partitions: list[tuple[str, int]]) -> Any:  # noqa: ANN401
-        # The clock starts once the group has handed out partitions: joining a new group waits
-        # for the broker's group.initial.rebalance.delay.ms, which is not the pipeline's cost.
-        assigned.append(time.perf_counter())
-        return on_assigned(partitions)
 
-    consumer._on_assigned = timed  # type: ignore[method-assign]
+def rdkafka_available() -> str | None:
+    """None when this build can publish through librdkafka; else why not (said in the table).
+
+    The producer config chooses the Kafka client (``kafka_client = "confluent-kafka"``); a build
+    without that setting refuses the key (unknown keys are refused), so it is checked here rather
+    than measured as a wrong figure."""
+    if client_setting() is None:
+        return "n/a (transport not available in this build)"
     try:
-        stats = consumer.run(
-            until_idle=True, idle_polls=3, on_batch=lambda s: marks.append(time.perf_counter())
-        )
+        import confluent_kafka  # noqa: F401, PLC0415 - optional (the bench extra)
+    except ImportError:
+        return "n/a (confluent-kafka is not installed)"
+    return None
+
+
+def use_client(fed: BenchFederation, client: str | None) -> None:
+    """Producer configs written from now on choose ``client`` (None: the build's default)."""
+    setting = client_setting()
+    fed.client = None if client is None or setting is None else (setting, client)
+    fed.producer_config("cst", fed.root / "producer.toml")
+
+
+def rdkafka_publish(
+    fed: BenchFederation, count: int, reps: int, baseline_rps: float
+) -> dict[str, Any]:
+    """Sealed publish, 3 recipients, exactly as the kafka-python row but with the producer
+    config's ``kafka_client = "confluent-kafka"``; the ratio is against plain kafka-python produce of
+    the same bytes (the 3-recipient baseline of this run)."""
+    why = rdkafka_available()
+    if why is not None:
+        return {"why": why, "ratio": None}
+    use_client(fed, RDKAFKA)
+    try:
+        rates = [sealed_publish(fed, count, 3)[0] for _ in range(reps)]
     finally:
-        consumer.store.close()
-    if stats.stored != count:
-        raise RuntimeError(f"stored {stats.stored} of {count}: {stats}")
-    return count / (marks[-1] - assigned[0])
+        use_client(fed, None)
+    return {
+        "sealed_rps": median(rates),
+        "baseline_rps": baseline_rps,
+        "ratio": median(rates) / baseline_rps,
+        "samples": rates,
+    }
 
 
 # --- 5. latency -----------------------------------------------------------------------------------
@@ -369,7 +399,7 @@ def latency(fed: BenchFederation, rate: int, seconds: float, workdir: Path) -> d
     total = int(rate * seconds)
     records = red_sightings(total, seed=rate)
     publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
-    named = list(FORCES[:3])
+    named = list(fed.forces[:3])
     tick = 0.02
     per_tick = max(1, round(rate * tick))
     try:
@@ -456,36 +486,53 @@ def sample_rss(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     }
 
 
-# --- the run ----------------------------------------------------------------------------------------
+# --- the run ---------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path) -> dict[str, Any]:
-    results: dict[str, Any] = {
+def describe(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and with what the run measures: versions, CPUs, the command."""
+    versions = {
+        "python": platform.python_version(),
+        "kafka": KAFKA_VERSION,
+        "kafka-python": kafka.__version__,
+        "pynacl": importlib.metadata.version("pynacl"),
+        "fastavro": fastavro.__version__,
+    }
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        versions["confluent-kafka"] = importlib.metadata.version("confluent-kafka")
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["scripts/bench", *sys.argv[1:]]),
         "records": args.records,
         "reps": args.reps,
-        "versions": {
-            "python": platform.python_version(),
-            "kafka": KAFKA_VERSION,
-            "kafka-python": kafka.__version__,
-            "pynacl": importlib.metadata.version("pynacl"),
-            "fastavro": fastavro.__version__,
-        },
+        "versions": versions,
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu_model": cpu,
     }
+
+
+def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path) -> dict[str, Any]:
+    results = describe(args)
     say("== crypto floor")
     results["floor"] = crypto_floor(args.reps)
     say(json.dumps(results["floor"], indent=1))
 
-    fed = BenchFederation(work / "fed", bootstrap)
+    fed = BenchFederation(work / "fed", bootstrap, slots=24 + 4 * args.reps)
     n = args.records
 
     say("== sealed publish and the baseline, same sizes")
     publish: dict[str, Any] = {}
     for k in (1, 3, 10):
-        sealed_rates, base_rates, sizes = [], [], []
+        sealed_rates: list[float] = []
+        base_rates: list[float] = []
+        sizes: list[float] = []
         for _ in range(args.reps):
             rate, size = sealed_publish(fed, n, k)
             sealed_rates.append(rate)
@@ -505,6 +552,10 @@ def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path
     results["publish"] = publish
     size3 = publish["3"]["sealed_bytes"]
 
+    say("== sealed publish through librdkafka (kafka_client = confluent-kafka)")
+    results["rdkafka_publish"] = rdkafka_publish(fed, n, args.reps, publish["3"]["baseline_rps"])
+    say(f"  {results['rdkafka_publish'].get('why') or results['rdkafka_publish']['ratio']}")
+
     say("== cross-checks: kafka-python's bundled benchmark, confluent-kafka")
     bundled = [bundled_producer_benchmark(bootstrap, n, size3) for _ in range(args.reps)]
     results["kafka_python_bundled_produce_rps"] = median([b for b in bundled if b])
@@ -520,13 +571,7 @@ def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path
 
     say("== consume pipeline vs plain consume (3-recipient records)")
     fed.prefix_topics_fresh()
-    publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
-    try:
-        records = red_sightings(n, seed=33)
-        for i in range(0, n, CHUNK):
-            publisher.publish_many(records[i : i + CHUNK], named=list(FORCES[:3]))
-    finally:
-        publisher.close()
+    publish_timed(fed, red_sightings(n, seed=33), fed.forces[:3])
     plain = [plain_consume(bootstrap, fed.sightings_topic, n) for _ in range(args.reps)]
     consume: dict[str, Any] = {"plain_rps": median(plain), "samples_plain": plain}
     stores: dict[str, Callable[[], str]] = {
@@ -550,11 +595,41 @@ def run(args: argparse.Namespace, bootstrap: str, pg_url: str | None, work: Path
     say("== latency at a fixed offered load")
     results["latency"] = [latency(fed, r, args.latency_seconds, work) for r in args.rates]
 
-    say("== audit replay, and memory over a large topic")
-    results["memory"], results["audit"] = memory_and_audit(
+    say(f"== audit replay, and memory over {args.rss_records:,} records")
+    started = time.perf_counter()
+    results["memory"], results["audit"], long_topic = memory_and_audit(
         fed, args, work, results["floor"]["ed25519_verify_us"]
     )
+    results["memory"]["section_seconds"] = time.perf_counter() - started
+    if not args.no_curves:
+        results["curves"] = curves(args, work, bootstrap, (fed, long_topic))
     return results
+
+
+def curves(
+    args: argparse.Namespace,
+    work: Path,
+    bootstrap: str,
+    audit_topic: tuple[BenchFederation, str] | None,
+) -> list[dict[str, Any]]:
+    """The scale curves, printed and drawn (docs/performance/curve-*.png)."""
+    settings = CurveSettings.quick() if args.quick else CurveSettings(records=args.curve_records)
+    if args.curve_producers:
+        settings = dataclasses.replace(settings, producers=args.curve_producers)
+    if args.curve_audit_lengths:
+        settings = dataclasses.replace(settings, audit_lengths=args.curve_audit_lengths)
+    measured = all_curves(
+        work,
+        bootstrap,
+        settings,
+        # The memory section's long topic serves when it holds the longest prefix.
+        audit_topic if args.rss_records >= max(settings.audit_lengths) else None,
+    )
+    # A quick run checks the drawing too, but never over the docs' PNGs.
+    folder = RESULTS / "quick-curves" if args.quick else None
+    for path in plot_all(measured, folder) if folder else plot_all(measured):
+        say(f"  wrote {path.relative_to(REPO)}")
+    return [c.to_json() for c in measured]
 
 
 def _fresh_postgres(admin_url: str) -> str:
@@ -570,31 +645,56 @@ def _fresh_postgres(admin_url: str) -> str:
 
 def memory_and_audit(
     fed: BenchFederation, args: argparse.Namespace, work: Path, verify_us: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Publish ``--memory-records`` records; run the consumer once and the auditor ``--reps``
-    times over them, each a separate process whose RSS is sampled. The audit rate is the
-    auditor's own (its report's records/s, process start-up excluded), compared with the
-    Ed25519 verify floor on one core measured in this run."""
-    count = args.memory_records
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Publish ``--rss-records`` records (a genuine chain: the real publisher in big chunks,
+    through librdkafka when this build has it); run the consumer once and the auditor (``--reps``
+    times up to 200,000 records, once beyond), each a separate process whose RSS is sampled. The
+    audit rate is the auditor's own (its report's records/s, start-up excluded), compared with
+    the Ed25519 verify floor on one core measured beside each replay (the median of those, before
+    and after). Returns the topic too."""
+    count = args.rss_records
+    fast = rdkafka_available() is None
+    use_client(fed, RDKAFKA if fast else None)
     fed.prefix_topics_fresh()
+    started = time.perf_counter()
     publisher = build_publisher(ProducerConfig.load(fed.root / "producer.toml"))
     try:
-        for i in range(0, count, CHUNK):
+        for i in range(0, count, BIG_CHUNK):
             publisher.publish_many(
-                red_sightings(min(CHUNK, count - i), seed=i), named=list(FORCES[:3])
+                red_sightings(min(BIG_CHUNK, count - i), seed=i), named=list(fed.forces[:3])
             )
+            if i and i % 100_000 == 0:
+                done = time.perf_counter() - started
+                say(f"  published {i:,} in {done:.0f} s (~{done / i * count / 60:.0f} min for all)")
     finally:
         publisher.close()
+        use_client(fed, None)
+    topic = fed.sightings_topic
+    publish_s = time.perf_counter() - started
+    say(
+        f"  published {count:,} records in {publish_s:.0f} s ({'librdkafka' if fast else 'kafka-python'})"
+    )
     env = {**os.environ, "INTELBUS_LOG_LEVEL": "WARNING"}
     config = fed.consumer_config("mem", str(work / "mem.sqlite"), batch_size=500)
     consume_cmd = [sys.executable, "-m", "intelbus.cli", "consume", "--agency", "f01"]
+    started = time.perf_counter()
     memory: dict[str, Any] = {
         "records": count,
+        "publish_seconds": publish_s,
+        "publish_client": RDKAFKA if fast else "kafka-python",
         "consumer": sample_rss([*consume_cmd, "--config", str(config), "--until-idle"], env),
     }
+    memory["consume_seconds"] = time.perf_counter() - started
+    say(
+        f"  consumer: {memory['consume_seconds']:.0f} s, {memory['consumer']['peak_mib']:.0f} MiB peak"
+    )
     rates: list[float] = []
+    floors: list[float] = []
     rss: list[dict[str, float]] = []
-    for rep in range(args.reps):
+    for rep in range(args.reps if count <= 200_000 else 1):
+        # The floor beside each replay, not only the run's first minute: on a shared machine
+        # the load changes between sections, and the ratio must compare like with like.
+        floors.append(verify_floor_us())
         report = work / f"audit-{rep}.json"
         audit_cmd = [sys.executable, "-m", "intelbus.cli", "audit", "replay"]
         rss.append(
@@ -602,7 +702,7 @@ def memory_and_audit(
                 [
                     *audit_cmd,
                     "--topic",
-                    fed.sightings_topic,
+                    topic,
                     "--from-beginning",
                     "--directory",
                     str(fed.root / "directory"),
@@ -618,17 +718,20 @@ def memory_and_audit(
         if run["records_this_run"] != count:
             raise RuntimeError(f"the audit read {run['records_this_run']} of {count} records")
         rates.append(float(run["records_per_second"]))
+    floors.append(verify_floor_us())
     memory["auditor"] = max(rss, key=lambda r: r["peak_mib"])
-    floor = 1e6 / verify_us
+    floor = 1e6 / median(floors)
     audit = {
         "records": count,
         "rps": median(rates),
         "verify_floor_one_core_rps": floor,
         "vs_verify_floor": median(rates) / floor,
         "samples": rates,
+        "verify_floor_us_samples": floors,
+        "verify_floor_us_at_start": verify_us,
     }
     say(f"  audit replay {median(rates):.0f}/s, {median(rates) / floor:.2f}x the one-core floor")
-    return memory, audit
+    return memory, audit, topic
 
 
 @contextlib.contextmanager
@@ -657,33 +760,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 500, 2000])
-    parser.add_argument("--rates", type=int, nargs="+", default=[200, 1000])
+    # 500 is the consumer's default (the target rows use it); 100 was always slower (issue 8).
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 2000])
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--latency-seconds", type=float, default=15.0)
-    parser.add_argument("--memory-records", type=int, default=100_000)
+    parser.add_argument(
+        "--rss-records",
+        "--memory-records",
+        dest="rss_records",
+        type=int,
+        default=1_000_000,
+        help="Records the consumer's and the auditor's RSS are sampled over (default 1,000,000).",
+    )
+    parser.add_argument("--curve-records", type=int, default=2_000, help="Records per curve point.")
+    parser.add_argument("--curve-producers", type=int, nargs="+", help="Default 1 10 50 200.")
+    parser.add_argument(
+        "--curve-audit-lengths", type=int, nargs="+", help="Default 1000 10000 100000."
+    )
+    parser.add_argument("--curves-only", action="store_true", help="Only the scale curves.")
+    parser.add_argument("--no-curves", action="store_true", help="Only the target table.")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="Small figures, to check the script.")
     args = parser.parse_args()
     configure(level="WARNING")  # the figures, not one log line per published batch
     if args.quick:
         args.records, args.reps, args.batch_sizes = 2_000, 1, [500]
-        args.rates, args.latency_seconds = [200], 3.0
-        args.memory_records = 5_000
+        args.latency_seconds = 3.0
+        args.rss_records = 5_000
     work = Path(tempfile.mkdtemp(prefix="intelbus-bench-"))
+    started = time.perf_counter()
     try:
-        with provide_kafka(nodes=1) as kafka_cluster, _postgres(args.no_postgres) as pg:
-            results = run(args, kafka_cluster.bootstrap_servers, pg, work)
+        with contextlib.ExitStack() as stack:
+            bootstrap = stack.enter_context(provide_kafka(nodes=1)).bootstrap_servers
+            if args.curves_only:
+                results = describe(args)
+                results["curves"] = curves(args, work, bootstrap, None)
+            else:
+                pg = stack.enter_context(_postgres(args.no_postgres))
+                results = run(args, bootstrap, pg, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["elapsed_s"] = time.perf_counter() - started
+    if "publish" in results:
+        results["targets"] = targets.as_json(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "quick" if args.quick else "latest"
+    # A quick run checks the script: its figures never replace the last real run's.
+    name = "quick" if args.quick else ("curves" if args.curves_only else "latest")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     table = markdown(results)
     (RESULTS / f"{name}.md").write_text(table)
     print(table)
 
 
-def markdown(r: dict[str, Any]) -> str:
+def details(r: dict[str, Any]) -> str:
+    """Every figure behind the target table."""
     v = r["versions"]
     lines = [
         f"Measured {r['when']} with `{r['command']}`: {r['records']} records per run, median of "
@@ -757,6 +887,52 @@ def markdown(r: dict[str, Any]) -> str:
         if key.endswith("_us"):
             lines.append(f"| {key.removesuffix('_us').replace('_', ' ')} | {val:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def curves_markdown(curves: list[dict[str, Any]]) -> str:
+    """Each curve's numbers, its shape, and what it should do."""
+    lines: list[str] = []
+    for c in curves:
+        lines += ["", f"**{c['title']}** ({c['x_label']})", ""]
+        if c["key"] == "auditor":
+            lines += [
+                "| records | seconds | us per record | peak RSS MiB |",
+                "|---:|---:|---:|---:|",
+            ]
+            for p in c["points"]:
+                lines.append(
+                    f"| {p['x']:,.0f} | {p['extra']['seconds']:.1f} | {p['consume_us']:.0f} | "
+                    f"{p['extra']['peak_rss_mib']:.0f} |"
+                )
+            lines += ["", f"Time: {c['time_shape']}; peak memory: {c['memory_shape']}."]
+        else:
+            lines += ["| x | publish us/record | consume us/record |", "|---:|---:|---:|"]
+            for p in c["points"]:
+                lines.append(f"| {p['x']:g} | {p['publish_us']:.0f} | {p['consume_us']:.0f} |")
+            lines += ["", f"Publish: {c['publish_shape']}; consume: {c['consume_shape']}."]
+        lines.append(f"Should: {c['expect']}")
+        if c["note"]:
+            lines.append(f"Note: {c['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """Details first, then the curves, then the target table (last, as printed)."""
+    parts = []
+    if "publish" in r:
+        parts.append(details(r))
+    if r.get("curves"):
+        parts.append("Scale curves (cost per record; see bench/curves.py for how each is made):\n")
+        parts.append(curves_markdown(r["curves"]))
+    if "publish" in r:
+        parts.append("\n## Targets (issue 19)\n\n" + targets.markdown(r))
+    else:
+        parts.insert(
+            0,
+            f"Measured {r['when']} with `{r['command']}`; the run took "
+            f"{r['elapsed_s'] / 60:.0f} min.\n",
+        )
+    return "\n".join(parts)
 
 
 if __name__ == "__main__":
