@@ -15,6 +15,7 @@ import enum
 import itertools
 import json
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -264,12 +265,19 @@ class DirectoryBody(BaseModel):
         """The exact bytes that admin signatures cover (after :data:`SIGNING_PREFIX`)."""
         return canonical_json(self.model_dump(mode="json"))
 
+    @cached_property
+    def _agencies_by_id(self) -> dict[str, Agency]:
+        # Built once per (frozen) body: a publisher asks for every recipient of every record, and
+        # a scan made publishing cost grow with the directory's size (docs/performance.md).
+        return {a.agency_id: a for a in self.agencies}
+
+    @cached_property
+    def _keys_by_id(self) -> dict[str, tuple[Agency, AgencyKey]]:
+        return {k.key_id: (a, k) for a in self.agencies for k in a.keys}
+
     def agency(self, agency_id: str) -> Agency | None:
         """The agency with this id, or None."""
-        for a in self.agencies:
-            if a.agency_id == agency_id:
-                return a
-        return None
+        return self._agencies_by_id.get(agency_id)
 
     def find_epoch(self, epoch_id: str) -> tuple[Agency, AgencyKey, EncEpoch] | None:
         """The agency, key and encryption epoch with this epoch id, or None."""
@@ -282,11 +290,7 @@ class DirectoryBody(BaseModel):
 
     def find_key(self, key_id: str) -> tuple[Agency, AgencyKey] | None:
         """The agency and key with this key id, or None."""
-        for a in self.agencies:
-            for k in a.keys:
-                if k.key_id == key_id:
-                    return a, k
-        return None
+        return self._keys_by_id.get(key_id)
 
 
 class Signature(BaseModel):
