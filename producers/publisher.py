@@ -115,6 +115,7 @@ class _Prepared:
     keys: tuple[SealingKey, ...]
     record_id: uuid.UUID
     target: uuid.UUID | None  # the record a correction or retraction amends
+    recipients: tuple[str, ...]  # the keys' agency ids, in order
 
 
 class _Lookups:
@@ -123,7 +124,16 @@ class _Lookups:
     (``now``). Each record still gets exactly the answer it would get alone, and the same errors.
     """
 
-    __slots__ = ("_agreement", "_directory", "_keys", "_known", "_recipients", "now")
+    __slots__ = (
+        "_agreement",
+        "_directory",
+        "_key_sets",
+        "_keys",
+        "_known",
+        "_names",
+        "_recipients",
+        "now",
+    )
 
     def __init__(
         self, directory: DirectoryHistory, agreement: SharingAgreement, now: datetime
@@ -134,6 +144,8 @@ class _Lookups:
         self._known: dict[str, object] | None = None
         self._recipients: dict[tuple[object, ...], tuple[str, ...]] = {}
         self._keys: dict[str, SealingKey] = {}
+        self._key_sets: dict[tuple[str, ...], tuple[SealingKey, ...]] = {}
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def recipients(self, record: DomainRecord, named: Sequence[str]) -> tuple[str, ...]:
         """The agreement's recipients for ``record`` (see :meth:`Publisher.recipients_for`).
@@ -163,14 +175,25 @@ class _Lookups:
             UnknownKey: a recipient has no usable key.
             NoCurrentEpoch: its key lists encryption epochs, none covering now.
         """
-        out = []
-        for agency in recipients:
-            key = self._keys.get(agency)
-            if key is None:
-                key = self._directory.sealing_key(agency, self.now)
-                self._keys[agency] = key
-            out.append(key)
-        return tuple(out)
+        recipients = tuple(recipients)
+        found = self._key_sets.get(recipients)
+        if found is None:
+            out = []
+            for agency in recipients:
+                key = self._keys.get(agency)
+                if key is None:
+                    key = self._directory.sealing_key(agency, self.now)
+                    self._keys[agency] = key
+                out.append(key)
+            # One tuple per recipient set: sealing checks a set once per run of records that
+            # share it (by identity), instead of sorting it again for every record.
+            found = self._key_sets[recipients] = tuple(out)
+            self._names[recipients] = tuple(k.agency_id for k in found)
+        return found
+
+    def names(self, recipients: Sequence[str]) -> tuple[str, ...]:
+        """The agency ids of :meth:`keys` of ``recipients`` (called after it), in its order."""
+        return self._names[tuple(recipients)]
 
 
 class Publisher:
@@ -454,7 +477,7 @@ class Publisher:
                 partition,
                 offset,
                 r.head.next_sequence,
-                tuple(k.agency_id for k in p.keys),
+                p.recipients,
             )
             for r, p, (_, partition, offset) in zip(reservations, prepared, acks, strict=True)
         ]
@@ -530,6 +553,7 @@ class Publisher:
             keys,
             uuid.UUID(record.record_id),
             None if target is None else uuid.UUID(target),
+            lookups.names(recipients),
         )
 
     def _lookups(self) -> _Lookups:

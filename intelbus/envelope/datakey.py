@@ -122,6 +122,8 @@ class DataKeyCache:
         self._clock = clock
         self._slots: dict[RecipientSet, _Slot] = {}
         self.keys_made = 0
+        self._last_recipients: tuple[SealingKey, ...] | None = None
+        self._last_ident: RecipientSet = ()
 
     def __repr__(self) -> str:
         return (
@@ -139,7 +141,14 @@ class DataKeyCache:
         Raises:
             ValueError: no recipients, or an agency listed twice.
         """
-        ident = recipient_set(recipients)
+        if recipients is self._last_recipients:
+            ident = self._last_ident
+        else:
+            ident = recipient_set(recipients)
+            if type(recipients) is tuple:
+                # A tuple of immutable keys cannot change behind our back: a publisher passes
+                # one tuple for every record of a recipient set, so its set is computed once.
+                self._last_recipients, self._last_ident = recipients, ident
         now = self._clock()
         slot = self._slots.get(ident)
         if slot is None or self._expired(slot, now):

@@ -96,6 +96,19 @@ def path_from_levels(tree: Sequence[Sequence[bytes]], index: int) -> tuple[bytes
     return tuple(path)
 
 
+def paths_from_levels(tree: Sequence[Sequence[bytes]]) -> list[tuple[bytes, ...]]:
+    """:func:`path_from_levels` of every leaf, leaf 0 first (one pass over the levels)."""
+    size = len(tree[0])
+    paths: list[list[bytes]] = [[] for _ in range(size)]
+    for height, level in enumerate(tree[:-1]):
+        count = len(level)
+        for index in range(size):
+            sibling = (index >> height) ^ 1
+            if sibling < count:  # else: the odd last node, moved up without a sibling
+                paths[index].append(level[sibling])
+    return [tuple(p) for p in paths]
+
+
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> tuple[bytes, ...]:
     """PATH(index, D[n]) (RFC 9162 §2.1.3.1) of the leaves' bytes.
 

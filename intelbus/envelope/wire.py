@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -78,6 +79,9 @@ _FIXED = struct.Struct(">4sBBBBqQ16s16s32s")
 FIXED_BYTES = _FIXED.size  # 88: the v1 fixed part, and the common prefix of v2's
 _V2_EXTRA = struct.Struct(">I16s")
 FIXED_BYTES_V2 = FIXED_BYTES + _V2_EXTRA.size  # 108
+#: The v2 and v3 fixed part in one pack (big-endian structs have no padding: the same bytes as
+#: _FIXED then _V2_EXTRA).
+_FIXED_BOUND = struct.Struct(">4sBBBBqQ16s16s32sI16s")
 NO_TARGET = bytes(16)  # v2 target_record_id of a record that amends nothing
 _CT_LEN = struct.Struct(">I")
 _PROOF_HEAD = struct.Struct(">HHB")  # v3 trailer: tree_size, leaf_index, path count
@@ -230,69 +234,135 @@ def _put_short(out: bytearray, value: bytes) -> None:
 def encode_header(h: EnvelopeHeader) -> bytes:
     """The header bytes (fixed part, ids, recipients). Refuses anything :func:`parse` would refuse.
 
+    The concatenation of :func:`encode_fixed`, :func:`encode_stream_ids` and
+    :func:`encode_recipients`, which sealing a batch calls itself so that the parts its records
+    share are checked and encoded once (tests/unit/test_envelope_batch_header.py holds the two
+    ways to the same bytes).
+
     Raises:
         ValueError: a field is outside its bounds, or recipients are not sorted and unique.
         OversizeEnvelope: more than :data:`MAX_RECIPIENTS` recipients.
     """
-    if not 0 <= h.sequence <= MAX_SEQUENCE:
+    return (
+        encode_fixed(
+            h.format_version,
+            h.kind,
+            created_us=to_micros(h.created_at),
+            sequence=h.sequence,
+            record_id=h.record_id,
+            key_id=h.key_id,
+            prev_digest=h.prev_digest,
+            partition=h.partition,
+            target_record_id=h.target_record_id,
+        )
+        + encode_stream_ids(h.environment, h.topic, h.producer_id)
+        + encode_recipients(h.schema_fingerprint, h.recipients)
+    )
+
+
+def encode_fixed(
+    format_version: int,
+    kind: RecordKind,
+    *,
+    created_us: int,
+    sequence: int,
+    record_id: uuid.UUID,
+    key_id: bytes,
+    prev_digest: bytes,
+    partition: int | None,
+    target_record_id: uuid.UUID | None,
+) -> bytes:
+    """The fixed part of a header (88 bytes in v1, 108 in v2 and v3): what differs per record.
+
+    Raises:
+        ValueError: a field is outside its bounds.
+    """
+    if format_version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"format version must be one of {SUPPORTED_VERSIONS}")
+    if not 0 <= sequence <= MAX_SEQUENCE:
         raise ValueError(f"sequence must be in 0..{MAX_SEQUENCE}")
-    created_us = to_micros(h.created_at)
     if created_us < 0:
         raise ValueError("creation time before the Unix epoch")
-    if len(h.key_id) != KEY_ID_BYTES or len(h.prev_digest) != DIGEST_BYTES:
+    if len(key_id) != KEY_ID_BYTES or len(prev_digest) != DIGEST_BYTES:
         raise ValueError("key id must be 16 bytes and prev_digest 32 bytes")
-    if not 1 <= len(h.schema_fingerprint) <= MAX_FINGERPRINT_BYTES:
-        raise ValueError(f"schema fingerprint must be 1..{MAX_FINGERPRINT_BYTES} bytes")
-    if len(h.recipients) > MAX_RECIPIENTS:
-        raise OversizeEnvelope(f"{len(h.recipients)} recipients exceed {MAX_RECIPIENTS}")
-    if not h.recipients:
-        raise ValueError("a record needs at least one recipient")
-    ids = [r.agency_id for r in h.recipients]
-    if ids != sorted(set(ids)):
-        raise ValueError("recipients must be sorted by agency id and unique")
-    if h.format_version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"format version must be one of {SUPPORTED_VERSIONS}")
-    out = bytearray(
-        _FIXED.pack(
+    if format_version not in _BOUND_VERSIONS:
+        if partition is not None or target_record_id is not None:
+            raise ValueError("a v1 record binds no partition and names no target")
+        return _FIXED.pack(
             MAGIC,
-            h.format_version,
+            format_version,
             SUITE_ED25519_X25519_XCHACHA20,
-            int(h.kind),
+            kind,
             0,
             created_us,
-            h.sequence,
-            h.record_id.bytes,
-            h.key_id,
-            h.prev_digest,
+            sequence,
+            record_id.bytes,
+            key_id,
+            prev_digest,
         )
+    if partition is None or not 0 <= partition <= MAX_PARTITION:
+        raise ValueError(f"a v{format_version} record needs a partition in 0..{MAX_PARTITION}")
+    target = NO_TARGET if target_record_id is None else target_record_id.bytes
+    if target == NO_TARGET and target_record_id is not None:
+        raise ValueError("the nil UUID cannot be a target record id")
+    return _FIXED_BOUND.pack(
+        MAGIC,
+        format_version,
+        SUITE_ED25519_X25519_XCHACHA20,
+        kind,
+        0,
+        created_us,
+        sequence,
+        record_id.bytes,
+        key_id,
+        prev_digest,
+        partition,
+        target,
     )
-    out += _version_extra(h)
-    _put_short(out, _check_id(h.environment, "environment", MAX_ID_BYTES))
-    _put_short(out, _check_id(h.topic, "topic", MAX_TOPIC_BYTES))
-    _put_short(out, _check_id(h.producer_id, "producer id", MAX_ID_BYTES))
-    _put_short(out, h.schema_fingerprint)
-    out.append(len(h.recipients))
-    for r in h.recipients:
+
+
+def encode_stream_ids(environment: str, topic: str, producer_id: str) -> bytes:
+    """The header's environment, topic and producer id, each u8-length-prefixed: the same for
+    every record of a producer's stream.
+
+    Raises:
+        ValueError: an id is empty, too long, or outside ``[A-Za-z0-9._-]``.
+    """
+    out = bytearray()
+    _put_short(out, _check_id(environment, "environment", MAX_ID_BYTES))
+    _put_short(out, _check_id(topic, "topic", MAX_TOPIC_BYTES))
+    _put_short(out, _check_id(producer_id, "producer id", MAX_ID_BYTES))
+    return bytes(out)
+
+
+def encode_recipients(schema_fingerprint: bytes, recipients: Sequence[RecipientEntry]) -> bytes:
+    """The header's tail: the schema fingerprint, then the recipient count and entries. Shared
+    by the records of a batch written with one schema and one data key.
+
+    Raises:
+        ValueError: the fingerprint's length, no recipients, recipients not sorted and unique, an
+            agency id or a key of the wrong shape.
+        OversizeEnvelope: more than :data:`MAX_RECIPIENTS` recipients.
+    """
+    if not 1 <= len(schema_fingerprint) <= MAX_FINGERPRINT_BYTES:
+        raise ValueError(f"schema fingerprint must be 1..{MAX_FINGERPRINT_BYTES} bytes")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise OversizeEnvelope(f"{len(recipients)} recipients exceed {MAX_RECIPIENTS}")
+    if not recipients:
+        raise ValueError("a record needs at least one recipient")
+    ids = [r.agency_id for r in recipients]
+    if ids != sorted(set(ids)):
+        raise ValueError("recipients must be sorted by agency id and unique")
+    out = bytearray()
+    _put_short(out, schema_fingerprint)
+    out.append(len(recipients))
+    for r in recipients:
         _put_short(out, _check_id(r.agency_id, "recipient agency id", MAX_ID_BYTES))
         if len(r.key_id) != KEY_ID_BYTES or len(r.wrapped_key) != WRAPPED_KEY_BYTES:
             raise ValueError("recipient key id or wrapped key has the wrong length")
         out += r.key_id
         out += r.wrapped_key
     return bytes(out)
-
-
-def _version_extra(h: EnvelopeHeader) -> bytes:
-    """The fixed fields a format version adds after the common 88 bytes (none in v1)."""
-    if h.format_version not in _BOUND_VERSIONS:
-        if h.partition is not None or h.target_record_id is not None:
-            raise ValueError("a v1 record binds no partition and names no target")
-        return b""
-    if h.partition is None or not 0 <= h.partition <= MAX_PARTITION:
-        raise ValueError(f"a v{h.format_version} record needs a partition in 0..{MAX_PARTITION}")
-    target = NO_TARGET if h.target_record_id is None else h.target_record_id.bytes
-    if target == NO_TARGET and h.target_record_id is not None:
-        raise ValueError("the nil UUID cannot be a target record id")
-    return _V2_EXTRA.pack(h.partition, target)
 
 
 def encode_body(
@@ -365,6 +435,32 @@ def encode_trailer(proof: BatchProof, signature: bytes) -> bytes:
         raise ValueError("path hashes must be 32 bytes and the signature 64")
     head = _PROOF_HEAD.pack(proof.tree_size, proof.leaf_index, len(proof.path))
     return head + b"".join(proof.path) + signature
+
+
+def encode_trailers(
+    tree_size: int, paths: Sequence[Sequence[bytes]], signature: bytes
+) -> list[bytes]:
+    """The v3 proof trailers of a whole batch, leaf 0 first: :func:`encode_trailer` of each
+    (index, path), with the checks the batch shares (size, signature) made once.
+
+    Raises:
+        ValueError: as :func:`encode_trailer`, or not one path per leaf.
+    """
+    if not 1 <= tree_size <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} records, not {tree_size}")
+    if len(paths) != tree_size:
+        raise ValueError("a batch needs one inclusion path per record")
+    if len(signature) != SIGNATURE_BYTES:
+        raise ValueError("path hashes must be 32 bytes and the signature 64")
+    out = []
+    for index, path in enumerate(paths):
+        if len(path) != path_length(index, tree_size):
+            raise ValueError("the inclusion path does not have the length its index and size give")
+        # Every length in one C-level pass (as encode_trailer's check, without a generator).
+        if path and set(map(len, path)) != {PATH_HASH_BYTES}:
+            raise ValueError("path hashes must be 32 bytes and the signature 64")
+        out.append(_PROOF_HEAD.pack(tree_size, index, len(path)) + b"".join(path) + signature)
+    return out
 
 
 def batch_root_message(h: EnvelopeHeader, tree_size: int, root: bytes) -> bytes:
