@@ -51,6 +51,7 @@ from intelbus.envelope import Sealed, seal
 from intelbus.errors import ReasonCode
 from intelbus.identity import AgencyIdentity
 from intelbus.kinds import RecordKind
+from intelbus.policy.facts import Tlp
 from intelbus.records import Correction, Erasure, Heartbeat, Incident, Retraction, Sighting
 from intelbus.samples import feed
 from intelbus.transport.kafka import Message
@@ -312,7 +313,7 @@ class Topic:
                 corrected_at=NOW,
                 reason="corrected",
                 replacement=replacement,
-                grading=w.sighting.grading.model_copy(update={"tlp": "GREEN"}),
+                grading=w.sighting.grading.model_copy(update={"tlp": Tlp.GREEN}),
             )
             header = self.new_id() if op[2] == "header" else target
             value = self.sealed(
