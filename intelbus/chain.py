@@ -127,9 +127,17 @@ def advance(
         ChainFork: the next sequence chained to something else, or a second newest record.
         ChainJump: further ahead than ``max_gap`` missing records.
     """
-    where = str(state.stream)
+    # The stream's name is only for a refusal's message: made when one is raised, not per record.
     last = state.last_sequence
     expected = last + 1
+    if sequence == expected:
+        links_epoch = last == -1 and sequence == 0 and not state.stream.legacy
+        if prev_digest != state.last_digest and not links_epoch:
+            raise ChainFork(
+                f"{state.stream}: sequence {sequence} does not follow the chain's last record"
+            )
+        return ChainStep(ChainState(state.stream, sequence, digest, state.gaps), Step.NEXT)
+    where = str(state.stream)
     if sequence == last:
         if digest == state.last_digest:
             raise ChainDuplicate(f"{where}: sequence {sequence} again, byte for byte")
@@ -142,11 +150,6 @@ def advance(
         # and is reported as evicted (no late record can be matched to it any more).
         kept, evicted = filled[-MAX_OPEN_GAPS:], filled[:-MAX_OPEN_GAPS]
         return ChainStep(replace(state, gaps=kept), Step.FILL, evicted=evicted)
-    if sequence == expected:
-        links_epoch = last == -1 and sequence == 0 and not state.stream.legacy
-        if prev_digest != state.last_digest and not links_epoch:
-            raise ChainFork(f"{where}: sequence {sequence} does not follow the chain's last record")
-        return ChainStep(replace(state, last_sequence=sequence, last_digest=digest), Step.NEXT)
     missing = sequence - expected
     if missing > max_gap:
         raise ChainJump(

@@ -88,6 +88,11 @@ class TopicDigest:
         # Reduced lazily: Python integers grow by one bit per doubling of the count.
         self.total += item
 
+    def add_sum(self, count: int, total: int) -> None:
+        """Add ``count`` items whose sum is ``total`` (summed elsewhere, e.g. by a worker)."""
+        self.count += count
+        self.total += total
+
     def add_authentic(self, record_id: bytes, record_digest: bytes) -> None:
         self.add_item(authentic_item(record_id, record_digest))
 

@@ -7,7 +7,10 @@ the judge (the parse holds the GIL), so the pool is made of processes: each work
 verifies a chunk of the batch, and sends back, per record, the verified header as a tuple of
 plain values (bytes, ints, strings: pickled in C, a few microseconds), never the parsed objects.
 The judging process rebuilds the :class:`~intelbus.envelope.VerifiedRecord` from that tuple in
-about a fifth of the time a parse takes, and judges in offset order as before.
+about a fifth of the time a parse takes, and judges in offset order as before. A worker also adds
+up the replay digest's items of the records it sends back as tuples (consumers/audit/digest.py:
+a sum, so a chunk's part is exact), and the judging process adds the chunk's sum instead of
+expanding each record's item itself (:class:`IntakeBatch`).
 
 What a worker does not send back as a tuple — a record it refused, one addressed to the auditor
 (whose contents are opened and decoded), anything it could not handle — the judging process
@@ -27,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from consumers.audit.digest import authentic_item
 from intelbus.envelope import VerifiedRecord
 from intelbus.envelope.wire import EnvelopeHeader, RecipientEntry, SealedRecord
 from intelbus.errors import AuditWorkerError
@@ -73,21 +77,39 @@ def _compact(p: Prepared) -> Compact | None:
     )
 
 
+class IntakeBatch(list[Prepared]):
+    """A batch prepared by the workers, in offset order, with the replay digest's items of some
+    of its records already added up: ``digested[i]`` says whether record ``i``'s authentic item
+    is in ``digest_sum`` (only a record rebuilt from a worker's tuple, which is authentic)."""
+
+    __slots__ = ("digest_sum", "digested")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digested: list[bool] = []
+        self.digest_sum = 0
+
+
 def _verify_chunk(
     topic: str, items: Sequence[tuple[int, int, datetime | None, bytes]]
-) -> list[Compact | None]:
-    """In a worker: intake for each (partition, offset, appended_at, value) of one chunk."""
+) -> tuple[list[Compact | None], int]:
+    """In a worker: intake for each (partition, offset, appended_at, value) of one chunk; and the
+    sum of the digest items of the records answered with a tuple."""
     verifier = _WORKER_VERIFIER
     if verifier is None:  # pragma: no cover - a pool is only made after the verifier is set
         raise AuditWorkerError("worker started without a verifier")
     out: list[Compact | None] = []
+    total = 0
     for partition, offset, appended_at, value in items:
         try:
             p = verifier.intake.prepare(Position(topic, partition, offset, appended_at), value)
-            out.append(_compact(p))
+            c = _compact(p)
+            item = 0 if c is None else authentic_item(c[3], c[14])
         except Exception:  # noqa: BLE001 - the judging process prepares it again, and decides
-            out.append(None)
-    return out
+            c, item = None, 0
+        out.append(c)
+        total += item
+    return out, total
 
 
 class IntakePool:
@@ -115,7 +137,8 @@ class IntakePool:
             self._pool = None
 
     def submit(self, batch: list[Message]) -> Callable[[], list[Prepared]]:
-        """Start preparing ``batch``; the returned call waits for it, in offset order.
+        """Start preparing ``batch``; the returned call waits for it, in offset order (with
+        workers, an :class:`IntakeBatch`).
 
         Raises (from the call):
             AuditWorkerError: a worker died or answered for other records.
@@ -124,7 +147,7 @@ class IntakePool:
             return lambda: self.verifier.check_all(batch)
         size = max(1, -(-len(batch) // (self.workers * 2)))
         chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
-        futures: list[Future[list[Compact | None]]] = [
+        futures: list[Future[tuple[list[Compact | None], int]]] = [
             self._pool.submit(
                 _verify_chunk,
                 chunk[0].topic,
@@ -134,10 +157,10 @@ class IntakePool:
         ]
 
         def result() -> list[Prepared]:
-            out: list[Prepared] = []
+            out = IntakeBatch()
             for chunk, future in zip(chunks, futures, strict=True):
                 try:
-                    compact = future.result()
+                    compact, total = future.result()
                 except BrokenProcessPool as e:
                     raise AuditWorkerError(
                         f"a verify worker died while checking {chunk[0].topic}"
@@ -148,7 +171,15 @@ class IntakePool:
                     raise AuditWorkerError(
                         f"a verify worker answered for {len(compact)} records, not {len(chunk)}"
                     )
-                out.extend(self._rebuild(m, c) for m, c in zip(chunk, compact, strict=True))
+                for m, c in zip(chunk, compact, strict=True):
+                    rebuilt = self._rebuild(m, c)
+                    if c is not None and rebuilt is None:
+                        # Prepared here after all: judged as the serial path would, and its
+                        # item is the judging process's to add, not the worker's.
+                        total -= authentic_item(c[3], c[14])
+                    out.append(rebuilt if rebuilt is not None else self.verifier.check(m))
+                    out.digested.append(rebuilt is not None)
+                out.digest_sum += total
             return out
 
         return result
@@ -170,10 +201,11 @@ class IntakePool:
             found = self._entries[plain] = tuple(RecipientEntry(a, k, w) for a, k, w in plain)
         return found
 
-    def _rebuild(self, m: Message, c: Compact | None) -> Prepared:
-        """The worker's answer as the serial path would have prepared it."""
+    def _rebuild(self, m: Message, c: Compact | None) -> Prepared | None:
+        """The worker's answer as the serial path would have prepared it, or None when this
+        process must prepare the record itself."""
         if c is None:
-            return self.verifier.check(m)
+            return None
         (
             kind,
             created_at,
@@ -216,7 +248,7 @@ class IntakePool:
                     key_id, producer_id, topic, created_at, m.appended_at
                 )
             except Exception:  # noqa: BLE001 - then prepare it here, and judge what that says
-                return self.verifier.check(m)
+                return None
             self._signers[key_id] = signer
         # The byte ranges stay behind in the worker: the judge reads the header and digest only
         # (a record the auditor opens is never sent back as a tuple).

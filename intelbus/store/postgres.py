@@ -378,8 +378,12 @@ SET next_offset = GREATEST(offsets.next_offset, excluded.next_offset)
     def _lock(self, cur: psycopg.Cursor[Any], ids: Iterable[str]) -> None:
         keys = sorted({_lock_key(i) for i in ids})
         if keys:
-            cur.executemany(
-                "SELECT pg_advisory_xact_lock(%s, %s)", [(LOCK_NAMESPACE, k) for k in keys]
+            # One statement for the whole batch (a statement per key was two thirds of a
+            # consumer's commit): unnest yields the keys in the array's order, the aggregate
+            # takes them one by one in that order, so locks are still taken in sorted order.
+            cur.execute(
+                "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::integer[]) AS k",
+                (LOCK_NAMESPACE, keys),
             )
 
     def _now(self) -> datetime:

@@ -124,6 +124,30 @@ _CHANGE_OF_KIND: dict[RecordKind, Change] = {
 #: The rule id of an erasure's version, and of a correction that came after a tombstone.
 ERASURE_RULE = "erasure"
 TOMBSTONE_RULE = "tombstone"
+#: An auditor's decision on a record it did not open (a frozen value: one instance serves all).
+_AUDIT_UNREAD = VersionDecision(Outcome.WITHHOLD, AUDIT_RULE, "")
+_AMENDMENT_KINDS = frozenset(k for k in RecordKind if k.is_amendment)
+_CONTENT_KINDS = frozenset(k for k in RecordKind if k.is_content)
+#: :func:`kind_belongs_on` for every pair, read once per record instead of computed.
+_BELONGS: dict[tuple[RecordKind, Family | None], bool] = {
+    (k, f): kind_belongs_on(k, f) for k in RecordKind for f in (*Family, None)
+}
+#: Memos of what a record's header names (a topic's family, a stream's key): judging looks each
+#: up once or twice per record, and a reader sees few distinct values. Bounded: cleared when full.
+_MEMO_MAX = 4096
+_FAMILY_OF: dict[str, Family | None] = {}
+_STREAM_OF: dict[tuple[str, str, int, bytes], StreamKey] = {}
+
+
+def _family(topic: str) -> Family | None:
+    """:func:`family_of_topic`, remembered."""
+    try:
+        return _FAMILY_OF[topic]
+    except KeyError:
+        if len(_FAMILY_OF) >= _MEMO_MAX:
+            _FAMILY_OF.clear()
+        found = _FAMILY_OF[topic] = family_of_topic(topic)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +182,20 @@ class LateRefusal:
 
 def stream_key(header: EnvelopeHeader, read_partition: int) -> StreamKey:
     """The stream a verified record belongs to (intelbus/chain.py)."""
-    if header.partition is None:  # format v1: chained per partition read, one legacy epoch
+    partition = header.partition
+    if partition is None:  # format v1: chained per partition read, one legacy epoch
         return StreamKey(header.producer_id, header.topic, read_partition, LEGACY_EPOCH)
-    return StreamKey(header.producer_id, header.topic, header.partition, header.key_id.hex())
+    # Remembered: every record of a stream names the same one (a key is a frozen value, so the
+    # shared instance is indistinguishable from a new one).
+    slot = (header.producer_id, header.topic, partition, header.key_id)
+    found = _STREAM_OF.get(slot)
+    if found is None:
+        if len(_STREAM_OF) >= _MEMO_MAX:
+            _STREAM_OF.clear()
+        found = _STREAM_OF[slot] = StreamKey(
+            header.producer_id, header.topic, partition, header.key_id.hex()
+        )
+    return found
 
 
 def keys_for(prepared: Sequence[Prepared]) -> SnapshotKeys:
@@ -278,20 +313,23 @@ class Judge:
             self._quarantine(p, error, False, c.record_id, c.producer_id)
             return Verdict(p.position, error, None, False, c.record_id, c.producer_id, c.sequence)
         h = v.header
+        # The id's text is made once here and handed on: every later step reads it.
         rid = str(h.record_id)
         producer = h.producer_id
-        family = family_of_topic(p.position.topic)
+        kind = h.kind
+        family = _family(p.position.topic)
+        amendment = kind in _AMENDMENT_KINDS
         refusal: RecordError | None = None
-        if not kind_belongs_on(h.kind, family):
+        if not _BELONGS[kind, family]:
             refusal = BindingMismatch(
-                f"record {rid}: a {h.kind.label} does not belong on {p.position.topic}"
+                f"record {rid}: a {kind.label} does not belong on {p.position.topic}"
             )
-        elif h.format_version >= 2 and (h.target_record_id is not None) != h.kind.is_amendment:
+        elif h.format_version >= 2 and (h.target_record_id is not None) != amendment:
             # Format 2 names an amendment's target in what anyone can read (auditors, agencies not
             # addressed): an amendment that hides it, or another record that names one, is refused.
-            what = "names no target" if h.kind.is_amendment else "names a target"
-            refusal = BindingMismatch(f"record {rid}: a {h.kind.label} that {what}")
-        elif h.kind is RecordKind.ERASURE and h.format_version < 2:
+            what = "names no target" if amendment else "names a target"
+            refusal = BindingMismatch(f"record {rid}: a {kind.label} that {what}")
+        elif kind is RecordKind.ERASURE and h.format_version < 2:
             # Every holder of the target must see which record an erasure erases, addressed or
             # not; a format 1 header cannot say, and erasures are younger than format 2.
             refusal = BindingMismatch(f"record {rid}: an erasure must name its target (format 2)")
@@ -315,7 +353,7 @@ class Judge:
         self._moved[head_key] = step.state
         effect: Effect | None = None
         try:
-            effect, refusal = self._admit(p, v, family, step.step)
+            effect, refusal = self._admit(p, v, rid, family, step.step)
         except RecordError as e:
             refusal = e
         except Exception as e:  # noqa: BLE001 - no signed record may stop a reader (issue 20)
@@ -370,12 +408,11 @@ class Judge:
     # -- what an authentic record in its place does ---------------------------------------------------
 
     def _admit(
-        self, p: Prepared, v: VerifiedRecord, family: Family | None, step: Step
+        self, p: Prepared, v: VerifiedRecord, rid: str, family: Family | None, step: Step
     ) -> tuple[Effect, RecordError | None]:
         h = v.header
-        rid = str(h.record_id)
         producer = h.producer_id
-        content = self._content(p, h)
+        content = self._content(p, h, rid)
         self._check_times(p, v, content)
         # --- crypto-shredding (issue 16) -----------------------------------------------------
         # Sealed to an encryption epoch whose key this reader destroyed: authentic, in its place
@@ -396,9 +433,9 @@ class Judge:
                     self._beats.append(beat)
             return Effect.HEARTBEAT, None
         self._check_identity(producer, rid, v.digest)
-        source = self._source(p, v, content)
-        if h.kind.is_content:
-            return self._new_record(p, h.kind, content, source)
+        source = self._source(p, v, rid, content)
+        if h.kind in _CONTENT_KINDS:
+            return self._new_record(p, producer, h.kind, content, source)
         assert family is not None  # noqa: S101 - kind_belongs_on() refused amendments elsewhere
         return self._amendment(p, v, family, content, source)
 
@@ -435,6 +472,8 @@ class Judge:
         """
         reference = p.position.appended_at or self.reader.clock()
         limit = reference + self.reader.max_skew
+        if content is None and v.header.created_at <= limit:
+            return  # unopened: its creation time is the only time it states, and it is timely
         for what, when in _signed_times(v, content):
             if when > limit:
                 raise FutureTime(
@@ -443,14 +482,13 @@ class Judge:
                     f"(bound {self.reader.max_skew.total_seconds():.0f}s)"
                 )
 
-    def _content(self, p: Prepared, h: EnvelopeHeader) -> Content | None:
+    def _content(self, p: Prepared, h: EnvelopeHeader, rid: str) -> Content | None:
         """The decoded contents when this reader could open them, checked against the header."""
         if p.content_error is not None:
             raise p.content_error
         model = p.content
         if model is None:
             return None
-        rid = str(h.record_id)
         if _KIND_OF_MODEL.get(type(model)) is not h.kind:
             raise SchemaViolation(
                 f"record {rid}: header kind {h.kind.label} but schema {type(model).__name__}"
@@ -478,11 +516,15 @@ class Judge:
             )
         raise RecordIdReused(f"{producer} used record id {rid} again for a different record")
 
-    def _source(self, p: Prepared, v: VerifiedRecord, content: Content | None) -> VersionSource:
+    def _source(
+        self, p: Prepared, v: VerifiedRecord, rid: str, content: Content | None
+    ) -> VersionSource:
         reason = ""
         amended_at = None
         legal_basis = ""
-        if isinstance(content, Correction):
+        if content is None:
+            pass  # not opened (an auditor, or not addressed): nothing of the contents to copy
+        elif isinstance(content, Correction):
             reason, amended_at = content.reason, content.corrected_at
         elif isinstance(content, Retraction):
             reason, amended_at = content.reason, content.retracted_at
@@ -490,28 +532,33 @@ class Judge:
             reason, amended_at = content.reason, content.erased_at
             legal_basis = content.legal_basis
         pos = p.position
+        h = v.header
         return VersionSource(
-            record_id=str(v.record_id),
-            key_id=v.key_id,
-            sequence=v.sequence,
-            digest=v.digest,
-            topic=pos.topic,
-            partition=pos.partition,
-            offset=pos.offset,
-            created_at=v.created_at,
+            rid,
+            h.key_id,
+            h.sequence,
+            v.digest,
+            pos.topic,
+            pos.partition,
+            pos.offset,
+            h.created_at,
             # Without a broker time (intake let it through: its key has no cutoff yet), the time
             # it was judged stands in: later than its real arrival, so a later withdrawal of the
             # key errs on the side of withdrawing it, never of keeping a back-dated forgery.
-            appended_at=pos.appended_at or self.reader.clock(),
-            reason=reason,
-            amended_at=amended_at,
-            legal_basis=legal_basis,
+            pos.appended_at or self.reader.clock(),
+            reason,
+            amended_at,
+            legal_basis,
         )
 
     def _new_record(
-        self, p: Prepared, kind: RecordKind, content: Content | None, source: VersionSource
+        self,
+        p: Prepared,
+        producer: str,
+        kind: RecordKind,
+        content: Content | None,
+        source: VersionSource,
     ) -> tuple[Effect, RecordError | None]:
-        producer = p.verified.producer_id if p.verified is not None else ""
         rid = source.record_id
         model = content if isinstance(content, (Sighting, Incident)) else None
         decision = self._decide(model, addressed=p.addressed)
@@ -526,8 +573,23 @@ class Judge:
             1,
         )
         self._records[(producer, rid)] = held
-        self._holders.setdefault(rid, set()).add(producer)
-        waiting = self._pending.pop(rid, {})
+        holders = self._holders.get(rid)
+        if holders is None:
+            self._holders[rid] = {producer}
+        else:
+            holders.add(producer)
+        waiting = self._pending.pop(rid, None)
+        if waiting is not None:  # amendments that arrived first (rare: no dictionary otherwise)
+            self._meet_waiting(waiting, held)
+        if decision.outcome is Outcome.QUARANTINE:
+            return Effect.WITHHELD, PolicyQuarantine(
+                f"record {rid} quarantined by policy rule {decision.rule_id}"
+            )
+        return _effect_of(decision), None
+
+    def _meet_waiting(self, waiting: dict[str, list[PendingAmendment]], held: HeldRecord) -> None:
+        """A new record meets the amendments that waited for its id."""
+        producer, rid = held.producer_id, held.record_id
         for pending in waiting.pop(producer, []):
             held = self._apply_pending(pending, held)
         for others in waiting.values():
@@ -543,11 +605,6 @@ class Judge:
                         f"published by {producer}"
                     ),
                 )
-        if decision.outcome is Outcome.QUARANTINE:
-            return Effect.WITHHELD, PolicyQuarantine(
-                f"record {rid} quarantined by policy rule {decision.rule_id}"
-            )
-        return _effect_of(decision), None
 
     def _amendment(
         self,
@@ -686,6 +743,8 @@ class Judge:
     def _decide(self, model: Sighting | Incident | None, *, addressed: bool) -> VersionDecision:
         """A version judged exactly as a new record: policy, redaction and labels."""
         policy = self.reader.policy
+        if model is None and policy is None:
+            return _AUDIT_UNREAD  # what an auditor decides for every record it did not open
         facts = model.facts() if model is not None else None
         labels = _labels(facts) if facts is not None else None
         if policy is None:

@@ -133,8 +133,9 @@ def _die(topic: str, items: object) -> object:
 _REAL_CHUNK = audit_workers._verify_chunk
 
 
-def _short(topic: str, items: list[Any]) -> list[Any]:
-    return _REAL_CHUNK(topic, items)[1:]
+def _short(topic: str, items: list[Any]) -> tuple[list[Any], int]:
+    compact, total = _REAL_CHUNK(topic, items)
+    return compact[1:], total
 
 
 def test_a_worker_that_dies_stops_the_replay_with_no_report(
