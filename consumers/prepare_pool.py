@@ -13,8 +13,16 @@ threads gained little; forked processes run it on the other core.
 
 **Keys.** Workers are *forked* from the consumer with the pipeline's :class:`Intake` already in
 memory (its private keys included): nothing secret is pickled, sent or written anywhere. What
-crosses the pipes is a record's bytes and position in, its :class:`Prepared` result out (the
-decrypted contents among it: process to process, never to disk).
+crosses the pipes is a record's bytes and position in, and a compact result out (the decrypted
+contents among it: process to process, never to disk).
+
+**Compact results.** Unpickling a whole :class:`Prepared` (the raw bytes again, the parsed
+envelope's dataclasses, uuid and enum objects) cost the consumer more per record than parsing
+the envelope, and the consumer's process is the pipeline's critical path. So a worker sends back
+only what the consumer cannot cheaply recompute (:class:`_Result`: the digest, the signer, the
+contents or why not), and the consumer rebuilds the :class:`Prepared` from the bytes it sent: it
+parses them again (:func:`~intelbus.envelope.wire.parse` is deterministic, so it gets the very
+envelope the worker verified) and wraps it with the worker's digest and signer.
 
 **The directory in force.** A worker holds the directory as it was when the worker was forked.
 Each batch is tagged with the directory's generation (its number of trusted versions) and the
@@ -40,13 +48,17 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from intelbus.errors import PrepareFailed
+from intelbus.envelope.verify import VerifiedRecord
+from intelbus.envelope.wire import parse
+from intelbus.errors import PrepareFailed, RecordError, Shredded
+from intelbus.identity import PublicIdentity
 from intelbus.log import get_logger
 from intelbus.trust.intake import Intake
-from intelbus.trust.model import Position, Prepared
+from intelbus.trust.model import Claim, Content, Position, Prepared
 
 if TYPE_CHECKING:
     from consumers.pipeline import AgencyPipeline, RawRecord
@@ -91,11 +103,66 @@ def _install(intake: Intake, parent: int) -> None:
     _INTAKE = intake
 
 
-def _prepare_chunk(items: list[tuple[Position, bytes]]) -> list[Prepared]:
+#: A record as sent to a worker: topic, partition, offset, broker time, bytes (a tuple: pickles
+#: in C, where a Position dataclass takes a Python call each way).
+_Item = tuple[str, int, int, datetime | None, bytes]
+
+
+class _Result(NamedTuple):
+    """A prepared record as it comes back: everything of :class:`Prepared` but the position and
+    bytes (the consumer holds them) and the parsed envelope (the consumer parses the bytes again).
+    ``digest`` and ``signer`` are set exactly when the record verified."""
+
+    digest: bytes | None
+    signer: PublicIdentity | None
+    error: RecordError | None
+    claim: Claim
+    addressed: bool
+    content: Content | None
+    content_error: RecordError | None
+    shredded: Shredded | None
+
+
+def _compact(p: Prepared) -> _Result:
+    v = p.verified
+    return _Result(
+        None if v is None else v.digest,
+        None if v is None else v.signer,
+        p.error,
+        p.claim,
+        p.addressed,
+        p.content,
+        p.content_error,
+        p.shredded,
+    )
+
+
+def _prepare_chunk(items: list[_Item]) -> list[_Result]:
     intake = _INTAKE
     if intake is None:  # pragma: no cover - only if a worker was started without _install
         raise RuntimeError("prepare worker has no intake")
-    return [intake.prepare(position, value) for position, value in items]
+    return [
+        _compact(intake.prepare(Position(topic, partition, offset, at), value))
+        for topic, partition, offset, at, value in items
+    ]
+
+
+def _rebuild(raw: RawRecord, r: _Result) -> Prepared:
+    """The worker's result for ``raw`` as the serial path would have made it."""
+    position = raw.position
+    if r.digest is None or r.signer is None:
+        return Prepared(position, raw.value, error=r.error, claim=r.claim)
+    # The bytes the worker verified, parsed here again (no error: they parsed there).
+    verified = VerifiedRecord(parse(raw.value), r.signer, r.digest)
+    return Prepared(
+        position,
+        raw.value,
+        verified,
+        addressed=r.addressed,
+        content=r.content,
+        content_error=r.content_error,
+        shredded=r.shredded,
+    )
 
 
 # --- in the consumer --------------------------------------------------------------------------------
@@ -121,7 +188,7 @@ class Pending:
         pool: PreparePool,
         pipeline: AgencyPipeline,
         raws: Sequence[RawRecord],
-        futures: list[Future[list[Prepared]]] | None,
+        futures: list[Future[list[_Result]]] | None,
         done: list[Prepared] | None,
     ) -> None:
         self._pool = pool
@@ -142,7 +209,7 @@ class Pending:
             return self._done
         assert self._futures is not None  # noqa: S101 - one of the two is always set
         try:
-            out = [p for f in self._futures for p in f.result()]
+            results = [r for f in self._futures for r in f.result()]
         except BrokenProcessPool:
             log.warning("prepare.workers_died", records=len(self._raws))
             self._pool.reset()
@@ -154,6 +221,8 @@ class Pending:
                     f"the prepare workers died twice on a batch of {len(self._raws)} records; "
                     "nothing of it was judged or committed"
                 ) from None
+        else:
+            out = [_rebuild(raw, r) for raw, r in zip(self._raws, results, strict=True)]
         self._done = out
         return out
 
@@ -198,13 +267,16 @@ class PreparePool:
 
     def run_now(self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]) -> list[Prepared]:
         """Prepare ``raws`` on the workers and wait (BrokenProcessPool propagates)."""
-        return [p for f in self._submit(pipeline, raws) for p in f.result()]
+        results = [r for f in self._submit(pipeline, raws) for r in f.result()]
+        return [_rebuild(raw, r) for raw, r in zip(raws, results, strict=True)]
 
     def _submit(
         self, pipeline: AgencyPipeline, raws: Sequence[RawRecord]
-    ) -> list[Future[list[Prepared]]]:
+    ) -> list[Future[list[_Result]]]:
         executor = self._executor_for(pipeline)
-        items = [(r.position, r.value) for r in raws]
+        items: list[_Item] = [
+            (r.topic, r.partition, r.offset, r.appended_at, r.value) for r in raws
+        ]
         return [
             executor.submit(_prepare_chunk, items[i : i + self.chunk])
             for i in range(0, len(items), self.chunk)
