@@ -2,7 +2,7 @@
 profiled (issue 19, "Both cores" and "Less Python per record").
 
     python -m bench.consume_profile [--records 5000] [--batch 500] [--reps 3] [--workers N]
-                                    [--postgres URL] [--profile] [--top 25]
+                                    [--publish-chunk 500] [--postgres URL] [--profile] [--top 25]
 
 CST seals ``--records`` TLP:RED sightings to three forces through the real publisher (its broker
 send replaced by an in-memory log: tests/simulator.py); herts-police, whose policy stores
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,6 +40,7 @@ from consumers.prepare_pool import CHUNK_RECORDS, PreparePool
 from intelbus.log import configure as configure_logging
 from intelbus.store import open_store
 from intelbus.trust.model import Prepared
+from producers import publisher as publisher_mod
 from tests.simulator import BusSimulator
 
 STORE_ALL = {
@@ -48,17 +49,46 @@ STORE_ALL = {
     "rules": [{"id": "all", "action": "store"}],
 }
 NAMED = ["herts-police", "met-police", "gmp"]
+#: Records per publish_many call (bench/pipeline.py's CHUNK).
+PUBLISH_CHUNK = 500
 
 
-def sealed_log(tmp: Path, count: int) -> tuple[BusSimulator, list[RawRecord]]:
-    """``count`` genuine sightings sealed by CST to three forces, as the broker would hold them."""
+def sealed_log(
+    tmp: Path, count: int, chunk: int = PUBLISH_CHUNK
+) -> tuple[BusSimulator, list[RawRecord]]:
+    """``count`` genuine sightings sealed by CST to three forces, as the broker would hold them.
+
+    ``chunk`` records per ``publish_many`` call, as a busy producer sends them (format-3 batches
+    of up to MAX_BATCH records, one signature each); 0: one ``publish`` per record (batches of
+    one, one signature per record)."""
     sim = BusSimulator(tmp)
     publisher = sim.publisher("cst")
     # Observed in the last day (the samples' own times may lie after today: future_time).
     since = datetime.now(UTC) - timedelta(days=1)
-    for n, record in enumerate(red_sightings(count)):
-        observed = since + timedelta(seconds=n % 80_000)
-        publisher.publish(record.model_copy(update={"observed_at": observed}), named=NAMED)
+    records = [
+        r.model_copy(update={"observed_at": since + timedelta(seconds=n % 80_000)})
+        for n, r in enumerate(red_sightings(count))
+    ]
+    if chunk < 1:
+        for record in records:
+            publisher.publish(record, named=NAMED)
+        return sim, list(sim.log)
+
+    def send_many(
+        producer: object, items: Sequence[tuple[str, bytes, int | None]], **_: object
+    ) -> list[tuple[int, int]]:
+        del producer
+        return [publisher._send(topic, value, partition) for topic, value, partition in items]
+
+    # The publisher's pipelined broker calls go to the simulator's log (a harness, not a test).
+    saved = (publisher_mod.transport.make_producer, publisher_mod.transport.send_many)
+    publisher_mod.transport.make_producer = lambda *a, **k: object()  # type: ignore[assignment]
+    publisher_mod.transport.send_many = send_many  # type: ignore[assignment]
+    try:
+        for i in range(0, len(records), chunk):
+            publisher.publish_many(records[i : i + chunk], named=NAMED)
+    finally:
+        publisher_mod.transport.make_producer, publisher_mod.transport.send_many = saved
     return sim, list(sim.log)
 
 
@@ -177,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument(
+        "--publish-chunk",
+        type=int,
+        default=PUBLISH_CHUNK,
+        help="records per publish_many (format-3 batches of up to 64); 0: one publish each",
+    )
     ap.add_argument("--workers", type=int, nargs="*", default=[0])
     ap.add_argument("--threads", type=int, nargs="*", default=[], help="intake in N threads")
     ap.add_argument("--postgres", help="a PostgreSQL server URL (CREATE DATABASE allowed)")
@@ -187,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="consume-profile-") as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        sim, raws = sealed_log(tmp, args.records)
+        sim, raws = sealed_log(tmp, args.records, args.publish_chunk)
         print(f"sealed {len(raws)} records in {time.perf_counter() - t0:.1f} s")
         kinds = ["sqlite"] + (["postgres"] if args.postgres else [])
         pools: list[tuple[str, Callable[[], PreparePool | ThreadPrepare]]] = [

@@ -89,14 +89,25 @@ def _printable(value: str) -> str:
     return value
 
 
+# Exactly the texts str(uuid.UUID(...)) returns: ids almost always arrive so (producers write
+# str(uuid4())), and parsing and printing them again cost ~4 us per id against ~1 for the match.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid_text(value: str) -> str:
     # Canonical lower-case form, so the same record id always compares equal.
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     return str(uuid.UUID(value))
 
 
+_REGISTRATION_SEPARATORS = re.compile(r"[\s-]+")
+_REGISTRATION = re.compile(r"[A-Z0-9]{1,10}")
+
+
 def _registration(value: str) -> str:
-    normalised = re.sub(r"[\s-]+", "", value).upper()
-    if not re.fullmatch(r"[A-Z0-9]{1,10}", normalised):
+    normalised = _REGISTRATION_SEPARATORS.sub("", value).upper()
+    if not _REGISTRATION.fullmatch(normalised):
         raise ValueError("vehicle registration must be 1-10 letters and digits")
     return normalised
 

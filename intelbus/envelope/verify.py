@@ -89,12 +89,42 @@ class RootCache:
         self.capacity = capacity
         self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
         self._lock = threading.Lock()  # auditors verify in worker threads (consumers/audit/replay)
+        #: Root messages already built, by exactly the header fields and root they are built from
+        #: (a batch's records share one; building it re-checks three ids). Bounded: cleared when
+        #: full. A plain dict: a race at worst builds one message twice.
+        self._messages: dict[tuple[object, ...], bytes] = {}
 
     def __repr__(self) -> str:
         return f"RootCache({len(self._ok)}/{self.capacity})"
 
     def __len__(self) -> int:
         return len(self._ok)
+
+    def root_message(self, h: EnvelopeHeader, tree_size: int, root: bytes) -> bytes:
+        """:func:`~intelbus.envelope.wire.batch_root_message` of (``h``, ``tree_size``, ``root``),
+        remembered: a pure function of the fields in the key below, so a hit is the very message
+        that call would return (and a header it would refuse is never remembered).
+
+        Raises:
+            ValueError: as :func:`~intelbus.envelope.wire.batch_root_message`.
+        """
+        key = (
+            h.format_version,
+            h.environment,
+            h.topic,
+            h.partition,
+            h.producer_id,
+            h.key_id,
+            tree_size,
+            root,
+        )
+        message = self._messages.get(key)
+        if message is None:
+            message = batch_root_message(h, tree_size, root)
+            if len(self._messages) >= self.capacity:
+                self._messages.clear()
+            self._messages[key] = message
+        return message
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> None:
         """Verify ``signature`` over ``message`` by ``public``, or find that exact success cached.
@@ -258,7 +288,11 @@ def verify(
             )
         except ValueError as e:  # parse() checked these bounds already: defence in depth
             raise MalformedEnvelope(f"record {rid}: {e}") from None
-        message = batch_root_message(h, proof.tree_size, root)
+        message = (
+            batch_root_message(h, proof.tree_size, root)
+            if roots is None
+            else roots.root_message(h, proof.tree_size, root)
+        )
         try:
             if roots is None:
                 _nacl.verify_signature(signer.sign_public, message, sealed.signature)

@@ -493,68 +493,60 @@ def batch_root_message(h: EnvelopeHeader, tree_size: int, root: bytes) -> bytes:
 # --- Reading unverified bytes (docs/envelope.md, verification step 2) --------------------------------
 
 
-class _UnverifiedReader:
-    """Bounded reads over unverified bytes: every read checks what remains first."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self.data):
-            raise MalformedEnvelope(
-                f"truncated envelope: {what} needs {n} bytes at offset {self.pos}, "
-                f"{len(self.data) - self.pos} remain"
-            )
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def short(self, what: str, cap: int) -> bytes:
-        n = self.u8(what)
-        if n == 0:
-            raise MalformedEnvelope(f"{what} is empty")
-        if n > cap:
-            raise OversizeEnvelope(f"{what} of {n} bytes exceeds {cap}")
-        return self.take(n, what)
-
-    def ident(self, what: str, cap: int) -> str:
-        raw = self.short(what, cap)
-        if _ID_BYTES_RE.fullmatch(raw) is None:
-            raise MalformedEnvelope(f"{what} has characters outside [A-Za-z0-9._-]")
-        return raw.decode("ascii")
+def _truncated(what: str, n: int, pos: int, size: int) -> MalformedEnvelope:
+    return MalformedEnvelope(
+        f"truncated envelope: {what} needs {n} bytes at offset {pos}, {size - pos} remain"
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class _Fixed:
-    version: int
-    kind: RecordKind
-    created: datetime
-    sequence: int
-    record_id: bytes
-    key_id: bytes
-    prev: bytes
-    partition: int | None
-    target: uuid.UUID | None
+def _unverified_short(data: bytes, pos: int, what: str, cap: int) -> int:
+    """The length of the u8-prefixed field at ``pos`` (1..``cap``), checked against the bytes
+    that remain; its bytes are ``data[pos + 1 : pos + 1 + length]``."""
+    size = len(data)
+    if pos >= size:
+        raise _truncated(what, 1, pos, size)
+    n = data[pos]
+    if n == 0:
+        raise MalformedEnvelope(f"{what} is empty")
+    if n > cap:
+        raise OversizeEnvelope(f"{what} of {n} bytes exceeds {cap}")
+    if pos + 1 + n > size:
+        raise _truncated(what, n, pos + 1, size)
+    return n
 
 
-def _unverified_fixed(r: _UnverifiedReader) -> _Fixed:
+def _unverified_ident(data: bytes, pos: int, what: str, cap: int) -> tuple[str, int]:
+    """An id (u8 length, 1..``cap`` bytes of [A-Za-z0-9._-]) at ``pos``, and the offset after it."""
+    n = _unverified_short(data, pos, what, cap)
+    end = pos + 1 + n
+    raw = data[pos + 1 : end]
+    if _ID_BYTES_RE.fullmatch(raw) is None:
+        raise MalformedEnvelope(f"{what} has characters outside [A-Za-z0-9._-]")
+    return raw.decode("ascii"), end
+
+
+#: The fixed part as read: version, kind, creation time, sequence, record id, key id, previous
+#: digest, partition and target (None in v1), and the offset after it.
+_FixedPart = tuple[
+    int, RecordKind, datetime, int, bytes, bytes, bytes, int | None, uuid.UUID | None, int
+]
+
+
+def _unverified_fixed(data: bytes) -> _FixedPart:
     """The fixed part (88 bytes in v1, 108 in v2 and v3): magic and version first, so a future
     layout is refused as unsupported before its length is assumed."""
-    head = r.take(6, "fixed header")
-    if head[:4] != MAGIC:
+    size = len(data)
+    if size < 6:
+        raise _truncated("fixed header", 6, 0, size)
+    if data[:4] != MAGIC:
         raise MalformedEnvelope("not an intelbus envelope (bad magic)")
-    if head[4] not in SUPPORTED_VERSIONS:
-        raise UnsupportedVersion(f"envelope format version {head[4]} is not supported")
-    r.pos -= 6
-    fixed = r.take(FIXED_BYTES, "fixed header")
-    _magic, version, suite, kind, flags, created_us, sequence, rid, key_id, prev = _FIXED.unpack(
-        fixed
+    version = data[4]
+    if version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersion(f"envelope format version {version} is not supported")
+    if size < FIXED_BYTES:
+        raise _truncated("fixed header", FIXED_BYTES, 0, size)
+    _magic, _version, suite, kind, flags, created_us, sequence, rid, key_id, prev = (
+        _FIXED.unpack_from(data)
     )
     if suite != SUITE_ED25519_X25519_XCHACHA20:
         raise UnsupportedVersion(f"envelope suite {suite} is not supported")
@@ -570,39 +562,60 @@ def _unverified_fixed(r: _UnverifiedReader) -> _Fixed:
         created = from_micros(created_us)
     except OverflowError as e:  # beyond year 9999
         raise MalformedEnvelope("creation time out of range") from e
-    partition: int | None = None
-    target: uuid.UUID | None = None
-    if version in _BOUND_VERSIONS:
-        partition, raw_target = _V2_EXTRA.unpack(r.take(_V2_EXTRA.size, "fixed header"))
-        if partition > MAX_PARTITION:
-            raise MalformedEnvelope(f"partition {partition} out of range")
-        if raw_target != NO_TARGET:
-            target = uuid.UUID(bytes=raw_target)
-    return _Fixed(version, record_kind, created, sequence, rid, key_id, prev, partition, target)
+    if version not in _BOUND_VERSIONS:
+        return version, record_kind, created, sequence, rid, key_id, prev, None, None, FIXED_BYTES
+    if size < FIXED_BYTES_V2:
+        raise _truncated("fixed header", _V2_EXTRA.size, FIXED_BYTES, size)
+    partition, raw_target = _V2_EXTRA.unpack_from(data, FIXED_BYTES)
+    if partition > MAX_PARTITION:
+        raise MalformedEnvelope(f"partition {partition} out of range")
+    target = None if raw_target == NO_TARGET else uuid.UUID(bytes=raw_target)
+    return (
+        version,
+        record_kind,
+        created,
+        sequence,
+        rid,
+        key_id,
+        prev,
+        partition,
+        target,
+        FIXED_BYTES_V2,
+    )
 
 
-def _unverified_recipients(r: _UnverifiedReader) -> tuple[RecipientEntry, ...]:
-    count = r.u8("recipient count")
-    if count == 0:
-        raise MalformedEnvelope("no recipients")
-    if count > MAX_RECIPIENTS:
-        raise OversizeEnvelope(f"{count} recipients exceed {MAX_RECIPIENTS}")
-    entries = []
-    for _ in range(count):
-        agency = r.ident("recipient agency id", MAX_ID_BYTES)
-        key_id = r.take(KEY_ID_BYTES, "recipient key id")
-        wrapped = r.take(WRAPPED_KEY_BYTES, "wrapped data key")
-        entries.append(RecipientEntry(agency, key_id, wrapped))
-    ids = [e.agency_id for e in entries]
-    if ids != sorted(set(ids)):
-        # One canonical form: sorted, no duplicates. Otherwise one recipient set could be written
-        # two ways, and an agency listed twice could be handed two different data keys.
-        raise MalformedEnvelope("recipients are not sorted by agency id and unique")
-    return tuple(entries)
+def _unverified_payload(data: bytes, pos: int, version: int) -> tuple[int, BatchProof | None]:
+    """The nonce and ciphertext from ``pos`` (the header's end), and what follows them: the
+    offset where the ciphertext ends (the signed bytes' end), and a v3 record's proof."""
+    size = len(data)
+    if pos + NONCE_BYTES > size:
+        raise _truncated("nonce", NONCE_BYTES, pos, size)
+    pos += NONCE_BYTES
+    if pos + CT_LEN_BYTES > size:
+        raise _truncated("ciphertext length", CT_LEN_BYTES, pos, size)
+    (ct_len,) = _CT_LEN.unpack_from(data, pos)
+    pos += CT_LEN_BYTES
+    if ct_len < TAG_BYTES:
+        raise MalformedEnvelope(f"ciphertext of {ct_len} bytes is shorter than its tag")
+    remaining = size - pos
+    if version != FORMAT_V3:
+        # The length must account for exactly the bytes left before the signature: no more
+        # (truncated) and no fewer (trailing bytes).
+        if ct_len + SIGNATURE_BYTES != remaining:
+            raise MalformedEnvelope(
+                f"ciphertext length {ct_len} + signature does not match the {remaining} bytes left"
+            )
+        return pos + ct_len, None
+    if ct_len > remaining:
+        raise _truncated("ciphertext", ct_len, pos, size)
+    return pos + ct_len, _unverified_proof(data, pos + ct_len)
 
 
 def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
     """Parse an envelope's layout (docs/envelope.md, steps 1 and 2). The result is **unverified**.
+
+    One pass over the bytes with a local offset: every read is checked against the bytes that
+    remain before it is made, and every length against its named cap.
 
     Raises:
         OversizeEnvelope: over :data:`MAX_RECORD_BYTES`, or a count or length over its cap.
@@ -611,72 +624,93 @@ def parse(data: bytes | bytearray | memoryview) -> SealedRecord:
     """
     if not isinstance(data, bytes):
         data = bytes(data)  # bytearray / memoryview from a transport: one copy, then immutable
+    size = len(data)
     # Step 1: the size cap, before any other work.
-    if len(data) > MAX_RECORD_BYTES:
-        raise OversizeEnvelope(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
-    # Step 2: the layout, by bounded reads.
-    r = _UnverifiedReader(data)
-    f = _unverified_fixed(r)
-    environment = r.ident("environment", MAX_ID_BYTES)
-    topic = r.ident("topic", MAX_TOPIC_BYTES)
-    producer = r.ident("producer id", MAX_ID_BYTES)
-    fingerprint = r.short("schema fingerprint", MAX_FINGERPRINT_BYTES)
-    recipients = _unverified_recipients(r)
-    header_end = r.pos
-    nonce = r.take(NONCE_BYTES, "nonce")
-    (ct_len,) = _CT_LEN.unpack(r.take(CT_LEN_BYTES, "ciphertext length"))
-    if ct_len < TAG_BYTES:
-        raise MalformedEnvelope(f"ciphertext of {ct_len} bytes is shorter than its tag")
-    remaining = len(data) - r.pos
-    proof: BatchProof | None = None
-    if f.version != FORMAT_V3:
-        # The length must account for exactly the bytes left before the signature: no more
-        # (truncated) and no fewer (trailing bytes).
-        if ct_len + SIGNATURE_BYTES != remaining:
-            raise MalformedEnvelope(
-                f"ciphertext length {ct_len} + signature does not match the {remaining} bytes left"
-            )
-        ciphertext = r.take(ct_len, "ciphertext")
-        signed_end = r.pos
-        signature = r.take(SIGNATURE_BYTES, "signature")
-    else:
-        ciphertext = r.take(ct_len, "ciphertext")
-        signed_end = r.pos
-        proof = _unverified_proof(r)
-        signature = r.take(SIGNATURE_BYTES, "root signature")
+    if size > MAX_RECORD_BYTES:
+        raise OversizeEnvelope(f"record of {size} bytes exceeds {MAX_RECORD_BYTES}")
+    # Step 2: the layout, in order.
+    version, kind, created, sequence, rid, key_id, prev, partition, target, pos = _unverified_fixed(
+        data
+    )
+    environment, pos = _unverified_ident(data, pos, "environment", MAX_ID_BYTES)
+    topic, pos = _unverified_ident(data, pos, "topic", MAX_TOPIC_BYTES)
+    producer, pos = _unverified_ident(data, pos, "producer id", MAX_ID_BYTES)
+    n = _unverified_short(data, pos, "schema fingerprint", MAX_FINGERPRINT_BYTES)
+    fingerprint = data[pos + 1 : pos + 1 + n]  # opaque bytes: no character check
+    recipients, header_end = _unverified_recipients(data, pos + 1 + n)
+    signed_end, proof = _unverified_payload(data, header_end, version)
     header = EnvelopeHeader(
-        kind=f.kind,
-        created_at=f.created,
-        sequence=f.sequence,
-        record_id=uuid.UUID(bytes=f.record_id),
-        key_id=f.key_id,
-        prev_digest=f.prev,
+        kind=kind,
+        created_at=created,
+        sequence=sequence,
+        record_id=uuid.UUID(bytes=rid),
+        key_id=key_id,
+        prev_digest=prev,
         environment=environment,
         topic=topic,
         producer_id=producer,
         schema_fingerprint=fingerprint,
         recipients=recipients,
-        format_version=f.version,
-        partition=f.partition,
-        target_record_id=f.target,
+        format_version=version,
+        partition=partition,
+        target_record_id=target,
     )
+    ct_start = header_end + NONCE_BYTES + CT_LEN_BYTES
     return SealedRecord(
         header=header,
-        nonce=nonce,
-        ciphertext=ciphertext,
-        signature=signature,
+        nonce=data[header_end : header_end + NONCE_BYTES],
+        ciphertext=data[ct_start:signed_end],
+        # v1, v2: right after the ciphertext; v3: after the trailer's path. The last 64 bytes
+        # either way (the length checks above made it so).
+        signature=data[size - SIGNATURE_BYTES :],
         signed_bytes=data[:signed_end],
         header_bytes=data[:header_end],
         proof=proof,
     )
 
 
-def _unverified_proof(r: _UnverifiedReader) -> BatchProof:
-    """A v3 proof trailer's tree size, leaf index and path, each against its bound."""
-    tree_size, index, count = _PROOF_HEAD.unpack(r.take(_PROOF_HEAD.size, "proof trailer"))
+def _unverified_recipients(data: bytes, pos: int) -> tuple[tuple[RecipientEntry, ...], int]:
+    """The recipient list at ``pos`` (count, then agency id, key id, wrapped key each), and the
+    offset after it."""
+    size = len(data)
+    if pos >= size:
+        raise _truncated("recipient count", 1, pos, size)
+    count = data[pos]
+    pos += 1
+    if count == 0:
+        raise MalformedEnvelope("no recipients")
+    if count > MAX_RECIPIENTS:
+        raise OversizeEnvelope(f"{count} recipients exceed {MAX_RECIPIENTS}")
+    entries = []
+    ids = []
+    for _ in range(count):
+        agency, pos = _unverified_ident(data, pos, "recipient agency id", MAX_ID_BYTES)
+        if pos + KEY_ID_BYTES > size:
+            raise _truncated("recipient key id", KEY_ID_BYTES, pos, size)
+        key_end = pos + KEY_ID_BYTES
+        if key_end + WRAPPED_KEY_BYTES > size:
+            raise _truncated("wrapped data key", WRAPPED_KEY_BYTES, key_end, size)
+        wrapped_end = key_end + WRAPPED_KEY_BYTES
+        entries.append(RecipientEntry(agency, data[pos:key_end], data[key_end:wrapped_end]))
+        ids.append(agency)
+        pos = wrapped_end
+    if ids != sorted(set(ids)):
+        # One canonical form: sorted, no duplicates. Otherwise one recipient set could be written
+        # two ways, and an agency listed twice could be handed two different data keys.
+        raise MalformedEnvelope("recipients are not sorted by agency id and unique")
+    return tuple(entries), pos
+
+
+def _unverified_proof(data: bytes, pos: int) -> BatchProof:
+    """A v3 proof trailer at ``pos``: tree size, leaf index and path, each against its bound."""
+    size = len(data)
+    if pos + _PROOF_HEAD.size > size:
+        raise _truncated("proof trailer", _PROOF_HEAD.size, pos, size)
+    tree_size, index, count = _PROOF_HEAD.unpack_from(data, pos)
+    pos += _PROOF_HEAD.size
     # First the trailer's length: the path and the root signature must end exactly at the last
     # byte (truncation, trailing bytes and a wrong ciphertext length are all malformed here).
-    left = len(r.data) - r.pos
+    left = size - pos
     if PATH_HASH_BYTES * count + SIGNATURE_BYTES != left:
         raise MalformedEnvelope(
             f"an inclusion path of {count} hashes and the root signature do not match the "
@@ -695,6 +729,8 @@ def _unverified_proof(r: _UnverifiedReader) -> BatchProof:
         raise MalformedEnvelope(
             f"inclusion path of {count} hashes; leaf {index} of {tree_size} needs {expected}"
         )
-    raw = r.take(PATH_HASH_BYTES * count, "inclusion path")
-    path = tuple(raw[i : i + PATH_HASH_BYTES] for i in range(0, len(raw), PATH_HASH_BYTES))
+    path = tuple(
+        data[i : i + PATH_HASH_BYTES]
+        for i in range(pos, pos + PATH_HASH_BYTES * count, PATH_HASH_BYTES)
+    )
     return BatchProof(tree_size, index, path)

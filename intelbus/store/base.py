@@ -86,6 +86,9 @@ _IN_CHUNK = 400
 VISIBLE = (RecordStatus.LIVE.value, RecordStatus.RETRACTED.value)
 #: The ``meta`` key naming the agency a store belongs to (written with the schema; never by a batch).
 OWNER_META_KEY = "owner"
+#: The canonical JSON of payloads and lists: exactly what ``json.dumps`` with these options makes
+#: (it builds this very encoder on every call; building it once saves that per payload).
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 
 # --- What comes out. ----------------------------------------------------------------------------------
@@ -679,7 +682,7 @@ class SqlStore(abc.ABC):
     def _json_text(value: object) -> str:
         """Canonical JSON text for a payload or list; the same checks on every backend."""
         try:
-            text = json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False)
+            text = _JSON_ENCODER.encode(value)
         except (TypeError, ValueError) as e:
             raise StoreError(f"value is not JSON-serialisable: {type(e).__name__}") from e
         # PostgreSQL's jsonb cannot hold U+0000; refuse it on every backend so both behave alike.

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from intelbus.records import (
@@ -27,6 +29,7 @@ from intelbus.records import (
     Retraction,
     Sighting,
     VehicleDescription,
+    _uuid_text,
 )
 from intelbus.samples import correction_of, feed, one_incident_per_category, retraction_of
 from intelbus.serde.registry import SchemaRegistry
@@ -402,3 +405,29 @@ def test_a_correction_replacement_cannot_break_model_rules() -> None:
         correction_of(
             original, description="x" * 5000, reason="r", at=datetime(2026, 10, 2, tzinfo=UTC)
         )
+
+
+_UUID_LIKE = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.uuids().map(lambda u: u.hex),
+    st.uuids().map(lambda u: "{" + str(u) + "}"),
+    st.uuids().map(lambda u: "urn:uuid:" + str(u)),
+    st.text(alphabet="0123456789abcdefABCDEF-{}:urn ", max_size=45),
+    st.text(max_size=40),
+)
+
+
+@given(_UUID_LIKE)
+def test_record_id_text_is_the_uuid_modules_canonical_form(value: str) -> None:
+    """The record-id validator's fast path (already canonical text) gives exactly what
+    str(uuid.UUID(value)) gives, and refuses exactly what it refuses."""
+    try:
+        expected: str | None = str(uuid.UUID(value))
+    except ValueError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError):  # noqa: PT011 - the uuid module's own refusal
+            _uuid_text(value)
+    else:
+        assert _uuid_text(value) == expected
