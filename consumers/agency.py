@@ -41,7 +41,7 @@ from consumers.config import ConsumerConfig
 from consumers.liveness import LivenessWatch
 from consumers.pipeline import AgencyPipeline, RawRecord
 from consumers.policy_watch import PolicyWatch
-from consumers.prepare_pool import Pending, PreparePool, default_workers
+from consumers.prepare_pool import Pending, PreparePool
 from intelbus.directory import store as dstore
 from intelbus.directory.follow import DirectoryFollower, Freshness, require_fresh
 from intelbus.directory.trust import DirectoryHistory
@@ -699,7 +699,5 @@ def build_consumer(config: ConsumerConfig, passphrase: bytes | None = None) -> A
         follower=follower,
         policy_watch=policy_watch,
         prune_every_s=config.prune_every_s,
-        prepare_workers=(
-            default_workers() if config.prepare_workers is None else config.prepare_workers
-        ),
+        prepare_workers=config.prepare_workers,
     )

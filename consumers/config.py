@@ -12,7 +12,7 @@
     topic_prefix = "intelbus"
     families = ["sightings", "incidents", "heartbeats"]
     batch_size = 500
-    prepare_workers = 2                # intake on N forked processes; 0 or 1: serial (default: cores)
+    prepare_workers = 2                # intake on N forked processes; 0 or 1: serial (the default)
     security = "required"              # refuse plaintext (default "optional": local development)
 
     [tls]                              # mutual TLS (or INTELBUS_TLS_CA / _CERT / _KEY)
@@ -68,8 +68,9 @@ class ConsumerConfig(BaseModel):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     #: Worker processes that verify, decrypt and decode records (consumers/prepare_pool.py) while
     #: this process judges and commits the batch before in order; 0 or 1: all in this process.
-    #: Unset: one per core when there are two or more, else 0.
-    prepare_workers: Annotated[int, Field(ge=0, le=64)] | None = None
+    #: Default 0: on a 2-core host shared with its broker, workers measured no faster than serial
+    #: (docs/performance.md); they pay where the consumer has cores to itself.
+    prepare_workers: Annotated[int, Field(ge=0, le=64)] = 0
     #: Seconds between the running consumer's retention prunes (issue 16); 0: never (then run
     #: ``intelbus store prune`` from a scheduler).
     prune_every_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600.0

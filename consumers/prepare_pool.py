@@ -73,13 +73,6 @@ log = get_logger("consumers.prepare_pool")
 CHUNK_RECORDS = 50
 
 
-def default_workers() -> int:
-    """Two or more cores: one worker per core (the consumer's own process judges and commits
-    meanwhile); one core: serial (0)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores if cores is not None and cores >= 2 else 0
-
-
 # --- inside a worker --------------------------------------------------------------------------------
 
 _INTAKE: Intake | None = None

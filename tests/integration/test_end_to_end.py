@@ -156,8 +156,14 @@ def test_correction_and_retraction_are_applied_with_history(fed: Federation) -> 
         store.close()
 
 
-def test_restart_after_kill_loses_nothing_and_duplicates_nothing(fed: Federation) -> None:
-    """kill -9 the consumer mid-run; the restarted one finishes with every record exactly once."""
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "two-prepare-workers"])
+def test_restart_after_kill_loses_nothing_and_duplicates_nothing(
+    fed: Federation, workers: int
+) -> None:
+    """kill -9 the consumer mid-run; the restarted one finishes with every record exactly once.
+
+    Also with intake on forked worker processes (``prepare_workers``), whose batches overlap the
+    commit: the kill lands with a batch in the workers, which must be read again, once."""
     records = [sighting_for("HERTFORDSHIRE", "GREEN") for _ in range(400)]
     fed.publish(records)
     config = fed.root / "herts-police.toml"
@@ -174,7 +180,7 @@ def test_restart_after_kill_loses_nothing_and_duplicates_nothing(fed: Federation
         "--until-idle",
     ]
     # Small batches so the kill lands between commits.
-    text = config.read_text() + "batch_size = 20\n"
+    text = config.read_text() + f"batch_size = 20\nprepare_workers = {workers}\n"
     config.write_text(text)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
