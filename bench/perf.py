@@ -422,19 +422,32 @@ def latency(fed: BenchFederation, rate: int, seconds: float, workdir: Path) -> d
         proc.wait(timeout=30)
     conn = sqlite3.connect(store)
     try:
-        rows = conn.execute("SELECT created_at, stored_at FROM records").fetchall()
+        rows = conn.execute("SELECT created_at, appended_at, stored_at FROM records").fetchall()
     finally:
         conn.close()
-    lat = sorted((_t(stored) - _t(created)).total_seconds() * 1000 for created, stored in rows)
+    times = [(_t(c), _t(a), _t(s)) for c, a, s in rows]
+    lat = sorted((s - c).total_seconds() * 1000 for c, _a, s in times)
     if len(lat) != total:
         raise RuntimeError(f"latency run stored {len(lat)} of {total}")
     q = statistics.quantiles(lat, n=100)
+    # Where the latency is spent: sealed -> appended by the broker (the publisher's reservation,
+    # linger and acks=all) and appended -> stored (the consumer's fetch, intake, judge and commit).
+    to_broker = statistics.quantiles(
+        sorted((a - c).total_seconds() * 1000 for c, a, _ in times), n=100
+    )
+    to_store = statistics.quantiles(
+        sorted((s - a).total_seconds() * 1000 for _, a, s in times), n=100
+    )
     return {
         "offered": rate,
         "achieved": achieved,
         "p50_ms": q[49],
         "p95_ms": q[94],
         "p99_ms": q[98],
+        "to_broker_p50_ms": to_broker[49],
+        "to_broker_p99_ms": to_broker[98],
+        "to_store_p50_ms": to_store[49],
+        "to_store_p99_ms": to_store[98],
     }
 
 
@@ -858,13 +871,20 @@ def details(r: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| offered load | achieved | p50 ms | p95 ms | p99 ms |",
-        "|---:|---:|---:|---:|---:|",
+        "| offered load | achieved | p50 ms | p95 ms | p99 ms | sealed->broker p50/p99 ms "
+        "| broker->stored p50/p99 ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lat in r["latency"]:
+        split = (
+            f"{lat['to_broker_p50_ms']:.1f} / {lat['to_broker_p99_ms']:.1f} | "
+            f"{lat['to_store_p50_ms']:.1f} / {lat['to_store_p99_ms']:.1f}"
+            if "to_store_p50_ms" in lat
+            else "| "
+        )
         lines.append(
             f"| {lat['offered']}/s | {lat['achieved']:.0f}/s | {lat['p50_ms']:.1f} | "
-            f"{lat['p95_ms']:.1f} | {lat['p99_ms']:.1f} |"
+            f"{lat['p95_ms']:.1f} | {lat['p99_ms']:.1f} | {split} |"
         )
     m = r["memory"]
     lines += [
