@@ -84,6 +84,11 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def _printable(value: str) -> str:
+    # isprintable() (C, ~2x faster than the search) is true only for text with none of _CONTROL's
+    # characters (checked over every code point in tests/unit/test_records.py); text it refuses,
+    # such as any with a newline, gets the exact check.
+    if value.isprintable():
+        return value
     if _CONTROL.search(value):
         raise ValueError("text must not contain control characters")
     return value

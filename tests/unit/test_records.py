@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from intelbus.records import (
+    _CONTROL,
     RECORD_TYPES,
     SCHEMA_NAMES,
     Behaviour,
@@ -29,6 +30,7 @@ from intelbus.records import (
     Retraction,
     Sighting,
     VehicleDescription,
+    _printable,
     _uuid_text,
 )
 from intelbus.samples import correction_of, feed, one_incident_per_category, retraction_of
@@ -431,3 +433,15 @@ def test_record_id_text_is_the_uuid_modules_canonical_form(value: str) -> None:
             _uuid_text(value)
     else:
         assert _uuid_text(value) == expected
+
+
+def test_printable_fast_path_never_lets_a_control_character_through() -> None:
+    """``str.isprintable`` (the fast path of the text check) is true for no character the exact
+    check refuses, over every code point; and text refused either way is refused."""
+
+    assert not [c for c in map(chr, range(0x110000)) if c.isprintable() and _CONTROL.search(c)]
+    for text in ("tab\tand newline\n are fine", "plain", ""):
+        assert _printable(text) == text
+    for text in ("bell\x07", "nul\x00", "del\x7f", "surrogate\ud800", "esc\x1b[31m"):
+        with pytest.raises(ValueError, match="control characters"):
+            _printable(text)
