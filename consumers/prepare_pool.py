@@ -40,13 +40,11 @@ store's offsets; no record is lost and no offset moves.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import multiprocessing
 import operator
 import os
-import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,6 +54,7 @@ from multiprocessing.reduction import ForkingPickler
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
+from consumers.forking import die_with_parent
 from intelbus.envelope.verify import VerifiedRecord
 from intelbus.envelope.wire import BatchProof, EnvelopeHeader, RecipientEntry, SealedRecord
 from intelbus.errors import PrepareFailed, RecordError, Shredded
@@ -76,26 +75,13 @@ CHUNK_RECORDS = 50
 # --- inside a worker --------------------------------------------------------------------------------
 
 _INTAKE: Intake | None = None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this worker when the consumer dies, even by SIGKILL (a worker
-    holds its own copy of the task pipe, so it would otherwise wait on it for ever)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux: workers exit on EOF only
-        return
-    if os.getppid() != parent:  # the consumer died before the call above took effect
-        os._exit(1)
 
 
 def _install(intake: Intake, parent: int) -> None:
     # Runs in the forked worker: the intake (with its keys) is the parent's object, inherited
     # through fork, not pickled.
     global _INTAKE  # noqa: PLW0603 - the worker's one piece of state, set once at its start
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _INTAKE = intake
 
 

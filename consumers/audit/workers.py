@@ -23,6 +23,7 @@ a different number of records than it was given, stops the replay with
 from __future__ import annotations
 
 import multiprocessing
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +32,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from consumers.audit.digest import authentic_item
+from consumers.forking import die_with_parent
 from intelbus.envelope import VerifiedRecord
 from intelbus.envelope.wire import EnvelopeHeader, RecipientEntry, SealedRecord
 from intelbus.errors import AuditWorkerError
@@ -127,7 +129,10 @@ class IntakePool:
             global _WORKER_VERIFIER  # noqa: PLW0603 - what a forked worker inherits
             _WORKER_VERIFIER = self.verifier
             self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("fork")
+                self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
             )
         return self
 
